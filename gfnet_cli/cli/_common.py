@@ -1,0 +1,47 @@
+"""What every command shares: consoles, JSON output, logging set-up."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+# Results go to stdout; progress, logs and warnings to stderr (``--json`` keeps stdout clean).
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False)
+
+
+class State:
+    debug = False
+    quiet = False
+
+
+def emit_json(document: Any) -> None:
+    """Write one JSON document to stdout, nothing else."""
+    sys.stdout.write(json.dumps(document, indent=2, default=_jsonable) + "\n")
+    sys.stdout.flush()
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "__fspath__"):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
+    root = logging.getLogger("gfnet_cli")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def fmt_int(value: int) -> str:
+    return f"{value:,}"

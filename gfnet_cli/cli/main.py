@@ -1,0 +1,81 @@
+"""Entry point of the ``gfnet`` command: global options, command registration, error policy.
+
+Errors raised as :class:`gfnet_cli.errors.GFNetError` become one line on stderr and the
+exit status SPEC.md gives (2: unusable input, 1: anything else). No traceback is shown
+unless ``--debug`` (or ``GFNET_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+from rich.markup import escape
+
+from gfnet_cli import __version__
+from gfnet_cli.cli import convert_cmd, models_cmd
+from gfnet_cli.cli._common import State, setup_logging, stderr
+from gfnet_cli.errors import GFNetError
+
+app = typer.Typer(
+    name="gfnet",
+    help="Use, fine-tune, profile and publish Global Filter Networks (GFNet).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"gfnet {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more detail to stderr."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Log only warnings and errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    State.debug = debug or os.environ.get("GFNET_DEBUG") == "1"
+    State.quiet = quiet
+    setup_logging(verbose=verbose, quiet=quiet)
+
+
+for _module in (models_cmd, convert_cmd):
+    _module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; errors become one line and an exit status, never a traceback."""
+    State.debug = os.environ.get("GFNET_DEBUG") == "1" or "--debug" in (argv or sys.argv[1:])
+    try:
+        app(args=argv, prog_name="gfnet")
+    except GFNetError as exc:
+        if State.debug:
+            raise
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except MemoryError:
+        if State.debug:
+            raise
+        _fail("out of memory: try a smaller --batch-size or --img-size", 1)
+    except Exception as exc:  # the last line of defence: never a traceback without --debug
+        if State.debug:
+            raise
+        logging.getLogger("gfnet_cli").debug("unexpected error", exc_info=True)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        _fail(f"{type(exc).__name__}: {message} (run with --debug for the traceback)", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    stderr.print(f"[bold red]Error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)

@@ -1,0 +1,412 @@
+"""Turn the authors' ``.pth`` checkpoints into MODEL folders, without running pickled code.
+
+The authors' files are pickles: a dict with ``model`` (maybe ``model_ema``), ``optimizer``,
+``epoch`` and an ``argparse.Namespace`` of training arguments. We read them with PyTorch's
+``weights_only`` unpickler, which only rebuilds tensors, containers and an allow-list of
+plain classes, then infer the architecture from tensor shapes alone (the saved arguments are
+unreliable: a 64-pixel model may record ``input_size=224``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pickle
+import pickletools
+import re
+import warnings
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gfnet_cli.errors import CheckpointError, UsageError
+from gfnet_cli.labels import imagenet_class_names, read_label_file
+from gfnet_cli.models.config import GFNetConfig
+from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.zoo import ZOO, get_zoo_entry, match_architecture
+from gfnet_cli.serialization import atomic_directory, model_from_state_dict, save_model
+
+logger = logging.getLogger(__name__)
+
+# Plain classes the authors' checkpoints carry besides tensors; none can run code.
+_SAFE_GLOBALS: list[Any] = [argparse.Namespace]
+
+
+@dataclass
+class ConversionResult:
+    output_dir: Path
+    config: GFNetConfig
+    num_params: int
+    source: str
+    used_ema: bool
+
+
+# ---------------------------------------------------------------------------- reading
+def read_checkpoint(path: str | Path) -> Any:
+    """Unpickle a checkpoint with the weights-only unpickler (no arbitrary code runs)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty")
+    if path.suffix == ".safetensors":
+        from gfnet_cli.serialization import load_weights
+
+        return load_weights(path)
+    try:
+        with torch.serialization.safe_globals(_safe_globals()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        message = str(exc)
+        found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", message)
+        found = found or _code_reference(path)
+        if found:
+            raise CheckpointError(
+                f"{path}: refusing to load: the pickle references {found.group(1)}, which could "
+                "run code; only checkpoints of tensors and plain values are read"
+            ) from None
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({_reason(message)})"
+        ) from None
+    except Exception as exc:  # the unpickler raises many types on garbage; none is the user's bug
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({_reason(str(exc))})"
+        ) from None
+
+
+_PLAIN_MODULES = ("torch", "collections", "argparse", "numpy", "_codecs", "builtins.set")
+
+
+def _code_reference(path: Path) -> re.Match | None:
+    """Name a global a plain pickle would import that is not tensor/container plumbing.
+
+    Reads opcodes only (``pickletools``); nothing is imported or called.
+    """
+    try:
+        data = path.read_bytes()
+        if data[:2] == b"PK":
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                data = archive.read(name)
+        strings: list[str] = []
+        for opcode, arg, _ in pickletools.genops(data):
+            if isinstance(arg, str) and "UNICODE" in opcode.name:
+                strings = (strings + [arg])[-2:]
+            reference = None
+            if opcode.name == "GLOBAL":
+                reference = str(arg).replace(" ", ".")
+            elif opcode.name == "STACK_GLOBAL" and len(strings) == 2:
+                reference = ".".join(strings)
+            if reference and not reference.startswith(_PLAIN_MODULES):
+                return re.match(r"(.*)", reference)
+    except Exception:  # an unreadable pickle simply has nothing to name
+        return None
+    return None
+
+
+def _safe_globals() -> list[Any]:
+    extra: list[Any] = []
+    try:  # numpy scalars sometimes appear in saved training arguments
+        import numpy as np
+
+        core = getattr(np, "_core", None) or np.core
+        extra += [np.dtype, core.multiarray.scalar]
+        extra += [type(np.dtype("float64")), type(np.dtype("int64")), type(np.dtype("float32"))]
+    except (ImportError, AttributeError):
+        pass
+    return _SAFE_GLOBALS + extra
+
+
+def extract_state_dict(
+    checkpoint: Any, use_ema: bool = False
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """The model's state dict inside a checkpoint, with any ``module.`` prefix removed."""
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(
+            f"the checkpoint holds a {type(checkpoint).__name__}, "
+            "not a state dict or a dict with 'model'"
+        )
+    used_ema = False
+    if use_ema:
+        if not isinstance(checkpoint.get("model_ema"), dict) or not checkpoint["model_ema"]:
+            raise CheckpointError("--use-ema: the checkpoint has no 'model_ema' weights")
+        state = checkpoint["model_ema"]
+        used_ema = True
+    elif isinstance(checkpoint.get("model"), dict):
+        state = checkpoint["model"]
+    elif isinstance(checkpoint.get("state_dict"), dict):
+        state = checkpoint["state_dict"]
+    else:
+        state = checkpoint
+    tensors = OrderedDict()
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            if state is checkpoint:
+                continue  # stray metadata beside a bare state dict
+            raise CheckpointError(f"the checkpoint's weights hold a non-tensor under {key!r}")
+        tensors[_strip_prefix(str(key))] = value
+    if not tensors:
+        raise CheckpointError("the checkpoint holds no tensors")
+    return tensors, used_ema
+
+
+def _strip_prefix(key: str) -> str:
+    for prefix in ("module.", "_orig_mod.", "model."):
+        while key.startswith(prefix):
+            key = key[len(prefix) :]
+    return key
+
+
+# ---------------------------------------------------------------------------- inference
+def infer_config(state_dict: dict[str, torch.Tensor]) -> GFNetConfig:
+    """The architecture a GFNet state dict describes, from its tensor shapes alone."""
+    if "patch_embed.proj.weight" in state_dict:
+        return _infer_flat(state_dict)
+    if "patch_embed.0.proj.weight" in state_dict:
+        return _infer_pyramid(state_dict)
+    raise CheckpointError(
+        "the checkpoint is not a GFNet: it has neither 'patch_embed.proj.weight' (flat) "
+        "nor 'patch_embed.0.proj.weight' (pyramid)"
+    )
+
+
+def _require(state_dict: dict[str, torch.Tensor], key: str, ndim: int) -> torch.Tensor:
+    if key not in state_dict:
+        raise CheckpointError(f"the checkpoint is missing {key!r}")
+    value = state_dict[key]
+    if value.ndim != ndim:
+        raise CheckpointError(f"{key} has shape {tuple(value.shape)}; expected {ndim} dimensions")
+    return value
+
+
+def _grid(state_dict: dict[str, torch.Tensor], filter_key: str, num_tokens: int) -> tuple[int, int]:
+    weight = _require(state_dict, filter_key, 4)
+    rows, half_cols = int(weight.shape[0]), int(weight.shape[1])
+    if rows == 0 or num_tokens % rows:
+        raise CheckpointError(
+            f"pos_embed has {num_tokens} tokens, which no grid with {rows} rows "
+            f"(from {filter_key}) explains"
+        )
+    cols = num_tokens // rows
+    if cols // 2 + 1 != half_cols:
+        raise CheckpointError(
+            f"{filter_key} has {half_cols} frequency columns; a {rows}x{cols} grid needs "
+            f"{cols // 2 + 1}"
+        )
+    return rows, cols
+
+
+def _head(state_dict: dict[str, torch.Tensor]) -> int:
+    if "head.weight" in state_dict:
+        return int(_require(state_dict, "head.weight", 2).shape[0])
+    return 0
+
+
+def _count(state_dict: dict[str, torch.Tensor], pattern: str) -> int:
+    regex = re.compile(pattern)
+    return len({m.group(1) for key in state_dict if (m := regex.match(key))})
+
+
+def _infer_flat(sd: dict[str, torch.Tensor]) -> GFNetConfig:
+    proj = _require(sd, "patch_embed.proj.weight", 4)
+    pos = _require(sd, "pos_embed", 3)
+    width, in_chans, patch = int(proj.shape[0]), int(proj.shape[1]), int(proj.shape[2])
+    depth = _count(sd, r"blocks\.(\d+)\.")
+    if depth == 0:
+        raise CheckpointError("the checkpoint has no blocks")
+    rows, cols = _grid(sd, "blocks.0.filter.complex_weight", int(pos.shape[1]))
+    hidden = int(_require(sd, "blocks.0.mlp.fc1.weight", 2).shape[0])
+    size = [rows * patch, cols * patch]
+    return GFNetConfig(
+        kind="flat",
+        patch_size=patch,
+        embed_dim=width,
+        depth=depth,
+        mlp_ratio=hidden / width,
+        img_size=size if rows != cols else size[0],
+        in_chans=in_chans,
+        num_classes=_head(sd),
+    )
+
+
+def _infer_pyramid(sd: dict[str, torch.Tensor]) -> GFNetConfig:
+    proj = _require(sd, "patch_embed.0.proj.weight", 4)
+    pos = _require(sd, "pos_embed", 3)
+    in_chans, patch = int(proj.shape[1]), int(proj.shape[2])
+    stages = _count(sd, r"patch_embed\.(\d+)\.proj\.weight")
+    if stages != 4:
+        raise CheckpointError(f"a pyramid GFNet has 4 stages; the checkpoint has {stages}")
+    widths = [int(_require(sd, f"patch_embed.{i}.proj.weight", 4).shape[0]) for i in range(4)]
+    depths = [_count(sd, rf"blocks\.{i}\.(\d+)\.") for i in range(4)]
+    ratios = []
+    for i, depth in enumerate(depths):
+        if depth == 0:
+            ratios.append(4.0)
+            continue
+        hidden = int(_require(sd, f"blocks.{i}.0.mlp.fc1.weight", 2).shape[0])
+        ratios.append(hidden / widths[i])
+    first = next((i for i, d in enumerate(depths) if d), None)
+    if first is None:
+        raise CheckpointError("the checkpoint has no blocks")
+    rows, cols = (
+        _grid(sd, "blocks.0.0.filter.complex_weight", int(pos.shape[1]))
+        if depths[0]
+        else (_square(int(pos.shape[1])))
+    )
+    has_gamma = any(key.endswith(".gamma") for key in sd)
+    size = [rows * patch, cols * patch]
+    return GFNetConfig(
+        kind="pyramid",
+        patch_size=patch,
+        embed_dim=widths,
+        depth=depths,
+        mlp_ratio=ratios,
+        init_values=1e-3 if has_gamma else None,
+        img_size=size if rows != cols else size[0],
+        in_chans=in_chans,
+        num_classes=_head(sd),
+    )
+
+
+def _square(num_tokens: int) -> tuple[int, int]:
+    side = int(round(num_tokens**0.5))
+    if side * side != num_tokens:
+        raise CheckpointError(f"cannot tell the token grid of pos_embed with {num_tokens} tokens")
+    return side, side
+
+
+def apply_arch(config: GFNetConfig, arch: str) -> GFNetConfig:
+    """Take a zoo variant's training settings, after checking the shapes agree with it."""
+    entry = get_zoo_entry(arch)
+    reference = entry.config(img_size=config.img_size, num_classes=config.num_classes)
+    disagreements = []
+    if reference.kind != config.kind:
+        disagreements.append(f"kind {config.kind} (not {reference.kind})")
+    for name, mine, theirs in (
+        ("patch size", config.patch_size, reference.patch_size),
+        ("widths", config.widths, reference.widths),
+        ("depths", config.depths, reference.depths),
+        ("MLP ratios", config.mlp_ratios, reference.mlp_ratios),
+    ):
+        if reference.kind == config.kind and mine != theirs:
+            disagreements.append(f"{name} {_fmt(mine)} (not {_fmt(theirs)})")
+    if disagreements:
+        raise CheckpointError(
+            f"the checkpoint does not match --arch {entry.name}: it has " + ", ".join(disagreements)
+        )
+    return config.replace(
+        drop_path_rate=reference.drop_path_rate,
+        init_values=reference.init_values if config.init_values is not None else None,
+        architecture=entry.name,
+    )
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, list):
+        return "/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return str(value)
+
+
+# ---------------------------------------------------------------------------- conversion
+def convert_checkpoint(
+    source: str | Path,
+    output_dir: str | Path,
+    *,
+    arch: str | None = None,
+    use_ema: bool = False,
+    labels: str | None = None,
+    overwrite: bool = False,
+) -> ConversionResult:
+    """Convert an authors' checkpoint (a file, an http(s) URL or a zoo name) to a MODEL folder."""
+    source_text = str(source)
+    checkpoint_path, source_label, zoo_name = _resolve_source(source_text)
+    if zoo_name and arch is None:
+        arch = zoo_name
+    checkpoint = read_checkpoint(checkpoint_path)
+    state_dict, used_ema = extract_state_dict(checkpoint, use_ema=use_ema)
+    config = infer_config(state_dict)
+    if arch is not None:
+        config = apply_arch(config, arch)
+    else:
+        matched = match_architecture(config)
+        if matched:
+            config = apply_arch(config, matched)
+    class_names = _class_names(labels, config.num_classes)
+    config = config.replace(class_names=class_names)
+    model = model_from_state_dict(config, state_dict, source=source_label)
+    card = _card(model, source_label, used_ema)
+    with atomic_directory(output_dir, overwrite=overwrite) as staging:
+        save_model(model, staging, card=card)
+    logger.info("converted %s -> %s (%s)", source_label, output_dir, config.describe())
+    return ConversionResult(
+        output_dir=Path(output_dir),
+        config=config,
+        num_params=model.num_params,
+        source=source_label,
+        used_ema=used_ema,
+    )
+
+
+def _resolve_source(source: str) -> tuple[Path, str, str | None]:
+    """A local path for SOURCE: the file itself, a downloaded URL, or a zoo entry's link."""
+    if source.lower() in ZOO and not Path(source).exists():
+        entry = ZOO[source.lower()]
+        from gfnet_cli.hub import download_url
+
+        return download_url(entry.url), f"{entry.name} ({entry.url})", entry.name
+    if re.match(r"^https?://", source):
+        from gfnet_cli.hub import download_url
+
+        return download_url(source), source, None
+    return Path(source), source, None
+
+
+def _class_names(labels: str | None, num_classes: int) -> list[str] | None:
+    if labels is None:
+        return imagenet_class_names() if num_classes == 1000 else None
+    if labels in ("imagenet-1k", "imagenet1k", "imagenet"):
+        names = imagenet_class_names()
+    else:
+        names = read_label_file(labels)
+    if len(names) != num_classes:
+        raise UsageError(
+            f"--labels lists {len(names)} class names; the model has {num_classes} classes"
+        )
+    return names
+
+
+def _card(model: GFNet, source: str, used_ema: bool) -> str:
+    from gfnet_cli.card import model_card
+
+    return model_card(model.config, source=source, used_ema=used_ema, num_params=model.num_params)
+
+
+def _reason(message: str) -> str:
+    """The informative line of a torch.load error (skipping its weights_only preamble)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    useful = [
+        line for line in lines if not line.startswith(("Weights only load failed", "Check the"))
+    ]
+    return _first_line(useful[0] if useful else message)
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[0][:200] if lines else "unknown error"
+
+
+__all__ = [
+    "ConversionResult",
+    "GFNet",
+    "convert_checkpoint",
+    "extract_state_dict",
+    "infer_config",
+    "read_checkpoint",
+]

@@ -1,0 +1,225 @@
+"""The model configuration: everything needed to rebuild a GFNet and preprocess its inputs.
+
+Saved as ``config.json`` beside ``model.safetensors``. Plain JSON types only, so any tool can
+read it, and no pickle is ever involved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from gfnet_cli.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+FORMAT_VERSION = 1
+PYRAMID_STAGES = 4
+# A pyramid model halves its grid three times after a patch-4 stem: inputs must divide by 32.
+PYRAMID_DOWNSAMPLE = 8
+
+
+def to_pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """Normalize an image size given as ``N`` or ``(H, W)`` to ``(H, W)``."""
+    if isinstance(value, int):
+        return (value, value)
+    height, width = value
+    return (int(height), int(width))
+
+
+@dataclass
+class GFNetConfig:
+    """Architecture plus preprocessing of one GFNet.
+
+    ``embed_dim``, ``depth`` and ``mlp_ratio`` are single values for a flat model and four
+    values (one per stage) for a pyramid model. ``init_values`` is the layer-scale init of
+    pyramid blocks; ``None`` means blocks without layer scale.
+    """
+
+    kind: Literal["flat", "pyramid"] = "flat"
+    patch_size: int = 16
+    embed_dim: int | list[int] = 384
+    depth: int | list[int] = 12
+    mlp_ratio: float | list[float] = 4.0
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    init_values: float | None = None
+    img_size: int | list[int] = 224
+    in_chans: int = 3
+    num_classes: int = 1000
+    class_names: list[str] | None = None
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+    architecture: str | None = None
+    model_type: str = "gfnet"
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return to_pair(self.img_size)
+
+    @property
+    def widths(self) -> list[int]:
+        return _as_list(self.embed_dim, self.num_stages, int)
+
+    @property
+    def depths(self) -> list[int]:
+        return _as_list(self.depth, self.num_stages, int)
+
+    @property
+    def mlp_ratios(self) -> list[float]:
+        return _as_list(self.mlp_ratio, self.num_stages, float)
+
+    @property
+    def num_stages(self) -> int:
+        return PYRAMID_STAGES if self.kind == "pyramid" else 1
+
+    @property
+    def stride(self) -> int:
+        """The factor by which the input size must be divisible."""
+        return self.patch_size * (PYRAMID_DOWNSAMPLE if self.kind == "pyramid" else 1)
+
+    def grid_sizes(self, image_size: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+        """Token grid (rows, cols) of every stage for an input of ``image_size``."""
+        height, width = image_size or self.image_size
+        rows, cols = height // self.patch_size, width // self.patch_size
+        grids = [(rows, cols)]
+        for _ in range(self.num_stages - 1):
+            rows, cols = rows // 2, cols // 2
+            grids.append((rows, cols))
+        return grids
+
+    def check_image_size(self, image_size: tuple[int, int]) -> None:
+        height, width = image_size
+        if height <= 0 or width <= 0 or height % self.stride or width % self.stride:
+            raise ConfigError(
+                f"image size {height}x{width} does not suit this {self.kind} GFNet: height and "
+                f"width must be positive multiples of {self.stride}"
+            )
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names, or ``class_<i>`` where the model does not know them."""
+        if self.class_names and len(self.class_names) == self.num_classes:
+            return list(self.class_names)
+        return [f"class_{i}" for i in range(self.num_classes)]
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        if self.kind not in ("flat", "pyramid"):
+            raise ConfigError(f"unknown model kind {self.kind!r}: expected 'flat' or 'pyramid'")
+        if self.model_type != "gfnet":
+            raise ConfigError(f"config.json describes a {self.model_type!r} model, not a GFNet")
+        for name in ("embed_dim", "depth", "mlp_ratio"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                if len(value) != self.num_stages:
+                    raise ConfigError(
+                        f"{name} has {len(value)} values; a {self.kind} GFNet needs "
+                        f"{self.num_stages}"
+                    )
+                setattr(self, name, list(value))
+        if self.kind == "pyramid":
+            for name in ("embed_dim", "depth", "mlp_ratio"):
+                setattr(self, name, _as_list(getattr(self, name), PYRAMID_STAGES, _type_of(name)))
+        if any(w <= 0 for w in self.widths) or any(d < 0 for d in self.depths):
+            raise ConfigError("embed_dim must be positive and depth non-negative")
+        if self.patch_size <= 0:
+            raise ConfigError("patch_size must be positive")
+        if self.num_classes < 0:
+            raise ConfigError("num_classes must be non-negative")
+        if isinstance(self.img_size, (list, tuple)):
+            self.img_size = list(to_pair(self.img_size))
+            if self.img_size[0] == self.img_size[1]:
+                self.img_size = self.img_size[0]
+        self.check_image_size(self.image_size)
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ConfigError(
+                f"config.json lists {len(self.class_names)} class names for "
+                f"{self.num_classes} classes"
+            )
+        if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
+            raise ConfigError("mean and std need one value per input channel")
+        if not 0 < self.crop_pct <= 1:
+            raise ConfigError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        self.mean = [float(v) for v in self.mean]
+        self.std = [float(v) for v in self.std]
+
+    # ------------------------------------------------------------------ (de)serialization
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GFNetConfig:
+        if not isinstance(data, dict):
+            raise ConfigError("config.json must hold a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"config.json has unknown fields: {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:  # wrong value types surface here
+            raise ConfigError(f"config.json is invalid: {exc}") from None
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / CONFIG_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory_or_file: str | Path) -> GFNetConfig:
+        path = Path(directory_or_file)
+        if path.is_dir():
+            path = path / CONFIG_NAME
+        if not path.is_file():
+            raise ConfigError(f"{path} not found: a MODEL folder needs a config.json")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path} is not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> GFNetConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ summaries
+    def describe(self) -> str:
+        height, width = self.image_size
+        size = f"{height}" if height == width else f"{height}x{width}"
+        if self.kind == "flat":
+            arch = f"flat, patch {self.patch_size}, width {self.widths[0]}, depth {self.depths[0]}"
+        else:
+            widths = "/".join(map(str, self.widths))
+            depths = "/".join(map(str, self.depths))
+            arch = f"pyramid, patch {self.patch_size}, widths {widths}, depths {depths}"
+        return f"{arch}, {size} px, {self.num_classes} classes"
+
+
+def _type_of(name: str) -> type:
+    return float if name == "mlp_ratio" else int
+
+
+def _as_list(value: Any, length: int, kind: type) -> list:
+    if isinstance(value, (list, tuple)):
+        return [kind(v) for v in value]
+    return [kind(value)] * length
+
+
+def crop_size_to_resize(img_size: int, crop_pct: float) -> int:
+    """The shorter-side resize before a center crop of ``img_size`` (the authors' recipe)."""
+    return int(math.floor(img_size / crop_pct))

@@ -1,0 +1,189 @@
+"""Building blocks of GFNet, keeping the authors' parameter names.
+
+Tokens travel through a block as a (B, H, W, C) grid: LayerNorm and the MLP act on the last
+axis, the global filter's FFT on axes 1 and 2, so no reshapes are needed between them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def resize_filter(weight: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Resize a (h, w//2+1, C, 2) filter to the half-spectrum of a ``grid`` token grid.
+
+    The authors' fine-tuning recipe: bicubic with ``align_corners=True`` over the stored
+    half-spectrum, to (rows, cols // 2 + 1).
+    """
+    rows, cols = grid
+    target = (rows, cols // 2 + 1)
+    if tuple(weight.shape[:2]) == target:
+        return weight
+    height, width, channels, _ = weight.shape
+    planes = weight.reshape(1, height, width, channels * 2).permute(0, 3, 1, 2)
+    planes = F.interpolate(planes.float(), size=target, mode="bicubic", align_corners=True)
+    return planes.permute(0, 2, 3, 1).reshape(target[0], target[1], channels, 2).to(weight.dtype)
+
+
+def resize_pos_embed(
+    pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]
+) -> torch.Tensor:
+    """Resize a (1, N, C) position embedding between token grids (bicubic, corners free)."""
+    if tuple(old_grid) == tuple(new_grid):
+        return pos_embed
+    channels = pos_embed.shape[-1]
+    grid = pos_embed.reshape(1, old_grid[0], old_grid[1], channels).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=tuple(new_grid), mode="bicubic", align_corners=False)
+    return (
+        grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], channels).to(pos_embed.dtype)
+    )
+
+
+class _PerSizeCache:
+    """Remembers tensors derived from a parameter, per input size, until the parameter changes.
+
+    Resizing filters on every forward would waste time at inference; caching them while
+    gradients flow would cut the graph, so the cache is used only outside autograd.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, torch.Tensor] = {}
+
+    def get(self, param: torch.Tensor, key: tuple, compute) -> torch.Tensor:
+        if torch.is_grad_enabled() and param.requires_grad:
+            return compute()
+        full_key = (key, param._version, param.data_ptr(), param.dtype, param.device)
+        value = self._entries.get(full_key)
+        if value is None:
+            self._entries = {k: v for k, v in self._entries.items() if k[1:] == full_key[1:]}
+            value = compute()
+            self._entries[full_key] = value
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class GlobalFilter(nn.Module):
+    """Token mixing by a learned filter in the frequency domain (the paper's eq. 3).
+
+    ``complex_weight`` holds the filter for the half-spectrum of the model's native grid, as
+    real and imaginary parts. An input on another grid uses the filter resized the way the
+    authors fine-tune to a new resolution.
+    """
+
+    def __init__(self, dim: int, grid: tuple[int, int]) -> None:
+        super().__init__()
+        rows, cols = grid
+        self.grid = (rows, cols)
+        self.complex_weight = nn.Parameter(torch.randn(rows, cols // 2 + 1, dim, 2) * 0.02)
+        self._resized = _PerSizeCache()
+
+    def filter_for(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The complex filter for a token grid of ``grid`` (cached outside training)."""
+        if tuple(grid) == self.grid:
+            return torch.view_as_complex(self.complex_weight.float())
+        return self._resized.get(
+            self.complex_weight,
+            tuple(grid),
+            lambda: torch.view_as_complex(resize_filter(self.complex_weight.float(), grid)),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, rows, cols, _ = x.shape
+        dtype = x.dtype
+        spectrum = torch.fft.rfft2(x.float(), dim=(1, 2), norm="ortho")
+        spectrum = spectrum * self.filter_for((rows, cols))
+        x = torch.fft.irfft2(spectrum, s=(rows, cols), dim=(1, 2), norm="ortho")
+        return x.to(dtype)
+
+    def extra_repr(self) -> str:
+        return f"grid={self.grid}, dim={self.complex_weight.shape[2]}"
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a sample's whole residual branch with probability ``p``."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Block(nn.Module):
+    """One GFNet block: a single residual around filter and MLP.
+
+    ``x + drop_path(gamma * mlp(norm2(filter(norm1(x)))))``; ``gamma`` (layer scale) exists
+    only in pyramid blocks.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        grid: tuple[int, int],
+        mlp_ratio: float = 4.0,
+        drop: float = 0.0,
+        drop_path: float = 0.0,
+        init_values: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.filter = GlobalFilter(dim, grid)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        if init_values is not None:
+            self.gamma = nn.Parameter(init_values * torch.ones(dim))
+        else:
+            self.register_parameter("gamma", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branch = self.mlp(self.norm2(self.filter(self.norm1(x))))
+        if self.gamma is not None:
+            branch = self.gamma * branch
+        return x + self.drop_path(branch)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches to tokens: a strided convolution, output (B, H, W, C)."""
+
+    def __init__(self, in_chans: int, dim: int, patch_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class DownLayer(nn.Module):
+    """Between pyramid stages: a 2x2 stride-2 convolution on the (B, H, W, C) grid."""
+
+    def __init__(self, dim_in: int, dim_out: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(dim_in, dim_out, kernel_size=2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)

@@ -1,0 +1,190 @@
+"""MODEL folders on disk: ``config.json`` + ``model.safetensors`` (+ ``README.md`` card).
+
+Weights are only ever written as safetensors; every file is written to a temporary name and
+renamed into place, so an interrupted write never leaves a half-written file that a later run
+would take as valid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from gfnet_cli.errors import ConfigError, UsageError
+from gfnet_cli.models.config import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, GFNetConfig
+from gfnet_cli.models.gfnet import GFNet
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_file(tmp: Path, path: Path) -> None:
+    """Give a finished temporary file the usual permissions and rename it into place."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, encoding="utf-8"
+    ) as handle:
+        handle.write(text)
+        tmp = Path(handle.name)
+    try:
+        publish_file(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_weights(
+    state_dict: dict[str, torch.Tensor], path: Path, metadata: dict | None = None
+) -> None:
+    """Write tensors as safetensors via a temporary file and an atomic rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    try:
+        save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
+        publish_file(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_model(model: GFNet, directory: str | Path, card: str | None = None) -> Path:
+    """Write ``model`` into ``directory`` as a MODEL folder (files replaced atomically)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_weights(model.state_dict(), directory / WEIGHTS_NAME)
+    write_text_atomic(directory / CONFIG_NAME, _config_json(model.config))
+    if card is not None:
+        write_text_atomic(directory / CARD_NAME, card)
+    return directory
+
+
+def _config_json(config: GFNetConfig) -> str:
+    import json
+
+    return json.dumps(config.to_dict(), indent=2) + "\n"
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: a MODEL folder needs a model.safetensors")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ConfigError(
+            f"{path} is not a readable safetensors file ({_first_line(exc)}); "
+            "it may be truncated or corrupt: download or convert it again"
+        ) from None
+
+
+def load_model_folder(
+    directory: str | Path,
+    *,
+    img_size: int | tuple[int, int] | None = None,
+    device: str | torch.device | None = None,
+) -> GFNet:
+    """Build the model a MODEL folder describes and load its weights (strictly)."""
+    directory = Path(directory)
+    config = GFNetConfig.load(directory)
+    state_dict = load_weights(directory / WEIGHTS_NAME)
+    model = model_from_state_dict(config, state_dict, source=str(directory))
+    if img_size is not None:
+        model.set_image_size(img_size)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def model_from_state_dict(
+    config: GFNetConfig, state_dict: dict[str, torch.Tensor], source: str = "weights"
+) -> GFNet:
+    """A GFNet from ``config`` holding ``state_dict``; a clear error when the two disagree."""
+    with torch.device("meta"):
+        skeleton = GFNet(config)
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    check_state_dict(expected, state_dict, source)
+    model = GFNet(config)
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def check_state_dict(
+    expected: dict[str, tuple[int, ...]], state_dict: dict[str, torch.Tensor], source: str
+) -> None:
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys ({_sample(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys ({_sample(unexpected)})")
+        raise ConfigError(f"{source}: config and weights disagree: {'; '.join(parts)}")
+    for key, shape in expected.items():
+        value = state_dict[key]
+        if not isinstance(value, torch.Tensor):
+            raise ConfigError(f"{source}: {key} is not a tensor")
+        if tuple(value.shape) != shape:
+            raise ConfigError(
+                f"{source}: config and weights disagree: {key} has shape "
+                f"{tuple(value.shape)}, the config implies {shape}"
+            )
+
+
+def _sample(keys: list[str], count: int = 3) -> str:
+    shown = ", ".join(keys[:count])
+    return shown + (", ..." if len(keys) > count else "")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder that replaces ``target`` only if the block succeeds.
+
+    Refuses to touch a non-empty ``target`` unless ``overwrite``: an existing folder is only
+    removed after its replacement is complete.
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{target} exists and is not a folder")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise UsageError(
+            f"{target} already exists and is not empty: choose another folder or pass --overwrite"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    )
+    os.chmod(staging, 0o777 & ~_umask())
+    try:
+        yield staging
+        backup = None
+        if target.exists():
+            backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, backup)
+        os.replace(staging, target)
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
