@@ -1,0 +1,227 @@
+"""DATASET arguments: Hub datasets, local image folders and ``save_to_disk`` folders.
+
+All three become a ``datasets`` split plus the names of its image and label columns, found
+from the features (an ``Image`` feature, a ``ClassLabel`` feature) unless given. Images are
+decoded by :func:`gfnet_cli.data.images.open_image` in DataLoader workers, so a corrupt file
+is counted and skipped instead of ending a long run.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gfnet_cli.data.images import ImageReadError, is_image_file, open_image
+from gfnet_cli.errors import GFNetError, UsageError
+
+logger = logging.getLogger(__name__)
+
+EVAL_SPLITS = ("validation", "valid", "val", "test")
+TRAIN_SPLITS = ("train", "training")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+class DatasetError(UsageError):
+    """A DATASET that cannot be used as given; the message says how to fix it."""
+
+
+@dataclass
+class ImageDataset:
+    """One split of an image-classification dataset and where its columns are."""
+
+    dataset: Any  # datasets.Dataset or datasets.IterableDataset
+    name: str
+    split: str
+    image_column: str
+    label_column: str | None
+    class_names: list[str] | None
+    streaming: bool = False
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.class_names) if self.class_names is not None else None
+
+    def __len__(self) -> int:
+        if self.streaming:
+            raise TypeError("a streaming dataset has no length")
+        return len(self.dataset)
+
+
+def load_splits(dataset: str, *, dataset_config: str | None = None, streaming: bool = False) -> Any:
+    """Every split of DATASET as a ``DatasetDict`` (or ``IterableDatasetDict`` when streaming)."""
+    import datasets
+
+    path = Path(dataset).expanduser()
+    try:
+        if path.is_dir():
+            if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+                loaded = datasets.load_from_disk(str(path))
+                if isinstance(loaded, datasets.Dataset):
+                    split = str(loaded.split) if loaded.split is not None else "train"
+                    loaded = datasets.DatasetDict({split: loaded})
+                if streaming:
+                    loaded = datasets.IterableDatasetDict(
+                        {k: v.to_iterable_dataset() for k, v in loaded.items()}
+                    )
+                return loaded
+            if not any(is_image_file(p) for p in path.rglob("*") if p.is_file()):
+                raise DatasetError(
+                    f"{path} holds no images: an image folder needs class sub-folders of "
+                    "images (optionally under train/, validation/, test/)"
+                )
+            return datasets.load_dataset("imagefolder", data_dir=str(path), streaming=streaming)
+        if path.exists():
+            raise DatasetError(f"{path} is a file; DATASET must be a folder or a Hub dataset id")
+        if dataset.startswith((".", "/", "~")) or not _HUB_ID.match(dataset):
+            raise DatasetError(f"{dataset}: no such folder (and not a Hub dataset id)")
+        return datasets.load_dataset(dataset, dataset_config, streaming=streaming)
+    except GFNetError:
+        raise
+    except Exception as exc:  # datasets raises many types; each means "cannot use this"
+        raise DatasetError(f"cannot load dataset {dataset!r}: {_first_line(exc)}") from None
+
+
+def choose_split(available: Sequence[str], split: str | None, preferred: Sequence[str]) -> str:
+    """The requested split, else the first preferred one present."""
+    names = list(available)
+    if split is not None:
+        if split not in names:
+            raise DatasetError(f"split {split!r} not found; available: {', '.join(names)}")
+        return split
+    for name in preferred:
+        if name in names:
+            return name
+    if len(names) == 1:
+        return names[0]
+    raise DatasetError(
+        f"no {'/'.join(preferred)} split; choose one of {', '.join(names)} with --split"
+    )
+
+
+def find_columns(
+    features: Any, image_column: str | None = None, label_column: str | None = None
+) -> tuple[str, str | None, list[str] | None]:
+    """The image column, the label column and the class names, from the features."""
+    import datasets
+
+    if features is None:
+        raise DatasetError("the dataset does not declare its features; pass --image-column")
+    columns = list(features)
+    if image_column is None:
+        image_column = next(
+            (c for c in columns if isinstance(features[c], datasets.Image)), None
+        ) or next((c for c in ("image", "img", "pixel_values") if c in columns), None)
+        if image_column is None:
+            raise DatasetError(
+                f"no image column found among {', '.join(columns)}; pass --image-column"
+            )
+    elif image_column not in columns:
+        raise DatasetError(f"--image-column {image_column!r} not in {', '.join(columns)}")
+    if label_column is None:
+        label_column = next(
+            (c for c in columns if isinstance(features[c], datasets.ClassLabel)), None
+        ) or next((c for c in ("label", "labels", "fine_label") if c in columns), None)
+    elif label_column not in columns:
+        raise DatasetError(f"--label-column {label_column!r} not in {', '.join(columns)}")
+    class_names = None
+    if label_column is not None and isinstance(features[label_column], datasets.ClassLabel):
+        class_names = list(features[label_column].names)
+    return image_column, label_column, class_names
+
+
+def load_image_dataset(
+    dataset: str,
+    split: str | None = None,
+    *,
+    dataset_config: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    streaming: bool = False,
+    preferred_splits: Sequence[str] = EVAL_SPLITS,
+) -> ImageDataset:
+    """One split of DATASET with its columns located (evaluation splits preferred by default)."""
+    splits = load_splits(dataset, dataset_config=dataset_config, streaming=streaming)
+    chosen = choose_split(list(splits), split, preferred_splits)
+    data = splits[chosen]
+    image_col, label_col, class_names = find_columns(data.features, image_column, label_column)
+    return ImageDataset(
+        dataset=data,
+        name=dataset,
+        split=chosen,
+        image_column=image_col,
+        label_column=label_col,
+        class_names=class_names,
+        streaming=streaming,
+    )
+
+
+class TorchImageDataset(torch.utils.data.Dataset):
+    """A map-style view of an :class:`ImageDataset` yielding ``(tensor, label, index)``.
+
+    Images are decoded here (in DataLoader workers) with :func:`open_image`; one that cannot
+    be read yields ``None`` so :func:`collate_skipping_failures` can drop and count it.
+    ``label_map`` maps the dataset's label ids to the model's class indices.
+    """
+
+    def __init__(
+        self,
+        data: ImageDataset,
+        transform: Callable,
+        label_map: dict[int, int] | None = None,
+    ) -> None:
+        import datasets
+
+        self.image_column = data.image_column
+        self.label_column = data.label_column
+        self.dataset = data.dataset.cast_column(data.image_column, datasets.Image(decode=False))
+        self.transform = transform
+        self.label_map = label_map
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | tuple[None, str, int]:
+        row = self.dataset[int(index)]
+        try:
+            image = open_image(row[self.image_column])
+            tensor = self.transform(image)
+        except ImageReadError as exc:
+            return None, str(exc), int(index)
+        label = -1
+        if self.label_column is not None and row[self.label_column] is not None:
+            label = int(row[self.label_column])
+            if self.label_map is not None:
+                label = self.label_map.get(label, -1)
+        return tensor, label, int(index)
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+    failures: list[tuple[int, str]]
+
+
+def collate_skipping_failures(items: list[tuple]) -> Batch:
+    """Stack the readable samples of a batch; record the unreadable ones."""
+    good = [item for item in items if item[0] is not None]
+    failures = [(item[2], item[1]) for item in items if item[0] is None]
+    if good:
+        images = torch.stack([item[0] for item in good])
+    else:
+        images = torch.empty(0)
+    labels = torch.tensor([item[1] for item in good], dtype=torch.long)
+    indices = torch.tensor([item[2] for item in good], dtype=torch.long)
+    return Batch(images, labels, indices, failures)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

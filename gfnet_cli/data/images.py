@@ -1,0 +1,160 @@
+"""Opening images the way users expect: any file PIL reads, upright, as RGB, bombs refused.
+
+Every failure is an :class:`ImageReadError` with a reason a user understands (missing, empty,
+truncated, not an image, too large), so callers can report it and go on with other inputs.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from gfnet_cli.errors import UsageError
+
+IMAGE_EXTENSIONS = {
+    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm",
+    ".pnm", ".jfif", ".ico", ".tga", ".avif", ".heic",
+}  # fmt: skip
+
+# PIL's default guard (about 89 megapixels; twice that is an error). We treat the warning
+# level as an error too: decoding such a file could exhaust memory.
+MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+
+class ImageReadError(UsageError):
+    """An input that cannot be used as an image; the message says why."""
+
+
+def open_image(source: str | Path | bytes | dict[str, Any] | Image.Image) -> Image.Image:
+    """Decode ``source`` (a path, bytes, a ``{"path", "bytes"}`` record or a PIL image) to RGB.
+
+    EXIF orientation is applied, transparency is composited on white, high-bit-depth and
+    bilevel images are scaled to 8-bit RGB.
+    """
+    if isinstance(source, Image.Image):
+        return to_rgb(ImageOps.exif_transpose(source) or source)
+    name, stream = _stream(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(stream) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise ImageReadError(
+                        f"{name}: {width}x{height} pixels exceeds the {MAX_IMAGE_PIXELS:,}-pixel "
+                        "limit (possible decompression bomb); refusing to decode it"
+                    )
+                image.load()
+                upright = ImageOps.exif_transpose(image) or image
+                return to_rgb(upright)
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageReadError(
+            f"{name}: too many pixels (possible decompression bomb); refusing to decode it"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{name}: not an image (or a format Pillow cannot read)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        text = str(exc)
+        if "truncated" in text.lower() or isinstance(exc, EOFError):
+            reason = "truncated image file"
+        else:
+            reason = f"unreadable image ({text.splitlines()[0] if text else type(exc).__name__})"
+        raise ImageReadError(f"{name}: {reason}") from None
+    finally:
+        stream.close()
+
+
+def _stream(source: str | Path | bytes | dict[str, Any]) -> tuple[str, io.BufferedIOBase]:
+    if isinstance(source, dict):
+        if source.get("bytes"):
+            return str(source.get("path") or "<image bytes>"), io.BytesIO(source["bytes"])
+        if source.get("path"):
+            source = source["path"]
+        else:
+            raise ImageReadError("an image record holds neither bytes nor a path")
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise ImageReadError("<image bytes>: empty")
+        return "<image bytes>", io.BytesIO(bytes(source))
+    path = Path(source)
+    if not path.exists():
+        raise ImageReadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a folder, not an image")
+    try:
+        if path.stat().st_size == 0:
+            raise ImageReadError(f"{path}: empty file")
+        return str(path), open(path, "rb")  # noqa: SIM115 - closed by open_image
+    except PermissionError:
+        raise ImageReadError(f"{path}: permission denied") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB, correctly (not just ``convert("RGB")``)."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+        if mode == "RGB":
+            return image
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode == "1":
+        return image.convert("L").convert("RGB")
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return Image.fromarray(_to_uint8(np.asarray(image), mode)).convert("RGB")
+    return image.convert("RGB")  # L, CMYK, YCbCr, LAB, HSV: PIL's conversions are right
+
+
+def _to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
+    values = array.astype(np.float64)
+    if mode == "F":
+        scale = 255.0 if values.size and np.nanmax(values) <= 1.0 else 1.0
+        values = values * scale
+    elif mode.startswith("I;16") or (values.size and values.max() > 255):
+        values = values / 257.0  # 16-bit range to 8-bit
+    return np.clip(np.nan_to_num(values), 0, 255).round().astype(np.uint8)
+
+
+def is_image_file(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
+    """Files as given; folders searched recursively by image extension; glob patterns expanded.
+
+    Order is kept (folder contents sorted). Anything that matches nothing is kept as given,
+    so the caller reports it as missing instead of silently dropping it.
+    """
+    expanded: list[str] = []
+    for item in inputs:
+        text = str(item)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            expanded.extend(found)
+        elif not path.exists() and glob.has_magic(text):
+            matches = sorted(glob.glob(os.path.expanduser(text), recursive=True))
+            files = [m for m in matches if Path(m).is_file()]
+            expanded.extend(files if files else [text])
+        else:
+            expanded.append(str(path) if text.startswith("~") else text)
+    return expanded
+
+
+# Never let PIL silently pad a truncated file with grey: it must be reported.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
