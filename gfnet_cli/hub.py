@@ -15,6 +15,7 @@ under ``$GFNET_CACHE`` (default ``$HF_HOME/gfnet``); later runs need no network.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -78,6 +79,11 @@ def cache_dir() -> Path:
     """Where gfnet keeps its own cache (converted zoo models, raw downloads)."""
     base = os.environ.get("GFNET_CACHE") or os.path.join(_hf_home(), "gfnet")
     return Path(base).expanduser()
+
+
+def zoo_cache_dir() -> Path:
+    """Where zoo models converted from the authors' checkpoints are kept."""
+    return cache_dir() / "zoo"
 
 
 def _hf_home() -> str:
@@ -177,7 +183,7 @@ def resolve_model(
 def download(model: str, revision: str | None = None, *, force_download: bool = False) -> Path:
     """Resolve ``model`` to a local folder and check that it loads (``gfnet download``)."""
     folder = resolve_model(model, revision, force_download=force_download)
-    check_model_folder(folder, label=str(model))
+    check_model_folder(folder, label=str(model), hint=_refetch_hint(str(model), revision))
     return folder
 
 
@@ -213,8 +219,15 @@ def download_model(
     except (HubFileMissingError, OfflineCacheMissError, NetworkError):
         logger.debug("%s has no model card", label)
     folder = config_path.parent
-    check_model_folder(folder, label=label)
+    check_model_folder(folder, label=label, hint=_refetch_hint(repo_id, revision))
     return folder
+
+
+def _refetch_hint(model: str, revision: str | None) -> str:
+    if Path(model).expanduser().is_dir():
+        return "write the MODEL folder again (gfnet convert / finetune)"
+    again = f"gfnet download {model}" + (f" --revision {revision}" if revision else "")
+    return f"fetch it again with `{again} --force-download`, or fix the file in the repository"
 
 
 def _fetch(
@@ -335,7 +348,7 @@ def _resolve_zoo(
     cache_dir: str | Path | None,
 ) -> Path:
     """A zoo model: converted before, on the Hub, or converted now from the authors' link."""
-    converted = cache_dir() / "zoo" / entry.name
+    converted = zoo_cache_dir() / entry.name
     if revision is None and not force_download and _looks_complete(converted):
         return converted
     repo_id = zoo_repo_id(entry.name)
@@ -381,6 +394,8 @@ def convert_zoo_checkpoint(entry: ZooEntry, target: Path) -> Path:
         raise CheckpointError(
             f"the authors' checkpoint for {entry.name} ({url}) could not be converted: {exc}"
         ) from None
+    except (NetworkError, DownloadError, HubAccessError) as exc:
+        raise type(exc)(f"{entry.name} (the authors' checkpoint): {exc}") from None
     finally:
         # The raw pickle is not needed once converted, and a bad one must not be reused.
         download_path(url).unlink(missing_ok=True)
@@ -451,16 +466,20 @@ def _copy_response(request: urllib.request.Request, handle: Any) -> tuple[int, i
         raise NetworkError(
             f"cannot download {url} ({reason}): check your connection or proxy"
         ) from None
-    except (OSError, ValueError) as exc:  # e.g. the connection dropped mid-body
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # e.g. cut off mid-body
         raise DownloadError(
             f"the download of {url} failed ({_first_line(exc)}); nothing was kept: run again"
         ) from None
 
 
 # ---------------------------------------------------------------------------- validation
-def check_model_folder(folder: str | Path, label: str | None = None) -> GFNetConfig:
+def check_model_folder(
+    folder: str | Path, label: str | None = None, hint: str | None = None
+) -> GFNetConfig:
     """Check a MODEL folder without loading its tensors: config valid, weights intact and
-    matching the config. Returns the config."""
+    matching the config. Returns the config. ``hint`` says how to get a good copy."""
+    import torch
+
     from gfnet_cli.serialization import check_state_dict
 
     folder = Path(folder)
@@ -468,9 +487,8 @@ def check_model_folder(folder: str | Path, label: str | None = None) -> GFNetCon
     try:
         config = GFNetConfig.load(folder)
     except ConfigError as exc:
-        raise ConfigError(f"{label}: {exc}") from None
-    shapes = safetensors_shapes(folder / WEIGHTS_NAME, label=label)
-    import torch
+        raise ConfigError(f"{label}: {exc}" + (f"; {hint}" if hint else "")) from None
+    shapes = safetensors_shapes(folder / WEIGHTS_NAME, label=label, hint=hint)
 
     # Meta tensors carry the shapes without reading (or allocating) any weights.
     placeholders = {k: torch.empty(v, device="meta") for k, v in shapes.items()}
@@ -478,10 +496,12 @@ def check_model_folder(folder: str | Path, label: str | None = None) -> GFNetCon
     return config
 
 
-def safetensors_shapes(path: Path, label: str | None = None) -> dict[str, tuple[int, ...]]:
+def safetensors_shapes(
+    path: Path, label: str | None = None, hint: str | None = None
+) -> dict[str, tuple[int, ...]]:
     """Tensor shapes from a safetensors header, after checking the file is complete."""
     label = label or str(path)
-    hint = "download it again (`gfnet download MODEL --force-download`) or convert it again"
+    hint = hint or "write the MODEL folder again (gfnet convert / finetune)"
     if not path.is_file():
         raise ConfigError(f"{label}: {WEIGHTS_NAME} not found: a MODEL folder needs one")
     size = path.stat().st_size

@@ -99,6 +99,8 @@ def push_folder(
         raise UsageError(f"{repo_id!r} is not a Hub repository id: use org/name")
     config = check_model_folder(folder)
     files = files_to_push(folder)
+    if CARD_NAME in files:
+        _check_card(folder / CARD_NAME)
     generated: list[str] = []
     card_bytes: bytes | None = None
     if CARD_NAME not in files:
@@ -145,6 +147,23 @@ def push_folder(
     result.commit_url = getattr(info, "commit_url", None)
     logger.info("pushed %d files to %s", len(files), repo_id)
     return result
+
+
+def _check_card(path: Path) -> None:
+    """The Hub rejects a commit whose README metadata does not parse; fail before uploading."""
+    from huggingface_hub import ModelCard
+
+    try:
+        ModelCard(path.read_text(encoding="utf-8"))
+    except Exception as exc:  # YAML and model-index errors come in many types
+        raise UsageError(
+            f"{path}: the model card's metadata is invalid ({_first_line(exc)}): fix or remove it"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
 
 
 def _numel(shape: tuple[int, ...]) -> int:

@@ -9,6 +9,7 @@ CLI's. ``save_pretrained`` / ``push_to_hub`` write ``config.json`` from
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,37 @@ class GFNetHubMixin(
                 **push_to_hub_kwargs,
             )
         return None
+
+    def push_to_hub(  # type: ignore[override]
+        self,
+        repo_id: str,
+        *,
+        config: Any = None,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        branch: str | None = None,
+        model_card_kwargs: dict[str, Any] | None = None,
+    ) -> str | None:
+        """Upload this model (config, safetensors, card) to ``repo_id`` in one commit.
+
+        Goes through :func:`gfnet_cli.push.push_folder`, like ``gfnet push``. Returns the
+        commit URL.
+        """
+        from gfnet_cli.push import push_folder
+
+        card_kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
+        with tempfile.TemporaryDirectory(prefix="gfnet-push-") as tmp:
+            self.save_pretrained(tmp, model_card_kwargs=card_kwargs)
+            result = push_folder(
+                tmp,
+                repo_id,
+                private=bool(private),
+                revision=branch,
+                commit_message=commit_message,
+                token=token,
+            )
+        return result.commit_url
 
     def _save_pretrained(self, save_directory: Path) -> None:
         from gfnet_cli.serialization import save_model
