@@ -370,6 +370,18 @@ def _resolve_zoo(
             f"{entry.name} is not cached and HF_HUB_OFFLINE is set: run `gfnet download "
             f"{entry.name}` once online, or unset HF_HUB_OFFLINE"
         ) from None
+    except NetworkError as hub_error:
+        # Where the Hub is blocked the authors' own link may still answer.
+        if revision is not None:
+            raise
+        logger.warning("%s; trying the authors' link for %s", hub_error, entry.name)
+        try:
+            return convert_zoo_checkpoint(entry, converted)
+        except NetworkError:
+            raise NetworkError(
+                f"{entry.name}: cannot reach the Hub ({hub_endpoint()}) nor the authors' link "
+                f"({zoo_checkpoint_url(entry)}): check your connection or proxy"
+            ) from None
     return convert_zoo_checkpoint(entry, converted)
 
 

@@ -123,20 +123,23 @@ def test_zoo_name_from_the_project_hub_org(hub, run_cli, tmp_path):
     assert "models--testorg--gfnet-xs" in result.stdout
 
 
-def authors_checkpoint(tmp_path: Path) -> tuple[bytes, GFNet]:
+@pytest.fixture(scope="module")
+def authors_checkpoint(tmp_path_factory) -> tuple[bytes, GFNet]:
     """A gfnet-ti-shaped checkpoint saved the way the authors' training script saves one."""
     from gfnet_cli.models.zoo import get_zoo_entry
 
     config = get_zoo_entry("gfnet-ti").config(img_size=32, num_classes=4)
     model = tiny_model(3, config)
-    path = tmp_path / "authors.pth"
+    path = tmp_path_factory.mktemp("authors") / "checkpoint.pth"
     args = argparse.Namespace(model="gfnet-ti", lr=1e-3, input_size=224)
     torch.save({"model": model.state_dict(), "epoch": 1, "args": args}, path)
     return path.read_bytes(), model
 
 
-def test_zoo_name_falls_back_to_the_authors_checkpoint_once(hub, run_cli, tmp_path, monkeypatch):
-    body, original = authors_checkpoint(tmp_path)
+def test_zoo_name_falls_back_to_the_authors_checkpoint_once(
+    hub, run_cli, monkeypatch, authors_checkpoint
+):
+    body, original = authors_checkpoint
     hub.files["/mirror/gfnet-ti.pth"] = body
     model = load_model("gfnet-ti")
     assert same_weights(model, original)
@@ -160,8 +163,22 @@ def test_zoo_name_falls_back_to_the_authors_checkpoint_once(hub, run_cli, tmp_pa
     assert same_weights(load_model("gfnet-ti"), original)
 
 
-def test_convert_zoo_name_uses_the_same_link(hub, run_cli, tmp_path):
-    body, original = authors_checkpoint(tmp_path)
+def test_zoo_name_uses_the_authors_link_when_the_hub_is_unreachable(
+    hub, run_cli, monkeypatch, authors_checkpoint, no_backoff
+):
+    body, original = authors_checkpoint
+    hub.files["/mirror/gfnet-ti.pth"] = body
+    closed = FakeHub().start()
+    closed.stop()
+    monkeypatch.setenv("HF_ENDPOINT", closed.url)
+    assert same_weights(load_model("gfnet-ti"), original)
+    hub.stop()
+    result = run_cli("download", "gfnet-h-ti")
+    assert_one_line_error(result, 2, "nor the authors' link")
+
+
+def test_convert_zoo_name_uses_the_same_link(hub, run_cli, tmp_path, authors_checkpoint):
+    body, original = authors_checkpoint
     hub.files["/mirror/gfnet-ti.pth"] = body
     result = run_cli("convert", "gfnet-ti", tmp_path / "out")
     assert result.exit_code == 0, result.stderr
@@ -257,8 +274,8 @@ def test_corrupt_cached_weights_are_reported_and_repaired(hub, run_cli, tmp_path
 
 
 @pytest.mark.parametrize("cut", [True, False])
-def test_authors_link_failures(hub, run_cli, tmp_path, cut):
-    body, _ = authors_checkpoint(tmp_path)
+def test_authors_link_failures(hub, run_cli, authors_checkpoint, cut):
+    body, _ = authors_checkpoint
     if cut:
         hub.files["/mirror/gfnet-ti.pth"] = body
         hub.short["/mirror/gfnet-ti.pth"] = len(body) // 3
