@@ -180,6 +180,38 @@ def resolve_model(
     )
 
 
+def resolve_config(model: str, revision: str | None = None) -> GFNetConfig:
+    """A MODEL's architecture without its weights (``profile``, ``finetune --from-scratch``).
+
+    A zoo name needs nothing downloaded; a Hub repository only its ``config.json``.
+    """
+    text = str(model).strip()
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return GFNetConfig.load(path)
+    name, at_revision = split_revision(text)
+    if is_zoo_name(name) and not (revision or at_revision):
+        return get_zoo_entry(name).config()
+    if _REPO_ID.match(name):
+        revision = revision or at_revision
+        label = f"{name}@{revision}" if revision else name
+        config_path = _fetch(
+            name,
+            CONFIG_NAME,
+            revision,
+            label=label,
+            token=None,
+            force_download=False,
+            local_files_only=is_offline(),
+            cache_dir=None,
+        )
+        try:
+            return GFNetConfig.load(config_path)
+        except ConfigError as exc:
+            raise ConfigError(f"{label}: {exc}") from None
+    return GFNetConfig.load(resolve_model(text, revision))
+
+
 def download(model: str, revision: str | None = None, *, force_download: bool = False) -> Path:
     """Resolve ``model`` to a local folder and check that it loads (``gfnet download``)."""
     folder = resolve_model(model, revision, force_download=force_download)
@@ -569,6 +601,7 @@ __all__ = [
     "download_model",
     "download_url",
     "hub_org",
+    "resolve_config",
     "resolve_model",
     "zoo_checkpoint_url",
     "zoo_repo_id",

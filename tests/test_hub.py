@@ -115,6 +115,17 @@ def test_revisions_by_suffix_and_option(hub, run_cli, tmp_path):
     assert Path(result.json()["path"]).name == v1
 
 
+def test_resolve_config_fetches_only_the_config(hub, tmp_path):
+    from gfnet_cli.hub import resolve_config
+
+    hub.add_repo("org/tiny", model_files(tmp_path))
+    assert resolve_config("org/tiny") == TINY
+    assert {path for _, path in hub.requests} == {"/org/tiny/resolve/main/config.json"}
+    before = len(hub.requests)
+    assert resolve_config("gfnet-h-ti").kind == "pyramid"  # no download at all
+    assert len(hub.requests) == before
+
+
 def test_zoo_name_from_the_project_hub_org(hub, run_cli, tmp_path):
     hub.add_repo("testorg/gfnet-xs", model_files(tmp_path, seed=2))
     assert same_weights(load_model("gfnet-xs"), tiny_model(2))
