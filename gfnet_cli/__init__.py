@@ -5,6 +5,7 @@ The command line (``gfnet``) is a thin layer over the functions exported here.
 
 from gfnet_cli.convert import convert_checkpoint
 from gfnet_cli.errors import GFNetError, UsageError
+from gfnet_cli.hub import resolve_model
 from gfnet_cli.models import (
     GFNet,
     GFNetConfig,
@@ -13,6 +14,7 @@ from gfnet_cli.models import (
     list_models,
     load_model,
 )
+from gfnet_cli.push import push_folder
 from gfnet_cli.serialization import save_model
 from gfnet_cli.zoo_info import model_table
 
@@ -30,5 +32,7 @@ __all__ = [
     "list_models",
     "load_model",
     "model_table",
+    "push_folder",
+    "resolve_model",
     "save_model",
 ]

@@ -1,8 +1,25 @@
-"""Model cards (README.md) for MODEL folders."""
+"""Model cards (README.md) for MODEL folders, written with huggingface_hub's ModelCard.
+
+One function, :func:`model_card`, serves every writer: ``convert`` passes where the weights
+came from; ``finetune`` adds the base model, the dataset, its hyperparameters and evaluation
+results. The metadata block (library, task, license, tags, datasets, base model, metrics and
+a ``model-index`` with results) is what the Hub indexes; the body is what a user reads.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+from typing import Any
+
 from gfnet_cli.models.config import GFNetConfig
+
+logger = logging.getLogger(__name__)
+
+LIBRARY_NAME = "gfnet-cli"
+PAPER_URL = "https://arxiv.org/abs/2107.00645"
+CODE_URL = "https://github.com/raoyongming/GFNet"
+IMAGENET_DATASET = "imagenet-1k"
 
 CITATION = """@inproceedings{rao2021global,
   title={Global Filter Networks for Image Classification},
@@ -11,6 +28,8 @@ CITATION = """@inproceedings{rao2021global,
   year={2021}
 }"""
 
+_METRICS = (("top1", "accuracy", "Top-1 accuracy"), ("top5", "top_5_accuracy", "Top-5 accuracy"))
+
 
 def model_card(
     config: GFNetConfig,
@@ -18,50 +37,255 @@ def model_card(
     source: str | None = None,
     used_ema: bool = False,
     num_params: int | None = None,
+    repo_id: str | None = None,
+    base_model: str | None = None,
+    dataset: str | None = None,
+    hyperparameters: Mapping[str, Any] | None = None,
+    eval_results: Mapping[str, Any] | None = None,
+    license: str = "mit",
 ) -> str:
-    """A README.md describing the model, how to use it, and where it came from."""
+    """A README.md: Hub metadata plus what the model is, how to use it, how it was made.
+
+    ``eval_results`` is ``{"top1", "top5", "loss", "dataset", "split"}`` (accuracies as
+    fractions, as ``gfnet evaluate --json`` writes them). Converting one of the authors' zoo
+    checkpoints fills in their published ImageNet-1k accuracy.
+    """
+    from huggingface_hub import ModelCard
+
     name = config.architecture or "GFNet"
+    title = repo_id.split("/")[-1] if repo_id else name
+    published = _published_results(config, source) if eval_results is None else None
+    results = eval_results or published
+    datasets = _unique([dataset, results.get("dataset") if results else None])
+    if published or (not datasets and config.num_classes == 1000 and not base_model):
+        datasets = _unique(datasets + [IMAGENET_DATASET])
+    data = _card_data(title, config, license, datasets, base_model, results, published is not None)
+    body = _body(
+        title,
+        config,
+        source=source,
+        used_ema=used_ema,
+        num_params=num_params,
+        reference=repo_id or _zoo_reference(config, source),
+        base_model=base_model,
+        dataset=dataset,
+        hyperparameters=hyperparameters,
+        results=results,
+        published=published is not None,
+    )
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+    return str(card)
+
+
+# ---------------------------------------------------------------------------- metadata
+def _card_data(
+    title: str,
+    config: GFNetConfig,
+    license: str,
+    datasets: list[str],
+    base_model: str | None,
+    results: Mapping[str, Any] | None,
+    published: bool,
+) -> Any:
+    from huggingface_hub import EvalResult, ModelCardData
+
+    eval_results = []
+    metrics = []
+    if results:
+        dataset_id = str(results.get("dataset") or (datasets[0] if datasets else "custom"))
+        for key, metric_type, metric_name in _METRICS:
+            value = results.get(key)
+            if value is None:
+                continue
+            metrics.append(metric_type)
+            eval_results.append(
+                EvalResult(
+                    task_type="image-classification",
+                    task_name="Image Classification",
+                    dataset_type=dataset_id,
+                    dataset_name=dataset_id,
+                    dataset_split=results.get("split"),
+                    metric_type=metric_type,
+                    metric_name=metric_name,
+                    metric_value=round(float(value), 4),
+                    source_name="Rao et al. (NeurIPS 2021)" if published else None,
+                    source_url=PAPER_URL if published else None,
+                )
+            )
+    return ModelCardData(
+        library_name=LIBRARY_NAME,
+        pipeline_tag="image-classification",
+        license=license,
+        tags=["gfnet", "image-classification", "pytorch", "safetensors", "vision"],
+        datasets=datasets or None,
+        base_model=base_model,
+        metrics=_unique(metrics) or None,
+        model_name=title if eval_results else None,
+        eval_results=eval_results or None,
+    )
+
+
+def _published_results(config: GFNetConfig, source: str | None) -> dict[str, Any] | None:
+    """The authors' published accuracy, when these are their zoo weights at 224 px."""
+    from gfnet_cli.models.zoo import ZOO
+
+    entry = ZOO.get(config.architecture or "")
+    if entry is None or not source or config.num_classes != 1000:
+        return None
+    if config.image_size != (entry.img_size, entry.img_size):
+        return None
+    if not (source.startswith(entry.name) or entry.url in source):
+        return None
+    return {
+        "top1": entry.top1 / 100,
+        "top5": entry.top5 / 100,
+        "dataset": IMAGENET_DATASET,
+        "split": "validation",
+    }
+
+
+def _zoo_reference(config: GFNetConfig, source: str | None) -> str | None:
+    if _published_results(config, source) is not None:
+        return config.architecture
+    return None
+
+
+# ---------------------------------------------------------------------------- body
+def _body(
+    title: str,
+    config: GFNetConfig,
+    *,
+    source: str | None,
+    used_ema: bool,
+    num_params: int | None,
+    reference: str | None,
+    base_model: str | None,
+    dataset: str | None,
+    hyperparameters: Mapping[str, Any] | None,
+    results: Mapping[str, Any] | None,
+    published: bool,
+) -> str:
     height, width = config.image_size
+    ref = reference or "path/to/model-or-org/name"
+    kind = "hierarchical (4-stage pyramid)" if config.kind == "pyramid" else "isotropic (flat)"
+    article = "A" if config.kind == "pyramid" else "An"
     lines = [
-        "---",
-        "library_name: gfnet-cli",
-        "pipeline_tag: image-classification",
-        "license: mit",
-        "tags:",
-        "- gfnet",
-        "- image-classification",
-        "---",
+        f"# {title}",
         "",
-        f"# {name}",
+        f"{article} {kind} **Global Filter Network** (GFNet, Rao et al., NeurIPS 2021) for image "
+        "classification. GFNet replaces self-attention with a *global filter*: a 2D FFT of "
+        "the token grid, an element-wise product with a learned complex filter, and an "
+        "inverse FFT. Token mixing costs O(N log N), so the model scales to high "
+        "resolutions; it accepts any input size its patching divides.",
         "",
-        "A Global Filter Network (Rao et al., NeurIPS 2021): a vision transformer whose "
-        "self-attention is replaced by a learned filter applied in the 2D Fourier domain.",
+        "## Model details",
         "",
-        f"- Architecture: {config.describe()}",
+        "- **Model type:** image classification / feature backbone",
+        f"- **Architecture:** {config.describe()}",
     ]
     if num_params is not None:
-        lines.append(f"- Parameters: {num_params:,}")
-    lines.append(f"- Input size: {height}x{width}")
+        lines.append(f"- **Params (M):** {num_params / 1e6:.2f}")
+    gflops = _gflops(config)
+    if gflops is not None:
+        lines.append(
+            f"- **GFLOPs:** {gflops:.{2 if gflops >= 0.1 else 4}f} at {height}x{width} "
+            "(multiply-accumulates, FFTs included)"
+        )
+    lines.append(f"- **Image size:** {height} x {width}")
+    lines.append(f"- **Classes:** {config.num_classes}")
+    if dataset or results:
+        lines.append(f"- **Dataset:** {dataset or results.get('dataset')}")  # type: ignore[union-attr]
+    if base_model:
+        lines.append(f"- **Fine-tuned from:** [{base_model}](https://huggingface.co/{base_model})")
     if source:
-        lines.append(f"- Converted from: {source}" + (" (EMA weights)" if used_ema else ""))
+        lines.append(f"- **Weights:** converted from {source}" + (" (EMA)" if used_ema else ""))
     lines += [
+        f"- **Paper:** [Global Filter Networks for Image Classification]({PAPER_URL})",
+        f"- **Original code:** {CODE_URL}",
         "",
-        "## Usage",
+        "## How to use",
+        "",
+        "Command line ([gfnet-cli](https://pypi.org/project/gfnet-cli/)):",
         "",
         "```bash",
-        "gfnet predict image.jpg --model PATH_OR_REPO",
+        "pip install gfnet-cli",
+        f"gfnet predict cat.jpg --model {ref} --top-k 5",
+        f"gfnet evaluate --model {ref} --dataset DATASET --split validation",
+        f"gfnet finetune --model {ref} --dataset DATASET --output-dir my-gfnet",
         "```",
+        "",
+        "Python:",
         "",
         "```python",
-        "from gfnet_cli import load_model",
-        'model = load_model("PATH_OR_REPO")',
+        "import torch",
+        "from gfnet_cli import GFNet, load_model",
+        "",
+        f'model = load_model("{ref}")  # eval mode; or GFNet.from_pretrained("{ref}")',
+        "with torch.no_grad():",
+        f"    logits = model(torch.randn(1, 3, {height}, {width}))",
+        "top5 = logits.softmax(-1).topk(5)",
         "```",
         "",
-        "## Citation",
-        "",
-        "```bibtex",
-        CITATION,
-        "```",
-        "",
+        f"Preprocessing (the authors' evaluation transform): resize the shorter side to "
+        f"{int(height / config.crop_pct)} px ({config.interpolation}), center-crop "
+        f"{height} x {width}, scale to [0, 1], normalize with mean {_floats(config.mean)} "
+        f"and std {_floats(config.std)}. `gfnet predict` does this for you. Other input "
+        "sizes work too: `load_model(..., img_size=384)` resizes the filters and position "
+        "embedding the way the authors' fine-tuning does.",
     ]
+    if dataset or hyperparameters:
+        lines += ["", "## Training", ""]
+        if base_model:
+            lines.append(
+                f"Fine-tuned from `{base_model}`" + (f" on `{dataset}`." if dataset else ".")
+            )
+        elif dataset:
+            lines.append(f"Trained on `{dataset}`.")
+        if hyperparameters:
+            lines += ["", "| hyperparameter | value |", "|---|---|"]
+            lines += [f"| {key} | {_value(value)} |" for key, value in hyperparameters.items()]
+    if results:
+        lines += ["", "## Evaluation", ""]
+        if published:
+            lines.append("Published by the authors (ImageNet-1k validation, 224 px):")
+            lines.append("")
+        lines += ["| dataset | split | top-1 (%) | top-5 (%) | loss |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| {results.get('dataset', '')} | {results.get('split', '') or ''} "
+            f"| {_percent(results.get('top1'))} | {_percent(results.get('top5'))} "
+            f"| {_value(results.get('loss')) if results.get('loss') is not None else ''} |"
+        )
+    lines += ["", "## Citation", "", "```bibtex", CITATION, "```", ""]
     return "\n".join(lines)
+
+
+def _gflops(config: GFNetConfig) -> float | None:
+    try:
+        from gfnet_cli.flops import config_gflops
+
+        return config_gflops(config)
+    except Exception:  # a card without GFLOPs beats no card
+        logger.debug("could not count GFLOPs for the card", exc_info=True)
+        return None
+
+
+def _percent(value: Any) -> str:
+    return "" if value is None else f"{float(value) * 100:.2f}"
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).replace("|", "\\|")
+
+
+def _floats(values: list[float]) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"
+
+
+def _unique(values: list[Any]) -> list[str]:
+    out: list[str] = []
+    for value in values:
+        if value and str(value) not in out:
+            out.append(str(value))
+    return out

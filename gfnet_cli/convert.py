@@ -358,9 +358,10 @@ def _resolve_source(source: str) -> tuple[Path, str, str | None]:
     """A local path for SOURCE: the file itself, a downloaded URL, or a zoo entry's link."""
     if source.lower() in ZOO and not Path(source).exists():
         entry = ZOO[source.lower()]
-        from gfnet_cli.hub import download_url
+        from gfnet_cli.hub import download_url, zoo_checkpoint_url
 
-        return download_url(entry.url), f"{entry.name} ({entry.url})", entry.name
+        url = zoo_checkpoint_url(entry)
+        return download_url(url), f"{entry.name} ({url})", entry.name
     if re.match(r"^https?://", source):
         from gfnet_cli.hub import download_url
 

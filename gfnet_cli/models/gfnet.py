@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from gfnet_cli.models.config import GFNetConfig
+from gfnet_cli.models.hub_mixin import GFNetHubMixin
 from gfnet_cli.models.layers import (
     Block,
     DownLayer,
@@ -24,7 +25,7 @@ from gfnet_cli.models.layers import (
 )
 
 
-class GFNet(nn.Module):
+class GFNet(nn.Module, GFNetHubMixin):
     """A Global Filter Network built from a :class:`GFNetConfig` (flat or pyramid)."""
 
     def __init__(self, config: GFNetConfig) -> None:

@@ -1,0 +1,468 @@
+"""Hub integration against a loopback server: the real huggingface_hub download code,
+MODEL resolution (folder, org/name[@rev], zoo name), offline reuse, the authors'-link
+fallback, every error row, model cards, and push (captured at the HfApi boundary)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import HfApi, ModelCard
+
+from gfnet_cli import GFNet, GFNetConfig, convert_checkpoint, load_model
+from gfnet_cli.serialization import save_model
+from tests.conftest import assert_one_line_error
+from tests.hub_server import FakeHub
+
+TINY = GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=32, num_classes=3)
+
+
+def tiny_model(seed: int = 0, config: GFNetConfig = TINY) -> GFNet:
+    torch.manual_seed(seed)
+    return GFNet(config).eval()
+
+
+def model_files(tmp_path: Path, seed: int = 0, config: GFNetConfig = TINY) -> dict[str, bytes]:
+    folder = tmp_path / f"model-{seed}"
+    save_model(tiny_model(seed, config), folder, card="---\nlicense: mit\n---\n# tiny\n")
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def same_weights(a: GFNet, b: GFNet) -> bool:
+    first, second = a.state_dict(), b.state_dict()
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    server = FakeHub().start()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    monkeypatch.setenv("GFNET_HUB_ORG", "testorg")
+    monkeypatch.setenv("GFNET_ZOO_MIRROR", f"{server.url}/mirror")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def no_backoff(monkeypatch):
+    """huggingface_hub retries an unreachable server for ~20 s; the tests need not wait."""
+    monkeypatch.setattr(
+        "huggingface_hub.utils._http.time", types.SimpleNamespace(sleep=lambda seconds: None)
+    )
+
+
+# ---------------------------------------------------------------------------- MODEL kinds
+def test_local_folder_through_load_model_and_download(run_cli, tmp_path):
+    folder = tmp_path / "m"
+    original = tiny_model()
+    save_model(original, folder)
+    assert same_weights(load_model(str(folder)), original)
+    result = run_cli("download", folder)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == str(folder)
+
+
+def test_hub_repo_downloads_only_model_files_then_works_offline(
+    hub, run_cli, tmp_path, monkeypatch
+):
+    files = model_files(tmp_path) | {"pytorch_model.bin": b"never fetched", "big.txt": b"x"}
+    commit = hub.add_repo("org/tiny", files)
+    result = run_cli("download", "org/tiny")
+    assert result.exit_code == 0, result.stderr
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    assert folder.name == commit and "models--org--tiny" in str(folder)
+    assert str(folder).startswith(str(Path(os.environ["HF_HOME"])))
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
+    fetched = {path.rsplit("/", 1)[-1] for _, path in hub.requests}
+    assert fetched == {"config.json", "model.safetensors", "README.md"}
+    assert same_weights(load_model("org/tiny"), tiny_model())
+
+    hub.stop()  # the network is gone and offline mode is on: the cache is enough
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    again = run_cli("download", "org/tiny")
+    assert again.exit_code == 0, again.stderr
+    assert again.stdout.strip().splitlines()[-1] == str(folder)
+    assert same_weights(load_model("org/tiny"), tiny_model())
+
+
+def test_server_down_without_offline_mode_uses_the_cache(hub, tmp_path):
+    hub.add_repo("org/tiny", model_files(tmp_path))
+    load_model("org/tiny")
+    hub.stop()
+    assert same_weights(load_model("org/tiny"), tiny_model())
+
+
+def test_revisions_by_suffix_and_option(hub, run_cli, tmp_path):
+    hub.add_repo("org/tiny", model_files(tmp_path, seed=0))
+    v1 = hub.add_repo("org/tiny", model_files(tmp_path, seed=1), revision="v1")
+    assert same_weights(load_model("org/tiny@v1"), tiny_model(1))
+    assert same_weights(load_model("org/tiny", revision="v1"), tiny_model(1))
+    assert same_weights(load_model("org/tiny"), tiny_model(0))
+    result = run_cli("download", "org/tiny", "--revision", "v1", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert Path(result.json()["path"]).name == v1
+
+
+def test_resolve_config_fetches_only_the_config(hub, tmp_path):
+    from gfnet_cli.hub import resolve_config
+
+    hub.add_repo("org/tiny", model_files(tmp_path))
+    assert resolve_config("org/tiny") == TINY
+    assert {path for _, path in hub.requests} == {"/org/tiny/resolve/main/config.json"}
+    before = len(hub.requests)
+    assert resolve_config("gfnet-h-ti").kind == "pyramid"  # no download at all
+    assert len(hub.requests) == before
+
+
+def test_zoo_name_from_the_project_hub_org(hub, run_cli, tmp_path):
+    hub.add_repo("testorg/gfnet-xs", model_files(tmp_path, seed=2))
+    assert same_weights(load_model("gfnet-xs"), tiny_model(2))
+    result = run_cli("download", "gfnet-xs")
+    assert result.exit_code == 0, result.stderr
+    assert "models--testorg--gfnet-xs" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def authors_checkpoint(tmp_path_factory) -> tuple[bytes, GFNet]:
+    """A gfnet-ti-shaped checkpoint saved the way the authors' training script saves one."""
+    from gfnet_cli.models.zoo import get_zoo_entry
+
+    config = get_zoo_entry("gfnet-ti").config(img_size=32, num_classes=4)
+    model = tiny_model(3, config)
+    path = tmp_path_factory.mktemp("authors") / "checkpoint.pth"
+    args = argparse.Namespace(model="gfnet-ti", lr=1e-3, input_size=224)
+    torch.save({"model": model.state_dict(), "epoch": 1, "args": args}, path)
+    return path.read_bytes(), model
+
+
+def test_zoo_name_falls_back_to_the_authors_checkpoint_once(
+    hub, run_cli, monkeypatch, authors_checkpoint
+):
+    body, original = authors_checkpoint
+    hub.files["/mirror/gfnet-ti.pth"] = body
+    model = load_model("gfnet-ti")
+    assert same_weights(model, original)
+    assert model.config.architecture == "gfnet-ti"
+    cache = Path(os.environ["HF_HOME"]) / "gfnet"
+    folder = cache / "zoo" / "gfnet-ti"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
+    assert not any((cache / "downloads").iterdir())  # the raw pickle is not kept
+    assert ModelCard.load(folder / "README.md").data.library_name == "gfnet-cli"
+    assert [p for _, p in hub.requests].count("/mirror/gfnet-ti.pth") == 1
+
+    hub.stop()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli("download", "gfnet-ti")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == str(folder)
+    assert same_weights(load_model("gfnet-ti"), original)
+
+
+def test_zoo_name_uses_the_authors_link_when_the_hub_is_unreachable(
+    hub, run_cli, monkeypatch, authors_checkpoint, no_backoff
+):
+    body, original = authors_checkpoint
+    hub.files["/mirror/gfnet-ti.pth"] = body
+    closed = FakeHub().start()
+    closed.stop()
+    monkeypatch.setenv("HF_ENDPOINT", closed.url)
+    assert same_weights(load_model("gfnet-ti"), original)
+    hub.stop()
+    result = run_cli("download", "gfnet-h-ti")
+    assert_one_line_error(result, 2, "nor the authors' link")
+
+
+def test_convert_zoo_name_uses_the_same_link(hub, run_cli, tmp_path, authors_checkpoint):
+    body, original = authors_checkpoint
+    hub.files["/mirror/gfnet-ti.pth"] = body
+    result = run_cli("convert", "gfnet-ti", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    assert same_weights(load_model(str(tmp_path / "out")), original)
+
+
+# ---------------------------------------------------------------------------- errors
+def _config_bytes(**changes) -> bytes:
+    return json.dumps(TINY.replace(**changes).to_dict()).encode()
+
+
+ERROR_ROWS = {
+    "repo not found": ("org/missing", {}, "no such repository"),
+    "file missing": ("org/noweights", {"drop": "model.safetensors"}, "has no model.safetensors"),
+    "config missing": ("org/noconfig", {"drop": "config.json"}, "has no config.json"),
+    "unknown revision": ("org/tiny@nope", {}, "no such revision"),
+    "private": ("org/private", {"access": "private", "token": "t"}, "private"),
+    "gated": ("org/gated", {"access": "gated"}, "gated"),
+    "forbidden": ("org/forbidden", {"access": "forbidden"}, "403"),
+    "corrupt weights": ("org/corrupt", {"weights": "truncate"}, "truncated or corrupt"),
+    "invalid config": ("org/badconfig", {"config": b"{not json"}, "not valid JSON"),
+    "config disagrees": ("org/mismatch", {"config": "wider"}, "disagree"),
+    "unknown name": ("nonsense", {}, "not a Hub repository id"),
+}
+
+
+@pytest.mark.parametrize("row", list(ERROR_ROWS))
+def test_error_rows_are_one_line_exit_2(hub, run_cli, tmp_path, row):
+    model, setup, expected = ERROR_ROWS[row]
+    files = model_files(tmp_path)
+    files.pop(setup.get("drop", ""), None)
+    if setup.get("weights") == "truncate":
+        files["model.safetensors"] = files["model.safetensors"][:-100]
+    if setup.get("config") == "wider":
+        files["config.json"] = _config_bytes(embed_dim=24)
+    elif "config" in setup:
+        files["config.json"] = setup["config"]
+    options = {k: v for k, v in setup.items() if k in ("access", "token")}
+    repo_id = model.split("@")[0]
+    if repo_id != "org/missing" and "/" in repo_id:
+        hub.add_repo(repo_id, files, **options)
+    result = run_cli("download", model)
+    assert_one_line_error(result, 2, expected)
+    with pytest.raises(Exception) as info:
+        load_model(model)
+    assert getattr(info.value, "exit_code", None) == 2
+
+
+def test_invalid_token_is_a_one_line_error(hub, run_cli, tmp_path, monkeypatch):
+    hub.add_repo("org/private", model_files(tmp_path), access="private", token="right")
+    monkeypatch.setenv("HF_TOKEN", "wrong")
+    assert_one_line_error(run_cli("download", "org/private"), 2, "401")
+    monkeypatch.setenv("HF_TOKEN", "right")
+    assert run_cli("download", "org/private").exit_code == 0
+
+
+def test_network_unreachable(hub, run_cli, no_backoff):
+    hub.stop()
+    assert_one_line_error(run_cli("download", "org/tiny"), 2, "cannot reach the Hub")
+
+
+@pytest.mark.parametrize("model", ["org/tiny", "gfnet-xs"])
+def test_offline_with_empty_cache(hub, run_cli, monkeypatch, model):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert_one_line_error(run_cli("download", model), 2, "HF_HUB_OFFLINE")
+    assert hub.requests == []
+
+
+def test_cut_off_download_leaves_nothing_valid(hub, run_cli, tmp_path, monkeypatch):
+    files = model_files(tmp_path)
+    hub.add_repo("org/tiny", files)
+    hub.short["org/tiny/model.safetensors"] = len(files["model.safetensors"]) // 2
+    assert_one_line_error(run_cli("download", "org/tiny"), 2, "cut short")
+    blobs = Path(os.environ["HF_HOME"]) / "hub" / "models--org--tiny" / "blobs"
+    sizes = sorted(p.stat().st_size for p in blobs.iterdir())
+    assert len(files["model.safetensors"]) // 2 not in sizes
+    assert not any(p.name.endswith(".incomplete") for p in blobs.iterdir())
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the next run does not take anything as valid
+    assert_one_line_error(run_cli("download", "org/tiny"), 2, "HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    hub.short.clear()
+    assert run_cli("download", "org/tiny").exit_code == 0
+
+
+def test_corrupt_cached_weights_are_reported_and_repaired(hub, run_cli, tmp_path):
+    hub.add_repo("org/tiny", model_files(tmp_path))
+    folder = Path(run_cli("download", "org/tiny").stdout.strip().splitlines()[-1])
+    blob = (folder / "model.safetensors").resolve()
+    blob.write_bytes(blob.read_bytes()[:-64])
+    assert_one_line_error(run_cli("download", "org/tiny"), 2, "--force-download")
+    assert run_cli("download", "org/tiny", "--force-download").exit_code == 0
+    assert same_weights(load_model("org/tiny"), tiny_model())
+
+
+@pytest.mark.parametrize("cut", [True, False])
+def test_authors_link_failures(hub, run_cli, authors_checkpoint, cut):
+    body, _ = authors_checkpoint
+    if cut:
+        hub.files["/mirror/gfnet-ti.pth"] = body
+        hub.short["/mirror/gfnet-ti.pth"] = len(body) // 3
+        expected = "cut short"
+    else:
+        expected = "404"
+    assert_one_line_error(run_cli("download", "gfnet-ti"), 2, expected)
+    cache = Path(os.environ["HF_HOME"]) / "gfnet"
+    leftovers = [p for p in cache.rglob("*") if p.is_file()]
+    assert leftovers == []
+
+
+def test_local_folder_errors(run_cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(run_cli("download", tmp_path / "empty"), 2, "without config.json")
+    (tmp_path / "weights.pth").write_bytes(b"x")
+    assert_one_line_error(run_cli("download", tmp_path / "weights.pth"), 2, "gfnet convert")
+
+
+# ---------------------------------------------------------------------------- cards
+def test_card_written_by_convert_loads_and_validates(data_dir, tmp_path):
+    convert_checkpoint(data_dir / "tiny-gfnet.pth", tmp_path / "m")
+    card = ModelCard.load(tmp_path / "m" / "README.md")
+    data = card.data
+    assert data.library_name == "gfnet-cli"
+    assert data.pipeline_tag == "image-classification"
+    assert data.license == "mit"
+    assert "gfnet" in data.tags
+    ModelCard(str(card))  # the metadata block parses strictly
+    assert "gfnet predict" in card.text and "load_model(" in card.text
+    assert "@inproceedings{rao2021global" in card.text
+    assert "GFLOPs" in card.text and "64 x 64" in card.text
+
+
+def test_card_for_a_fine_tuned_model_has_training_and_results():
+    from gfnet_cli.card import model_card
+
+    text = model_card(
+        TINY,
+        num_params=1234,
+        repo_id="me/tiny-cifar",
+        base_model="testorg/gfnet-xs",
+        dataset="cifar10",
+        hyperparameters={"lr": 0.001, "epochs": 3},
+        eval_results={
+            "top1": 0.9,
+            "top5": 0.99,
+            "loss": 0.3,
+            "dataset": "cifar10",
+            "split": "test",
+        },
+    )
+    card = ModelCard(text)
+    assert card.data.base_model == "testorg/gfnet-xs"
+    assert card.data.datasets == ["cifar10"]
+    results = {r.metric_type: r for r in card.data.eval_results}
+    assert results["accuracy"].metric_value == 0.9
+    assert results["accuracy"].dataset_split == "test"
+    assert card.data.model_name == "tiny-cifar"
+    assert "| lr | 0.001 |" in card.text and "90.00" in card.text
+    assert 'load_model("me/tiny-cifar")' in card.text
+
+
+# ---------------------------------------------------------------------------- push
+def push_folder_fixture(tmp_path: Path) -> tuple[Path, list[str]]:
+    folder = tmp_path / "run"
+    save_model(tiny_model(), folder, card="---\nlicense: mit\n---\n# run\n")
+    (folder / "train_results.json").write_text('{"epochs": 1}')
+    (folder / "eval_results.json").write_text('{"top1": 0.5}')
+    (folder / "metrics.jsonl").write_text('{"step": 1}\n')
+    (folder / "plots").mkdir()
+    (folder / "plots" / "loss.png").write_bytes(b"\x89PNG")
+    sent = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    (folder / "checkpoints" / "step-1").mkdir(parents=True)
+    (folder / "checkpoints" / "step-1" / "model.safetensors").write_bytes(b"ckpt")
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "x").write_text("x")
+    (folder / ".hidden").write_text("x")
+    (folder / "model.safetensors.tmp").write_text("x")
+    (folder / "old.pth").write_bytes(b"pickle")
+    return folder, sent
+
+
+def test_push_dry_run_lists_exactly_the_files(run_cli, tmp_path):
+    convert_dir = tmp_path / "converted"
+    save_model(tiny_model(), convert_dir, card="# c\n")
+    result = run_cli("push", convert_dir, "me/tiny", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.split() == ["README.md", "config.json", "model.safetensors"]
+
+    folder, sent = push_folder_fixture(tmp_path)
+    result = run_cli("push", folder, "me/tiny", "--dry-run", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["files"] == sent
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    calls: dict[str, object] = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        calls["create_repo"] = (repo_id, kwargs)
+        return types.SimpleNamespace(repo_id=repo_id)
+
+    def create_branch(self, repo_id, **kwargs):
+        calls["create_branch"] = (repo_id, kwargs)
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        contents = {}
+        for op in operations:
+            source = op.path_or_fileobj
+            contents[op.path_in_repo] = (
+                Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
+            )
+        calls.setdefault("commits", []).append((repo_id, contents, kwargs))
+        return types.SimpleNamespace(commit_url=f"https://hub/{repo_id}/commit/1")
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "create_branch", create_branch)
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    return calls
+
+
+def test_push_sends_one_commit_with_the_files(run_cli, tmp_path, monkeypatch, captured):
+    folder, sent = push_folder_fixture(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token")
+    result = run_cli(
+        "push", folder, "me/tiny", "--private", "--revision", "exp", "--commit-message", "first"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert captured["create_repo"] == (
+        "me/tiny",
+        {"private": True, "exist_ok": True, "repo_type": "model"},
+    )
+    assert captured["create_branch"][1]["branch"] == "exp"
+    [(repo_id, contents, kwargs)] = captured["commits"]
+    assert repo_id == "me/tiny"
+    assert sorted(contents) == sent
+    for name in sent:
+        assert contents[name] == (folder / name).read_bytes()
+    assert kwargs["commit_message"] == "first" and kwargs["revision"] == "exp"
+    assert "hf_secret_token" not in result.stdout + result.stderr
+
+
+def test_push_without_token_or_to_a_bad_folder(run_cli, tmp_path, monkeypatch, captured):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("huggingface_hub.utils._auth.get_token", lambda: None)
+    monkeypatch.setattr("huggingface_hub.utils.get_token", lambda: None)
+    folder = tmp_path / "m"
+    save_model(tiny_model(), folder, card="# c\n")
+    assert_one_line_error(run_cli("push", folder, "me/tiny"), 2, "hf auth login")
+    assert_one_line_error(run_cli("push", tmp_path / "nope", "me/tiny"), 2, "no such folder")
+    assert_one_line_error(run_cli("push", folder, "not-a-repo-id"), 2, "org/name")
+    assert "commits" not in captured
+
+
+# ---------------------------------------------------------------------------- mixin
+def test_mixin_save_from_pretrained_and_push_to_hub(hub, tmp_path, monkeypatch, captured):
+    model = tiny_model(4)
+    model.save_pretrained(tmp_path / "saved")
+    saved = tmp_path / "saved"
+    assert sorted(p.name for p in saved.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
+    assert json.loads((saved / "config.json").read_text()) == model.config.to_dict()
+    assert ModelCard.load(saved / "README.md").data.library_name == "gfnet-cli"
+    assert same_weights(GFNet.from_pretrained(saved), model)
+
+    hub.add_repo("org/mixin", {p.name: p.read_bytes() for p in saved.iterdir()})
+    assert same_weights(GFNet.from_pretrained("org/mixin"), model)
+
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    model.push_to_hub("me/mixin", commit_message="via mixin")
+    [(repo_id, contents, kwargs)] = captured["commits"]
+    assert repo_id == "me/mixin" and kwargs["commit_message"] == "via mixin"
+    assert sorted(contents) == ["README.md", "config.json", "model.safetensors"]
+    assert json.loads(contents["config.json"]) == model.config.to_dict()
