@@ -115,12 +115,13 @@ def model_from_state_dict(
     config: GFNetConfig, state_dict: dict[str, torch.Tensor], source: str = "weights"
 ) -> GFNet:
     """A GFNet from ``config`` holding ``state_dict``; a clear error when the two disagree."""
+    # Built on the meta device: no time spent initializing weights that are replaced anyway.
     with torch.device("meta"):
-        skeleton = GFNet(config)
-    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        model = GFNet(config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     check_state_dict(expected, state_dict, source)
-    model = GFNet(config)
-    model.load_state_dict(state_dict, strict=True)
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+    model.load_state_dict(tensors, strict=True, assign=True)
     return model
 
 
