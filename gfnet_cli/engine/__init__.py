@@ -1,0 +1,1 @@
+"""Loops over data: evaluation (and, with its own module, training)."""
