@@ -17,9 +17,8 @@ from PIL import Image
 
 from gfnet_cli.data.images import ImageReadError, expand_inputs, open_image
 from gfnet_cli.data.transforms import eval_transform
-from gfnet_cli.engine._device import autocast, check_precision, resolve_device
+from gfnet_cli.engine._device import autocast, check_precision, prepare_model, resolve_device
 from gfnet_cli.errors import UsageError
-from gfnet_cli.models.config import to_pair
 from gfnet_cli.models.gfnet import GFNet
 
 logger = logging.getLogger(__name__)
@@ -74,7 +73,7 @@ def predict(
     if not inputs:
         raise UsageError("no images given")
     torch_device = resolve_device(device)
-    net = _prepare_model(model, img_size, torch_device)
+    net = prepare_model(model, img_size, torch_device)
     transform = eval_transform(net.config, img_size)
     labels = net.config.labels
     k = min(top_k, net.num_classes)
@@ -132,32 +131,6 @@ def _open(item: ImageInput) -> Image.Image:
 
 def _name(item: ImageInput, position: int) -> str:
     return f"<image {position}>" if isinstance(item, Image.Image) else str(item)
-
-
-def _prepare_model(
-    model: str | GFNet, img_size: int | tuple[int, int] | None, device: torch.device
-) -> GFNet:
-    """Load the model at ``img_size`` on ``device`` in eval mode (a given model: not resized).
-
-    A loaded :class:`GFNet` accepts any valid size at run time (its filters are resized and
-    cached per size), so the caller's model is used as is rather than changed.
-    """
-    if isinstance(model, GFNet):
-        if img_size is not None:
-            model.config.check_image_size(to_pair(img_size))
-        return model.eval().to(device)
-    from gfnet_cli.models.factory import load_model
-
-    if img_size is None:
-        return load_model(str(model), device=device)
-    size = to_pair(img_size)
-    if min(size) <= 0:
-        raise UsageError(f"--img-size must be positive, got {img_size}")
-    net = load_model(str(model), device=device)
-    net.config.check_image_size(size)  # a clear message before any resizing
-    if size != net.config.image_size:
-        net.set_image_size(img_size)
-    return net
 
 
 def count_failures(results: Sequence[ImagePrediction]) -> int:

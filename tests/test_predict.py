@@ -65,8 +65,9 @@ def test_mixed_inputs_predict_the_good_and_report_the_bad(tmp_path, tiny_model, 
         tmp_path / "no_images",
         str(tmp_path / "nothing" / "*.png"),
     ]
-    result = run_cli("predict", *inputs, "--model", folder, "--top-k", "2", "--json",
-                     "--batch-size", "2")  # fmt: skip
+    result = run_cli(
+        "predict", *inputs, "--model", folder, "--top-k", "2", "--json", "--batch-size", "2"
+    )
     assert result.exit_code == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "6 of 10 inputs could not be read" in result.stderr
@@ -89,8 +90,9 @@ def test_mixed_inputs_predict_the_good_and_report_the_bad(tmp_path, tiny_model, 
     assert "truncated" in errors["truncated.png"]
     assert "no images" in errors["no_images"]
     assert "no such file" in errors["*.png"]
-    for entry, path in zip([entries[0], entries[2], entries[4], entries[5]],
-                           [good, in_folder, *globbed], strict=True):  # fmt: skip
+    for entry, path in zip(
+        [entries[0], entries[2], entries[4], entries[5]], [good, in_folder, *globbed], strict=True
+    ):
         assert set(entry) == {"image", "predictions"}
         probs = _expected(model, path)
         top = probs.topk(2)

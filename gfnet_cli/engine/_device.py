@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import torch
 
 from gfnet_cli.errors import UsageError
+from gfnet_cli.models.config import to_pair
+from gfnet_cli.models.gfnet import GFNet
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -52,3 +54,34 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
         return
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
+
+
+def prepare_model(
+    model: str | GFNet, img_size: int | tuple[int, int] | None, device: torch.device
+) -> GFNet:
+    """Load MODEL at ``img_size`` on ``device`` in eval mode (a given model is not resized).
+
+    A loaded :class:`GFNet` accepts any valid size at run time (its filters are resized and
+    cached per size), so a caller's model is used as is rather than changed.
+    """
+    if isinstance(model, GFNet):
+        if img_size is not None:
+            model.config.check_image_size(_size(img_size))
+        return model.eval().to(device)
+    from gfnet_cli.models.factory import load_model
+
+    if img_size is None:
+        return load_model(str(model), device=device)
+    size = _size(img_size)
+    net = load_model(str(model), device=device)
+    net.config.check_image_size(size)  # a clear message before any resizing
+    if size != net.config.image_size:
+        net.set_image_size(img_size)
+    return net
+
+
+def _size(img_size: int | tuple[int, int]) -> tuple[int, int]:
+    size = to_pair(img_size)
+    if min(size) <= 0:
+        raise UsageError(f"--img-size must be positive, got {img_size}")
+    return size
