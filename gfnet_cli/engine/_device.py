@@ -1,6 +1,7 @@
-"""Device and precision choice for inference (``--device``, ``--precision``).
+"""Inference set-up shared by predict and evaluate: ``--device``, ``--precision``, ``--img-size``.
 
-Kept tiny on purpose: the shared helpers of ``gfnet_cli.precision`` can replace it.
+Kept tiny on purpose: the device/autocast helpers of ``gfnet_cli.precision`` can replace
+``resolve_device`` and ``autocast`` once they land.
 """
 
 from __future__ import annotations
