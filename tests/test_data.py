@@ -111,3 +111,99 @@ def test_dataset_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="holds no images"):
         load_image_dataset(str(tmp_path / "empty"))
+
+
+def _save(image: Image.Image, path, **kwargs):
+    image.save(path, **kwargs)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mode", "make", "suffix", "expected"),
+    [
+        ("L", lambda: Image.new("L", (6, 4), 77), ".png", (77, 77, 77)),
+        ("LA", lambda: Image.new("LA", (6, 4), (10, 0)), ".png", (255, 255, 255)),
+        ("RGBA", lambda: Image.new("RGBA", (6, 4), (255, 0, 0, 128)), ".png", (255, 127, 127)),
+        ("CMYK", lambda: Image.new("CMYK", (6, 4), (0, 255, 255, 0)), ".jpg", (255, 0, 0)),
+        ("1", lambda: Image.new("1", (6, 4), 1), ".png", (255, 255, 255)),
+        ("I;16", lambda: Image.new("I;16", (6, 4), 65535), ".png", (255, 255, 255)),
+    ],
+)
+def test_every_mode_becomes_rgb(tmp_path, mode, make, suffix, expected):
+    path = _save(make(), tmp_path / f"image{suffix}")
+    assert Image.open(path).mode == mode  # the file really is in that mode
+    image = open_image(path)
+    assert image.mode == "RGB" and image.size == (6, 4)
+    assert image.getpixel((0, 0)) == pytest.approx(expected, abs=2)  # JPEG rounding
+
+
+def test_palette_transparency_is_composited_on_white(tmp_path):
+    palette = Image.new("P", (4, 4), 0)
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    palette.putpixel((1, 1), 1)
+    path = _save(palette, tmp_path / "p.png", transparency=0)
+    assert Image.open(path).mode == "P" and "transparency" in Image.open(path).info
+    image = open_image(path)
+    assert image.getpixel((0, 0)) == (255, 255, 255)  # transparent, not black
+    assert image.getpixel((1, 1)) == (255, 0, 0)
+
+
+def test_sixteen_bit_values_are_scaled_not_clipped(tmp_path):
+    import numpy as np
+
+    array = (np.arange(16, dtype=np.uint16).reshape(4, 4) * 4369).astype(np.uint16)
+    path = _save(Image.fromarray(array), tmp_path / "g16.png")
+    image = open_image(path)
+    assert image.getpixel((0, 0)) == (0, 0, 0)
+    assert image.getpixel((3, 3)) == (255, 255, 255)
+    assert image.getpixel((1, 1))[0] == round(5 * 4369 / 257)  # mid-grey stays mid-grey
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    image.paste((0, 0, 255), (0, 0, 10, 20))  # blue band on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = _save(image, tmp_path / "rotated.jpg", exif=exif, quality=95)
+    upright = open_image(path)
+    assert upright.size == (20, 40)
+    red, green, blue = upright.getpixel((10, 3))  # the left band is now on top
+    assert blue > 200 and red < 50
+    assert open_image(path.read_bytes()).size == (20, 40)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("side", [10_000, 100_000])  # over the warning level; over 2x of it
+def test_decompression_bomb_is_refused_without_decoding(tmp_path, side):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_claiming(side, side))
+    assert path.stat().st_size < 200
+    with pytest.raises(ImageReadError, match="decompression bomb") as info:
+        open_image(path)
+    assert "bomb" in info.value.reason and str(path) not in info.value.reason
+
+
+def test_truncated_files_are_reported(tmp_path):
+    for suffix in (".jpg", ".png"):
+        full = _save(Image.effect_noise((64, 64), 40).convert("RGB"), tmp_path / f"f{suffix}")
+        data = full.read_bytes()
+        cut = tmp_path / f"cut{suffix}"
+        cut.write_bytes(data[: len(data) // 2])
+        with pytest.raises(ImageReadError, match="truncated"):
+            open_image(cut)

@@ -15,7 +15,14 @@ import typer
 from rich.markup import escape
 
 from gfnet_cli import __version__
-from gfnet_cli.cli import convert_cmd, download_cmd, models_cmd, push_cmd
+from gfnet_cli.cli import (
+    convert_cmd,
+    download_cmd,
+    evaluate_cmd,
+    models_cmd,
+    predict_cmd,
+    push_cmd,
+)
 from gfnet_cli.cli._common import State, setup_logging, stderr
 from gfnet_cli.errors import GFNetError
 
@@ -49,7 +56,7 @@ def _global_options(
     setup_logging(verbose=verbose, quiet=quiet)
 
 
-for _module in (models_cmd, convert_cmd, download_cmd, push_cmd):
+for _module in (models_cmd, convert_cmd, download_cmd, predict_cmd, evaluate_cmd, push_cmd):
     _module.register(app)
 
 

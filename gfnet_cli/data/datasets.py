@@ -187,18 +187,56 @@ class TorchImageDataset(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | tuple[None, str, int]:
-        row = self.dataset[int(index)]
-        try:
-            image = open_image(row[self.image_column])
-            tensor = self.transform(image)
-        except ImageReadError as exc:
-            return None, str(exc), int(index)
-        label = -1
-        if self.label_column is not None and row[self.label_column] is not None:
-            label = int(row[self.label_column])
-            if self.label_map is not None:
-                label = self.label_map.get(label, -1)
-        return tensor, label, int(index)
+        return _sample(self, self.dataset[int(index)], int(index))
+
+
+class TorchIterableImageDataset(torch.utils.data.IterableDataset):
+    """The streaming counterpart of :class:`TorchImageDataset` (same items).
+
+    Each DataLoader worker reads its own shards of the stream (``datasets`` splits them by
+    worker), so use at most ``num_shards`` workers. ``index`` counts samples per worker.
+    """
+
+    def __init__(
+        self,
+        data: ImageDataset,
+        transform: Callable,
+        label_map: dict[int, int] | None = None,
+        max_samples: int | None = None,
+    ) -> None:
+        import datasets
+
+        self.image_column = data.image_column
+        self.label_column = data.label_column
+        stream = data.dataset.cast_column(data.image_column, datasets.Image(decode=False))
+        self.dataset = stream.take(max_samples) if max_samples is not None else stream
+        self.transform = transform
+        self.label_map = label_map
+
+    @property
+    def num_shards(self) -> int:
+        return int(getattr(self.dataset, "num_shards", 1) or 1)
+
+    def __iter__(self):
+        for index, row in enumerate(self.dataset):
+            yield _sample(self, row, index)
+
+
+def _sample(
+    view: Any, row: dict, index: int
+) -> tuple[torch.Tensor, int, int] | tuple[None, str, int]:
+    """Decode and transform one row; an unreadable image becomes ``(None, reason, index)``."""
+    try:
+        image = open_image(row[view.image_column])
+        tensor = view.transform(image)
+    except ImageReadError as exc:
+        return None, str(exc), index
+    label = -1
+    if view.label_column is not None and row[view.label_column] is not None:
+        label = int(row[view.label_column])
+        if view.label_map is not None:
+            label = view.label_map.get(label, -1)
+    return tensor, label, index
 
 
 @dataclass

@@ -30,7 +30,18 @@ MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
 class ImageReadError(UsageError):
-    """An input that cannot be used as an image; the message says why."""
+    """An input that cannot be used as an image; the message says why.
+
+    ``reason`` is the message without the file name, for reports that show the name already.
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+def _error(name: str, reason: str) -> ImageReadError:
+    return ImageReadError(f"{name}: {reason}", reason)
 
 
 def open_image(source: str | Path | bytes | dict[str, Any] | Image.Image) -> Image.Image:
@@ -48,9 +59,10 @@ def open_image(source: str | Path | bytes | dict[str, Any] | Image.Image) -> Ima
             with Image.open(stream) as image:
                 width, height = image.size
                 if width * height > MAX_IMAGE_PIXELS:
-                    raise ImageReadError(
-                        f"{name}: {width}x{height} pixels exceeds the {MAX_IMAGE_PIXELS:,}-pixel "
-                        "limit (possible decompression bomb); refusing to decode it"
+                    raise _error(
+                        name,
+                        f"{width}x{height} pixels exceeds the {MAX_IMAGE_PIXELS:,}-pixel "
+                        "limit (possible decompression bomb); refusing to decode it",
                     )
                 image.load()
                 upright = ImageOps.exif_transpose(image) or image
@@ -58,18 +70,18 @@ def open_image(source: str | Path | bytes | dict[str, Any] | Image.Image) -> Ima
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageReadError(
-            f"{name}: too many pixels (possible decompression bomb); refusing to decode it"
+        raise _error(
+            name, "too many pixels (possible decompression bomb); refusing to decode it"
         ) from None
     except UnidentifiedImageError:
-        raise ImageReadError(f"{name}: not an image (or a format Pillow cannot read)") from None
+        raise _error(name, "not an image (or a format Pillow cannot read)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         text = str(exc)
         if "truncated" in text.lower() or isinstance(exc, EOFError):
             reason = "truncated image file"
         else:
             reason = f"unreadable image ({text.splitlines()[0] if text else type(exc).__name__})"
-        raise ImageReadError(f"{name}: {reason}") from None
+        raise _error(name, reason) from None
     finally:
         stream.close()
 
@@ -84,19 +96,21 @@ def _stream(source: str | Path | bytes | dict[str, Any]) -> tuple[str, io.Buffer
             raise ImageReadError("an image record holds neither bytes nor a path")
     if isinstance(source, (bytes, bytearray)):
         if not source:
-            raise ImageReadError("<image bytes>: empty")
+            raise _error("<image bytes>", "empty")
         return "<image bytes>", io.BytesIO(bytes(source))
     path = Path(source)
     if not path.exists():
-        raise ImageReadError(f"{path}: no such file")
+        raise _error(str(path), "no such file")
     if path.is_dir():
-        raise ImageReadError(f"{path}: is a folder, not an image")
+        raise _error(str(path), "is a folder, not an image")
     try:
         if path.stat().st_size == 0:
-            raise ImageReadError(f"{path}: empty file")
+            raise _error(str(path), "empty file")
         return str(path), open(path, "rb")  # noqa: SIM115 - closed by open_image
     except PermissionError:
-        raise ImageReadError(f"{path}: permission denied") from None
+        raise _error(str(path), "permission denied") from None
+    except OSError as exc:
+        raise _error(str(path), f"unreadable ({exc.strerror or exc})") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -1,0 +1,453 @@
+"""Evaluating a MODEL on a DATASET: top-1, top-5, cross-entropy, throughput, per-class accuracy.
+
+Images are decoded and transformed in DataLoader workers; an unreadable image is counted and
+skipped so a long run is never lost to one bad file. Labels are matched to the model's classes
+by name before anything runs, so a dataset listing the same classes in another order is scored
+correctly and one with other classes is refused up front instead of yielding a silent 0%.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from gfnet_cli.data.datasets import (
+    DatasetError,
+    ImageDataset,
+    TorchImageDataset,
+    TorchIterableImageDataset,
+    collate_skipping_failures,
+    load_image_dataset,
+)
+from gfnet_cli.data.transforms import eval_transform
+from gfnet_cli.engine._device import autocast, check_precision, prepare_model, resolve_device
+from gfnet_cli.errors import GFNetError, UsageError
+from gfnet_cli.models.gfnet import GFNet
+
+logger = logging.getLogger(__name__)
+
+LABEL_ORDERS = ("auto", "index")
+MAX_REPORTED_SKIPS = 20
+
+
+class LabelMismatchError(UsageError):
+    """The dataset's classes cannot be matched to the model's."""
+
+
+@dataclass
+class EvaluationResult:
+    """What ``evaluate`` measured. ``top1``/``top5`` are fractions; ``loss`` is mean CE."""
+
+    model: str
+    dataset: str
+    split: str
+    num_samples: int
+    top1: float
+    top5: float
+    loss: float
+    images_per_second: float
+    num_skipped: int = 0
+    dataset_config: str | None = None
+    img_size: list[int] = field(default_factory=list)
+    label_mapping: str = "identity"  # identity | by_name | index
+    per_class: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    batch_size: int = 0
+    device: str = "cpu"
+    precision: str = "fp32"
+    elapsed_s: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The SPEC's ``evaluate --json`` document (plus ``num_skipped``)."""
+        keys = ("model", "dataset", "split", "num_samples", "top1", "top5", "loss")
+        return {key: getattr(self, key) for key in keys} | {
+            "images_per_second": self.images_per_second,
+            "num_skipped": self.num_skipped,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, per-class accuracy included: the ``--output`` file."""
+        return {"task": "image-classification", **asdict(self)}
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` as JSON (atomically: a reader never sees half a file)."""
+        import json
+
+        from gfnet_cli.serialization import write_text_atomic
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+
+def evaluate(
+    model: str | GFNet,
+    dataset: str | ImageDataset,
+    *,
+    split: str | None = None,
+    dataset_config: str | None = None,
+    batch_size: int = 64,
+    max_samples: int | None = None,
+    img_size: int | tuple[int, int] | None = None,
+    num_workers: int | None = None,
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
+    image_column: str | None = None,
+    label_column: str | None = None,
+    streaming: bool = False,
+    label_order: str = "auto",
+    progress: bool = True,
+) -> EvaluationResult:
+    """Score ``model`` on one split of ``dataset`` (validation, then test, by default).
+
+    ``label_order="auto"`` maps the dataset's classes to the model's by name (refusing
+    classes it cannot match); ``"index"`` takes label ids as model class indices.
+    ``max_samples`` takes evenly spaced samples (the first ones when streaming), so a
+    class-sorted folder is still covered. ``num_workers=None`` picks one per spare core.
+    """
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    if max_samples is not None and max_samples < 1:
+        raise UsageError(f"--max-samples must be at least 1, got {max_samples}")
+    if label_order not in LABEL_ORDERS:
+        raise UsageError(f"--label-order must be one of {', '.join(LABEL_ORDERS)}")
+    check_precision(precision)
+    torch_device = resolve_device(device)
+
+    data = (
+        dataset
+        if isinstance(dataset, ImageDataset)
+        else load_image_dataset(
+            dataset,
+            split,
+            dataset_config=dataset_config,
+            image_column=image_column,
+            label_column=label_column,
+            streaming=streaming,
+        )
+    )
+    if data.label_column is None:
+        raise DatasetError(
+            f"{data.name} ({data.split}) has no label column to evaluate against; "
+            "pass --label-column"
+        )
+    net = prepare_model(model, img_size, torch_device)
+    label_map, mapping = match_labels(data, net, label_order)
+    transform = eval_transform(net.config, img_size)
+
+    workers = _num_workers(num_workers)
+    if data.streaming:
+        torch_data: Any = TorchIterableImageDataset(data, transform, label_map, max_samples)
+        if workers > torch_data.num_shards:
+            logger.info(
+                "using %d worker(s): the stream has %d shard(s)",
+                torch_data.num_shards,
+                torch_data.num_shards,
+            )
+            workers = torch_data.num_shards
+        total = max_samples
+    else:
+        if len(data) == 0:
+            raise DatasetError(f"{data.name} ({data.split}) holds no samples")
+        torch_data = TorchImageDataset(data, transform, label_map)
+        if max_samples is not None and max_samples < len(torch_data):
+            count = len(torch_data)
+            indices = [i * count // max_samples for i in range(max_samples)]
+            torch_data = torch.utils.data.Subset(torch_data, indices)
+        total = len(torch_data)
+    loader = torch.utils.data.DataLoader(
+        torch_data,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_skipping_failures,
+        pin_memory=torch_device.type == "cuda",
+        persistent_workers=False,
+    )
+    logger.info(
+        "evaluating %s on %s (%s, %s samples) at %s px, batch %d, %d worker(s), %s %s",
+        _model_name(model),
+        data.name,
+        data.split,
+        total if total is not None else "?",
+        "x".join(map(str, transform.crop)),
+        batch_size,
+        workers,
+        torch_device,
+        precision,
+    )
+
+    tally = _Tally(net.num_classes)
+    start = time.perf_counter()
+    with _progress(progress, total) as advance, torch.inference_mode():
+        for batch in loader:
+            seen = len(batch.failures) + len(batch.labels)
+            if max_samples is not None and tally.seen + seen > max_samples:
+                batch = _truncate(batch, max_samples - tally.seen)
+                seen = len(batch.failures) + len(batch.labels)
+            tally.seen += seen
+            for index, reason in batch.failures:
+                tally.skip(index, reason)
+            labelled = batch.labels >= 0
+            for index in batch.indices[~labelled].tolist():
+                tally.skip(index, "no label")
+            if labelled.any():
+                images = batch.images[labelled].to(torch_device, non_blocking=True)
+                if int(batch.labels[labelled].max()) >= net.num_classes:
+                    raise LabelMismatchError(
+                        f"label {int(batch.labels.max())} is out of range: the model has "
+                        f"{net.num_classes} classes"
+                    )
+                targets = batch.labels[labelled].to(torch_device, non_blocking=True)
+                with autocast(torch_device, precision):
+                    logits = net(images)
+                tally.add(logits.float(), targets)
+            advance(seen)
+            if max_samples is not None and tally.seen >= max_samples:
+                break
+    elapsed = time.perf_counter() - start
+
+    if tally.count == 0:
+        first = f" (first: {tally.skipped[0]['error']})" if tally.skipped else ""
+        raise GFNetError(f"no sample could be evaluated: {tally.num_skipped} skipped{first}")
+    if tally.num_skipped:
+        logger.warning("skipped %d unreadable or unlabelled sample(s)", tally.num_skipped)
+    labels = net.config.labels
+    return EvaluationResult(
+        model=_model_name(model),
+        dataset=data.name,
+        split=data.split,
+        num_samples=tally.count,
+        top1=tally.correct1 / tally.count,
+        top5=tally.correct5 / tally.count,
+        loss=tally.loss / tally.count,
+        images_per_second=tally.count / elapsed if elapsed > 0 else 0.0,
+        num_skipped=tally.num_skipped,
+        dataset_config=dataset_config,
+        img_size=list(transform.crop),
+        label_mapping=mapping,
+        per_class=tally.per_class(labels),
+        skipped=tally.skipped,
+        batch_size=batch_size,
+        device=str(torch_device),
+        precision=precision,
+        elapsed_s=elapsed,
+    )
+
+
+# ---------------------------------------------------------------------------------- labels
+def match_labels(
+    data: ImageDataset, model: GFNet, label_order: str = "auto"
+) -> tuple[dict[int, int] | None, str]:
+    """How dataset label ids become model class indices: ``(label_map or None, mode)``.
+
+    Raises :class:`LabelMismatchError` before any evaluation when they cannot be matched.
+    """
+    num_classes = model.num_classes
+    model_names = model.config.class_names
+    names = data.class_names
+    hint = "pass --label-order index to take label ids as the model's class indices"
+    if label_order == "index" or names is None:
+        _check_label_range(data, num_classes)
+        return None, "index"
+    if not model_names:
+        if len(names) == num_classes:
+            logger.warning(
+                "the model has no class names: taking the dataset's %d label ids as its classes",
+                num_classes,
+            )
+            return None, "index"
+        raise LabelMismatchError(
+            f"the dataset has {len(names)} classes, the model {num_classes} (without names), "
+            "so labels cannot be matched; evaluate a model trained on these classes"
+        )
+    if list(names) == list(model_names):
+        return None, "identity"
+    lookup = _name_lookup(model_names)
+    label_map: dict[int, int] = {}
+    used: set[int] = set()
+    unmatched: list[str] = []
+    for label, name in enumerate(names):
+        index = lookup.get(_normalize(name))
+        if index is None or index in used:
+            unmatched.append(name)
+        else:
+            label_map[label] = index
+            used.add(index)
+    if unmatched:
+        # The model's names the dataset did not use come first: the likeliest counterparts.
+        others = [n for i, n in enumerate(model_names) if i not in used]
+        others += [n for i, n in enumerate(model_names) if i in used]
+        raise LabelMismatchError(
+            f"the dataset's class names do not match the model's: {len(unmatched)} of "
+            f"{len(names)} not found ({_few(unmatched)}); dataset: {_few(names)}; "
+            f"model: {_few(others)}; {hint}"
+        )
+    if all(label == index for label, index in label_map.items()):
+        return None, "identity"
+    logger.info("dataset classes mapped to the model's by name (%d classes)", len(label_map))
+    return label_map, "by_name"
+
+
+def _check_label_range(data: ImageDataset, num_classes: int) -> None:
+    if data.class_names is not None:
+        if len(data.class_names) > num_classes:
+            raise LabelMismatchError(
+                f"the dataset has {len(data.class_names)} classes, the model only {num_classes}"
+            )
+        return
+    if data.streaming:
+        return  # unknown up front; the evaluation loop refuses out-of-range ids
+    values = [v for v in data.dataset.unique(data.label_column) if v is not None]
+    if values and (max(values) >= num_classes or min(values) < -1):
+        raise LabelMismatchError(
+            f"labels range from {min(values)} to {max(values)}, the model has {num_classes} classes"
+        )
+
+
+def _normalize(name: str) -> str:
+    return " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())
+
+
+def _name_lookup(model_names: list[str]) -> dict[str, int]:
+    """Model class index by normalized name, synonym (``a, b``) and ImageNet synset."""
+    lookup: dict[str, int] = {}
+    ambiguous: set[str] = set()
+
+    def add(key: str, index: int) -> None:
+        if key in lookup and lookup[key] != index:
+            ambiguous.add(key)
+        lookup.setdefault(key, index)
+
+    aliases: list[tuple[str, int]] = []
+    for index, name in enumerate(model_names):
+        lookup[_normalize(name)] = index
+        aliases.extend((_normalize(part), index) for part in str(name).split(","))
+    from gfnet_cli.labels import imagenet_class_names, imagenet_synsets
+
+    if list(model_names) == imagenet_class_names():
+        aliases.extend((synset.lower(), index) for index, synset in enumerate(imagenet_synsets()))
+    full = dict(lookup)
+    for key, index in aliases:
+        if key and key not in full:
+            add(key, index)
+    for key in ambiguous:
+        del lookup[key]
+    return lookup
+
+
+def _few(names: list[str], count: int = 4) -> str:
+    shown = ", ".join(repr(str(n)) for n in names[:count])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > count else "")
+
+
+# ---------------------------------------------------------------------------------- tallies
+class _Tally:
+    """Running sums: correct top-1/top-5, summed cross-entropy, per-class counts, skips."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.k = min(5, num_classes)
+        self.count = self.correct1 = self.correct5 = self.seen = self.num_skipped = 0
+        self.loss = 0.0
+        self.class_total = torch.zeros(num_classes, dtype=torch.long)
+        self.class_top1 = torch.zeros(num_classes, dtype=torch.long)
+        self.class_top5 = torch.zeros(num_classes, dtype=torch.long)
+        self.skipped: list[dict[str, Any]] = []
+
+    def add(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        self.loss += float(F.cross_entropy(logits, targets, reduction="sum"))
+        top = logits.topk(self.k, dim=-1).indices
+        hit1 = (top[:, 0] == targets).cpu()
+        hit5 = (top == targets[:, None]).any(dim=-1).cpu()
+        targets = targets.cpu()
+        size = len(self.class_total)
+        self.class_total += torch.bincount(targets, minlength=size)
+        self.class_top1 += torch.bincount(targets[hit1], minlength=size)
+        self.class_top5 += torch.bincount(targets[hit5], minlength=size)
+        self.count += len(targets)
+        self.correct1 += int(hit1.sum())
+        self.correct5 += int(hit5.sum())
+
+    def skip(self, index: int, reason: str) -> None:
+        self.num_skipped += 1
+        if len(self.skipped) < MAX_REPORTED_SKIPS:
+            self.skipped.append({"index": int(index), "error": reason})
+            logger.warning("skipped sample %d: %s", index, reason)
+
+    def per_class(self, labels: list[str]) -> list[dict[str, Any]]:
+        rows = []
+        for index in torch.nonzero(self.class_total).flatten().tolist():
+            total = int(self.class_total[index])
+            rows.append(
+                {
+                    "index": index,
+                    "label": labels[index],
+                    "num_samples": total,
+                    "top1": int(self.class_top1[index]) / total,
+                    "top5": int(self.class_top5[index]) / total,
+                }
+            )
+        return rows
+
+
+def _truncate(batch: Any, keep: int) -> Any:
+    """Keep the first ``keep`` samples of a batch (failures first: they were read first)."""
+    from gfnet_cli.data.datasets import Batch
+
+    failures = batch.failures[:keep]
+    rest = max(0, keep - len(failures))
+    return Batch(batch.images[:rest], batch.labels[:rest], batch.indices[:rest], failures)
+
+
+def _num_workers(requested: int | None) -> int:
+    if requested is not None:
+        if requested < 0:
+            raise UsageError(f"--num-workers must be 0 or more, got {requested}")
+        return requested
+    return min(8, max(0, (os.cpu_count() or 1) - 1))
+
+
+def _model_name(model: str | GFNet) -> str:
+    if isinstance(model, GFNet):
+        return model.config.architecture or "GFNet"
+    return str(model)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar with ETA on stderr; yields ``advance(n)``."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("evaluating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("images"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("evaluate", total=total)
+        yield lambda n: bar.advance(task, n)

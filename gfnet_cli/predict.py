@@ -1,0 +1,137 @@
+"""Classifying images: files, folders and glob patterns in, top-k classes per image out.
+
+An input that cannot be read becomes an error entry with the reason; every other input is
+still predicted, so one bad file never costs a user the rest of a folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from gfnet_cli.data.images import ImageReadError, expand_inputs, open_image
+from gfnet_cli.data.transforms import eval_transform
+from gfnet_cli.engine._device import autocast, check_precision, prepare_model, resolve_device
+from gfnet_cli.errors import UsageError
+from gfnet_cli.models.gfnet import GFNet
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "gfnet-xs"
+
+
+@dataclass
+class ImagePrediction:
+    """The result for one input: ``predictions`` (best first), or ``error`` when unreadable."""
+
+    image: str
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The SPEC's JSON entry: ``{"image", "predictions"}`` or ``{"image", "error"}``."""
+        if self.error is not None:
+            return {"image": self.image, "error": self.error}
+        return {"image": self.image, "predictions": self.predictions}
+
+
+ImageInput = str | Path | Image.Image
+
+
+def predict(
+    images: ImageInput | Iterable[ImageInput],
+    model: str | GFNet = DEFAULT_MODEL,
+    *,
+    top_k: int = 5,
+    img_size: int | tuple[int, int] | None = None,
+    batch_size: int = 32,
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
+) -> list[ImagePrediction]:
+    """Top-``top_k`` classes for each image, in input order (one entry per expanded input).
+
+    ``images``: paths, folders (searched recursively by image extension), glob patterns or PIL
+    images. ``model``: a MODEL argument or a loaded :class:`GFNet`. ``img_size`` runs the model
+    at another resolution (weights resized at load, transform at that size).
+    """
+    if top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {top_k}")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    check_precision(precision)
+    inputs = _expand(images)
+    if not inputs:
+        raise UsageError("no images given")
+    torch_device = resolve_device(device)
+    net = prepare_model(model, img_size, torch_device)
+    transform = eval_transform(net.config, img_size)
+    labels = net.config.labels
+    k = min(top_k, net.num_classes)
+
+    results: list[ImagePrediction] = []
+    for start in range(0, len(inputs), batch_size):
+        chunk = inputs[start : start + batch_size]
+        entries = [ImagePrediction(image=_name(item, start + i)) for i, item in enumerate(chunk)]
+        tensors, ready = [], []
+        for item, entry in zip(chunk, entries, strict=True):
+            try:
+                tensors.append(transform(_open(item)))
+                ready.append(entry)
+            except ImageReadError as exc:
+                entry.error = exc.reason
+                logger.debug("cannot read %s: %s", entry.image, exc.reason)
+        if tensors:
+            batch = torch.stack(tensors).to(torch_device)
+            with torch.inference_mode(), autocast(torch_device, precision):
+                logits = net(batch)
+            scores, indices = logits.float().softmax(dim=-1).topk(k, dim=-1)
+            for entry, row_scores, row_indices in zip(
+                ready, scores.cpu().tolist(), indices.cpu().tolist(), strict=True
+            ):
+                entry.predictions = [
+                    {"index": index, "label": labels[index], "score": score}
+                    for index, score in zip(row_indices, row_scores, strict=True)
+                ]
+        results.extend(entries)
+    return results
+
+
+def _expand(images: ImageInput | Iterable[ImageInput]) -> list[ImageInput]:
+    """Expand paths, folders and globs in order; PIL images pass through."""
+    if isinstance(images, (str, Path, Image.Image)):
+        images = [images]
+    expanded: list[ImageInput] = []
+    for item in images:
+        if isinstance(item, Image.Image):
+            expanded.append(item)
+            continue
+        found = expand_inputs([item])
+        # A folder without images is reported, not silently dropped.
+        expanded.extend(found if found else [str(item)])
+    return expanded
+
+
+def _open(item: ImageInput) -> Image.Image:
+    if isinstance(item, Image.Image):
+        return open_image(item)
+    if Path(item).is_dir():
+        raise ImageReadError(f"{item}: a folder holding no images", "a folder holding no images")
+    return open_image(item)
+
+
+def _name(item: ImageInput, position: int) -> str:
+    return f"<image {position}>" if isinstance(item, Image.Image) else str(item)
+
+
+def count_failures(results: Sequence[ImagePrediction]) -> int:
+    return sum(1 for result in results if not result.ok)
