@@ -1,0 +1,1 @@
+"""Engines: the loops behind the commands (training, evaluation)."""
