@@ -96,7 +96,7 @@ def finetune_command(
     model: str = typer.Option(..., "--model", help="MODEL: folder, Hub id or zoo name."),
     dataset: str = typer.Option(..., "--dataset", help="DATASET: Hub id, image folder, or saved."),
     output_dir: Path = typer.Option(..., "--output-dir", help="Where the model and logs go."),
-    from_scratch: bool = typer.Option(False, "--from-scratch", help="Fresh weights, MODEL's shape."),
+    from_scratch: bool = typer.Option(False, "--from-scratch", help="Fresh weights."),
     patch_size: int = typer.Option(None, "--patch-size", help="With --from-scratch: patch size."),
     embed_dim: str = typer.Option(None, "--embed-dim", help="With --from-scratch: width(s)."),
     depth: str = typer.Option(None, "--depth", help="With --from-scratch: depth(s)."),
@@ -133,6 +133,7 @@ def finetune_command(
     dataset_config: str = typer.Option(None, "--dataset-config"),
     image_column: str = typer.Option(None, "--image-column"),
     label_column: str = typer.Option(None, "--label-column"),
+    log_every: int = typer.Option(10, "--log-every", help="Steps between metrics lines."),
     as_json: bool = typer.Option(False, "--json", help="Print train_results as JSON."),
 ) -> None:
     """Fine-tune MODEL on DATASET (or train its architecture from scratch).
@@ -150,7 +151,7 @@ def finetune_command(
         hflip=hflip, seed=seed, precision=precision, device=device, num_workers=num_workers,
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, push_to=push_to,
         train_split=train_split, eval_split=eval_split, dataset_config=dataset_config,
-        image_column=image_column, label_column=label_column,
+        image_column=image_column, label_column=label_column, log_every=log_every,
     )  # fmt: skip
     callbacks = RichCallbacks(show_progress=not State.quiet and stderr.is_terminal)
     try:

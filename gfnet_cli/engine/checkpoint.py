@@ -126,9 +126,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         )
     )
     py_state = state["python"]
-    random.setstate(
-        (py_state["version"], tuple(int(v) for v in py_state["internal"].tolist()), py_state["gauss"])
-    )
+    internal = tuple(int(v) for v in py_state["internal"].tolist())
+    random.setstate((py_state["version"], internal, py_state["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
 

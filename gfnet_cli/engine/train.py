@@ -62,11 +62,11 @@ METRICS_NAME = "metrics.jsonl"
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class TrainingDiverged(GFNetError):
+class TrainingDivergedError(GFNetError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-class TrainingInterrupted(GFNetError):
+class TrainingInterruptedError(GFNetError):
     """Ctrl-C: a checkpoint was saved, the run can be resumed."""
 
     exit_code = 130
@@ -282,8 +282,12 @@ def _finetune(config: TrainConfig, dist: distributed.DistInfo, cb: TrainCallback
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(),
-            "schedule": {"lr": config.lr, "min_lr": config.min_lr, "warmup_steps": warmup_steps,
-                         "total_steps": total_steps},  # fmt: skip
+            "schedule": {
+                "lr": config.lr,
+                "min_lr": config.min_lr,
+                "warmup_steps": warmup_steps,
+                "total_steps": total_steps,
+            },  # fmt: skip
             "global_step": global_step,
             "epoch": epoch,
             "step_in_epoch": in_epoch,
@@ -299,7 +303,7 @@ def _finetune(config: TrainConfig, dist: distributed.DistInfo, cb: TrainCallback
 
     def save(epoch: int, in_epoch: int) -> None:
         if not all(torch.isfinite(p).all() for p in model.parameters()):
-            raise TrainingDiverged(
+            raise TrainingDivergedError(
                 f"weights became NaN/Inf at step {global_step}; not checkpointing them. "
                 f"Lower --lr; the last good checkpoint is in {ckpt_dir}"
             )
@@ -355,11 +359,14 @@ def _finetune(config: TrainConfig, dist: distributed.DistInfo, cb: TrainCallback
                 distributed.all_reduce_sum(stats)
                 step_loss = stats[0].item() / max(stats[1].item(), 1)
                 if not math.isfinite(step_loss):
-                    raise TrainingDiverged(
+                    raise TrainingDivergedError(
                         f"the loss became {step_loss} at step {global_step + 1} (epoch "
                         f"{epoch + 1}): lower --lr or use --precision fp32; "
-                        + (f"the last good checkpoint is in {ckpt_dir}" if ckpt.list_checkpoints(
-                            ckpt_dir) else "no checkpoint was written before it")
+                        + (
+                            f"the last good checkpoint is in {ckpt_dir}"
+                            if ckpt.list_checkpoints(ckpt_dir)
+                            else "no checkpoint was written before it"
+                        )
                     )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -379,11 +386,11 @@ def _finetune(config: TrainConfig, dist: distributed.DistInfo, cb: TrainCallback
                     ips = window_images / max(time.perf_counter() - window_start, 1e-9)
                     cb.on_step(global_step, epoch, step_loss, lr, ips)
                     if global_step % config.log_every == 0:
-                        metrics.write({"type": "train", "step": global_step, "epoch": epoch,
-                                       "loss": step_loss, "lr": lr, "images_per_second": ips})  # fmt: skip
+                        row = {"type": "train", "step": global_step, "epoch": epoch}
+                        metrics.write(row | {"loss": step_loss, "lr": lr, "images_per_second": ips})
                 if stats[2].item() > 0:
                     save(epoch, step_in_epoch)
-                    raise TrainingInterrupted(
+                    raise TrainingInterruptedError(
                         f"interrupted at step {global_step}; checkpoint saved in {ckpt_dir}: "
                         "run the same command with --resume to continue"
                     )
@@ -705,7 +712,9 @@ def _int_list(value: int | str | list[int] | None) -> int | list[int] | None:
     try:
         numbers = [int(p) for p in parts]
     except ValueError:
-        raise UsageError(f"expected an integer or 4 comma-separated integers, got {value!r}") from None
+        raise UsageError(
+            f"expected an integer or 4 comma-separated integers, got {value!r}"
+        ) from None
     return numbers[0] if len(numbers) == 1 else numbers
 
 
@@ -740,7 +749,9 @@ def build_model(config: TrainConfig, class_names: list[str]) -> GFNet:
             changes["architecture"] = None
         return GFNet(source.replace(**arch, **changes))
     if any(v is not None for v in (config.patch_size, config.embed_dim, config.depth)):
-        raise UsageError("--patch-size/--embed-dim/--depth change the architecture: add --from-scratch")
+        raise UsageError(
+            "--patch-size/--embed-dim/--depth change the architecture: add --from-scratch"
+        )
     from gfnet_cli.models.factory import load_model
 
     pretrained = load_model(config.model, img_size=config.img_size)
@@ -781,9 +792,10 @@ def _check_output_dir(output_dir: Path, config: TrainConfig) -> None:
 
 def _check_same_run(state: dict[str, Any], identity: dict[str, Any], path: Path) -> None:
     saved = json.loads(state.get("identity", "{}"))
-    if saved.get("model_config") != identity["model_config"] or saved.get("dataset") != identity[
-        "dataset"
-    ]:
+    if (
+        saved.get("model_config") != identity["model_config"]
+        or saved.get("dataset") != identity["dataset"]
+    ):
         raise ckpt.CheckpointError(
             f"--resume: {path} belongs to another run (model {saved.get('model')!r} on "
             f"dataset {saved.get('dataset')!r}); use another --output-dir for this one"
@@ -833,7 +845,10 @@ def training_card(model: GFNet, config: TrainConfig, stats: EpochStats) -> str:
     if all(k in accepted for k in extra):
         return card
     lines = ["", "## Training", ""]
-    lines.append(f"- Base model: {base}" if base else f"- Trained from scratch ({config.model} architecture)")
+    if base:
+        lines.append(f"- Base model: {base}")
+    else:
+        lines.append(f"- Trained from scratch ({config.model} architecture)")
     lines.append(f"- Dataset: {config.dataset}")
     if eval_results is not None:
         lines.append(
@@ -863,8 +878,8 @@ __all__ = [
     "TrainCallbacks",
     "TrainConfig",
     "TrainResult",
-    "TrainingDiverged",
-    "TrainingInterrupted",
+    "TrainingDivergedError",
+    "TrainingInterruptedError",
     "build_model",
     "evaluate",
     "finetune",
