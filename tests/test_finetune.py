@@ -131,7 +131,8 @@ def test_pretrained_gets_new_head_with_class_names(tmp_path):
                         CLASSES)  # fmt: skip
     source = load_file(str(folder / "model.safetensors"))
     assert model.head.weight.shape == (3, 16) and model.config.class_names == CLASSES
-    assert torch.equal(model.state_dict()["blocks.0.mlp.fc1.weight"], source["blocks.0.mlp.fc1.weight"])
+    key = "blocks.0.mlp.fc1.weight"
+    assert torch.equal(model.state_dict()[key], source[key])
 
 
 def test_pretrained_at_another_resolution_resizes_filters_and_pos_embed(tmp_path):
