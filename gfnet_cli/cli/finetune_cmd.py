@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -158,9 +159,7 @@ def finetune_command(
         result = finetune(config, callbacks)
     finally:
         callbacks.close()
-    import os
-
-    if int(os.environ.get("RANK", "0")) != 0:
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return
     if as_json:
         emit_json(result.to_dict())

@@ -780,7 +780,7 @@ def _check_output_dir(output_dir: Path, config: TrainConfig) -> None:
     if config.resume or config.overwrite or not output_dir.is_dir():
         if config.overwrite and not config.resume:
             for old in ckpt.list_checkpoints(output_dir / ckpt.CHECKPOINT_DIR):
-                old.unlink()
+                old.unlink(missing_ok=True)
             (output_dir / METRICS_NAME).unlink(missing_ok=True)
         return
     if any(output_dir.iterdir()):
