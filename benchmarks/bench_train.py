@@ -82,11 +82,14 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    bare = bare_step_times(args.model, args.img_size, args.batch_size, args.steps)
+    # Bare steps before and after the loop, so a change of machine load hits both alike.
+    half = max(args.steps // 2, 1)
+    bare = bare_step_times(args.model, args.img_size, args.batch_size, half)
     with tempfile.TemporaryDirectory() as tmp:
         loop = loop_step_times(
             args.model, args.img_size, args.batch_size, args.steps, args.num_workers, Path(tmp)
         )
+    bare += bare_step_times(args.model, args.img_size, args.batch_size, half)
     bare_ips = args.batch_size / statistics.median(bare)
     loop_ips = args.batch_size / statistics.median(loop)
     row = {

@@ -11,7 +11,7 @@ mkdir -p "$OUT"
 python scripts/export_digits.py "$OUT/digits"            # train/ (1,437) and test/ (360)
 
 gfnet finetune --model gfnet-ti --from-scratch --patch-size 4 --embed-dim 128 --depth 2 \
-  --img-size 16 --crop-pct 1 --hflip 0 --epochs 15 --lr 2e-3 --batch-size 64 \
+  --img-size 16 --crop-pct 1 --no-augment --epochs 10 --lr 2e-3 --batch-size 64 \
   --dataset "$OUT/digits" --output-dir "$OUT/digits-gfnet"
 
 gfnet evaluate --model "$OUT/digits-gfnet" --dataset "$OUT/digits" --split test
