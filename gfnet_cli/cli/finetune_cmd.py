@@ -89,7 +89,7 @@ def _parse_scale(text: str) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in text.split(","))
     except ValueError:
-        raise UsageError(f"--crop-scale takes MIN,MAX (e.g. 0.35,1), got {text!r}") from None
+        raise UsageError(f"--crop-scale takes MIN,MAX (e.g. 0.6,1), got {text!r}") from None
     return low, high
 
 
