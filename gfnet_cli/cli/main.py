@@ -19,6 +19,7 @@ from gfnet_cli.cli import (
     convert_cmd,
     download_cmd,
     evaluate_cmd,
+    finetune_cmd,
     models_cmd,
     predict_cmd,
     push_cmd,
@@ -56,7 +57,16 @@ def _global_options(
     setup_logging(verbose=verbose, quiet=quiet)
 
 
-for _module in (models_cmd, convert_cmd, download_cmd, predict_cmd, evaluate_cmd, push_cmd):
+_COMMANDS = (
+    models_cmd,
+    convert_cmd,
+    download_cmd,
+    predict_cmd,
+    evaluate_cmd,
+    finetune_cmd,
+    push_cmd,
+)
+for _module in _COMMANDS:
     _module.register(app)
 
 

@@ -1,5 +1,5 @@
-"""Loops over data: evaluation (``engine.evaluate``) and, in its own module, training.
+"""Engines: the loops behind the commands (``engine.train``, ``engine.evaluate``).
 
 Import from the submodules (``from gfnet_cli.engine.evaluate import evaluate``): re-exporting
-the function here would shadow the submodule of the same name.
+the functions here would shadow the submodules of the same names.
 """

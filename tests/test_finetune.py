@@ -1,0 +1,414 @@
+"""gfnet finetune: starting points, recipe pieces, checkpoints, exact resume, failure modes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from gfnet_cli.data.augment import TrainTransform, random_resized_crop_box, sample_rng
+from gfnet_cli.engine import checkpoint as ckpt
+from gfnet_cli.engine.train import (
+    TrainCallbacks,
+    TrainConfig,
+    TrainingInterruptedError,
+    build_model,
+    finetune,
+    lr_at,
+    param_groups,
+)
+from gfnet_cli.models import create_model
+from gfnet_cli.models.config import GFNetConfig
+from gfnet_cli.serialization import save_model
+from tests.conftest import assert_one_line_error
+
+TINY = ["--from-scratch", "--patch-size", "8", "--embed-dim", "16", "--depth", "1"]
+TINY_ARGS = ["--model", "gfnet-ti", *TINY, "--img-size", "32", "--num-workers", "0"]
+CLASSES = ["cat", "dog", "fox"]
+
+
+def _write_images(folder: Path, count: int, class_index: int, seed: int) -> None:
+    rng = np.random.default_rng([seed, class_index])
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        array = rng.integers(0, 60, size=(24, 28, 3), dtype=np.uint8)
+        array[..., class_index] += 150  # learnable: each class has its own dominant colour
+        Image.fromarray(array).save(folder / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    """Three classes, 8 train and 2 test images each."""
+    root = tmp_path_factory.mktemp("tiny_dataset")
+    for index, name in enumerate(CLASSES):
+        _write_images(root / "train" / name, 8, index, seed=0)
+        _write_images(root / "test" / name, 2, index, seed=1)
+    return root
+
+
+def _config(dataset: Path, out: Path, **changes) -> TrainConfig:
+    values = dict(
+        model="gfnet-ti", dataset=str(dataset), output_dir=out, from_scratch=True,
+        patch_size=8, embed_dim=16, depth=1, img_size=32, epochs=2, batch_size=4,
+        num_workers=0, lr=1e-3, checkpoint_every=0,
+    )  # fmt: skip
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+# ---------------------------------------------------------------------- recipe pieces
+def test_lr_schedule_warms_up_then_decays_to_min_lr():
+    lrs = [lr_at(s, 1.0, 0.01, 4, 20) for s in range(21)]
+    assert lrs[0] == pytest.approx(0.25) and lrs[3] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:], strict=False))
+    assert lrs[20] == pytest.approx(0.01)
+
+
+def test_weight_decay_skips_norms_biases_pos_embed_and_filters():
+    model = create_model("gfnet-ti", patch_size=8, embed_dim=16, depth=1, img_size=32)
+    decay, no_decay = param_groups(model, 0.1, decay_all=False)
+    names = {id(p): n for n, p in model.named_parameters()}
+    skipped = {names[id(p)] for p in no_decay["params"]}
+    assert {"pos_embed", "blocks.0.filter.complex_weight", "norm.weight", "head.bias"} <= skipped
+    assert {names[id(p)] for p in decay["params"]} >= {"head.weight", "blocks.0.mlp.fc1.weight"}
+    assert len(param_groups(model, 0.1, decay_all=True)) == 1
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_index():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), np.uint8))
+    transform = TrainTransform(32, seed=7)
+
+    def sample(epoch: int, index: int) -> torch.Tensor:
+        transform.reseed(epoch, index)
+        return transform(image)
+
+    first = sample(1, 3)
+    sample(0, 0)  # anything in between must not matter
+    assert torch.equal(first, sample(1, 3))
+    assert first.shape == (3, 32, 32)
+    assert not torch.equal(first, sample(2, 3))
+    for i in range(50):
+        left, top, right, bottom = random_resized_crop_box(50, 40, sample_rng(0, 0, i))
+        assert 0 <= left < right <= 50 and 0 <= top < bottom <= 40
+
+
+# ---------------------------------------------------------------------- starting points
+def test_from_scratch_overrides_and_pyramid_widths():
+    names = ["a", "b"]
+    flat = build_model(_config(Path("."), Path(".")), names)
+    assert (flat.config.patch_size, flat.config.embed_dim, flat.config.depth) == (8, 16, 1)
+    assert flat.config.labels == names and flat.config.architecture is None
+    pyramid = build_model(
+        _config(Path("."), Path("."), model="gfnet-h-ti", patch_size=4, embed_dim="8,16,16,32",
+                depth="1,1,1,1"),  # fmt: skip
+        names,
+    )
+    assert pyramid.config.kind == "pyramid" and pyramid.config.widths == [8, 16, 16, 32]
+    assert pyramid(torch.randn(1, 3, 32, 32)).shape == (1, 2)
+
+
+def _pretrained(tmp_path: Path) -> Path:
+    config = GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=32, num_classes=7)
+    folder = tmp_path / "pretrained"
+    save_model(create_model(config), folder)
+    return folder
+
+
+def test_pretrained_gets_new_head_with_class_names(tmp_path):
+    folder = _pretrained(tmp_path)
+    model = build_model(_config(Path("."), Path("."), model=str(folder), from_scratch=False,
+                                patch_size=None, embed_dim=None, depth=None, img_size=None),
+                        CLASSES)  # fmt: skip
+    source = load_file(str(folder / "model.safetensors"))
+    assert model.head.weight.shape == (3, 16) and model.config.class_names == CLASSES
+    key = "blocks.0.mlp.fc1.weight"
+    assert torch.equal(model.state_dict()[key], source[key])
+
+
+def test_pretrained_at_another_resolution_resizes_filters_and_pos_embed(tmp_path):
+    folder = _pretrained(tmp_path)
+    model = build_model(_config(Path("."), Path("."), model=str(folder), from_scratch=False,
+                                patch_size=None, embed_dim=None, depth=None, img_size=64),
+                        CLASSES)  # fmt: skip
+    assert model.config.image_size == (64, 64)
+    assert model.pos_embed.shape == (1, 64, 16)
+    assert model.blocks[0].filter.complex_weight.shape[:2] == (8, 5)
+
+
+def test_architecture_flags_need_from_scratch(run_cli, image_folder, tmp_path):
+    folder = _pretrained(tmp_path)
+    result = run_cli("finetune", "--model", folder, "--dataset", image_folder, "--output-dir",
+                     tmp_path / "out", "--depth", "2")  # fmt: skip
+    assert_one_line_error(result, 2, "--from-scratch")
+
+
+# ---------------------------------------------------------------------- a whole run
+def test_finetune_leaves_model_folder_results_and_metrics(run_cli, image_folder, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("finetune", *TINY_ARGS, "--dataset", image_folder, "--output-dir", out,
+                     "--epochs", "2", "--batch-size", "8", "--lr", "3e-3", "--log-every", "1",
+                     "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    document = result.json()
+    saved = json.loads((out / "train_results.json").read_text())
+    for key in ("epochs", "global_step", "world_size", "best_top1", "train_runtime_s",
+                "resumed_from_step"):  # fmt: skip
+        assert key in saved
+    assert saved["epochs"] == 2 and saved["global_step"] == 6 and saved["world_size"] == 1
+    assert saved["resumed_from_step"] == 0 and document["global_step"] == 6
+    config = json.loads((out / "config.json").read_text())
+    assert config["class_names"] == CLASSES and config["num_classes"] == 3
+    card = (out / "README.md").read_text()
+    assert str(image_folder) in card and "top-1" in card.lower()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["type"] == "train"] == list(range(1, 7))
+    assert len([r for r in rows if r["type"] == "eval"]) == 2
+    assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == [
+        "step-000000003.pt",
+        "step-000000006.pt",
+    ]
+    state = ckpt.load_checkpoint(out / "checkpoints" / "step-000000006.pt")
+    assert state["epoch"] == 2 and set(state["rng"][0]) >= {"torch", "numpy", "python"}
+    # the reader is weights-only: the file holds tensors and plain types only
+    torch.load(out / "checkpoints" / "step-000000006.pt", weights_only=True)
+
+
+def test_used_output_dir_needs_resume_or_overwrite(run_cli, image_folder, tmp_path):
+    out = tmp_path / "used"
+    out.mkdir()
+    (out / "something").write_text("x")
+    result = run_cli("finetune", *TINY_ARGS, "--dataset", image_folder, "--output-dir", out)
+    assert_one_line_error(result, 2, "--resume")
+
+
+# ---------------------------------------------------------------------- exact resume
+class _InterruptAt(TrainCallbacks):
+    """Sends this process a Ctrl-C after ``step`` steps (as a user would)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step(self, step, epoch, loss, lr, ips) -> None:
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_interrupted_and_resumed_run_matches_uninterrupted(image_folder, tmp_path):
+    changes = dict(epochs=3, drop_path=0.3, depth=2, batch_size=5)  # drop-path draws RNG
+    reference = finetune(_config(image_folder, tmp_path / "ref", **changes))
+    with pytest.raises(TrainingInterruptedError):
+        finetune(_config(image_folder, tmp_path / "cut", **changes), _InterruptAt(7))
+    saved = ckpt.list_checkpoints(tmp_path / "cut" / "checkpoints")
+    # Ctrl-C during step 7 stops at the next step boundary: mid-epoch 2 (5 steps an epoch)
+    assert saved[-1].name == "step-000000008.pt"
+    resumed = finetune(_config(image_folder, tmp_path / "cut", resume=True, **changes))
+    assert resumed.resumed_from_step == 8 and resumed.global_step == reference.global_step
+    assert resumed.best_top1 == reference.best_top1
+    _assert_same_weights(tmp_path / "ref", tmp_path / "cut")
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    first = load_file(str(a / "model.safetensors"))
+    second = load_file(str(b / "model.safetensors"))
+    assert first.keys() == second.keys()
+    for key in first:
+        assert (first[key] - second[key]).abs().max().item() <= 1e-6, key
+    last_a = ckpt.load_checkpoint(ckpt.list_checkpoints(a / "checkpoints")[-1])["model"]
+    last_b = ckpt.load_checkpoint(ckpt.list_checkpoints(b / "checkpoints")[-1])["model"]
+    for key in last_a:
+        assert (last_a[key] - last_b[key]).abs().max().item() <= 1e-6, key
+
+
+def test_resume_without_checkpoint_starts_afresh_with_warning(image_folder, tmp_path, caplog):
+    result = finetune(_config(image_folder, tmp_path / "fresh", resume=True, epochs=1))
+    assert result.resumed_from_step == 0 and result.global_step == 6
+    assert "starting afresh" in caplog.text
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    directory = tmp_path / "checkpoints"
+    ckpt.save_checkpoint({"model": {}, "global_step": 1}, directory, 1)
+
+    def disk_full(obj, handle, *args, **kwargs):
+        handle.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError):
+        ckpt.save_checkpoint({"model": {}, "global_step": 2}, directory, 2)
+    assert [p.name for p in directory.iterdir()] == ["step-000000001.pt"]
+    assert ckpt.latest_checkpoint(directory)[1]["global_step"] == 1
+
+
+def test_nan_loss_stops_with_clear_message_and_good_checkpoint(run_cli, image_folder, tmp_path):
+    out = tmp_path / "nan"
+    result = run_cli("finetune", *TINY_ARGS, "--dataset", image_folder, "--output-dir", out,
+                     "--epochs", "3", "--batch-size", "8", "--lr", "1e30", "--warmup-epochs",
+                     "0", "--clip-grad", "0", "--checkpoint-every", "1")  # fmt: skip
+    assert_one_line_error(result, 1)
+    assert "nan" in result.stderr.lower() or "inf" in result.stderr.lower()
+    for path in ckpt.list_checkpoints(out / "checkpoints"):
+        state = ckpt.load_checkpoint(path)
+        assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+# ---------------------------------------------------------------------- pre-flight checks
+def _saved_dataset(tmp_path: Path, name: str, *, label: bool = True, classes: int = 2,
+                   test_rows: int = 2) -> Path:  # fmt: skip
+    import datasets
+
+    image = Image.new("RGB", (32, 32), (200, 10, 10))
+    features = {"image": datasets.Image()}
+    if label:
+        features["label"] = datasets.ClassLabel(names=[f"c{i}" for i in range(classes)])
+
+    def split(rows: int) -> datasets.Dataset:
+        data = {"image": [image] * rows}
+        if label:
+            data["label"] = [i % classes for i in range(rows)]
+        return datasets.Dataset.from_dict(data, features=datasets.Features(features))
+
+    folder = tmp_path / name
+    datasets.DatasetDict({"train": split(4), "test": split(test_rows)}).save_to_disk(str(folder))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("no_label", "no label column"),
+        ("one_class", "at least 2"),
+        ("empty_split", "empty"),
+        ("bad_size", "multiples of 8"),
+    ],
+)
+def test_preflight_errors_exit_2_with_one_line(run_cli, tmp_path, kind, message):
+    args = list(TINY_ARGS)
+    if kind == "no_label":
+        dataset = _saved_dataset(tmp_path, kind, label=False)
+    elif kind == "one_class":
+        dataset = _saved_dataset(tmp_path, kind, classes=1)
+    elif kind == "empty_split":
+        dataset = _saved_dataset(tmp_path, kind, test_rows=0)
+    else:
+        dataset = _saved_dataset(tmp_path, kind)
+        args[args.index("--img-size") + 1] = "36"
+    out = tmp_path / "out"
+    result = run_cli("finetune", *args, "--dataset", dataset, "--output-dir", out)
+    assert_one_line_error(result, 2, message)
+    assert not (out / "checkpoints").exists()
+
+
+def test_resume_refuses_another_model_or_dataset(run_cli, image_folder, tmp_path):
+    out = tmp_path / "run"
+    first = run_cli("finetune", *TINY_ARGS, "--dataset", image_folder, "--output-dir", out,
+                    "--epochs", "1", "--batch-size", "8")  # fmt: skip
+    assert first.exit_code == 0, first.stderr
+    other_model = [a if a != "16" else "24" for a in TINY_ARGS]
+    result = run_cli("finetune", *other_model, "--dataset", image_folder, "--output-dir", out,
+                     "--resume")  # fmt: skip
+    assert_one_line_error(result, 2, "another run")
+    other_data = _saved_dataset(tmp_path, "other")
+    result = run_cli("finetune", *TINY_ARGS, "--dataset", other_data, "--output-dir", out,
+                     "--resume")  # fmt: skip
+    assert_one_line_error(result, 2, "another run")
+
+
+# ---------------------------------------------------------------------- processes
+def _gfnet(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gfnet_cli", *[str(a) for a in args]]
+
+
+def _env() -> dict[str, str]:
+    root = str(Path(__file__).resolve().parents[1])
+    return os.environ | {"PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def _wait_for_checkpoint(process: subprocess.Popen, folder: Path, timeout: float = 120) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if ckpt.list_checkpoints(folder / "checkpoints"):
+            return True
+        time.sleep(0.005)
+    return False
+
+
+KILL_RUN = ["--epochs", "3", "--batch-size", "2", "--checkpoint-every", "3", "--drop-path",
+            "0.2", "--num-workers", "1"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_gives_the_same_weights(image_folder, tmp_path):
+    common = [*TINY_ARGS[:-2], "--dataset", image_folder, *KILL_RUN]
+    done = subprocess.run(_gfnet("finetune", *common, "--output-dir", tmp_path / "ref"),
+                          env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    cut = tmp_path / "cut"
+    process = subprocess.Popen(_gfnet("finetune", *common, "--output-dir", cut), env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    assert _wait_for_checkpoint(process, cut), "the run ended before its first checkpoint"
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    assert not (cut / "train_results.json").exists()
+    resumed = subprocess.run(_gfnet("finetune", *common, "--output-dir", cut, "--resume"),
+                             env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    results = json.loads((cut / "train_results.json").read_text())
+    assert results["resumed_from_step"] >= 3
+    _assert_same_weights(tmp_path / "ref", cut)
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_then_exits(image_folder, tmp_path):
+    out = tmp_path / "int"
+    args = [*TINY_ARGS[:-2], "--dataset", image_folder, "--output-dir", out, "--epochs", "50",
+            "--batch-size", "2", "--checkpoint-every", "2", "--num-workers", "1"]  # fmt: skip
+    process = subprocess.Popen(_gfnet("finetune", *args), env=_env(), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert _wait_for_checkpoint(process, out)
+    first = ckpt.list_checkpoints(out / "checkpoints")[-1]
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "checkpoint saved" in stderr and "Traceback" not in stderr
+    last = ckpt.list_checkpoints(out / "checkpoints")[-1]
+    state = ckpt.load_checkpoint(last)
+    assert state["global_step"] >= int(first.stem.split("-")[1])
+    more = ["--max-steps", str(state["global_step"] + 2), "--resume"]
+    resumed = subprocess.run(_gfnet("finetune", *args, *more), env=_env(), capture_output=True,
+                             text=True, timeout=300)  # fmt: skip
+    # a different --max-steps is a different schedule but the same run: resume accepts it
+    assert resumed.returncode == 0, resumed.stderr
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["resumed_from_step"] == state["global_step"]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(image_folder, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    gfnet = Path(sys.executable).with_name("gfnet")
+    if not torchrun.exists() or not gfnet.exists():
+        pytest.skip("torchrun or the gfnet script is not installed beside this Python")
+    out = tmp_path / "ddp"
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python", str(gfnet),
+               "finetune", *TINY_ARGS, "--dataset", str(image_folder), "--output-dir", str(out),
+               "--epochs", "2", "--batch-size", "4", "--device", "cpu"]  # fmt: skip
+    done = subprocess.run(command, env=_env() | {"OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["world_size"] == 2
+    # 24 images, 4 per process per step, 2 processes: 3 steps an epoch
+    assert results["global_step"] == 6 and results["num_eval_samples"] == 6
+    assert (out / "model.safetensors").is_file()
