@@ -16,6 +16,6 @@ gfnet finetune --model gfnet-ti --from-scratch --patch-size 4 --embed-dim 128 --
 
 gfnet evaluate --model "$OUT/digits-gfnet" --dataset "$OUT/digits" --split test
 
-gfnet predict $(ls "$OUT"/digits/test/*/*.png | head -n 4) --model "$OUT/digits-gfnet" --top-k 3
+gfnet predict $(for c in 1 4 7 9; do ls "$OUT/digits/test/$c/"*.png | head -n 1; done) --model "$OUT/digits-gfnet" --top-k 3
 
 gfnet push "$OUT/digits-gfnet" your-name/gfnet-digits --dry-run

@@ -67,7 +67,7 @@ class RichCallbacks(TrainCallbacks):
             evaluation = "no eval split"
         mark = "  *best" if stats.is_best and stats.top1 is not None else ""
         line = (
-            f"epoch {stats.epoch + 1:>3}  step {stats.global_step:>6}  "
+            f"epoch {stats.epoch:>3}  step {stats.global_step:>6}  "
             f"train loss {stats.train_loss:.4f}  {evaluation}  {stats.images_per_second:.0f} img/s"
             f"{mark}"
         )

@@ -128,6 +128,8 @@ class TrainConfig:
 
 @dataclass
 class EpochStats:
+    """One finished epoch (``epoch`` counts from 1, as printed)."""
+
     epoch: int
     global_step: int
     train_loss: float
@@ -178,7 +180,7 @@ class TrainCallbacks:
             if stats.top1 is not None
             else "no eval split"
         )
-        logger.info("epoch %d: train loss %.4f, %s", stats.epoch + 1, stats.train_loss, top)
+        logger.info("epoch %d: train loss %.4f, %s", stats.epoch, stats.train_loss, top)
 
     def on_train_end(self, result: TrainResult) -> None:
         pass
@@ -411,7 +413,7 @@ def _finetune(config: TrainConfig, dist: distributed.DistInfo, cb: TrainCallback
             is_best = top1 is None or best_top1 is None or top1 > best_top1
             if is_best:
                 best_top1, best_top5, best_epoch = top1, top5, epoch + 1
-            stats_row = EpochStats(epoch, global_step, train_loss, top1, top5, eval_loss, ips,
+            stats_row = EpochStats(epoch + 1, global_step, train_loss, top1, top5, eval_loss, ips,
                                    is_best)  # fmt: skip
             history.append(asdict(stats_row))
             if main:
@@ -826,7 +828,7 @@ def training_card(model: GFNet, config: TrainConfig, stats: EpochStats) -> str:
 
     base = None if config.from_scratch else config.model
     eval_results = (
-        {"top1": stats.top1, "top5": stats.top5, "loss": stats.eval_loss, "epoch": stats.epoch + 1}
+        {"top1": stats.top1, "top5": stats.top5, "loss": stats.eval_loss, "epoch": stats.epoch}
         if stats.top1 is not None
         else None
     )
@@ -852,7 +854,7 @@ def training_card(model: GFNet, config: TrainConfig, stats: EpochStats) -> str:
     lines.append(f"- Dataset: {config.dataset}")
     if eval_results is not None:
         lines.append(
-            f"- Eval top-1: {stats.top1:.2%}, top-5: {stats.top5:.2%} (epoch {stats.epoch + 1})"
+            f"- Eval top-1: {stats.top1:.2%}, top-5: {stats.top5:.2%} (epoch {stats.epoch})"
         )
     lines.append("- Hyperparameters: " + json.dumps(config.hyperparameters()))
     return card.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
