@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from gfnet_cli import __version__
-from gfnet_cli.cli import convert_cmd, models_cmd
+from gfnet_cli.cli import convert_cmd, models_cmd, profile_cmd
 from gfnet_cli.cli._common import State, setup_logging, stderr
 from gfnet_cli.errors import GFNetError
 
@@ -49,7 +49,7 @@ def _global_options(
     setup_logging(verbose=verbose, quiet=quiet)
 
 
-for _module in (models_cmd, convert_cmd):
+for _module in (models_cmd, convert_cmd, profile_cmd):
     _module.register(app)
 
 
