@@ -384,7 +384,7 @@ def cpu_peak_rise_mb(forward: Callable[[], Any]) -> float:
 def _child_environment() -> dict[str, str]:
     env = dict(os.environ)
     # Big blocks straight from/to the system, MKL's buffer cache off: RSS follows live memory.
-    env.update(MALLOC_MMAP_THRESHOLD_="16384", MALLOC_TRIM_THRESHOLD_="0", MKL_DISABLE_FAST_MM="1")
+    env.update(MALLOC_MMAP_THRESHOLD_="4096", MALLOC_TRIM_THRESHOLD_="0", MKL_DISABLE_FAST_MM="1")
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
