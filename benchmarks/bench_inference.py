@@ -11,10 +11,16 @@ same process (warm-up, then alternating repeats) and prints medians, images/s an
 
 from __future__ import annotations
 
+import argparse
 import math
+import statistics
+import time
 
 import torch
 from torch import nn
+
+from gfnet_cli import create_model
+from gfnet_cli.precision import autocast_context
 
 
 # --------------------------------------------------------------------------- the reference
@@ -96,3 +102,97 @@ def reference_for(model: nn.Module) -> RefGFNet:
     )
     ref.load_state_dict(model.state_dict(), strict=True)
     return ref.eval()
+
+
+# --------------------------------------------------------------------------- timing
+def _matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """The machine's plain fp32 matmul rate (GFLOP/s), for the model's FLOP-rate figure."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def _bench(args: argparse.Namespace, name: str) -> None:
+    torch.manual_seed(0)
+    ours = create_model(name, img_size=args.resolution).eval()
+    ref = reference_for(ours)
+    images = torch.randn(args.batch_size, 3, args.resolution, args.resolution)
+    runs = {
+        "reference fp32": (ref, "fp32"),
+        "gfnet fp32": (ours, "fp32"),
+    }
+    if not args.no_bf16:
+        runs["gfnet bf16"] = (ours, "bf16")
+        runs["reference bf16"] = (ref, "bf16")
+    with torch.inference_mode():
+        expected = ref(images)
+        got = ours(images)
+        error = (got - expected).abs().max().item()
+        print(f"{name}: max |logits - reference| = {error:.2e} (fp32)")
+        if error > 1e-4:
+            raise SystemExit(f"{name}: logits differ from the reference by {error:.2e} > 1e-4")
+        if not args.no_bf16:
+            with autocast_context("cpu", "bf16"):
+                bf16 = ours(images).float()
+            agree = (bf16.argmax(1) == got.argmax(1)).float().mean().item()
+            print(f"{name}: bf16 top-1 equal to fp32 on {agree:.1%} of {len(images)} images")
+    if args.compile:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
+        compiled = torch.compile(ours)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            compiled(images)
+        seconds = time.perf_counter() - start
+        print(f"{name}: torch.compile (inductor, freezing) first call {seconds:.1f} s")
+        runs["gfnet fp32 compiled"] = (compiled, "fp32")
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    for i in range(args.warmup + args.repeats):  # interleaved: load changes hit all alike
+        for label, (model, precision) in runs.items():
+            with torch.inference_mode(), autocast_context("cpu", precision):
+                start = time.perf_counter()
+                model(images)
+                elapsed = time.perf_counter() - start
+            if i >= args.warmup:
+                times[label].append(elapsed)
+    medians = {label: statistics.median(values) for label, values in times.items()}
+    from gfnet_cli.flops import config_gflops
+
+    macs = config_gflops(ours.config) * 1e9 * args.batch_size
+    base = medians["reference fp32"]
+    threads = torch.get_num_threads()
+    print(f"\n{name} @ {args.resolution}px, batch {args.batch_size}, threads {threads}")
+    print(f"{'run':<22}{'median ms':>11}{'images/s':>10}{'vs ref fp32':>13}{'GFLOP/s':>9}")
+    for label, median in medians.items():
+        print(
+            f"{label:<22}{median * 1e3:>11.1f}{args.batch_size / median:>10.1f}"
+            f"{base / median:>12.2f}x{2 * macs / median / 1e9:>9.0f}"
+        )
+    print(f"plain fp32 matmul (2048^2): {_matmul_gflops():.0f} GFLOP/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", help="zoo name (repeatable; gfnet-xs)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 runs")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for name in args.model or ["gfnet-xs"]:
+        _bench(args, name)
+
+
+if __name__ == "__main__":
+    main()
