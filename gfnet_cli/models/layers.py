@@ -12,6 +12,7 @@ The arithmetic is the same as the plain path, which training and other devices u
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -62,17 +63,29 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype | None:
     return x.dtype if x.dtype == torch.float32 else None
 
 
-def _cast_cached(module: nn.Module, name: str, dtype: torch.dtype) -> torch.Tensor | None:
-    """``module.<name>`` in ``dtype``, cast once and reused until the parameter changes."""
-    param = getattr(module, name)
-    if param is None or param.dtype == dtype:
+# Inference copies of parameters (bf16 casts, oneDNN-packed weights), kept beside the module
+# (keyed by the parameter's id, dropped when it dies) so they never travel with it through
+# deepcopy, pickling or state_dict. (Tensors cannot key a WeakKeyDictionary: == is elementwise.)
+_PREPARED: dict[tuple[int, torch.dtype, bool], tuple] = {}
+
+
+def _prepared(param: torch.Tensor | None, dtype: torch.dtype, pack: bool = False):
+    """``param`` cast to ``dtype`` (and packed for oneDNN's linear), made once per version."""
+    if param is None:
+        return None
+    if param.dtype == dtype and not pack:
         return param
-    cache = module.__dict__.setdefault("_casts", {})
-    key = (param._version, param.data_ptr(), dtype)
-    entry = cache.get(name)
-    if entry is None or entry[0] != key:
-        entry = (key, param.detach().to(dtype))
-        cache[name] = entry
+    slot = (id(param), dtype, pack)
+    version = (param._version, param.data_ptr())
+    entry = _PREPARED.get(slot)
+    if entry is None or entry[0] != version:
+        if entry is None:
+            weakref.finalize(param, _PREPARED.pop, slot, None)
+        value = param.detach().to(dtype)
+        if pack:
+            value = torch.ops.mkldnn._reorder_linear_weight(value)
+        entry = (version, value)
+        _PREPARED[slot] = entry
     return entry[1]
 
 
@@ -167,14 +180,18 @@ class GlobalFilter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, rows, cols, _ = x.shape
         dtype = x.dtype
-        if x.device.type == "cpu" and _compute_dtype(x) is not None:
+        compute_dtype = _compute_dtype(x)
+        if compute_dtype is not None:
             # PyTorch's CPU FFT transforms the last axes: hand it (B, C, H, W) memory ourselves
-            # (one copy each way) instead of letting it copy complex spectra in and out.
+            # (one copy each way) instead of letting it copy complex spectra in and out. The
+            # copy back to (B, H, W, C) also casts to the MLP's dtype (bf16 under autocast).
             planes = x.float().permute(0, 3, 1, 2).contiguous()
             spectrum = torch.fft.rfft2(planes, norm="ortho")
             spectrum.mul_(self.filter_channels_first((rows, cols)))
             planes = torch.fft.irfft2(spectrum, s=(rows, cols), norm="ortho")
-            return planes.permute(0, 2, 3, 1).to(dtype)
+            return planes.permute(0, 2, 3, 1).to(
+                compute_dtype, memory_format=torch.contiguous_format
+            )
         spectrum = torch.fft.rfft2(x.float(), dim=(1, 2), norm="ortho")
         spectrum = spectrum * self.filter_for((rows, cols))
         x = torch.fft.irfft2(spectrum, s=(rows, cols), dim=(1, 2), norm="ortho")
@@ -206,8 +223,8 @@ class Mlp(nn.Module):
         # oneDNN computes bias + erf-GELU inside fc1's matmul, and bias + residual inside fc2's.
         linear = torch.ops.mkldnn._linear_pointwise
         tokens = x.reshape(-1, x.shape[-1]).to(dtype)
-        w1, b1 = _cast_cached(self.fc1, "weight", dtype), _cast_cached(self.fc1, "bias", dtype)
-        w2, b2 = _cast_cached(self.fc2, "weight", dtype), _cast_cached(self.fc2, "bias", dtype)
+        w1, b1 = _prepared(self.fc1.weight, dtype, pack=True), _prepared(self.fc1.bias, dtype)
+        w2, b2 = _prepared(self.fc2.weight, dtype, pack=True), _prepared(self.fc2.bias, dtype)
         hidden = linear(tokens, w1, b1, "gelu", [], "none")
         if residual is not None and residual.dtype == dtype and residual.is_contiguous():
             out = linear.binary(hidden, residual.reshape(-1, residual.shape[-1]), w2, b2, "add")
