@@ -53,6 +53,8 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype | None:
     """
     if not (_FUSED_ENABLED and _HAS_ONEDNN_LINEAR) or x.device.type != "cpu":
         return None
+    if torch.compiler.is_compiling():  # inductor fuses the plain graph itself
+        return None
     if torch.is_grad_enabled() and x.requires_grad:
         return None
     if torch.is_autocast_enabled("cpu"):
