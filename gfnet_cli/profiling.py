@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from gfnet_cli.errors import GFNetError, UsageError
@@ -242,7 +243,7 @@ def model_spec(model: str, revision: str | None = None) -> ModelSpec:
 
 
 # --------------------------------------------------------------------------- measurements
-class _LiveBytes(torch.utils._python_dispatch.TorchDispatchMode):
+class _LiveBytes(TorchDispatchMode):
     """Peak bytes of live tensors created by the ops run under it (works on meta)."""
 
     def __init__(self) -> None:
