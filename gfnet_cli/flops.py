@@ -54,8 +54,14 @@ _CUSTOM = {
 
 
 def count_flops(model: nn.Module, inputs: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward pass of ``model`` on ``inputs`` (all images)."""
-    with torch.no_grad():
+    """Multiply-accumulates of one forward pass of ``model`` on ``inputs`` (all images).
+
+    The plain path is forced while counting: the fused CPU kernels are invisible to
+    ``FlopCounterMode``, and the paper's convention counts the FFTs, not matrix products.
+    """
+    from gfnet_cli.models.layers import fused_inference
+
+    with torch.no_grad(), fused_inference(False):
         counter = FlopCounterMode(display=False, custom_mapping=_CUSTOM)
         with counter:
             model(inputs)

@@ -22,6 +22,7 @@ from gfnet_cli.cli import (
     finetune_cmd,
     models_cmd,
     predict_cmd,
+    profile_cmd,
     push_cmd,
 )
 from gfnet_cli.cli._common import State, setup_logging, stderr
@@ -64,6 +65,7 @@ _COMMANDS = (
     predict_cmd,
     evaluate_cmd,
     finetune_cmd,
+    profile_cmd,
     push_cmd,
 )
 for _module in _COMMANDS:

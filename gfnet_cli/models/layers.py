@@ -2,13 +2,93 @@
 
 Tokens travel through a block as a (B, H, W, C) grid: LayerNorm and the MLP act on the last
 axis, the global filter's FFT on axes 1 and 2, so no reshapes are needed between them.
+
+Inference on the CPU (no autograd, eval mode) takes a fused path (docs/architecture.md):
+oneDNN's linear with GELU and residual-add post-ops, the FFT in channels-first memory so
+PyTorch's FFT makes no hidden copies, and under bf16 autocast weights cast once and cached.
+The arithmetic is the same as the plain path, which training and other devices use.
 """
 
 from __future__ import annotations
 
+import contextlib
+import weakref
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+_FUSED_ENABLED = True
+
+
+def _has_onednn_linear() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(
+            torch.ops.mkldnn, "_linear_pointwise"
+        )
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+_HAS_ONEDNN_LINEAR = _has_onednn_linear()
+
+
+@contextlib.contextmanager
+def fused_inference(enabled: bool) -> Iterator[None]:
+    """Switch the fused CPU inference path on or off (benchmarks and parity tests)."""
+    global _FUSED_ENABLED
+    previous, _FUSED_ENABLED = _FUSED_ENABLED, enabled
+    try:
+        yield
+    finally:
+        _FUSED_ENABLED = previous
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype the fused CPU path would compute the MLP in, or None when it must not run.
+
+    It runs for CPU tensors outside autograd, in fp32, or in bf16 under CPU autocast (where
+    oneDNN has native bf16 kernels).
+    """
+    if not (_FUSED_ENABLED and _HAS_ONEDNN_LINEAR) or x.device.type != "cpu":
+        return None
+    if torch.compiler.is_compiling():  # inductor fuses the plain graph itself
+        return None
+    if torch.is_grad_enabled() and x.requires_grad:
+        return None
+    if torch.is_autocast_enabled("cpu"):
+        dtype = torch.get_autocast_dtype("cpu")
+        if dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return dtype
+        return None
+    return x.dtype if x.dtype == torch.float32 else None
+
+
+# Inference copies of parameters (bf16 casts, oneDNN-packed weights), kept beside the module
+# (keyed by the parameter's id, dropped when it dies) so they never travel with it through
+# deepcopy, pickling or state_dict. (Tensors cannot key a WeakKeyDictionary: == is elementwise.)
+_PREPARED: dict[tuple[int, torch.dtype, bool], tuple] = {}
+
+
+def _prepared(param: torch.Tensor | None, dtype: torch.dtype, pack: bool = False):
+    """``param`` cast to ``dtype`` (and packed for oneDNN's linear), made once per version."""
+    if param is None:
+        return None
+    if param.dtype == dtype and not pack:
+        return param
+    slot = (id(param), dtype, pack)
+    version = (param._version, param.data_ptr())
+    entry = _PREPARED.get(slot)
+    if entry is None or entry[0] != version:
+        if entry is None:
+            weakref.finalize(param, _PREPARED.pop, slot, None)
+        value = param.detach().to(dtype)
+        if pack:
+            value = torch.ops.mkldnn._reorder_linear_weight(value)
+        entry = (version, value)
+        _PREPARED[slot] = entry
+    return entry[1]
 
 
 def resize_filter(weight: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -91,9 +171,29 @@ class GlobalFilter(nn.Module):
             lambda: torch.view_as_complex(resize_filter(self.complex_weight.float(), grid)),
         )
 
+    def filter_channels_first(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The filter as (C, rows, cols//2+1), for FFTs over the last two axes (cached)."""
+        return self._resized.get(
+            self.complex_weight,
+            ("channels_first", *grid),
+            lambda: self.filter_for(grid).permute(2, 0, 1).contiguous(),
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, rows, cols, _ = x.shape
         dtype = x.dtype
+        compute_dtype = _compute_dtype(x)
+        if compute_dtype is not None:
+            # PyTorch's CPU FFT transforms the last axes: hand it (B, C, H, W) memory ourselves
+            # (one copy each way) instead of letting it copy complex spectra in and out. The
+            # copy back to (B, H, W, C) also casts to the MLP's dtype (bf16 under autocast).
+            planes = x.float().permute(0, 3, 1, 2).contiguous()
+            spectrum = torch.fft.rfft2(planes, norm="ortho")
+            spectrum.mul_(self.filter_channels_first((rows, cols)))
+            planes = torch.fft.irfft2(spectrum, s=(rows, cols), norm="ortho")
+            return planes.permute(0, 2, 3, 1).to(
+                compute_dtype, memory_format=torch.contiguous_format
+            )
         spectrum = torch.fft.rfft2(x.float(), dim=(1, 2), norm="ortho")
         spectrum = spectrum * self.filter_for((rows, cols))
         x = torch.fft.irfft2(spectrum, s=(rows, cols), dim=(1, 2), norm="ortho")
@@ -111,8 +211,29 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``fc2(gelu(fc1(x)))``, plus ``residual`` when given (fused on the CPU path)."""
+        dtype = None if self.training else _compute_dtype(x)
+        if dtype is not None:
+            return self._forward_fused(x, residual, dtype)
+        out = self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        return out if residual is None else residual + out
+
+    def _forward_fused(
+        self, x: torch.Tensor, residual: torch.Tensor | None, dtype: torch.dtype
+    ) -> torch.Tensor:
+        # oneDNN computes bias + erf-GELU inside fc1's matmul, and bias + residual inside fc2's.
+        linear = torch.ops.mkldnn._linear_pointwise
+        tokens = x.reshape(-1, x.shape[-1]).to(dtype)
+        w1, b1 = _prepared(self.fc1.weight, dtype, pack=True), _prepared(self.fc1.bias, dtype)
+        w2, b2 = _prepared(self.fc2.weight, dtype, pack=True), _prepared(self.fc2.bias, dtype)
+        hidden = linear(tokens, w1, b1, "gelu", [], "none")
+        if residual is not None and residual.dtype == dtype and residual.is_contiguous():
+            out = linear.binary(hidden, residual.reshape(-1, residual.shape[-1]), w2, b2, "add")
+            return out.view(residual.shape)
+        out = linear(hidden, w2, b2, "none", [], "")
+        out = out.view(*x.shape[:-1], out.shape[-1])
+        return out if residual is None else residual + out
 
 
 class DropPath(nn.Module):
@@ -161,6 +282,9 @@ class Block(nn.Module):
             self.register_parameter("gamma", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gamma is None and isinstance(self.drop_path, nn.Identity):
+            # x + mlp(...): the MLP adds the residual itself (fused into fc2 on the CPU path)
+            return self.mlp(self.norm2(self.filter(self.norm1(x))), residual=x)
         branch = self.mlp(self.norm2(self.filter(self.norm1(x))))
         if self.gamma is not None:
             branch = self.gamma * branch
@@ -175,7 +299,8 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)
+        # contiguous: the residual stream stays dense, so fused kernels can add into it
+        return self.proj(x).permute(0, 2, 3, 1).contiguous()
 
 
 class DownLayer(nn.Module):
@@ -186,4 +311,4 @@ class DownLayer(nn.Module):
         self.proj = nn.Conv2d(dim_in, dim_out, kernel_size=2, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).contiguous()

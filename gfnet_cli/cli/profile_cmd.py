@@ -1,0 +1,103 @@
+"""``gfnet profile``: params, GFLOPs, latency, throughput and memory per resolution."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from gfnet_cli.cli._common import emit_json, stderr, stdout
+from gfnet_cli.errors import UsageError
+from gfnet_cli.profiling import BASELINES, ProfileOptions, plot_rows, profile
+
+
+def _parse_compare(value: str | None) -> list[str]:
+    names = [name.strip().lower() for name in (value or "").split(",") if name.strip()]
+    for name in names:
+        if name not in BASELINES:
+            raise UsageError(
+                f"unknown --compare baseline {name!r}: expected {', '.join(BASELINES)}"
+            )
+    return names
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def profile_command(
+    model: str = typer.Option(
+        "gfnet-xs", "--model", "-m", help="Zoo name, MODEL folder or Hub id."
+    ),
+    resolution: list[int] = typer.Option(
+        None, "--resolution", "-r", help="Input size in pixels (repeatable; default: the model's)."
+    ),
+    batch_size: int = typer.Option(1, "--batch-size", "-b", help="Images per forward pass."),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32|bf16|fp16 (autocast)"),
+    compare: str = typer.Option(
+        None, "--compare", help="Baselines of the same width and depth: vit,resmlp"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON rows instead of a table."),
+    plot: str = typer.Option(None, "--plot", help="Write FLOPs/latency/memory vs tokens (PNG)."),
+    warmup: int = typer.Option(2, "--warmup", help="Untimed forward passes first."),
+    repeats: int = typer.Option(10, "--repeats", help="Timed forward passes (median reported)."),
+    compile_model: bool = typer.Option(
+        False, "--compile", help="torch.compile the model first (slow to start; timed apart)."
+    ),
+    no_memory: bool = typer.Option(False, "--no-memory", help="Skip the peak-memory measurement."),
+    memory_limit: float = typer.Option(
+        None, "--memory-limit", help="MB a row may need; rows above it are reported, not run."
+    ),
+    revision: str = typer.Option(None, "--revision", help="Hub revision of MODEL."),
+) -> None:
+    """Measure params, GFLOPs, latency, images/s and peak memory per model and resolution."""
+    if plot is not None and not plot.lower().endswith(".png"):
+        raise UsageError(f"--plot writes a PNG file: {plot!r} does not end in .png")
+    if warmup < 0 or repeats < 1:
+        raise UsageError("--warmup must be >= 0 and --repeats >= 1")
+    options = ProfileOptions(
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        warmup=warmup,
+        repeats=repeats,
+        compile=compile_model,
+        measure_memory=not no_memory,
+        memory_limit_mb=memory_limit,
+    )
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install 'gfnet-cli[plot]'") from None
+    rows = profile(model, resolution or (), _parse_compare(compare), options, revision=revision)
+    if plot is not None:
+        path = plot_rows(rows, plot)
+        stderr.print(f"wrote {path}")
+    if as_json:
+        emit_json([row.to_dict() for row in rows])
+        return
+    first = rows[0]
+    table = Table(title=f"profile: batch {first.batch_size}, {first.device}, {first.precision}")
+    for column in ("model", "res", "tokens", "params", "GFLOPs", "latency ms", "img/s", "peak MB"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in rows:
+        table.add_row(
+            row.model,
+            str(row.resolution),
+            str(row.tokens),
+            "-" if row.params is None else f"{row.params / 1e6:.2f}M",
+            _fmt(row.gflops, ".2f"),
+            row.error if row.error else _fmt(row.latency_ms, ".1f"),
+            _fmt(row.images_per_second, ".1f"),
+            _fmt(row.peak_memory_mb, ".0f"),
+        )
+    stdout.print(table)
+    stdout.print(
+        "GFLOPs per image (MACs, FFTs included: docs/flops.md); latency per batch (median).",
+        style="dim",
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("profile")(profile_command)

@@ -1,0 +1,295 @@
+"""gfnet profile and the fast inference path: shapes, counts, error rows, parity. No timings."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gfnet_cli import GFNetConfig, create_model
+from gfnet_cli.errors import UsageError
+from gfnet_cli.flops import config_gflops, model_gflops
+from gfnet_cli.models import GFNet
+from gfnet_cli.models.layers import fused_inference
+from gfnet_cli.precision import autocast_context, check_precision, resolve_device
+from gfnet_cli.profiling import (
+    OUT_OF_MEMORY,
+    ModelSpec,
+    ProfileOptions,
+    profile,
+    profile_row,
+)
+from tests.conftest import assert_one_line_error
+
+SPEC_KEYS = {
+    "model",
+    "resolution",
+    "tokens",
+    "batch_size",
+    "device",
+    "precision",
+    "params",
+    "gflops",
+    "latency_ms",
+    "images_per_second",
+    "peak_memory_mb",
+}
+TINY = GFNetConfig(patch_size=8, embed_dim=32, depth=2, img_size=32, num_classes=10)
+
+
+@pytest.fixture
+def tiny_folder(tmp_path):
+    folder = tmp_path / "tiny-model"
+    folder.mkdir()
+    TINY.save(folder)
+    return folder
+
+
+def tiny_spec(config: GFNetConfig = TINY) -> ModelSpec:
+    return ModelSpec("tiny", "gfnet", config.to_dict())
+
+
+# --------------------------------------------------------------------------- the command
+@pytest.mark.slow
+def test_profile_json_rows_compare_and_plot(run_cli, tmp_path):
+    # big enough that every forward needs more than the kernel's RSS bookkeeping resolution
+    tiny_folder = tmp_path / "tiny-model"
+    tiny_folder.mkdir()
+    TINY.replace(embed_dim=64).save(tiny_folder)
+    plot = tmp_path / "figure.png"
+    result = run_cli(
+        "profile", "--model", tiny_folder, "--resolution", "64", "--resolution", "128",
+        "--batch-size", "8", "--warmup", "1", "--repeats", "1",
+        "--compare", "vit,resmlp", "--json", "--plot", plot,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    rows = result.json()
+    assert [(r["model"], r["resolution"]) for r in rows] == [
+        ("tiny-model", 64), ("tiny-model", 128), ("vit", 64), ("vit", 128),
+        ("resmlp", 64), ("resmlp", 128),
+    ]  # fmt: skip
+    for row in rows:
+        assert SPEC_KEYS <= set(row), row
+        assert "error" not in row
+        assert row["batch_size"] == 8 and row["device"] == "cpu" and row["precision"] == "fp32"
+        for key in ("params", "gflops", "latency_ms", "images_per_second", "peak_memory_mb"):
+            assert row[key] > 0, (key, row)
+        assert row["tokens"] == (row["resolution"] // 8) ** 2
+    growth = {r["model"]: r["gflops"] for r in rows if r["resolution"] == 128}
+    for r in rows:
+        if r["resolution"] == 64:
+            growth[r["model"]] /= r["gflops"]
+    assert growth["vit"] > growth["tiny-model"] and growth["resmlp"] > growth["tiny-model"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_profile_table_output(run_cli, tiny_folder):
+    result = run_cli(
+        "profile", "--model", tiny_folder, "--resolution", "32", "--repeats", "1", "--no-memory"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "tiny" in result.stdout and "GFLOPs" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, contains",
+    [
+        (["--model", "gfnet-nope"], "gfnet-nope"),
+        (["--model", "gfnet-xs", "--resolution", "230"], "multiple of 16"),
+        (["--model", "gfnet-xs", "--precision", "fp8"], "precision"),
+        (["--model", "gfnet-xs", "--device", "cpu", "--precision", "fp16"], "fp16"),
+        (["--model", "gfnet-xs", "--device", "tpu"], "device"),
+        (["--model", "gfnet-xs", "--compare", "vit,mixer"], "mixer"),
+        (["--model", "gfnet-xs", "--batch-size", "0"], "batch-size"),
+        (["--model", "gfnet-xs", "--plot", "figure.svg"], "png"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(run_cli, args, contains):
+    assert_one_line_error(run_cli("profile", *args, "--repeats", "1"), 2, contains)
+
+
+def test_plot_without_matplotlib_is_a_usage_error(run_cli, monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    result = run_cli("profile", "--plot", tmp_path / "f.png", "--repeats", "1")
+    assert_one_line_error(result, 2, "pip install")
+
+
+# --------------------------------------------------------------------------- GFLOPs
+def test_gfnet_xs_gflops_and_growth_at_448():
+    spec = profile_spec = ModelSpec("gfnet-xs", "gfnet", create_model("gfnet-xs").config.to_dict())
+    at_224, at_448 = spec.gflops(224), spec.gflops(448)
+    assert 2.8 <= at_224 <= 2.9
+    assert 4.0 <= at_448 / at_224 <= 4.3
+    vit = profile_spec.with_kind("vit")
+    assert vit.gflops(448) / vit.gflops(224) > 4.4
+
+
+def test_gflops_grow_log_linearly_for_gfnet_and_quadratically_for_baselines():
+    config = GFNetConfig(patch_size=8, embed_dim=64, depth=2, img_size=64, num_classes=10)
+    spec = tiny_spec(config)
+    ratios = {}
+    for kind in ("gfnet", "vit", "resmlp"):
+        each = spec if kind == "gfnet" else spec.with_kind(kind)
+        ratios[kind] = each.gflops(256) / each.gflops(128)  # 256 -> 1024 tokens
+    assert 4.0 <= ratios["gfnet"] <= 4.3
+    assert ratios["vit"] > ratios["gfnet"] + 0.3
+    assert ratios["resmlp"] > ratios["gfnet"] + 0.3
+
+
+def test_counting_a_cpu_model_counts_the_plain_path():
+    """The fused kernels are invisible to the counter: counting must force the plain path."""
+    model = GFNet(TINY).eval()
+    assert model_gflops(model, (32, 32)) == pytest.approx(config_gflops(TINY), rel=1e-9)
+
+
+# --------------------------------------------------------------------------- error rows
+def test_row_over_the_memory_limit_is_reported_not_run():
+    options = ProfileOptions(batch_size=1, repeats=1, warmup=0, memory_limit_mb=0.01)
+    row = profile_row(tiny_spec(), 32, options, torch.device("cpu"))
+    assert row.error == OUT_OF_MEMORY
+    assert row.latency_ms is None and row.images_per_second is None
+    assert row.peak_memory_mb is None
+    assert row.to_dict()["error"] == OUT_OF_MEMORY and row.gflops > 0
+
+
+def test_quadratic_baselines_run_out_of_memory_first(tmp_path):
+    """At 4096 tokens a 40 MB budget holds the GFNet but not attention's or ResMLP's N x N."""
+    config = GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=32, num_classes=10)
+    folder = tmp_path / "tiny-model"
+    folder.mkdir()
+    config.save(folder)
+    options = ProfileOptions(repeats=1, warmup=0, measure_memory=False, memory_limit_mb=40)
+    rows = profile(str(folder), [512], ["vit", "resmlp"], options)
+    by_model = {row.model: row for row in rows}
+    assert by_model["tiny-model"].error is None and by_model["tiny-model"].latency_ms > 0
+    for name in ("vit", "resmlp"):
+        assert by_model[name].error == OUT_OF_MEMORY
+        assert by_model[name].latency_ms is None
+
+
+def test_allocation_failure_becomes_an_error_row(monkeypatch):
+    import gfnet_cli.profiling as profiling
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 TB")
+
+    monkeypatch.setattr(profiling, "_measure", fail)
+    row = profile_row(tiny_spec(), 32, ProfileOptions(), torch.device("cpu"))
+    assert row.error == OUT_OF_MEMORY and row.latency_ms is None
+
+
+# --------------------------------------------------------------------------- precision helpers
+def test_resolve_device_and_autocast_context():
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available() and resolve_device("auto").type == "mps":
+        expected = "mps"
+    assert resolve_device("auto").type == expected
+    with pytest.raises(UsageError):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="CUDA"):
+            resolve_device("cuda")
+    assert isinstance(autocast_context("cpu", "fp32"), contextlib.nullcontext)
+    with autocast_context("cpu", "bf16"):
+        assert torch.is_autocast_enabled("cpu")
+    with pytest.raises(UsageError):
+        check_precision(torch.device("cpu"), "fp16")
+
+
+# --------------------------------------------------------------------------- the fast path
+def reference_forward(model: GFNet, images: torch.Tensor) -> torch.Tensor:
+    """A flat GFNet computed the way the paper's listing does, from ``model``'s weights."""
+    weights = model.state_dict()
+    x = F.conv2d(
+        images, weights["patch_embed.proj.weight"], weights["patch_embed.proj.bias"], stride=8
+    )
+    x = x.flatten(2).transpose(1, 2) + weights["pos_embed"]
+    batch, tokens, channels = x.shape
+    side = int(math.sqrt(tokens))
+    for i in range(len(model.blocks)):
+        p = f"blocks.{i}."
+        y = F.layer_norm(
+            x, (channels,), weights[p + "norm1.weight"], weights[p + "norm1.bias"], 1e-6
+        )
+        y = torch.fft.rfft2(y.view(batch, side, side, channels), dim=(1, 2), norm="ortho")
+        y = y * torch.view_as_complex(weights[p + "filter.complex_weight"])
+        y = torch.fft.irfft2(y, s=(side, side), dim=(1, 2), norm="ortho").reshape(x.shape)
+        y = F.layer_norm(
+            y, (channels,), weights[p + "norm2.weight"], weights[p + "norm2.bias"], 1e-6
+        )
+        y = F.gelu(F.linear(y, weights[p + "mlp.fc1.weight"], weights[p + "mlp.fc1.bias"]))
+        x = x + F.linear(y, weights[p + "mlp.fc2.weight"], weights[p + "mlp.fc2.bias"])
+    x = F.layer_norm(x, (channels,), weights["norm.weight"], weights["norm.bias"], 1e-6)
+    return F.linear(x.mean(1), weights["head.weight"], weights["head.bias"])
+
+
+def test_fast_path_matches_the_reference_within_1e4():
+    config = GFNetConfig(patch_size=8, embed_dim=64, depth=3, img_size=64, num_classes=10)
+    model = GFNet(config).eval()
+    images = torch.randn(4, 3, 64, 64)
+    with torch.inference_mode():
+        fused = model(images)
+        with fused_inference(False):
+            plain = model(images)
+        expected = reference_forward(model, images)
+    torch.testing.assert_close(fused, expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(plain, expected, atol=1e-4, rtol=0)
+
+
+def test_pyramid_fast_path_matches_the_plain_path():
+    model = create_model("gfnet-h-ti", embed_dim=[16, 32, 48, 64], depth=[1, 1, 2, 1], img_size=64)
+    model.eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        fused = model(images)
+        with fused_inference(False):
+            plain = model(images)
+    torch.testing.assert_close(fused, plain, atol=1e-4, rtol=0)
+
+
+def test_cached_bf16_weights_follow_weight_updates():
+    model = GFNet(TINY).eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode(), autocast_context("cpu", "bf16"):
+        before = model(images).float()
+    with torch.no_grad():
+        model.blocks[0].mlp.fc1.weight.mul_(3.0)
+    with torch.inference_mode(), autocast_context("cpu", "bf16"):
+        after = model(images).float()
+    assert not torch.allclose(before, after)
+
+
+def test_autograd_takes_the_plain_path():
+    model = GFNet(TINY).eval()
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.requires_grad
+    out.sum().backward()
+    assert model.blocks[0].mlp.fc1.weight.grad is not None
+
+
+def test_bf16_agrees_with_fp32_on_argmax():
+    config = GFNetConfig(patch_size=8, embed_dim=64, depth=3, img_size=64, num_classes=10)
+    model = GFNet(config).eval()
+    with torch.no_grad():  # a head with some spread, so argmax is not decided by noise
+        model.head.weight.mul_(20)
+    images = torch.randn(64, 3, 64, 64)
+    with torch.inference_mode():
+        fp32 = model(images)
+        with autocast_context("cpu", "bf16"):
+            bf16 = model(images)
+    agree = (fp32.argmax(1) == bf16.float().argmax(1)).float().mean().item()
+    assert agree >= 0.9, agree
+    torch.testing.assert_close(bf16.float(), fp32, atol=0.1, rtol=0.05)
