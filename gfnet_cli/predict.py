@@ -17,9 +17,10 @@ from PIL import Image
 
 from gfnet_cli.data.images import ImageReadError, expand_inputs, open_image
 from gfnet_cli.data.transforms import eval_transform
-from gfnet_cli.engine._device import autocast, check_precision, prepare_model, resolve_device
+from gfnet_cli.engine._device import prepare_model
 from gfnet_cli.errors import UsageError
 from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.precision import check_precision, inference, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +69,11 @@ def predict(
         raise UsageError(f"--top-k must be at least 1, got {top_k}")
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-    check_precision(precision)
     inputs = _expand(images)
     if not inputs:
         raise UsageError("no images given")
     torch_device = resolve_device(device)
+    precision = check_precision(torch_device, precision)
     net = prepare_model(model, img_size, torch_device)
     transform = eval_transform(net.config, img_size)
     labels = net.config.labels
@@ -92,7 +93,7 @@ def predict(
                 logger.debug("cannot read %s: %s", entry.image, exc.reason)
         if tensors:
             batch = torch.stack(tensors).to(torch_device)
-            with torch.inference_mode(), autocast(torch_device, precision):
+            with inference(torch_device, precision):
                 logits = net(batch)
             scores, indices = logits.float().softmax(dim=-1).topk(k, dim=-1)
             for entry, row_scores, row_indices in zip(

@@ -29,9 +29,10 @@ from gfnet_cli.data.datasets import (
     load_image_dataset,
 )
 from gfnet_cli.data.transforms import eval_transform
-from gfnet_cli.engine._device import autocast, check_precision, prepare_model, resolve_device
+from gfnet_cli.engine._device import prepare_model
 from gfnet_cli.errors import GFNetError, UsageError
 from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.precision import autocast_context, check_precision, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +122,8 @@ def evaluate(
         raise UsageError(f"--max-samples must be at least 1, got {max_samples}")
     if label_order not in LABEL_ORDERS:
         raise UsageError(f"--label-order must be one of {', '.join(LABEL_ORDERS)}")
-    check_precision(precision)
     torch_device = resolve_device(device)
+    precision = check_precision(torch_device, precision)
 
     data = (
         dataset
@@ -209,7 +210,7 @@ def evaluate(
                         f"{net.num_classes} classes"
                     )
                 targets = batch.labels[labelled].to(torch_device, non_blocking=True)
-                with autocast(torch_device, precision):
+                with autocast_context(torch_device, precision):
                     logits = net(images)
                 tally.add(logits.float(), targets)
             advance(seen)
