@@ -188,3 +188,26 @@ def test_streaming_sigkill_then_resume_gives_the_same_weights(saved_dataset, tmp
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((cut / "train_results.json").read_text())["resumed_from_step"] >= 3
     _assert_same_weights(tmp_path / "ref", cut)
+
+
+@pytest.mark.slow
+def test_streaming_torchrun_two_processes_with_unequal_streams(tmp_path):
+    import sys
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    gfnet = Path(sys.executable).with_name("gfnet")
+    if not torchrun.exists() or not gfnet.exists():
+        pytest.skip("torchrun or the gfnet script is not installed beside this Python")
+    # 15 rows in 15 shards over 2 processes: 8 and 7 rows, so batches of 7 give one process
+    # 2 batches and the other 1; the epoch must end for both after 1 step (no hang).
+    dataset = _saved(tmp_path / "odd", train_rows=15)
+    out = tmp_path / "ddp"
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python", str(gfnet),
+               "finetune", *TINY_ARGS, "--dataset", str(dataset), "--output-dir", str(out),
+               "--streaming", "--epochs", "2", "--batch-size", "7", "--device", "cpu"]  # fmt: skip
+    done = subprocess.run(command, env=_env() | {"OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["world_size"] == 2 and results["global_step"] == 2
+    assert results["num_eval_samples"] == 6
