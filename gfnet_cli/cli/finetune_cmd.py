@@ -18,6 +18,7 @@ from rich.progress import (
 
 from gfnet_cli.cli._common import State, emit_json, stderr, stdout
 from gfnet_cli.data.augment import DEFAULT_CROP_SCALE
+from gfnet_cli.data.streaming import DEFAULT_SHUFFLE_BUFFER
 from gfnet_cli.engine.train import EpochStats, TrainCallbacks, TrainConfig, TrainResult, finetune
 from gfnet_cli.errors import UsageError
 
@@ -135,6 +136,14 @@ def finetune_command(
     image_column: str = typer.Option(None, "--image-column"),
     label_column: str = typer.Option(None, "--label-column"),
     log_every: int = typer.Option(10, "--log-every", help="Steps between metrics lines."),
+    streaming: bool = typer.Option(
+        False,
+        "--streaming",
+        help="Stream DATASET instead of downloading it (needs its size or --max-steps).",
+    ),
+    shuffle_buffer: int = typer.Option(
+        DEFAULT_SHUFFLE_BUFFER, "--shuffle-buffer", help="With --streaming: rows shuffled at once."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print train_results as JSON."),
 ) -> None:
     """Fine-tune MODEL on DATASET (or train its architecture from scratch).
@@ -153,6 +162,7 @@ def finetune_command(
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, push_to=push_to,
         train_split=train_split, eval_split=eval_split, dataset_config=dataset_config,
         image_column=image_column, label_column=label_column, log_every=log_every,
+        streaming=streaming, shuffle_buffer=shuffle_buffer,
     )  # fmt: skip
     callbacks = RichCallbacks(show_progress=not State.quiet and stderr.is_terminal)
     try:

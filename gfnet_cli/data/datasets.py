@@ -53,8 +53,18 @@ class ImageDataset:
         return len(self.dataset)
 
 
-def load_splits(dataset: str, *, dataset_config: str | None = None, streaming: bool = False) -> Any:
-    """Every split of DATASET as a ``DatasetDict`` (or ``IterableDatasetDict`` when streaming)."""
+def load_splits(
+    dataset: str,
+    *,
+    dataset_config: str | None = None,
+    streaming: bool = False,
+    num_shards: int | None = None,
+) -> Any:
+    """Every split of DATASET as a ``DatasetDict`` (or ``IterableDatasetDict`` when streaming).
+
+    ``num_shards``: how many shards a streamed ``save_to_disk`` folder is cut into (at most one
+    per row), so that several DataLoader workers can share it; default one.
+    """
     import datasets
 
     path = Path(dataset).expanduser()
@@ -67,7 +77,7 @@ def load_splits(dataset: str, *, dataset_config: str | None = None, streaming: b
                     loaded = datasets.DatasetDict({split: loaded})
                 if streaming:
                     loaded = datasets.IterableDatasetDict(
-                        {k: v.to_iterable_dataset() for k, v in loaded.items()}
+                        {k: _to_iterable(v, k, num_shards) for k, v in loaded.items()}
                     )
                 return loaded
             if not any(is_image_file(p) for p in path.rglob("*") if p.is_file()):
@@ -85,6 +95,18 @@ def load_splits(dataset: str, *, dataset_config: str | None = None, streaming: b
         raise
     except Exception as exc:  # datasets raises many types; each means "cannot use this"
         raise DatasetError(f"cannot load dataset {dataset!r}: {_first_line(exc)}") from None
+
+
+def _to_iterable(data: Any, split: str, num_shards: int | None) -> Any:
+    """A map-style split as a stream that still knows its size (``info.splits``)."""
+    import datasets
+
+    shards = max(1, min(num_shards or 1, len(data)))
+    stream = data.to_iterable_dataset(num_shards=shards)
+    stream.info.splits = datasets.SplitDict(
+        {split: datasets.SplitInfo(name=split, num_examples=len(data))}
+    )
+    return stream
 
 
 def choose_split(available: Sequence[str], split: str | None, preferred: Sequence[str]) -> str:
@@ -245,6 +267,12 @@ class Batch:
     labels: torch.Tensor
     indices: torch.Tensor
     failures: list[tuple[int, str]]
+    worker: int = 0  # the DataLoader worker that built it (streaming training)
+
+    @property
+    def rows(self) -> int:
+        """Rows of the dataset this batch consumed, readable or not."""
+        return len(self.labels) + len(self.failures)
 
 
 def collate_skipping_failures(items: list[tuple]) -> Batch:

@@ -8,12 +8,15 @@ many under ``torchrun`` (DistributedDataParallel; ``--batch-size`` is per proces
 Exact resumption: the data order comes from a seeded :class:`DistributedSampler` that can skip
 the batches already seen, each sample's augmentation from ``(seed, epoch, index)``, and the
 global RNG (drop-path) is saved and restored; a run killed at any moment and resumed ends with
-the same weights as one never interrupted.
+the same weights as one never interrupted. With ``streaming`` the training data is a different
+source (:class:`StreamSource`: a shuffled, sharded ``datasets`` stream whose position is saved
+per worker), not a different loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import json
 import logging
@@ -38,13 +41,22 @@ from gfnet_cli.data.augment import DEFAULT_CROP_SCALE, EpochSampleDataset, train
 from gfnet_cli.data.datasets import (
     EVAL_SPLITS,
     TRAIN_SPLITS,
+    Batch,
     DatasetError,
     ImageDataset,
     TorchImageDataset,
+    TorchIterableImageDataset,
     choose_split,
     collate_skipping_failures,
     find_columns,
     load_splits,
+)
+from gfnet_cli.data.streaming import (
+    DEFAULT_SHUFFLE_BUFFER,
+    StreamPosition,
+    TrainStream,
+    pass_through,
+    split_num_examples,
 )
 from gfnet_cli.data.transforms import eval_transform
 from gfnet_cli.engine import checkpoint as ckpt
@@ -58,6 +70,9 @@ from gfnet_cli.serialization import save_model, write_text_atomic
 logger = logging.getLogger(__name__)
 
 RESULTS_NAME = "train_results.json"
+# A streamed save_to_disk folder is cut into this many shards (at most one per row) so several
+# DataLoader workers share it; Hub datasets come with their own shards (files).
+STREAM_SHARDS = 64
 METRICS_NAME = "metrics.jsonl"
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -113,16 +128,20 @@ class TrainConfig:
     image_column: str | None = None
     label_column: str | None = None
     log_every: int = 10
+    streaming: bool = False
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
 
     def hyperparameters(self) -> dict[str, Any]:
         """The recipe as plain values, for the model card and train_results.json."""
         keys = (
             "epochs", "batch_size", "lr", "min_lr", "weight_decay", "decay_all",
             "warmup_epochs", "label_smoothing", "drop_path", "clip_grad", "augment",
-            "crop_scale", "hflip", "seed", "precision", "img_size", "from_scratch",
+            "crop_scale", "hflip", "seed", "precision", "img_size", "from_scratch", "streaming",
         )  # fmt: skip
         values = {k: getattr(self, k) for k in keys}
         values["crop_scale"] = list(self.crop_scale)
+        if self.streaming:
+            values["shuffle_buffer"] = self.shuffle_buffer
         return values
 
 
@@ -152,7 +171,7 @@ class TrainResult:
     train_loss: float | None
     train_runtime_s: float
     resumed_from_step: int
-    num_train_samples: int
+    num_train_samples: int | None  # None: a stream of unknown length
     num_eval_samples: int
     images_per_second: float
     model: str
@@ -215,28 +234,27 @@ def _finetune(config: TrainConfig, dist: distributed.DistInfo, cb: TrainCallback
         "model_config": model_config.to_dict(),
     }
 
-    train_set = EpochSampleDataset(
-        train_data,
+    transform = (
         train_transform(model_config, seed=config.seed, scale=config.crop_scale, hflip=config.hflip)
         if config.augment
-        else eval_transform(model_config),
+        else eval_transform(model_config)
     )
-    sampler = ResumableSampler(
-        train_set, num_replicas=dist.world_size, rank=dist.rank, seed=config.seed
-    )
-    train_loader = _loader(train_set, sampler, config, device)
+    source_type = StreamSource if config.streaming else SampledSource
+    train_source = source_type(train_data, transform, config, dist, device)
     eval_loader = None
     if eval_data is not None:
-        eval_set = TorchImageDataset(
-            eval_data, eval_transform(model_config), _label_map(eval_data, class_names)
-        )
-        eval_loader = _loader(
-            eval_set, list(range(dist.rank, len(eval_set), dist.world_size)), config, device
-        )
-    steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
+        eval_loader = _eval_loader(eval_data, eval_transform(model_config), class_names, config,
+                                   dist, device)  # fmt: skip
+    # The schedule's length: exact for a map-style split, estimated for a stream of known size
+    # (its last batches per worker may be partial), else --max-steps over --epochs.
+    steps_per_epoch = train_source.steps_per_epoch()
+    if steps_per_epoch is None:
+        steps_per_epoch = max(1, math.ceil(config.max_steps / config.epochs))
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
+    # A map-style epoch has exactly steps_per_epoch steps; a stream's ends when the stream does.
+    step_limit = (config.max_steps or math.inf) if config.streaming else total_steps
     warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
 
     model.to(device)
@@ -269,6 +287,7 @@ def _finetune(config: TrainConfig, dist: distributed.DistInfo, cb: TrainCallback
             history = json.loads(state["history"])
             rng = state["rng"]
             restore_rng(rng[dist.rank] if dist.rank < len(rng) else None, config.seed + dist.rank)
+            train_source.resume(state.get("stream"), start_epoch, step_in_epoch, path)
             logger.info("resuming from %s (step %d)", path.name, global_step)
     if main:
         ckpt.clean_temporary_files(ckpt_dir)
@@ -299,6 +318,7 @@ def _finetune(config: TrainConfig, dist: distributed.DistInfo, cb: TrainCallback
             "train_runtime_s": elapsed_before + time.perf_counter() - started,
             "history": json.dumps(history),
             "rng": distributed.all_gather_objects(capture_rng()),
+            "stream": distributed.all_gather_objects(train_source.state()),
             "identity": json.dumps(identity, sort_keys=True),
             "world_size": dist.world_size,
         }
@@ -325,18 +345,18 @@ def _finetune(config: TrainConfig, dist: distributed.DistInfo, cb: TrainCallback
     if main:
         cb.on_train_begin(total_steps, global_step, steps_per_epoch)
     last_loss: float | None = None
+    eval_count = 0
     autocast_dtype = PRECISIONS[config.precision]
 
     # ---- the loop
     with stop.installed(), metrics:
         epoch = start_epoch
-        while epoch < config.epochs and (global_step < total_steps or step_in_epoch > 0):
-            sampler.set_epoch(epoch, skip_samples=step_in_epoch * config.batch_size)
+        while epoch < config.epochs and (global_step < step_limit or step_in_epoch > 0):
             train_model.train()
             loss_sum = seen = 0.0
             window_start, window_images = time.perf_counter(), 0
-            for batch in train_loader:
-                if global_step >= total_steps:
+            for batch in train_source.batches(epoch, step_in_epoch):
+                if global_step >= step_limit:
                     break
                 lr = lr_at(global_step, config.lr, config.min_lr, warmup_steps, total_steps)
                 for group in optimizer.param_groups:
@@ -399,8 +419,8 @@ def _finetune(config: TrainConfig, dist: distributed.DistInfo, cb: TrainCallback
                 if (
                     config.checkpoint_every > 0
                     and global_step % config.checkpoint_every == 0
-                    and step_in_epoch < steps_per_epoch
-                    and global_step < total_steps
+                    and (config.streaming or step_in_epoch < steps_per_epoch)
+                    and global_step < step_limit
                 ):
                     save(epoch, step_in_epoch)
             train_loss = loss_sum / max(seen, 1)
@@ -409,7 +429,9 @@ def _finetune(config: TrainConfig, dist: distributed.DistInfo, cb: TrainCallback
             # ---- evaluate, keep the best, checkpoint the epoch
             top1 = top5 = eval_loss = None
             if eval_loader is not None:
-                top1, top5, eval_loss = evaluate(model, eval_loader, device, autocast_dtype)
+                top1, top5, eval_loss, eval_count = _evaluate_counts(
+                    model, eval_loader, device, autocast_dtype
+                )
             is_best = top1 is None or best_top1 is None or top1 > best_top1
             if is_best:
                 best_top1, best_top5, best_epoch = top1, top5, epoch + 1
@@ -438,8 +460,14 @@ def _finetune(config: TrainConfig, dist: distributed.DistInfo, cb: TrainCallback
         train_loss=last_loss,
         train_runtime_s=round(runtime, 3),
         resumed_from_step=resumed_from,
-        num_train_samples=len(train_set),
-        num_eval_samples=len(eval_loader.dataset) if eval_loader is not None else 0,
+        num_train_samples=train_source.num_samples(),
+        num_eval_samples=(
+            0
+            if eval_loader is None
+            else eval_count
+            if config.streaming
+            else len(eval_loader.dataset)
+        ),  # fmt: skip
         images_per_second=round(history[-1]["images_per_second"], 2) if history else 0.0,
         model=config.model,
         dataset=config.dataset,
@@ -489,6 +517,17 @@ def evaluate(
     autocast_dtype: torch.dtype | None = None,
 ) -> tuple[float, float, float]:
     """Top-1, top-5 (fractions) and mean cross-entropy, summed over every process's shard."""
+    return _evaluate_counts(model, loader, device, autocast_dtype)[:3]
+
+
+@torch.no_grad()
+def _evaluate_counts(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+) -> tuple[float, float, float, int]:
+    """:func:`evaluate` and how many labelled images it scored over every process."""
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64)  # correct@1, correct@5, loss sum, count
     for batch in loader:
@@ -513,7 +552,8 @@ def evaluate(
         totals[3] += len(labels)
     distributed.all_reduce_sum(totals)
     count = max(totals[3].item(), 1)
-    return totals[0].item() / count, totals[1].item() / count, totals[2].item() / count
+    return (totals[0].item() / count, totals[1].item() / count, totals[2].item() / count,
+            int(totals[3].item()))  # fmt: skip
 
 
 class ResumableSampler(DistributedSampler):
@@ -536,13 +576,153 @@ class ResumableSampler(DistributedSampler):
         return iter([(self.epoch, index) for index in indices])
 
 
-def _loader(dataset: Any, sampler: Any, config: TrainConfig, device: torch.device) -> DataLoader:
+class SampledSource:
+    """Training batches from a map-style split: :class:`ResumableSampler` order."""
+
+    def __init__(self, data: ImageDataset, transform: Any, config: TrainConfig,
+                 dist: distributed.DistInfo, device: torch.device) -> None:  # fmt: skip
+        self.dataset = EpochSampleDataset(data, transform)
+        self.sampler = ResumableSampler(
+            self.dataset, num_replicas=dist.world_size, rank=dist.rank, seed=config.seed
+        )
+        self.loader = _loader(self.dataset, self.sampler, config, device)
+        self.batch_size = config.batch_size
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def num_samples(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, epoch: int, step_in_epoch: int) -> Iterator[Batch]:
+        self.sampler.set_epoch(epoch, skip_samples=step_in_epoch * self.batch_size)
+        return iter(self.loader)
+
+    def state(self) -> None:
+        return None  # (epoch, step_in_epoch) say where the sampler is
+
+    def resume(self, saved: Any, epoch: int, step_in_epoch: int, path: Path) -> None:
+        pass
+
+
+class StreamSource:
+    """Training batches from a stream (``--streaming``): :class:`TrainStream` in the workers.
+
+    Keeps this process's :class:`StreamPosition` (saved in checkpoints). With several
+    processes an epoch ends for all of them when the first one's stream ends: streams split
+    by node need not be equally long, and a process without a batch cannot join the step.
+    """
+
+    def __init__(self, data: ImageDataset, transform: Any, config: TrainConfig,
+                 dist: distributed.DistInfo, device: torch.device) -> None:  # fmt: skip
+        self.stream = TrainStream(
+            data, transform, batch_size=config.batch_size, seed=config.seed, rank=dist.rank,
+            world_size=dist.world_size, buffer_size=config.shuffle_buffer,
+        )  # fmt: skip
+        self.num_examples = split_num_examples(data)
+        self.rank, self.world_size, self.batch_size = dist.rank, dist.world_size, config.batch_size
+        # datasets gives each worker whole shards: more workers than shards would idle.
+        self.workers = max(1, min(config.num_workers, self.stream.num_shards))
+        self.loader = _loader(
+            self.stream, None, config, device,
+            batch_size=None, num_workers=min(config.num_workers, self.workers),
+            collate_fn=pass_through,
+        )  # fmt: skip
+        self.position = StreamPosition.start(0, self.workers)
+        self.resumed: StreamPosition | None = None
+
+    def steps_per_epoch(self) -> int | None:
+        if self.num_examples is None:
+            return None
+        return math.ceil(math.ceil(self.num_examples / self.world_size) / self.batch_size)
+
+    def num_samples(self) -> int | None:
+        return self.num_examples
+
+    def state(self) -> dict[str, Any]:
+        return self.position.to_dict()
+
+    def resume(self, saved: Any, epoch: int, step_in_epoch: int, path: Path) -> None:
+        if step_in_epoch == 0:
+            return  # an epoch boundary: the next epoch's stream starts from its beginning
+        mine = saved[self.rank] if isinstance(saved, list) and self.rank < len(saved) else None
+        position = StreamPosition.from_dict(mine) if mine else None
+        if (
+            position is None
+            or len(saved) != self.world_size
+            or position.workers != self.workers
+            or position.epoch != epoch
+        ):
+            raise ckpt.CheckpointError(
+                f"--resume: {path.name} stopped in the middle of a streamed epoch with another "
+                f"number of processes or --num-workers; resume with the same ones as that run"
+            )
+        self.resumed = position
+
+    def batches(self, epoch: int, step_in_epoch: int) -> Iterator[Batch]:
+        resumed, self.resumed = self.resumed, None
+        self.position = (
+            resumed
+            if resumed is not None and step_in_epoch > 0
+            else StreamPosition.start(epoch, self.workers)
+        )
+        self.stream.begin(self.position)
+        for batch in self.loader:
+            if batch is None:
+                continue  # a worker's placeholder that restores the round-robin order
+            if not _every_process_has_a_batch(True, self.world_size):
+                return
+            self.position.advance(batch.worker, batch.rows)
+            yield batch
+        _every_process_has_a_batch(False, self.world_size)
+
+
+def _every_process_has_a_batch(mine: bool, world_size: int) -> bool:
+    if world_size == 1:
+        return mine
+    flags = torch.tensor([float(mine)])
+    distributed.all_reduce_sum(flags)
+    return int(flags.item()) == world_size
+
+
+def _eval_loader(data: ImageDataset, transform: Any, class_names: list[str],
+                 config: TrainConfig, dist: distributed.DistInfo,
+                 device: torch.device) -> DataLoader:  # fmt: skip
+    """Evaluation batches: this process's share of the eval split (map-style or streamed)."""
+    label_map = _label_map(data, class_names)
+    if not config.streaming:
+        dataset = TorchImageDataset(data, transform, label_map)
+        return _loader(
+            dataset, list(range(dist.rank, len(dataset), dist.world_size)), config, device
+        )
+    if dist.world_size > 1:
+        from datasets.distributed import split_dataset_by_node
+
+        data = dataclasses.replace(
+            data,
+            dataset=split_dataset_by_node(data.dataset, rank=dist.rank, world_size=dist.world_size),
+        )
+    stream = TorchIterableImageDataset(data, transform, label_map)
+    return _loader(stream, None, config, device,
+                   num_workers=max(0, min(config.num_workers, stream.num_shards)))  # fmt: skip
+
+
+def _loader(
+    dataset: Any,
+    sampler: Any,
+    config: TrainConfig,
+    device: torch.device,
+    *,
+    batch_size: int | None | str = "config",
+    num_workers: int | None = None,
+    collate_fn: Any = collate_skipping_failures,
+) -> DataLoader:
     return DataLoader(
         dataset,
-        batch_size=config.batch_size,
+        batch_size=config.batch_size if batch_size == "config" else batch_size,
         sampler=sampler,
-        num_workers=config.num_workers,
-        collate_fn=collate_skipping_failures,
+        num_workers=config.num_workers if num_workers is None else num_workers,
+        collate_fn=collate_fn,
         # Our own generator: building an iterator must not consume the global RNG, or the
         # drop-path masks after a resume would differ from an uninterrupted run's.
         generator=torch.Generator().manual_seed(config.seed),
@@ -645,7 +825,12 @@ def prepare_data(
     # Rank 0 first: concurrent first loads of an image folder would race on the cache.
     if not dist.is_main:
         distributed.barrier()
-    splits = load_splits(config.dataset, dataset_config=config.dataset_config)
+    splits = load_splits(
+        config.dataset,
+        dataset_config=config.dataset_config,
+        streaming=config.streaming,
+        num_shards=STREAM_SHARDS if config.streaming else None,
+    )
     if dist.is_main:
         distributed.barrier()
     names = list(splits)
@@ -665,8 +850,19 @@ def prepare_data(
             f"{config.dataset} [{train_name}] has no label column (no ClassLabel feature, no "
             "'label' column): pass --label-column"
         )
-    if len(train) == 0:
+    if _is_empty(train):
         raise DatasetError(f"{config.dataset}: the {train_name!r} split is empty")
+    if config.streaming:
+        if train.class_names is None:
+            raise DatasetError(
+                f"{config.dataset} [{train_name}]: --streaming needs a ClassLabel label column "
+                "(the classes cannot be listed without reading the whole stream)"
+            )
+        if config.max_steps is None and split_num_examples(train) is None:
+            raise UsageError(
+                f"--streaming: the size of {config.dataset} [{train_name}] is unknown, so the "
+                "learning-rate schedule has no end: pass --max-steps"
+            )
     class_names = train.class_names or _class_names_from_values(train)
     if len(class_names) < 2:
         raise DatasetError(
@@ -678,7 +874,7 @@ def prepare_data(
         evaluation = _image_dataset(splits, eval_name, config)
         if evaluation.label_column is None:
             raise DatasetError(f"{config.dataset} [{eval_name}] has no label column")
-        if len(evaluation) == 0:
+        if _is_empty(evaluation):
             raise DatasetError(f"{config.dataset}: the {eval_name!r} split is empty")
     return train, evaluation, class_names
 
@@ -688,7 +884,16 @@ def _image_dataset(splits: Any, name: str, config: TrainConfig) -> ImageDataset:
     image_col, label_col, class_names = find_columns(
         data.features, config.image_column, config.label_column
     )
-    return ImageDataset(data, config.dataset, name, image_col, label_col, class_names)
+    return ImageDataset(data, config.dataset, name, image_col, label_col, class_names,
+                        streaming=config.streaming)  # fmt: skip
+
+
+def _is_empty(data: ImageDataset) -> bool:
+    if not data.streaming:
+        return len(data) == 0
+    if split_num_examples(data) is not None:
+        return False
+    return next(iter(data.dataset.take(1)), None) is None  # reads one row of the stream
 
 
 def _class_names_from_values(data: ImageDataset) -> list[str]:
@@ -772,6 +977,8 @@ def _check_recipe(config: TrainConfig, device: torch.device) -> None:
         raise UsageError("--epochs and --batch-size must be at least 1")
     if config.lr <= 0 or config.weight_decay < 0 or not 0 <= config.label_smoothing < 1:
         raise UsageError("--lr must be positive, --weight-decay >= 0, --label-smoothing in [0, 1)")
+    if config.shuffle_buffer < 1 or (config.max_steps is not None and config.max_steps < 1):
+        raise UsageError("--shuffle-buffer and --max-steps must be at least 1")
     if not 0 < config.crop_scale[0] <= config.crop_scale[1] <= 1:
         raise UsageError(f"--crop-scale must satisfy 0 < min <= max <= 1, got {config.crop_scale}")
 
