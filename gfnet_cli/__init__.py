@@ -23,7 +23,6 @@ from gfnet_cli.zoo_info import model_table
 __version__ = "0.1.0"
 
 
-
 __all__ = [
     "GFNet",
     "GFNetConfig",

@@ -392,10 +392,11 @@ def _card(model: GFNet, source: str, used_ema: bool) -> str:
 def _reason(message: str) -> str:
     """The informative line of a torch.load error (skipping its weights_only preamble)."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
-    useful = [
-        line for line in lines if not line.startswith(("Weights only load failed", "Check the"))
-    ]
-    return _first_line(useful[0] if useful else message)
+    boilerplate = ("Weights only load failed", "Check the", "Please file an issue")
+    useful = [line for line in lines if not line.startswith(boilerplate)]
+    if useful and useful[0].startswith("Unsupported operand"):
+        return f"not a pickle: {useful[0].lower()}"
+    return _first_line(useful[0] if useful else "unrecognized content")
 
 
 def _first_line(text: str) -> str:
