@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gfnet_cli import GFNetConfig, convert_checkpoint, load_model
+from gfnet_cli import GFNetConfig, convert_checkpoint, create_model, load_model
+from gfnet_cli.convert import extract_state_dict
 from gfnet_cli.errors import CheckpointError
 from gfnet_cli.models import GFNet
 from tests.conftest import assert_one_line_error
@@ -261,3 +262,31 @@ def test_version_and_module_entry_point(run_cli):
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "no such file" in proc.stderr
+
+
+def _reference_variants():
+    from tests.conftest import DATA
+
+    return json.loads((DATA / "official_state_dict_shapes.json").read_text())
+
+
+@pytest.mark.parametrize("variant", list(_reference_variants()))
+def test_architecture_inferred_from_every_authors_checkpoint_layout(variant):
+    """The authors' full-size checkpoints (shapes only): kind, widths, depths, size, class count."""
+    from gfnet_cli.convert import apply_arch, infer_config
+    from gfnet_cli.models.zoo import match_architecture
+
+    shapes = _reference_variants()[variant]
+    state = {f"module.{k}": torch.empty(v, device="meta") for k, v in shapes.items()}
+    state, _ = extract_state_dict({"model": state, "epoch": 300})
+    config = infer_config(state)
+    name, size = variant.split("@")
+    assert match_architecture(config) == name
+    config = apply_arch(config, name)
+    assert config.img_size == int(size) and config.num_classes == 1000
+    with torch.device("meta"):
+        expected = create_model(name, img_size=int(size))
+    assert config.widths == expected.config.widths
+    assert config.depths == expected.config.depths
+    assert config.drop_path_rate == expected.config.drop_path_rate
+    assert config.init_values == expected.config.init_values
