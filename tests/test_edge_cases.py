@@ -44,3 +44,22 @@ def test_evaluate_skips_rows_without_an_image(run_cli, tiny_model, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert result.json()["num_samples"] == 2
     assert result.json()["num_skipped"] == 2
+
+
+def test_text_labels_are_classes_for_evaluate_and_finetune(run_cli, tiny_model, tmp_path):
+    # Was: "TypeError: '>=' not supported between 'str' and 'int'" (evaluate) and
+    # "ValueError: invalid literal for int()" (finetune), exit 1.
+    import datasets
+
+    names = ["dog", "cat", "dog", "cat"]
+    dataset = _saved(tmp_path, "text", _images(4), names, datasets.Value("string"))
+    out = tmp_path / "run"
+    result = run_cli("finetune", "--model", tiny_model, "--dataset", dataset, "--output-dir",
+                     out, "--epochs", "1", "--batch-size", "2", "--num-workers", "0")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "cat" in (out / "config.json").read_text()
+    result = run_cli("evaluate", "-m", out, "-d", dataset, "--num-workers", "0", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["num_samples"] == 4
+    # The user's dataset folder is read, never written to.
+    assert not list(dataset.glob("cache-*"))
