@@ -63,3 +63,40 @@ def test_text_labels_are_classes_for_evaluate_and_finetune(run_cli, tiny_model, 
     assert result.json()["num_samples"] == 4
     # The user's dataset folder is read, never written to.
     assert not list(dataset.glob("cache-*"))
+
+
+# ------------------------------------------------------------------------------ finetune
+@pytest.fixture
+def text_dataset(tmp_path) -> Path:
+    import datasets
+
+    return _saved(tmp_path, "data", _images(4), ["a", "b", "a", "b"], datasets.Value("string"))
+
+
+@pytest.mark.parametrize(
+    ("repo_id", "token", "message"),
+    [
+        ("bad//id", "hf_x", "org/name"),
+        ("../x", "hf_x", "not a valid hub repository id"),
+        ("me/x--y", "hf_x", "not a valid hub repository id"),
+        ("me/fine", None, "hf auth login"),
+    ],
+)
+def test_push_to_is_checked_before_training(
+    run_cli, tiny_model, text_dataset, tmp_path, monkeypatch, repo_id, token, message
+):
+    # Was: the id (or the missing token) was refused only after training had finished.
+    monkeypatch.setattr("huggingface_hub.utils.get_token", lambda: token)
+    out = tmp_path / "run"
+    result = run_cli("finetune", "--model", tiny_model, "--dataset", text_dataset, "--output-dir",
+                     out, "--epochs", "1", "--num-workers", "0", "--push-to", repo_id)  # fmt: skip
+    assert_one_line_error(result, 2, message)
+    assert not (out / "model.safetensors").exists()
+    assert "epoch" not in result.stderr
+
+
+def test_push_refuses_an_invalid_repo_id_in_one_line(run_cli, tiny_model, monkeypatch):
+    # Was: "HFValidationError: Repo id must use alphanumeric chars ..." with exit 1.
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    result = run_cli("push", tiny_model, "../x", "--dry-run")
+    assert_one_line_error(result, 2, "not a valid hub repository id")
