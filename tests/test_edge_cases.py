@@ -100,3 +100,10 @@ def test_push_refuses_an_invalid_repo_id_in_one_line(run_cli, tiny_model, monkey
     monkeypatch.setenv("HF_TOKEN", "hf_x")
     result = run_cli("push", tiny_model, "../x", "--dry-run")
     assert_one_line_error(result, 2, "not a valid hub repository id")
+
+
+def test_negative_num_workers_is_a_usage_error(run_cli, tiny_model, text_dataset, tmp_path):
+    # Was: "ValueError: num_workers option should be non-negative" (exit 1) after loading data.
+    result = run_cli("finetune", "--model", tiny_model, "--dataset", text_dataset,
+                     "--output-dir", tmp_path / "run", "--num-workers", "-1")  # fmt: skip
+    assert_one_line_error(result, 2, "--num-workers")
