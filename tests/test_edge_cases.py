@@ -107,3 +107,19 @@ def test_negative_num_workers_is_a_usage_error(run_cli, tiny_model, text_dataset
     result = run_cli("finetune", "--model", tiny_model, "--dataset", text_dataset,
                      "--output-dir", tmp_path / "run", "--num-workers", "-1")  # fmt: skip
     assert_one_line_error(result, 2, "--num-workers")
+
+
+# ------------------------------------------------------------------------------- convert
+def test_convert_a_checkpoint_holding_only_model_ema(tmp_path):
+    # Was: "the checkpoint holds no tensors" (exit 2) although the EMA weights were there.
+    from gfnet_cli.convert import convert_checkpoint
+    from gfnet_cli.models.factory import load_model
+
+    ema = create_model(GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=32, num_classes=3))
+    path = tmp_path / "ema_only.pth"
+    torch.save({"model_ema": ema.state_dict(), "epoch": 7}, path)
+    result = convert_checkpoint(path, tmp_path / "out")
+    assert result.used_ema
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_model(str(tmp_path / "out"))(x), ema.eval()(x))
