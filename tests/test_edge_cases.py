@@ -123,3 +123,24 @@ def test_convert_a_checkpoint_holding_only_model_ema(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(load_model(str(tmp_path / "out"))(x), ema.eval()(x))
+
+
+def test_resume_falls_back_past_a_truncated_checkpoint_and_refuses_when_none_loads(tmp_path):
+    # Was: with every checkpoint unreadable, --resume warned "no checkpoint" and silently
+    # started the run afresh (and torch's multi-paragraph reason flooded the warning).
+    from gfnet_cli.engine import checkpoint as ckpt
+    from gfnet_cli.errors import CheckpointError
+
+    directory = tmp_path / "checkpoints"
+    for step in (1, 2):
+        ckpt.save_checkpoint({"model": {}, "global_step": step}, directory, step)
+    newest = ckpt.list_checkpoints(directory)[-1]
+    newest.write_bytes(newest.read_bytes()[:100])
+    path, state = ckpt.latest_checkpoint(directory)
+    assert state["global_step"] == 1 and path.name == ckpt.checkpoint_name(1)
+    oldest = ckpt.list_checkpoints(directory)[0]
+    oldest.write_bytes(oldest.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="--overwrite") as error:
+        ckpt.latest_checkpoint(directory)
+    assert "\n" not in str(error.value) and "miniz" not in str(error.value)
+    assert len(ckpt.list_checkpoints(directory)) == 2  # nothing deleted
