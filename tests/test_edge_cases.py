@@ -144,3 +144,22 @@ def test_resume_falls_back_past_a_truncated_checkpoint_and_refuses_when_none_loa
         ckpt.latest_checkpoint(directory)
     assert "\n" not in str(error.value) and "miniz" not in str(error.value)
     assert len(ckpt.list_checkpoints(directory)) == 2  # nothing deleted
+
+
+# ------------------------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"interpolation": "cubic"}, "unknown interpolation"), ({"std": [0, 1, 1]}, "std")],
+)
+def test_bad_config_values_are_refused_at_load(run_cli, tiny_model, tmp_path, change, message):
+    # Was: an unknown interpolation ended as "ValueError: ..." with exit 1, and a zero std
+    # loaded fine and gave NaN scores.
+    import json
+    import shutil
+
+    folder = Path(shutil.copytree(tiny_model, tmp_path / "model"))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | change))
+    image = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(image)
+    assert_one_line_error(run_cli("predict", "-m", folder, image), 2, message)
