@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -163,3 +164,43 @@ def test_bad_config_values_are_refused_at_load(run_cli, tiny_model, tmp_path, ch
     image = tmp_path / "x.png"
     Image.new("RGB", (8, 8)).save(image)
     assert_one_line_error(run_cli("predict", "-m", folder, image), 2, message)
+
+
+# ------------------------------------------------------------------------------- predict
+def test_extremely_elongated_image_is_resized_only_where_the_crop_looks(monkeypatch):
+    # Was: a 60000x1 strip made the eval transform allocate a 4.4-million-pixel-wide image
+    # (1.8 GB resident; a 1000000x1 PNG of a few KB would take tens of GB).
+    from PIL import ImageFilter
+
+    from gfnet_cli.data.transforms import EvalTransform, center_crop, resize_shorter_side
+
+    transform = EvalTransform(64)
+    sizes = []
+    resize = Image.Image.resize
+    monkeypatch.setattr(
+        Image.Image, "resize", lambda self, size, *a, **k: sizes.append(size) or resize(
+            self, size, *a, **k)
+    )  # fmt: skip
+    for strip in (Image.new("RGB", (1_000_000, 1), (9, 9, 9)), Image.new("RGB", (1, 1_000_000))):
+        assert transform(strip).shape == (3, 64, 64)
+    assert max(w * h for w, h in sizes) <= 64 * 73
+    # The pixels are those of the full resize (within 2 grey levels).
+    noise = torch.randint(0, 256, (30, 3000, 3), generator=torch.Generator().manual_seed(0))
+    image = Image.fromarray(noise.to(torch.uint8).numpy()).filter(ImageFilter.GaussianBlur(3))
+    for picture in (image, image.transpose(Image.Transpose.TRANSPOSE)):
+        full = center_crop(resize_shorter_side(picture, 73, Image.Resampling.BICUBIC), (64, 64))
+        expected = transform.__class__(64, mean=(0, 0, 0), std=(1, 1, 1))(picture)
+        reference = torch.from_numpy(np.asarray(full).copy()).permute(2, 0, 1)
+        assert (expected * 255 - reference.float()).abs().max() <= 2.01
+
+
+def test_eval_transform_is_unchanged_for_ordinary_aspect_ratios():
+    from gfnet_cli.data.transforms import EvalTransform, center_crop, resize_shorter_side
+
+    transform = EvalTransform(64, mean=(0, 0, 0), std=(1, 1, 1))
+    for size in ((900, 60), (60, 900), (257, 64)):
+        noise = torch.randint(0, 256, (size[1], size[0], 3), generator=torch.Generator())
+        image = Image.fromarray(noise.to(torch.uint8).numpy())
+        full = center_crop(resize_shorter_side(image, 73, Image.Resampling.BICUBIC), (64, 64))
+        reference = torch.from_numpy(np.asarray(full).copy()).permute(2, 0, 1)
+        assert torch.equal((transform(image) * 255).round(), reference.float())
