@@ -204,3 +204,30 @@ def test_eval_transform_is_unchanged_for_ordinary_aspect_ratios():
         full = center_crop(resize_shorter_side(image, 73, Image.Resampling.BICUBIC), (64, 64))
         reference = torch.from_numpy(np.asarray(full).copy()).permute(2, 0, 1)
         assert torch.equal((transform(image) * 255).round(), reference.float())
+
+
+# -------------------------------------------------------------------------------- global
+@pytest.mark.parametrize(
+    "args",
+    [("predict",), ("predict", "x.png", "--top-k", "abc"), ("frob",), ("evaluate", "-q")],
+)
+def test_command_line_mistakes_are_one_error_line(run_cli, args):
+    # Was: click's boxed multi-line "Usage: ... ╭─ Error ─╮" panel, not "Error: ...".
+    result = run_cli(*args)
+    assert_one_line_error(result, 2, "--help")
+    assert "╭" not in result.stderr
+
+
+def test_ctrl_c_says_interrupted(run_cli, monkeypatch):
+    # Was: a silent exit 130.
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("gfnet_cli.cli.predict_cmd.predict", interrupted)
+    assert_one_line_error(run_cli("predict", "x.png"), 130, "interrupted")
+
+
+def test_no_arguments_shows_help_and_help_exits_0(run_cli):
+    assert run_cli().exit_code == 2
+    result = run_cli("predict", "--help")
+    assert result.exit_code == 0 and "--top-k" in result.stdout
