@@ -143,6 +143,11 @@ def extract_state_dict(
         state = checkpoint["model"]
     elif isinstance(checkpoint.get("state_dict"), dict):
         state = checkpoint["state_dict"]
+    elif isinstance(checkpoint.get("model_ema"), dict) and checkpoint["model_ema"]:
+        # Only the EMA weights were kept (some training scripts save just those).
+        logger.info("the checkpoint holds only 'model_ema' weights: using them")
+        state = checkpoint["model_ema"]
+        used_ema = True
     else:
         state = checkpoint
     tensors = OrderedDict()

@@ -90,13 +90,11 @@ def push_folder(
 ) -> PushResult:
     """Create ``repo_id`` if needed and upload the MODEL folder's files in one commit."""
     from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.utils import get_token
 
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder")
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise UsageError(f"{repo_id!r} is not a Hub repository id: use org/name")
+    check_repo_id(repo_id)
     config = check_model_folder(folder)
     files = files_to_push(folder)
     if CARD_NAME in files:
@@ -118,11 +116,7 @@ def push_folder(
     if dry_run:
         return result
 
-    token = token or get_token()
-    if not token:
-        raise HubAccessError(
-            "pushing needs a Hub token with write access: run `hf auth login` or set HF_TOKEN"
-        )
+    token = token or _require_token()
     api = HfApi(endpoint=hub_endpoint(), token=token)
     operations = [
         CommitOperationAdd(
@@ -147,6 +141,39 @@ def push_folder(
     result.commit_url = getattr(info, "commit_url", None)
     logger.info("pushed %d files to %s", len(files), repo_id)
     return result
+
+
+def check_repo_id(repo_id: str) -> None:
+    """Refuse a repository id the Hub would refuse (``org/name``), before any work is done."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise UsageError(f"{repo_id!r} is not a Hub repository id: use org/name")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise UsageError(
+            f"{repo_id!r} is not a valid Hub repository id: org and name use letters, digits, "
+            "'-', '_' and '.', do not start or end with '-' or '.', hold no '--' or '..', "
+            "and the whole id is at most 96 characters"
+        ) from None
+
+
+def check_push_target(repo_id: str) -> None:
+    """What ``finetune --push-to`` checks before training: a valid id and a token."""
+    check_repo_id(repo_id)
+    _require_token()
+
+
+def _require_token() -> str:
+    from huggingface_hub.utils import get_token
+
+    token = get_token()
+    if not token:
+        raise HubAccessError(
+            "pushing needs a Hub token with write access: run `hf auth login` or set HF_TOKEN"
+        )
+    return token
 
 
 def _check_card(path: Path) -> None:

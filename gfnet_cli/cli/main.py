@@ -28,6 +28,11 @@ from gfnet_cli.cli import (
 from gfnet_cli.cli._common import State, setup_logging, stderr
 from gfnet_cli.errors import GFNetError
 
+try:  # recent typer releases vendor click; older ones use the click package
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exceptions
+
 app = typer.Typer(
     name="gfnet",
     help="Use, fine-tune, profile and publish Global Filter Networks (GFNet).",
@@ -76,7 +81,19 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI; errors become one line and an exit status, never a traceback."""
     State.debug = os.environ.get("GFNET_DEBUG") == "1" or "--debug" in (argv or sys.argv[1:])
     try:
-        app(args=argv, prog_name="gfnet")
+        # Not standalone: click's own usage errors (a boxed, multi-line message) and its
+        # "Aborted!" on Ctrl-C then follow the same one-line policy as ours.
+        code = app(args=argv, prog_name="gfnet", standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError as exc:  # plain `gfnet`: the help, as before
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click_exceptions.UsageError as exc:
+        path = exc.ctx.command_path if exc.ctx is not None else "gfnet"
+        _fail(f"{' '.join(exc.format_message().split())} (see {path} --help)", 2)
+    except click_exceptions.ClickException as exc:
+        _fail(" ".join(exc.format_message().split()), exc.exit_code)
+    except typer.Abort:
+        _fail("interrupted", 130)
     except GFNetError as exc:
         if State.debug:
             raise
@@ -93,6 +110,9 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("gfnet_cli").debug("unexpected error", exc_info=True)
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         _fail(f"{type(exc).__name__}: {message} (run with --debug for the traceback)", 1)
+    if code == 130:  # typer turns Ctrl-C into a silent exit 130
+        _fail("interrupted", 130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _fail(message: str, code: int) -> None:

@@ -43,6 +43,37 @@ class ImageDataset:
     class_names: list[str] | None
     streaming: bool = False
 
+    def __post_init__(self) -> None:
+        # Labels stored as text (no ClassLabel feature): the sorted distinct values are the
+        # classes, as an image folder's sub-folders would be.
+        if self.class_names is None and self.label_ids_from_text:
+            if self.streaming:
+                raise DatasetError(
+                    f"{self.name} ({self.split}): the label column {self.label_column!r} holds "
+                    "text, whose classes cannot be listed without reading the whole stream; "
+                    "drop --streaming"
+                )
+            values = self.dataset.unique(self.label_column)
+            self.class_names = sorted({str(v) for v in values if v is not None})
+
+    @property
+    def label_ids_from_text(self) -> bool:
+        """Whether the label column holds class names (strings) instead of class ids."""
+        import datasets
+
+        features = getattr(self.dataset, "features", None)
+        if self.label_column is None or not features or self.label_column not in features:
+            return False
+        feature = features[self.label_column]
+        return isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+
+    @property
+    def label_ids(self) -> dict[str, int] | None:
+        """Class id of each text label (``None`` when the labels are ids already)."""
+        if not self.label_ids_from_text or self.class_names is None:
+            return None
+        return {name: index for index, name in enumerate(self.class_names)}
+
     @property
     def num_classes(self) -> int | None:
         return len(self.class_names) if self.class_names is not None else None
@@ -204,6 +235,7 @@ class TorchImageDataset(torch.utils.data.Dataset):
         self.dataset = data.dataset.cast_column(data.image_column, datasets.Image(decode=False))
         self.transform = transform
         self.label_map = label_map
+        self.label_ids = data.label_ids
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -234,6 +266,7 @@ class TorchIterableImageDataset(torch.utils.data.IterableDataset):
         self.dataset = stream.take(max_samples) if max_samples is not None else stream
         self.transform = transform
         self.label_map = label_map
+        self.label_ids = data.label_ids
 
     @property
     def num_shards(self) -> int:
@@ -255,7 +288,9 @@ def _sample(
         return None, str(exc), index
     label = -1
     if view.label_column is not None and row[view.label_column] is not None:
-        label = int(row[view.label_column])
+        value = row[view.label_column]
+        label_ids = getattr(view, "label_ids", None)
+        label = label_ids.get(str(value), -1) if label_ids is not None else int(value)
         if view.label_map is not None:
             label = view.label_map.get(label, -1)
     return tensor, label, index

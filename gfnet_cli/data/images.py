@@ -87,6 +87,8 @@ def open_image(source: str | Path | bytes | dict[str, Any] | Image.Image) -> Ima
 
 
 def _stream(source: str | Path | bytes | dict[str, Any]) -> tuple[str, io.BufferedIOBase]:
+    if source is None:  # a dataset row whose image cell is empty
+        raise ImageReadError("no image (the value is empty)")
     if isinstance(source, dict):
         if source.get("bytes"):
             return str(source.get("path") or "<image bytes>"), io.BytesIO(source["bytes"])

@@ -37,13 +37,42 @@ def pil_interpolation(name: str) -> Image.Resampling:
 def resize_shorter_side(image: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
     """Scale so the shorter side is ``size``, keeping the aspect ratio (torchvision's rule)."""
     width, height = image.size
-    if width <= height:
-        new_width, new_height = size, int(size * height / width)
-    else:
-        new_width, new_height = int(size * width / height), size
+    new_width, new_height = _shorter_side_size(width, height, size)
     if (new_width, new_height) == (width, height):
         return image
     return image.resize((new_width, new_height), resample)
+
+
+def _shorter_side_size(width: int, height: int, size: int) -> tuple[int, int]:
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
+def _resize_for_crop(
+    image: Image.Image, size: int, crop: tuple[int, int], resample: Image.Resampling
+) -> Image.Image:
+    """``resize_shorter_side``, but an extremely elongated image is resized only where the
+    center crop will look.
+
+    Resizing a 100000x1 strip's shorter side to ``size`` would allocate gigabytes for pixels
+    the crop throws away. PIL's ``box`` resizes just the crop's window of the long side at
+    the same scale (the same pixels, within 2 grey levels of the full resize). Images less
+    than 16 times as long as wide, every ordinary photo, take the plain, exact path.
+    """
+    width, height = image.size
+    new_width, new_height = _shorter_side_size(width, height, size)
+    crop_height, crop_width = crop
+    if max(new_width, new_height) <= 16 * max(size, *crop):
+        return resize_shorter_side(image, size, resample)
+    if new_height > new_width:  # PIL's box is exact only along x: work on the transpose
+        flipped = image.transpose(Image.Transpose.TRANSPOSE)
+        resized = _resize_for_crop(flipped, size, (crop_width, crop_height), resample)
+        return resized.transpose(Image.Transpose.TRANSPOSE)
+    left = int(round((new_width - crop_width) / 2.0))
+    scale = width / new_width
+    box = (left * scale, 0, (left + crop_width) * scale, height)
+    return image.resize((crop_width, new_height), resample, box=box)
 
 
 def center_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -90,7 +119,7 @@ class EvalTransform:
         self.mean, self.std = list(mean), list(std)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = resize_shorter_side(image, self.resize, self.resample)
+        image = _resize_for_crop(image, self.resize, self.crop, self.resample)
         image = center_crop(image, self.crop)
         return normalize(to_tensor(image), self.mean, self.std)
 

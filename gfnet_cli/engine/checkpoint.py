@@ -66,6 +66,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for unreadable files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first.split(". ")[0]  # torch appends paragraphs of advice to the reason
         raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
     if not isinstance(state, dict) or "model" not in state or "global_step" not in state:
         raise CheckpointError(f"{path}: not a gfnet training checkpoint")
@@ -73,12 +74,25 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def latest_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint that loads (an unreadable newest one falls back to the previous)."""
-    for path in reversed(list_checkpoints(directory)):
+    """The newest checkpoint that loads (an unreadable newest one falls back to the previous).
+
+    ``None`` when there is no checkpoint; :class:`CheckpointError` when there are some but
+    none can be read, since silently starting afresh would throw the run away.
+    """
+    paths = list_checkpoints(directory)
+    errors: list[CheckpointError] = []
+    for path in reversed(paths):
         try:
             return path, load_checkpoint(path)
         except CheckpointError as exc:
             logger.warning("skipping %s", exc)
+            errors.append(exc)
+    if errors:
+        raise CheckpointError(
+            f"--resume: none of the {len(paths)} checkpoint(s) in {directory} can be read "
+            f"(newest: {errors[0]}); to start over, run again with --overwrite instead of "
+            "--resume (it deletes them)"
+        )
     return None
 
 

@@ -981,6 +981,12 @@ def _check_recipe(config: TrainConfig, device: torch.device) -> None:
         raise UsageError("--shuffle-buffer and --max-steps must be at least 1")
     if not 0 < config.crop_scale[0] <= config.crop_scale[1] <= 1:
         raise UsageError(f"--crop-scale must satisfy 0 < min <= max <= 1, got {config.crop_scale}")
+    if config.num_workers < 0:
+        raise UsageError(f"--num-workers must be 0 or more, got {config.num_workers}")
+    if config.push_to:  # refused now, not after hours of training
+        from gfnet_cli.push import check_push_target
+
+        check_push_target(config.push_to)
 
 
 def _check_output_dir(output_dir: Path, config: TrainConfig) -> None:

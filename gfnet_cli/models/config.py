@@ -21,6 +21,8 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 FORMAT_VERSION = 1
+# PIL resampling filters the evaluation transform accepts (gfnet_cli.data.transforms).
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming")
 PYRAMID_STAGES = 4
 # A pyramid model halves its grid three times after a patch-4 stem: inputs must divide by 32.
 PYRAMID_DOWNSAMPLE = 8
@@ -157,6 +159,13 @@ class GFNetConfig:
             raise ConfigError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
         self.mean = [float(v) for v in self.mean]
         self.std = [float(v) for v in self.std]
+        if not all(math.isfinite(v) and v > 0 for v in self.std):
+            raise ConfigError(f"std values must be positive, got {self.std}")
+        if str(self.interpolation).lower() not in INTERPOLATIONS:
+            raise ConfigError(
+                f"unknown interpolation {self.interpolation!r}: choose one of "
+                f"{', '.join(INTERPOLATIONS)}"
+            )
 
     # ------------------------------------------------------------------ (de)serialization
     def to_dict(self) -> dict[str, Any]:
