@@ -109,8 +109,14 @@ def test_from_scratch_overrides_and_pyramid_widths():
     assert (flat.config.patch_size, flat.config.embed_dim, flat.config.depth) == (8, 16, 1)
     assert flat.config.labels == names and flat.config.architecture is None
     pyramid = build_model(
-        _config(Path("."), Path("."), model="gfnet-h-ti", patch_size=4, embed_dim="8,16,16,32",
-                depth="1,1,1,1"),  # fmt: skip
+        _config(
+            Path("."),
+            Path("."),
+            model="gfnet-h-ti",
+            patch_size=4,
+            embed_dim="8,16,16,32",
+            depth="1,1,1,1",
+        ),  # fmt: skip
         names,
     )
     assert pyramid.config.kind == "pyramid" and pyramid.config.widths == [8, 16, 16, 32]

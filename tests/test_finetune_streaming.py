@@ -57,8 +57,10 @@ def _saved(folder: Path, *, label: bool = True, classes: int = 3, train_rows: in
         "test": _rows(6, 1, label, classes),
     }
     datasets.DatasetDict(
-        {k: datasets.Dataset.from_dict(v, features=datasets.Features(features))
-         for k, v in splits.items()}  # fmt: skip
+        {
+            k: datasets.Dataset.from_dict(v, features=datasets.Features(features))
+            for k, v in splits.items()
+        }  # fmt: skip
     ).save_to_disk(str(folder))
     return folder
 

@@ -95,8 +95,10 @@ def _parse_scale(text: str) -> tuple[float, float]:
 
 
 def finetune_command(
-    model: str = typer.Option(..., "--model", help="MODEL: folder, Hub id or zoo name."),
-    dataset: str = typer.Option(..., "--dataset", help="DATASET: Hub id, image folder, or saved."),
+    model: str = typer.Option(..., "--model", "-m", help="MODEL: folder, Hub id or zoo name."),
+    dataset: str = typer.Option(
+        ..., "--dataset", "-d", help="DATASET: Hub id, image folder, or save_to_disk folder."
+    ),
     output_dir: Path = typer.Option(..., "--output-dir", help="Where the model and logs go."),
     from_scratch: bool = typer.Option(False, "--from-scratch", help="Fresh weights."),
     patch_size: int = typer.Option(None, "--patch-size", help="With --from-scratch: patch size."),
