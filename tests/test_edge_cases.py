@@ -231,3 +231,17 @@ def test_no_arguments_shows_help_and_help_exits_0(run_cli):
     assert run_cli().exit_code == 2
     result = run_cli("predict", "--help")
     assert result.exit_code == 0 and "--top-k" in result.stdout
+
+
+def test_empty_saved_dataset_is_named_as_empty(tmp_path, run_cli):
+    import datasets
+
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])}
+    )
+    empty = datasets.Dataset.from_dict({"image": [], "label": []}, features=features)
+    empty.save_to_disk(str(tmp_path / "empty"))
+    from gfnet_cli.data.datasets import DatasetError, load_image_dataset
+
+    with pytest.raises(DatasetError, match="empty"):
+        load_image_dataset(str(tmp_path / "empty"))

@@ -102,6 +102,7 @@ def load_splits(
     try:
         if path.is_dir():
             if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+                _refuse_empty_saved_splits(path)
                 loaded = datasets.load_from_disk(str(path))
                 if isinstance(loaded, datasets.Dataset):
                     split = str(loaded.split) if loaded.split is not None else "train"
@@ -138,6 +139,20 @@ def _to_iterable(data: Any, split: str, num_shards: int | None) -> Any:
         {split: datasets.SplitInfo(name=split, num_examples=len(data))}
     )
     return stream
+
+
+def _refuse_empty_saved_splits(path: Path) -> None:
+    """``datasets`` cannot reload a saved split with no rows (it fails deep inside pyarrow)."""
+    import json
+
+    for state in sorted(path.glob("state.json")) + sorted(path.glob("*/state.json")):
+        try:
+            files = json.loads(state.read_text()).get("_data_files")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if files == []:
+            split = state.parent.name if state.parent != path else "its only split"
+            raise DatasetError(f"{path}: {split} is empty (the saved dataset holds no rows)")
 
 
 def choose_split(available: Sequence[str], split: str | None, preferred: Sequence[str]) -> str:
