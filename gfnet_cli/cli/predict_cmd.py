@@ -13,7 +13,9 @@ from gfnet_cli.predict import DEFAULT_MODEL, count_failures, predict
 
 def predict_command(
     images: list[str] = typer.Argument(
-        ..., help="Image files, folders (searched recursively) or glob patterns (quoted)."
+        ...,
+        metavar="IMAGE",
+        help="Image files, folders (searched recursively) or glob patterns (quoted).",
     ),
     model: str = typer.Option(
         DEFAULT_MODEL, "--model", "-m", help="MODEL: a folder, a Hub id or a zoo name."
