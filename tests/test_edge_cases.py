@@ -245,3 +245,12 @@ def test_empty_saved_dataset_is_named_as_empty(tmp_path, run_cli):
 
     with pytest.raises(DatasetError, match="empty"):
         load_image_dataset(str(tmp_path / "empty"))
+
+
+def test_broken_symlink_is_named(tmp_path):
+    from gfnet_cli.data.images import ImageReadError, open_image
+
+    link = tmp_path / "gone.jpg"
+    link.symlink_to(tmp_path / "missing-target.jpg")
+    with pytest.raises(ImageReadError, match="broken symbolic link"):
+        open_image(link)

@@ -102,7 +102,8 @@ def _stream(source: str | Path | bytes | dict[str, Any]) -> tuple[str, io.Buffer
         return "<image bytes>", io.BytesIO(bytes(source))
     path = Path(source)
     if not path.exists():
-        raise _error(str(path), "no such file")
+        reason = "broken symbolic link" if path.is_symlink() else "no such file"
+        raise _error(str(path), reason)
     if path.is_dir():
         raise _error(str(path), "is a folder, not an image")
     try:
