@@ -223,6 +223,27 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(image_folder, tmp_pat
     _assert_same_weights(tmp_path / "ref", tmp_path / "cut")
 
 
+def test_mixup_cutmix_run_resumes_to_the_same_weights(image_folder, tmp_path):
+    # lambdas and boxes come from (seed, rank, step): the resumed steps mix exactly alike
+    changes = dict(epochs=3, batch_size=5, mixup=0.8, cutmix=1.0, drop_path=0.2)
+    reference = finetune(_config(image_folder, tmp_path / "ref", **changes))
+    with pytest.raises(TrainingInterruptedError):
+        finetune(_config(image_folder, tmp_path / "cut", **changes), _InterruptAt(7))
+    resumed = finetune(_config(image_folder, tmp_path / "cut", resume=True, **changes))
+    assert resumed.resumed_from_step == 8 and resumed.global_step == reference.global_step
+    _assert_same_weights(tmp_path / "ref", tmp_path / "cut")
+    saved = json.loads((tmp_path / "cut" / "train_results.json").read_text())
+    assert {k: saved["hyperparameters"][k] for k in ("mixup", "cutmix", "mix_prob",
+            "mix_switch_prob")} == {"mixup": 0.8, "cutmix": 1.0, "mix_prob": 1.0,
+                                    "mix_switch_prob": 0.5}  # fmt: skip
+    # and mixing really happened: without it the same run ends elsewhere
+    plain = changes | {"mixup": 0.0, "cutmix": 0.0}
+    finetune(_config(image_folder, tmp_path / "plain", **plain))
+    first = load_file(str(tmp_path / "ref" / "model.safetensors"))
+    other = load_file(str(tmp_path / "plain" / "model.safetensors"))
+    assert any((first[k] - other[k]).abs().max().item() > 1e-4 for k in first)
+
+
 def _assert_same_weights(a: Path, b: Path) -> None:
     first = load_file(str(a / "model.safetensors"))
     second = load_file(str(b / "model.safetensors"))
@@ -311,6 +332,23 @@ def test_preflight_errors_exit_2_with_one_line(run_cli, tmp_path, kind, message)
         args[args.index("--img-size") + 1] = "36"
     out = tmp_path / "out"
     result = run_cli("finetune", *args, "--dataset", dataset, "--output-dir", out)
+    assert_one_line_error(result, 2, message)
+    assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--mixup", "-0.5"], "--mixup"),
+        (["--cutmix", "-1"], "--cutmix"),
+        (["--mix-prob", "1.5"], "--mix-prob"),
+        (["--mixup", "1", "--mix-switch-prob", "-0.1"], "--mix-switch-prob"),
+    ],
+)
+def test_mix_settings_out_of_range_exit_2(run_cli, image_folder, tmp_path, flags, message):
+    out = tmp_path / "out"
+    result = run_cli("finetune", *TINY_ARGS, "--dataset", image_folder, "--output-dir", out,
+                     *flags)  # fmt: skip
     assert_one_line_error(result, 2, message)
     assert not (out / "checkpoints").exists()
 

@@ -124,6 +124,12 @@ def finetune_command(
         ",".join(str(v) for v in DEFAULT_CROP_SCALE), "--crop-scale", help="Crop area MIN,MAX."
     ),
     hflip: float = typer.Option(0.5, "--hflip", help="Horizontal-flip probability."),
+    mixup: float = typer.Option(0.0, "--mixup", help="Mixup Beta(ALPHA, ALPHA) (0: off)."),
+    cutmix: float = typer.Option(0.0, "--cutmix", help="Cutmix Beta(ALPHA, ALPHA) (0: off)."),
+    mix_prob: float = typer.Option(1.0, "--mix-prob", help="Share of batches mixed."),
+    mix_switch_prob: float = typer.Option(
+        0.5, "--mix-switch-prob", help="With both on: chance of cutmix over mixup."
+    ),
     seed: int = typer.Option(0, "--seed"),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
@@ -160,7 +166,9 @@ def finetune_command(
         min_lr=min_lr, weight_decay=weight_decay, decay_all=decay_all,
         warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, drop_path=drop_path,
         clip_grad=clip_grad, augment=not no_augment, crop_scale=_parse_scale(crop_scale),
-        hflip=hflip, seed=seed, precision=precision, device=device, num_workers=num_workers,
+        hflip=hflip, mixup=mixup, cutmix=cutmix, mix_prob=mix_prob,
+        mix_switch_prob=mix_switch_prob, seed=seed, precision=precision, device=device,
+        num_workers=num_workers,
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, push_to=push_to,
         train_split=train_split, eval_split=eval_split, dataset_config=dataset_config,
         image_column=image_column, label_column=label_column, log_every=log_every,

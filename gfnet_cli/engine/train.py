@@ -6,8 +6,9 @@ keep the best weights and checkpoint. The same code runs in one process (CPU, on
 many under ``torchrun`` (DistributedDataParallel; ``--batch-size`` is per process).
 
 Exact resumption: the data order comes from a seeded :class:`DistributedSampler` that can skip
-the batches already seen, each sample's augmentation from ``(seed, epoch, index)``, and the
-global RNG (drop-path) is saved and restored; a run killed at any moment and resumed ends with
+the batches already seen, each sample's augmentation from ``(seed, epoch, index)``, each
+batch's mixup/cutmix from ``(seed, rank, step)``, and the global RNG (drop-path) is saved and
+restored; a run killed at any moment and resumed ends with
 the same weights as one never interrupted. With ``streaming`` the training data is a different
 source (:class:`StreamSource`: a shuffled, sharded ``datasets`` stream whose position is saved
 per worker), not a different loop.
@@ -51,6 +52,7 @@ from gfnet_cli.data.datasets import (
     find_columns,
     load_splits,
 )
+from gfnet_cli.data.mix import Mixer, soft_target_cross_entropy, step_rng
 from gfnet_cli.data.streaming import (
     DEFAULT_SHUFFLE_BUFFER,
     StreamPosition,
@@ -114,6 +116,10 @@ class TrainConfig:
     augment: bool = True
     crop_scale: tuple[float, float] = DEFAULT_CROP_SCALE
     hflip: float = 0.5
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mix_prob: float = 1.0
+    mix_switch_prob: float = 0.5
     seed: int = 0
     precision: str = "fp32"
     device: str = "auto"
@@ -136,7 +142,8 @@ class TrainConfig:
         keys = (
             "epochs", "batch_size", "lr", "min_lr", "weight_decay", "decay_all",
             "warmup_epochs", "label_smoothing", "drop_path", "clip_grad", "augment",
-            "crop_scale", "hflip", "seed", "precision", "img_size", "from_scratch", "streaming",
+            "crop_scale", "hflip", "mixup", "cutmix", "mix_prob", "mix_switch_prob", "seed",
+            "precision", "img_size", "from_scratch", "streaming",
         )  # fmt: skip
         values = {k: getattr(self, k) for k in keys}
         values["crop_scale"] = list(self.crop_scale)
@@ -347,6 +354,8 @@ def _finetune(config: TrainConfig, dist: distributed.DistInfo, cb: TrainCallback
     last_loss: float | None = None
     eval_count = 0
     autocast_dtype = PRECISIONS[config.precision]
+    mixer = Mixer(len(class_names), config.mixup, config.cutmix, config.mix_prob,
+                  config.mix_switch_prob, config.label_smoothing)  # fmt: skip
 
     # ---- the loop
     with stop.installed(), metrics:
@@ -363,17 +372,23 @@ def _finetune(config: TrainConfig, dist: distributed.DistInfo, cb: TrainCallback
                     group["lr"] = lr
                 images = batch.images.to(device, non_blocking=True)
                 labels = batch.labels.to(device, non_blocking=True)
+                targets = None
+                if mixer.enabled and len(labels):
+                    # Seeded by (seed, rank, step), not global state: a resumed run mixes alike.
+                    rng = step_rng(config.seed, dist.rank, global_step)
+                    images, targets, _ = mixer(images, labels, rng)
                 with torch.autocast(
                     device.type, dtype=autocast_dtype or torch.float32, enabled=bool(autocast_dtype)
                 ):
                     logits = train_model(images)
-                    loss = (
-                        F.cross_entropy(
+                    if not len(labels):
+                        loss = logits.sum() * 0.0  # every image of the batch was unreadable
+                    elif targets is not None:
+                        loss = soft_target_cross_entropy(logits.float(), targets)
+                    else:
+                        loss = F.cross_entropy(
                             logits.float(), labels, label_smoothing=config.label_smoothing
                         )
-                        if len(labels)
-                        else logits.sum() * 0.0  # every image of the batch was unreadable
-                    )
                 # One small all-reduce: the mean loss over ranks, the image count, Ctrl-C.
                 stats = torch.tensor(
                     [loss.detach().float().item() * len(labels), len(labels), float(stop.requested)]
@@ -983,6 +998,15 @@ def _check_recipe(config: TrainConfig, device: torch.device) -> None:
         raise UsageError(f"--crop-scale must satisfy 0 < min <= max <= 1, got {config.crop_scale}")
     if config.num_workers < 0:
         raise UsageError(f"--num-workers must be 0 or more, got {config.num_workers}")
+    if not all(math.isfinite(a) and a >= 0 for a in (config.mixup, config.cutmix)):
+        raise UsageError(
+            f"--mixup and --cutmix must be >= 0 (0: off), got {config.mixup} and {config.cutmix}"
+        )
+    if not (0 <= config.mix_prob <= 1 and 0 <= config.mix_switch_prob <= 1):
+        raise UsageError(
+            f"--mix-prob and --mix-switch-prob must be in [0, 1], got {config.mix_prob} and "
+            f"{config.mix_switch_prob}"
+        )
     if config.push_to:  # refused now, not after hours of training
         from gfnet_cli.push import check_push_target
 
