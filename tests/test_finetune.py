@@ -392,8 +392,8 @@ KILL_RUN = ["--epochs", "3", "--batch-size", "2", "--checkpoint-every", "3", "--
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_gives_the_same_weights(image_folder, tmp_path):
-    common = [*TINY_ARGS[:-2], "--dataset", image_folder, *KILL_RUN]
+def _run_killed_and_resumed(common: list, tmp_path: Path) -> tuple[Path, Path]:
+    """Train ``common`` once uninterrupted (``ref``) and once SIGKILLed then resumed (``cut``)."""
     done = subprocess.run(_gfnet("finetune", *common, "--output-dir", tmp_path / "ref"),
                           env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -407,9 +407,15 @@ def test_sigkill_then_resume_gives_the_same_weights(image_folder, tmp_path):
     resumed = subprocess.run(_gfnet("finetune", *common, "--output-dir", cut, "--resume"),
                              env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
+    return tmp_path / "ref", cut
+
+
+def test_sigkill_then_resume_gives_the_same_weights(image_folder, tmp_path):
+    common = [*TINY_ARGS[:-2], "--dataset", image_folder, *KILL_RUN]
+    ref, cut = _run_killed_and_resumed(common, tmp_path)
     results = json.loads((cut / "train_results.json").read_text())
     assert results["resumed_from_step"] >= 3
-    _assert_same_weights(tmp_path / "ref", cut)
+    _assert_same_weights(ref, cut)
 
 
 @pytest.mark.slow

@@ -23,8 +23,7 @@ from tests.test_finetune import (
     _assert_same_weights,
     _config,
     _env,
-    _gfnet,
-    _wait_for_checkpoint,
+    _run_killed_and_resumed,
     _write_images,
 )
 
@@ -176,20 +175,9 @@ def test_streaming_sigkill_then_resume_gives_the_same_weights(saved_dataset, tmp
     common = [*TINY_ARGS[:-2], "--dataset", saved_dataset, "--streaming", "--epochs", "2",
               "--batch-size", "3", "--checkpoint-every", "3", "--drop-path", "0.2",
               "--num-workers", "2", "--shuffle-buffer", "5"]  # fmt: skip
-    done = subprocess.run(_gfnet("finetune", *common, "--output-dir", tmp_path / "ref"),
-                          env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    cut = tmp_path / "cut"
-    process = subprocess.Popen(_gfnet("finetune", *common, "--output-dir", cut), env=_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    assert _wait_for_checkpoint(process, cut), "the run ended before its first checkpoint"
-    process.send_signal(signal.SIGKILL)
-    assert process.wait(timeout=60) == -signal.SIGKILL
-    resumed = subprocess.run(_gfnet("finetune", *common, "--output-dir", cut, "--resume"),
-                             env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
+    ref, cut = _run_killed_and_resumed(common, tmp_path)
     assert json.loads((cut / "train_results.json").read_text())["resumed_from_step"] >= 3
-    _assert_same_weights(tmp_path / "ref", cut)
+    _assert_same_weights(ref, cut)
 
 
 @pytest.mark.slow
