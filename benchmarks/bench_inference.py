@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from gfnet_cli import create_model
-from gfnet_cli.precision import autocast_context
+from gfnet_cli.device import autocast_context
 
 
 # --------------------------------------------------------------------------- the reference

@@ -1,27 +1,35 @@
 """gfnet: use, fine-tune, profile and publish Global Filter Networks.
 
-The command line (``gfnet``) is a thin layer over the functions exported here.
+The command line (``gfnet``) is a thin layer over the functions exported here. They are
+imported on first use (PEP 562), so ``import gfnet_cli`` and ``gfnet --help`` stay fast: torch,
+huggingface_hub and datasets load only when a function that needs them is called.
 """
 
-from gfnet_cli.convert import convert_checkpoint
-from gfnet_cli.engine.evaluate import evaluate
-from gfnet_cli.errors import GFNetError, UsageError
-from gfnet_cli.hub import resolve_model
-from gfnet_cli.models import (
-    GFNet,
-    GFNetConfig,
-    create_model,
-    get_zoo_entry,
-    list_models,
-    load_model,
-)
-from gfnet_cli.predict import predict
-from gfnet_cli.push import push_folder
-from gfnet_cli.serialization import save_model
-from gfnet_cli.zoo_info import model_table
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# public name -> the module that defines it
+_EXPORTS = {
+    "GFNet": "gfnet_cli.models.gfnet",
+    "GFNetConfig": "gfnet_cli.models.config",
+    "GFNetError": "gfnet_cli.errors",
+    "UsageError": "gfnet_cli.errors",
+    "convert_checkpoint": "gfnet_cli.convert",
+    "create_model": "gfnet_cli.models.factory",
+    "evaluate": "gfnet_cli.engine.evaluate",
+    "get_zoo_entry": "gfnet_cli.models.zoo",
+    "list_models": "gfnet_cli.models.zoo",
+    "load_model": "gfnet_cli.models.factory",
+    "model_table": "gfnet_cli.zoo_info",
+    "predict": "gfnet_cli.predict",
+    "push_folder": "gfnet_cli.push",
+    "resolve_model": "gfnet_cli.hub",
+    "save_model": "gfnet_cli.serialization",
+}
 
 __all__ = [
     "GFNet",
@@ -41,3 +49,31 @@ __all__ = [
     "resolve_model",
     "save_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gfnet_cli' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see the real names
+    from gfnet_cli.convert import convert_checkpoint
+    from gfnet_cli.engine.evaluate import evaluate
+    from gfnet_cli.errors import GFNetError, UsageError
+    from gfnet_cli.hub import resolve_model
+    from gfnet_cli.models.config import GFNetConfig
+    from gfnet_cli.models.factory import create_model, load_model
+    from gfnet_cli.models.gfnet import GFNet
+    from gfnet_cli.models.zoo import get_zoo_entry, list_models
+    from gfnet_cli.predict import predict
+    from gfnet_cli.push import push_folder
+    from gfnet_cli.serialization import save_model
+    from gfnet_cli.zoo_info import model_table

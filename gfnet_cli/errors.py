@@ -1,7 +1,11 @@
 """Errors a user can act on.
 
 Every error that reaches the command line is one of these: the CLI prints its message on a
-single line and exits with its ``exit_code`` (SPEC.md: 2 for unusable input, 1 otherwise).
+single line and exits with its ``exit_code`` (docs/cli.md: 2 for unusable input, 1 otherwise).
+
+Library code speaks in parameters, not flags: an error about one argument names the Python
+parameter (``batch_size must be at least 1``) and records it in ``param``; the CLI rewrites
+that name to the flag the user typed (``--batch-size``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,10 @@ class GFNetError(Exception):
     """Something failed; the message says what and, where possible, what to do next."""
 
     exit_code = 1
+
+    def __init__(self, message: str = "", *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class UsageError(GFNetError):
@@ -29,3 +37,23 @@ class CheckpointError(UsageError):
 
 class ConfigError(UsageError):
     """A ``config.json`` is missing, invalid, or disagrees with the weights."""
+
+
+class MissingDependencyError(UsageError):
+    """An optional extra is not installed; the message gives the pip command."""
+
+    def __init__(self, feature: str, extra: str) -> None:
+        super().__init__(f"{feature} needs the '{extra}' extra: pip install 'gfnet-cli[{extra}]'")
+        self.extra = extra
+
+
+def first_line(error: BaseException | str, limit: int = 300) -> str:
+    """The first non-empty line of an error (or text), cut to ``limit`` characters.
+
+    Third-party libraries raise multi-paragraph messages; a one-line error policy needs the
+    line that says what went wrong.
+    """
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__ if isinstance(error, BaseException) else ""
+    return text.splitlines()[0][:limit]

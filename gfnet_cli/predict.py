@@ -17,10 +17,10 @@ from PIL import Image
 
 from gfnet_cli.data.images import ImageReadError, expand_inputs, open_image
 from gfnet_cli.data.transforms import eval_transform
+from gfnet_cli.device import check_precision, inference, resolve_device
 from gfnet_cli.engine._device import prepare_model
 from gfnet_cli.errors import UsageError
 from gfnet_cli.models.gfnet import GFNet
-from gfnet_cli.precision import check_precision, inference, resolve_device
 
 logger = logging.getLogger(__name__)
 

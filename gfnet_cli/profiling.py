@@ -44,12 +44,12 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from gfnet_cli.device import check_precision, inference, resolve_device
 from gfnet_cli.errors import GFNetError, UsageError
 from gfnet_cli.flops import count_flops
 from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.models.layers import Mlp
-from gfnet_cli.precision import check_precision, inference, resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from gfnet_cli import GFNetConfig, create_model
+from gfnet_cli.device import autocast_context, check_precision, resolve_device
 from gfnet_cli.errors import UsageError
 from gfnet_cli.flops import config_gflops, model_gflops
 from gfnet_cli.models import GFNet
 from gfnet_cli.models.layers import fused_inference
-from gfnet_cli.precision import autocast_context, check_precision, resolve_device
 from gfnet_cli.profiling import (
     OUT_OF_MEMORY,
     ModelSpec,

@@ -1,6 +1,6 @@
 """Model set-up shared by predict and evaluate: MODEL at ``--img-size`` on ``--device``.
 
-Devices and precision themselves live in :mod:`gfnet_cli.precision`.
+Devices and precision themselves live in :mod:`gfnet_cli.device`.
 """
 
 from __future__ import annotations

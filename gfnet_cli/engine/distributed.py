@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from gfnet_cli.errors import UsageError
+from gfnet_cli.device import resolve_device
 
 
 @dataclass
@@ -31,23 +31,6 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks this process's GPU when there is one, else the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA GPU is available")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps: MPS is not available")
-    if name == "cuda":
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if name in ("cpu", "mps") or name.startswith("cuda:"):
-        return torch.device(name)
-    raise UsageError(f"unknown --device {name!r}: choose auto, cpu, cuda or mps")
 
 
 def setup(device: str = "auto") -> DistInfo:
@@ -83,14 +66,6 @@ def all_gather_objects(obj: Any) -> list[Any]:
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    if not (dist.is_available() and dist.is_initialized()):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 def barrier() -> None:

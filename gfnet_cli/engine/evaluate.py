@@ -29,10 +29,10 @@ from gfnet_cli.data.datasets import (
     load_image_dataset,
 )
 from gfnet_cli.data.transforms import eval_transform
+from gfnet_cli.device import autocast_context, check_precision, resolve_device
 from gfnet_cli.engine._device import prepare_model
 from gfnet_cli.errors import GFNetError, UsageError
 from gfnet_cli.models.gfnet import GFNet
-from gfnet_cli.precision import autocast_context, check_precision, resolve_device
 
 logger = logging.getLogger(__name__)
 
