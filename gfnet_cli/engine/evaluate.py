@@ -13,7 +13,6 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from gfnet_cli.data.datasets import (
 )
 from gfnet_cli.data.transforms import EvalTransform, eval_transform
 from gfnet_cli.device import autocast_context, check_precision, resolve_device
-from gfnet_cli.engine.inference import check_at_least, prepare_model
+from gfnet_cli.engine.inference import ProgressCallback, check_at_least, prepare_model
 from gfnet_cli.errors import GFNetError, UsageError
 from gfnet_cli.labels import imagenet_class_names, imagenet_synsets
 from gfnet_cli.models.gfnet import GFNet
@@ -42,9 +41,6 @@ logger = logging.getLogger(__name__)
 
 LABEL_ORDERS = ("auto", "index")
 MAX_REPORTED_SKIPS = 20
-
-ProgressCallback = Callable[[int, int | None], None]
-"""``progress(completed, total)``: samples done so far, and the total when it is known."""
 
 
 class LabelMismatchError(UsageError):

@@ -7,11 +7,19 @@ themselves live in :mod:`gfnet_cli.device`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from gfnet_cli.errors import UsageError
 from gfnet_cli.models.config import to_pair
 from gfnet_cli.models.gfnet import GFNet
+
+ProgressCallback = Callable[[int, int | None], None]
+"""``progress(completed, total)``: work done so far, and the total when it is known.
+
+Library functions that take a while accept one (default: silent); the CLI passes a bar.
+"""
 
 
 def prepare_model(
