@@ -70,7 +70,7 @@ def predict(
     check_at_least("batch_size", batch_size, 1)
     inputs = _expand(images)
     if not inputs:
-        raise UsageError("no images given", param="images")
+        raise UsageError("no images given")
     torch_device = resolve_device(device)
     precision = check_precision(torch_device, precision)
     net = prepare_model(model, img_size, torch_device)
