@@ -15,6 +15,7 @@ from gfnet_cli import GFNetConfig, create_model, save_model
 from gfnet_cli.data.images import open_image
 from gfnet_cli.data.transforms import eval_transform
 from gfnet_cli.engine.evaluate import LabelMismatchError, evaluate
+from gfnet_cli.errors import UsageError
 from tests.conftest import assert_one_line_error
 
 CLASSES = ["cat", "dog", "bird", "fish", "frog", "horse", "ship"]
@@ -217,7 +218,7 @@ def test_boolean_progress_is_deprecated_and_draws_nothing(tiny, tmp_path, capsys
     for value in (True, False):
         with pytest.warns(DeprecationWarning, match="callback"):
             output = _output_besides_logging(
-                capsys, lambda: evaluate(folder, str(disk), num_workers=0, progress=value)
+                capsys, lambda v=value: evaluate(folder, str(disk), num_workers=0, progress=v)
             )
         assert output == ("", "")
 
@@ -243,6 +244,15 @@ def test_unmatched_class_names_stop_before_evaluating(tiny, tmp_path, run_cli, m
 
 def test_usage_errors(tiny, tmp_path, run_cli):
     folder, _ = tiny
+    for option, param in (
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_samples": 0}, "max_samples"),
+        ({"num_workers": -1}, "num_workers"),
+        ({"label_order": "size"}, "label_order"),
+    ):
+        with pytest.raises(UsageError, match=f"^{param} must be") as info:
+            evaluate(folder, str(tmp_path), **option)
+        assert info.value.param == param
     assert_one_line_error(
         run_cli("evaluate", "--model", folder, "--dataset", tmp_path / "none"), 2, "no such folder"
     )

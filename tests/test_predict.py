@@ -143,6 +143,11 @@ def test_usage_errors(tmp_path, tiny_model, run_cli):
     image = _picture(tmp_path / "x.png", (1, 2, 3))
     with pytest.raises(UsageError, match="multiples of 8"):
         predict([image], model, img_size=30)
+    for option in ({"batch_size": 0}, {"top_k": 0}):
+        [(param, value)] = option.items()
+        with pytest.raises(UsageError, match=f"^{param} must be at least 1, got 0$") as info:
+            predict([image], model, **option)
+        assert info.value.param == param  # the library names parameters; the CLI, flags
     assert_one_line_error(run_cli("predict", image, "--model", tmp_path / "nope"), 2, "nope")
     assert_one_line_error(
         run_cli("predict", image, "--model", folder, "--img-size", "30"), 2, "multiples of 8"

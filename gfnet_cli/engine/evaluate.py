@@ -119,6 +119,7 @@ def evaluate(
     """
     check_at_least("batch_size", batch_size, 1)
     check_at_least("max_samples", max_samples, 1)
+    check_at_least("num_workers", num_workers, 0)
     if label_order not in LABEL_ORDERS:
         raise UsageError(
             f"label_order must be one of {', '.join(LABEL_ORDERS)}, got {label_order!r}",
@@ -251,8 +252,8 @@ def _evenly_spaced(
 
 
 def _num_workers(requested: int | None) -> int:
+    """``requested``, or by default one worker per spare core (at most 8)."""
     if requested is not None:
-        check_at_least("num_workers", requested, 0)
         return requested
     return min(8, max(0, (os.cpu_count() or 1) - 1))
 
