@@ -140,12 +140,7 @@ def evaluate(
             streaming=streaming,
         )
     )
-    if data.label_column is None:
-        raise DatasetError(
-            f"{data.name} ({data.split}) has no label column to evaluate against; "
-            "pass label_column",
-            param="label_column",
-        )
+    _require_labels(data)
     net = prepare_model(model, img_size, torch_device)
     label_map, mapping = match_labels(data, net, label_order)
     transform = eval_transform(net.config, img_size)
@@ -197,6 +192,15 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------------- loading
+def _require_labels(data: ImageDataset) -> None:
+    if data.label_column is None:
+        raise DatasetError(
+            f"{data.name} ({data.split}) has no label column to evaluate against; "
+            "pass label_column",
+            param="label_column",
+        )
+
+
 def _build_loader(
     data: ImageDataset,
     transform: EvalTransform,
