@@ -99,7 +99,6 @@ def main() -> None:
                 num_workers=args.num_workers,
                 device="cpu",
                 label_order="index",
-                progress=False,
             )
             pipeline.append(result.images_per_second)
     report = {

@@ -24,7 +24,7 @@ _EXPORTS = {
     "get_zoo_entry": "gfnet_cli.models.zoo",
     "list_models": "gfnet_cli.models.zoo",
     "load_model": "gfnet_cli.models.factory",
-    "model_table": "gfnet_cli.zoo_info",
+    "model_table": "gfnet_cli.profiling",
     "predict": "gfnet_cli.predict",
     "push_folder": "gfnet_cli.push",
     "resolve_model": "gfnet_cli.hub",
@@ -74,6 +74,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from gfnet_cli.models.gfnet import GFNet
     from gfnet_cli.models.zoo import get_zoo_entry, list_models
     from gfnet_cli.predict import predict
+    from gfnet_cli.profiling import model_table
     from gfnet_cli.push import push_folder
     from gfnet_cli.serialization import save_model
-    from gfnet_cli.zoo_info import model_table

@@ -17,6 +17,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from gfnet_cli.models.config import GFNetConfig
+from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.layers import fused_inference
+
 
 def _fft_flops(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
     """FLOPs (2x MACs, FlopCounterMode's unit) of an N-d real<->complex FFT."""
@@ -59,8 +63,6 @@ def count_flops(model: nn.Module, inputs: torch.Tensor) -> int:
     The plain path is forced while counting: the fused CPU kernels are invisible to
     ``FlopCounterMode``, and the paper's convention counts the FFTs, not matrix products.
     """
-    from gfnet_cli.models.layers import fused_inference
-
     with torch.no_grad(), fused_inference(False):
         counter = FlopCounterMode(display=False, custom_mapping=_CUSTOM)
         with counter:
@@ -83,10 +85,8 @@ def model_gflops(
     return macs / batch_size / 1e9
 
 
-def config_gflops(config: Any, image_size: tuple[int, int] | None = None) -> float:
+def config_gflops(config: GFNetConfig, image_size: tuple[int, int] | None = None) -> float:
     """GFLOPs of a GFNet architecture at ``image_size`` without allocating its weights."""
-    from gfnet_cli.models.gfnet import GFNet
-
     size = image_size or config.image_size
     with torch.device("meta"):
         model = GFNet(config)

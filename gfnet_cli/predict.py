@@ -7,7 +7,7 @@ still predicted, so one bad file never costs a user the rest of a folder.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from PIL import Image
 from gfnet_cli.data.images import ImageReadError, expand_inputs, open_image
 from gfnet_cli.data.transforms import eval_transform
 from gfnet_cli.device import check_precision, inference, resolve_device
-from gfnet_cli.engine._device import prepare_model
+from gfnet_cli.engine.inference import check_at_least, prepare_model
 from gfnet_cli.errors import UsageError
 from gfnet_cli.models.gfnet import GFNet
 
@@ -40,7 +40,8 @@ class ImagePrediction:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
-        """The SPEC's JSON entry: ``{"image", "predictions"}`` or ``{"image", "error"}``."""
+        """The ``predict --json`` entry of docs/cli.md: ``{"image", "predictions"}`` or
+        ``{"image", "error"}``."""
         if self.error is not None:
             return {"image": self.image, "error": self.error}
         return {"image": self.image, "predictions": self.predictions}
@@ -65,10 +66,8 @@ def predict(
     images. ``model``: a MODEL argument or a loaded :class:`GFNet`. ``img_size`` runs the model
     at another resolution (weights resized at load, transform at that size).
     """
-    if top_k < 1:
-        raise UsageError(f"--top-k must be at least 1, got {top_k}")
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    check_at_least("top_k", top_k, 1)
+    check_at_least("batch_size", batch_size, 1)
     inputs = _expand(images)
     if not inputs:
         raise UsageError("no images given")
@@ -76,35 +75,50 @@ def predict(
     precision = check_precision(torch_device, precision)
     net = prepare_model(model, img_size, torch_device)
     transform = eval_transform(net.config, img_size)
-    labels = net.config.labels
     k = min(top_k, net.num_classes)
 
     results: list[ImagePrediction] = []
     for start in range(0, len(inputs), batch_size):
         chunk = inputs[start : start + batch_size]
         entries = [ImagePrediction(image=_name(item, start + i)) for i, item in enumerate(chunk)]
-        tensors, ready = [], []
-        for item, entry in zip(chunk, entries, strict=True):
-            try:
-                tensors.append(transform(_open(item)))
-                ready.append(entry)
-            except ImageReadError as exc:
-                entry.error = exc.reason
-                logger.debug("cannot read %s: %s", entry.image, exc.reason)
+        tensors, ready = _read(chunk, entries, transform)
         if tensors:
             batch = torch.stack(tensors).to(torch_device)
             with inference(torch_device, precision):
                 logits = net(batch)
-            scores, indices = logits.float().softmax(dim=-1).topk(k, dim=-1)
-            for entry, row_scores, row_indices in zip(
-                ready, scores.cpu().tolist(), indices.cpu().tolist(), strict=True
-            ):
-                entry.predictions = [
-                    {"index": index, "label": labels[index], "score": score}
-                    for index, score in zip(row_indices, row_scores, strict=True)
-                ]
+            _fill_top_k(ready, logits, k, net.config.labels)
         results.extend(entries)
     return results
+
+
+def _read(
+    chunk: Sequence[ImageInput],
+    entries: Sequence[ImagePrediction],
+    transform: Callable[[Image.Image], torch.Tensor],
+) -> tuple[list[torch.Tensor], list[ImagePrediction]]:
+    """Open and transform each input; an unreadable one gets its entry's ``error`` instead."""
+    tensors, ready = [], []
+    for item, entry in zip(chunk, entries, strict=True):
+        try:
+            tensors.append(transform(_open(item)))
+            ready.append(entry)
+        except ImageReadError as exc:
+            entry.error = exc.reason
+            logger.debug("cannot read %s: %s", entry.image, exc.reason)
+    return tensors, ready
+
+
+def _fill_top_k(
+    entries: Sequence[ImagePrediction], logits: torch.Tensor, k: int, labels: list[str]
+) -> None:
+    scores, indices = logits.float().softmax(dim=-1).topk(k, dim=-1)
+    for entry, row_scores, row_indices in zip(
+        entries, scores.cpu().tolist(), indices.cpu().tolist(), strict=True
+    ):
+        entry.predictions = [
+            {"index": index, "label": labels[index], "score": score}
+            for index, score in zip(row_indices, row_scores, strict=True)
+        ]
 
 
 def _expand(images: ImageInput | Iterable[ImageInput]) -> list[ImageInput]:
@@ -135,4 +149,5 @@ def _name(item: ImageInput, position: int) -> str:
 
 
 def count_failures(results: Sequence[ImagePrediction]) -> int:
+    """How many inputs could not be read (the CLI exits 2 when any could not)."""
     return sum(1 for result in results if not result.ok)

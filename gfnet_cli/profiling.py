@@ -1,4 +1,4 @@
-"""``gfnet profile``: parameters, GFLOPs, latency, throughput and peak memory per resolution.
+"""``gfnet profile`` and ``gfnet models``: parameters, GFLOPs, latency, throughput, memory.
 
 The paper's Figure 2 claim, measured on the user's machine: a GFNet's cost grows log-linearly
 with the number of tokens, self-attention's and a token-mixing MLP's quadratically. Besides
@@ -7,6 +7,10 @@ the GFNet, ``compare=("vit", "resmlp")`` profiles baselines of the same width an
 - ``vit``: a ViT/DeiT block stack, explicit softmax attention with ``width // 64`` heads
   (as the paper's DeiT baselines compute it);
 - ``resmlp``: a ResMLP stack, whose token mixing is one linear layer over all tokens.
+
+What tells the three apart is the token mixer (:attr:`ModelSpec.mixer`): the global filter,
+self-attention, or a token-mixing MLP. The zoo table of ``gfnet models``
+(:func:`model_table`) computes params and GFLOPs the same way, from the architecture alone.
 
 How things are measured (docs/benchmarks.md):
 
@@ -33,9 +37,10 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +50,19 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from gfnet_cli.device import check_precision, inference, resolve_device
+from gfnet_cli.engine.inference import ProgressCallback, check_at_least
 from gfnet_cli.errors import GFNetError, UsageError
 from gfnet_cli.flops import count_flops
+from gfnet_cli.hub import resolve_config
 from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.models.layers import Mlp
+from gfnet_cli.models.zoo import ZOO
 
 log = logging.getLogger(__name__)
 
 BASELINES = ("vit", "resmlp")
+MIXERS = ("gfnet", *BASELINES)  # global filter, self-attention, token-mixing MLP
 OUT_OF_MEMORY = "out of memory"
 _MB = 2**20
 
@@ -61,7 +70,7 @@ _MB = 2**20
 # --------------------------------------------------------------------------- results
 @dataclass
 class ProfileRow:
-    """One model at one resolution; SPEC.md's ``profile --json`` row (plus extras)."""
+    """One model at one resolution: a ``profile --json`` row of docs/cli.md (plus extras)."""
 
     model: str
     resolution: int
@@ -152,16 +161,16 @@ class BaselineNet(nn.Module):
     """A patch embedding, ``depth`` ViT or ResMLP blocks, pooling and a classifier."""
 
     def __init__(
-        self, kind: str, dim: int, depth: int, patch_size: int, grid: int, num_classes: int
+        self, mixer: str, dim: int, depth: int, patch_size: int, grid: int, num_classes: int
     ) -> None:
         super().__init__()
         tokens = grid * grid
-        self.kind = kind
+        self.mixer = mixer
         self.patch_embed = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
-        block = {"vit": _ViTBlock, "resmlp": _ResMLPBlock}[kind]
-        self.pos_embed = nn.Parameter(torch.zeros(1, tokens, dim)) if kind == "vit" else None
+        block = {"vit": _ViTBlock, "resmlp": _ResMLPBlock}[mixer]
+        self.pos_embed = nn.Parameter(torch.zeros(1, tokens, dim)) if mixer == "vit" else None
         self.blocks = nn.Sequential(*(block(dim, tokens) for _ in range(depth)))
-        self.norm = nn.LayerNorm(dim, eps=1e-6) if kind == "vit" else _Affine(dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6) if mixer == "vit" else _Affine(dim)
         self.head = nn.Linear(dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -173,12 +182,17 @@ class BaselineNet(nn.Module):
 
 
 # --------------------------------------------------------------------------- what to profile
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    """Enough to rebuild a profiled model anywhere (also in the memory-measuring child)."""
+    """Enough to rebuild a profiled model anywhere (also in the memory-measuring child).
+
+    ``mixer`` is the token mixer, one of :data:`MIXERS`: ``"gfnet"`` (the global filter of
+    ``config``) or a baseline of the same width and depth, ``"vit"`` (self-attention) or
+    ``"resmlp"`` (a token-mixing MLP).
+    """
 
     name: str
-    kind: str  # "gfnet", "vit" or "resmlp"
+    mixer: str
     config: dict[str, Any]
 
     def gfnet_config(self) -> GFNetConfig:
@@ -193,12 +207,12 @@ class ModelSpec:
         return config.widths[2], sum(config.depths), config.stride // 2
 
     def stride(self) -> int:
-        if self.kind == "gfnet":
+        if self.mixer == "gfnet":
             return self.gfnet_config().stride
         return self.baseline_shape()[2]
 
     def tokens(self, resolution: int) -> int:
-        if self.kind == "gfnet":
+        if self.mixer == "gfnet":
             rows, cols = self.gfnet_config().grid_sizes((resolution, resolution))[0]
             return rows * cols
         return (resolution // self.stride()) ** 2
@@ -206,11 +220,11 @@ class ModelSpec:
     def build(self, resolution: int) -> nn.Module:
         """The model for ``resolution`` (a GFNet keeps its native size and resizes filters)."""
         config = self.gfnet_config()
-        if self.kind == "gfnet":
+        if self.mixer == "gfnet":
             return GFNet(config)
         width, depth, patch = self.baseline_shape()
         classes = config.num_classes or 1000
-        return BaselineNet(self.kind, width, depth, patch, resolution // patch, classes)
+        return BaselineNet(self.mixer, width, depth, patch, resolution // patch, classes)
 
     def build_meta(self, resolution: int) -> nn.Module:
         """The model on the meta device: shapes only, for counting and size checks."""
@@ -223,23 +237,38 @@ class ModelSpec:
         inputs = torch.zeros(1, 3, resolution, resolution, device="meta")
         return count_flops(model, inputs) / 1e9
 
+    def with_mixer(self, mixer: str) -> ModelSpec:
+        """The baseline with ``mixer`` of this spec's width and depth, named after its mixer."""
+        return ModelSpec(name=mixer, mixer=mixer, config=self.config)
+
+    @property
+    def kind(self) -> str:
+        """Deprecated: the token mixer was called ``kind`` (use :attr:`mixer`)."""
+        warnings.warn("ModelSpec.kind is now ModelSpec.mixer", DeprecationWarning, stacklevel=2)
+        return self.mixer
+
     def with_kind(self, kind: str) -> ModelSpec:
-        return ModelSpec(kind, kind, self.config)
+        """Deprecated alias of :meth:`with_mixer`."""
+        warnings.warn(
+            "ModelSpec.with_kind is now ModelSpec.with_mixer", DeprecationWarning, stacklevel=2
+        )
+        return self.with_mixer(kind)
 
 
 def model_spec(model: str, revision: str | None = None) -> ModelSpec:
-    """The architecture of MODEL: a zoo name, a local folder or a Hub id (no weights read)."""
-    from gfnet_cli.models.zoo import ZOO
+    """The architecture of MODEL: a zoo name, a local folder or a Hub id.
 
-    if model in ZOO:
-        return ModelSpec(model, "gfnet", ZOO[model].config().to_dict())
-    from gfnet_cli.hub import resolve_model
+    Only the config is read (:func:`gfnet_cli.hub.resolve_config`): a Hub repository's
+    ``config.json``, never its weights.
+    """
+    config = resolve_config(model, revision)
+    name = config.architecture or Path(str(model)).name or str(model)
+    return ModelSpec(name=name, mixer="gfnet", config=config.to_dict())
 
-    folder = resolve_model(model, revision=revision)
-    config = GFNetConfig.load(folder)
-    return ModelSpec(
-        config.architecture or Path(str(model)).name or model, "gfnet", config.to_dict()
-    )
+
+def count_params(model: nn.Module) -> int:
+    """Parameters of ``model`` (on any device, the meta device included)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 # --------------------------------------------------------------------------- measurements
@@ -473,7 +502,7 @@ def profile_row(
     """Profile one model at one square resolution; an out-of-memory run becomes an error row."""
     _check_resolution(spec, resolution)
     meta_model = spec.build_meta(resolution)
-    params = sum(p.numel() for p in meta_model.parameters())
+    params = count_params(meta_model)
     gflops = spec.gflops(resolution, meta_model)
     row = ProfileRow(
         model=spec.name,
@@ -552,25 +581,73 @@ def profile(
     compare: Sequence[str] = (),
     options: ProfileOptions | None = None,
     revision: str | None = None,
+    progress: ProgressCallback | None = None,
 ) -> list[ProfileRow]:
-    """Profile MODEL (and the ``compare`` baselines) at each resolution, one row each."""
+    """Profile MODEL (and the ``compare`` baselines) at each resolution, one row each.
+
+    ``progress(rows_done, rows_total)`` is called after each row; without it, profiling is
+    silent apart from logging.
+    """
     options = options or ProfileOptions()
-    if options.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
+    check_at_least("batch_size", options.batch_size, 1)
     unknown = [name for name in compare if name not in BASELINES]
     if unknown:
         raise UsageError(
-            f"unknown --compare baseline {unknown[0]!r}: expected {', '.join(BASELINES)}"
+            f"unknown baseline {unknown[0]!r} in compare: expected {', '.join(BASELINES)}",
+            param="compare",
         )
     device = resolve_device(options.device)
     options = dataclasses.replace(options, precision=check_precision(device, options.precision))
     spec = model_spec(model, revision=revision)
     sizes = list(resolutions) or [spec.gfnet_config().image_size[0]]
-    specs = [spec] + [spec.with_kind(name) for name in dict.fromkeys(compare)]
+    specs = [spec] + [spec.with_mixer(name) for name in dict.fromkeys(compare)]
     for each in specs:  # refuse bad input before spending minutes on the first rows
         for size in sizes:
             _check_resolution(each, size)
-    return [profile_row(each, size, options, device) for each in specs for size in sizes]
+    rows: list[ProfileRow] = []
+    for each in specs:
+        for size in sizes:
+            rows.append(profile_row(each, size, options, device))
+            if progress is not None:
+                progress(len(rows), len(specs) * len(sizes))
+    return rows
+
+
+# --------------------------------------------------------------------------- the zoo table
+@dataclass
+class ZooRow:
+    """A row of ``gfnet models``: params and GFLOPs computed, accuracy as published."""
+
+    name: str
+    kind: str  # the architecture's layout: flat or pyramid (GFNetConfig.kind)
+    params: int
+    gflops: float
+    img_size: int
+    top1: float
+    top5: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def model_table() -> list[ZooRow]:
+    """One row per zoo variant; params and GFLOPs counted on the architecture (no weights)."""
+    rows = []
+    for entry in ZOO.values():
+        spec = model_spec(entry.name)
+        meta_model = spec.build_meta(entry.img_size)
+        rows.append(
+            ZooRow(
+                name=entry.name,
+                kind=entry.kind,
+                params=count_params(meta_model),
+                gflops=round(spec.gflops(entry.img_size, meta_model), 3),
+                img_size=entry.img_size,
+                top1=entry.top1,
+                top5=entry.top5,
+            )
+        )
+    return rows
 
 
 # --------------------------------------------------------------------------- the figure
@@ -583,7 +660,7 @@ def plot_rows(rows: Sequence[ProfileRow], path: str | Path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise UsageError(
-            "--plot needs matplotlib: pip install 'gfnet-cli[plot]' (or pip install matplotlib)"
+            "plotting needs matplotlib: pip install 'gfnet-cli[plot]' (or pip install matplotlib)"
         ) from None
     panels = (
         ("gflops", "GFLOPs per image"),

@@ -1,46 +1,20 @@
-"""The model-zoo table behind ``gfnet models``: computed params and GFLOPs, published accuracy."""
+"""Deprecated: the ``gfnet models`` table moved to :mod:`gfnet_cli.profiling`.
+
+This module re-exports :func:`~gfnet_cli.profiling.model_table` and
+:class:`~gfnet_cli.profiling.ZooRow` for one release; import them from
+``gfnet_cli.profiling`` (or ``model_table`` from ``gfnet_cli``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import warnings
 
-import torch
+from gfnet_cli.profiling import ZooRow, model_table
 
-from gfnet_cli.flops import config_gflops
-from gfnet_cli.models.gfnet import GFNet
-from gfnet_cli.models.zoo import ZOO
+warnings.warn(
+    "gfnet_cli.zoo_info is deprecated: import model_table and ZooRow from gfnet_cli.profiling",
+    DeprecationWarning,
+    stacklevel=2,
+)
 
-
-@dataclass
-class ZooRow:
-    name: str
-    kind: str
-    params: int
-    gflops: float
-    img_size: int
-    top1: float
-    top5: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def model_table() -> list[ZooRow]:
-    """One row per zoo variant; params and GFLOPs counted on the built architecture."""
-    rows = []
-    for entry in ZOO.values():
-        config = entry.config()
-        with torch.device("meta"):
-            params = sum(p.numel() for p in GFNet(config).parameters())
-        rows.append(
-            ZooRow(
-                name=entry.name,
-                kind=entry.kind,
-                params=params,
-                gflops=round(config_gflops(config), 3),
-                img_size=entry.img_size,
-                top1=entry.top1,
-                top5=entry.top5,
-            )
-        )
-    return rows
+__all__ = ["ZooRow", "model_table"]

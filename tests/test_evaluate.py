@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from gfnet_cli import GFNetConfig, create_model, save_model
 from gfnet_cli.data.images import open_image
 from gfnet_cli.data.transforms import eval_transform
 from gfnet_cli.engine.evaluate import LabelMismatchError, evaluate
+from gfnet_cli.errors import UsageError
 from tests.conftest import assert_one_line_error
 
 CLASSES = ["cat", "dog", "bird", "fish", "frog", "horse", "ship"]
@@ -83,14 +85,14 @@ def image_folder(tmp_path):
 def test_image_folder_in_another_class_order_is_mapped_by_name(tiny, image_folder):
     folder, model = tiny
     root, images, targets = image_folder
-    result = evaluate(folder, str(root), num_workers=0, progress=False)
+    result = evaluate(folder, str(root), num_workers=0)
     assert result.split == "validation" and result.label_mapping == "by_name"
     assert 0 < result.top1 < 1 or result.top5 < 1  # a non-trivial check
     _check(result, _expected(model, images, targets))
     by_label = {row["label"]: row for row in result.per_class}
     assert set(by_label) == set(CLASSES) and all(r["num_samples"] == 2 for r in by_label.values())
     # Scoring by index instead (the folder's alphabetical order) gives other targets.
-    wrong = evaluate(folder, str(root), num_workers=0, progress=False, label_order="index")
+    wrong = evaluate(folder, str(root), num_workers=0, label_order="index")
     alphabetical = sorted(CLASSES)
     _check(wrong, _expected(model, images, [alphabetical.index(CLASSES[t]) for t in targets]))
 
@@ -119,7 +121,7 @@ def test_save_to_disk_folder_with_a_corrupt_image_and_workers(tiny, tmp_path, ru
     disk = _disk_dataset(tmp_path / "disk", CLASSES, rows)
     good = [r for i, r in enumerate(rows) if i != 4]
     expected = _expected(model, [b for b, _ in good], [t for _, t in good])
-    result = evaluate(folder, str(disk), batch_size=4, num_workers=1, progress=False)
+    result = evaluate(folder, str(disk), batch_size=4, num_workers=1)
     assert result.label_mapping == "identity" and result.num_skipped == 1
     assert result.skipped[0]["index"] == 4 and "not an image" in result.skipped[0]["error"]
     _check(result, expected)
@@ -174,14 +176,51 @@ def test_streaming_and_max_samples(tiny, tmp_path):
         str(disk),
         streaming=True,
         num_workers=0,
-        progress=False,
         batch_size=4,
         max_samples=6,
     )
     _check(streamed, _expected(model, [b for b, _ in rows[:6]], [t for _, t in rows[:6]]))
-    spread = evaluate(folder, str(disk), max_samples=5, num_workers=0, progress=False)
+    spread = evaluate(folder, str(disk), max_samples=5, num_workers=0)
     picked = [rows[i] for i in (0, 2, 4, 6, 8)]  # evenly spaced, not the first five
     _check(spread, _expected(model, [b for b, _ in picked], [t for _, t in picked]))
+
+
+def test_progress_is_reported_through_the_callback_only(tiny, tmp_path, capsys):
+    folder, _ = tiny
+    rows = [(_png(i), i % 7) for i in range(7)]
+    rows[2] = (b"not a picture", 2)  # skipped samples count as done too
+    disk = _disk_dataset(tmp_path / "disk", CLASSES, rows)
+    calls = []
+    evaluate(folder, str(disk), batch_size=3, num_workers=0, progress=lambda *a: calls.append(a))
+    assert calls == [(3, 7), (6, 7), (7, 7)]
+    streamed = []
+    evaluate(folder, str(disk), batch_size=4, num_workers=0, streaming=True,
+             progress=lambda *a: streamed.append(a))  # fmt: skip
+    assert streamed == [(4, None), (7, None)]  # a stream's length is not known up front
+    assert _output_besides_logging(
+        capsys, lambda: evaluate(folder, str(disk), batch_size=3, num_workers=0)
+    ) == ("", "")  # silent by default: no bar, only logging
+
+
+def _output_besides_logging(capsys, run) -> tuple[str, str]:
+    capsys.readouterr()
+    logging.disable(logging.CRITICAL)
+    try:
+        run()
+    finally:
+        logging.disable(logging.NOTSET)
+    return tuple(capsys.readouterr())
+
+
+def test_boolean_progress_is_deprecated_and_draws_nothing(tiny, tmp_path, capsys):
+    folder, _ = tiny
+    disk = _disk_dataset(tmp_path / "disk", CLASSES, [(_png(0), 0)])
+    for value in (True, False):
+        with pytest.warns(DeprecationWarning, match="callback"):
+            output = _output_besides_logging(
+                capsys, lambda v=value: evaluate(folder, str(disk), num_workers=0, progress=v)
+            )
+        assert output == ("", "")
 
 
 def test_unmatched_class_names_stop_before_evaluating(tiny, tmp_path, run_cli, monkeypatch):
@@ -194,17 +233,26 @@ def test_unmatched_class_names_stop_before_evaluating(tiny, tmp_path, run_cli, m
 
     monkeypatch.setattr(module.torch.utils.data, "DataLoader", no_loader)
     with pytest.raises(LabelMismatchError, match="'plane'"):
-        evaluate(folder, str(disk), progress=False)
+        evaluate(folder, str(disk))
     result = run_cli("evaluate", "--model", folder, "--dataset", disk)
     assert_one_line_error(result, 2, "--label-order index")
     assert "'plane'" in result.stderr and "'bird'" in result.stderr  # both sides shown
     monkeypatch.undo()
-    accepted = evaluate(folder, str(disk), label_order="index", num_workers=0, progress=False)
+    accepted = evaluate(folder, str(disk), label_order="index", num_workers=0)
     assert accepted.num_samples == 1 and accepted.label_mapping == "index"
 
 
 def test_usage_errors(tiny, tmp_path, run_cli):
     folder, _ = tiny
+    for option, param in (
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_samples": 0}, "max_samples"),
+        ({"num_workers": -1}, "num_workers"),
+        ({"label_order": "size"}, "label_order"),
+    ):
+        with pytest.raises(UsageError, match=f"^{param} must be") as info:
+            evaluate(folder, str(tmp_path), **option)
+        assert info.value.param == param
     assert_one_line_error(
         run_cli("evaluate", "--model", folder, "--dataset", tmp_path / "none"), 2, "no such folder"
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -141,6 +143,11 @@ def test_usage_errors(tmp_path, tiny_model, run_cli):
     image = _picture(tmp_path / "x.png", (1, 2, 3))
     with pytest.raises(UsageError, match="multiples of 8"):
         predict([image], model, img_size=30)
+    for option in ({"batch_size": 0}, {"top_k": 0}):
+        [(param, value)] = option.items()
+        with pytest.raises(UsageError, match=f"^{param} must be at least 1, got 0$") as info:
+            predict([image], model, **option)
+        assert info.value.param == param  # the library names parameters; the CLI, flags
     assert_one_line_error(run_cli("predict", image, "--model", tmp_path / "nope"), 2, "nope")
     assert_one_line_error(
         run_cli("predict", image, "--model", folder, "--img-size", "30"), 2, "multiples of 8"
@@ -159,3 +166,25 @@ def test_bf16_autocast_runs(tmp_path, tiny_model):
     [fp32] = predict([image], model, top_k=3)
     [bf16] = predict([image], model, top_k=3, precision="bf16", device="cpu")
     assert bf16.ok and bf16.predictions[0]["index"] == fp32.predictions[0]["index"]
+
+
+def _imported_after(modules: str, candidates: tuple[str, ...]) -> list[str]:
+    """Which of ``candidates`` a fresh interpreter holds after importing ``modules``."""
+    code = f"import sys, {modules}; print(' '.join(m for m in {candidates!r} if m in sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    return result.stdout.split()
+
+
+def test_predict_and_evaluate_do_not_import_the_datasets_library():
+    """Start-up time: datasets loads only when a DATASET is read, never for predict."""
+    assert _imported_after("gfnet_cli.predict, gfnet_cli.engine.evaluate", ("datasets",)) == []
+
+
+@pytest.mark.xfail(
+    strict=True, reason="gfnet_cli.models.hub_mixin imports huggingface_hub at module level"
+)
+def test_predict_and_evaluate_do_not_import_huggingface_hub():
+    modules = "gfnet_cli.predict, gfnet_cli.engine.evaluate"
+    assert _imported_after(modules, ("huggingface_hub",)) == []

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gfnet_cli import GFNetConfig, create_model
+from gfnet_cli import GFNetConfig, create_model, save_model
 from gfnet_cli.device import autocast_context, check_precision, resolve_device
 from gfnet_cli.errors import UsageError
 from gfnet_cli.flops import config_gflops, model_gflops
@@ -19,6 +19,8 @@ from gfnet_cli.profiling import (
     OUT_OF_MEMORY,
     ModelSpec,
     ProfileOptions,
+    ZooRow,
+    model_table,
     profile,
     profile_row,
 )
@@ -49,7 +51,7 @@ def tiny_folder(tmp_path):
 
 
 def tiny_spec(config: GFNetConfig = TINY) -> ModelSpec:
-    return ModelSpec("tiny", "gfnet", config.to_dict())
+    return ModelSpec(name="tiny", mixer="gfnet", config=config.to_dict())
 
 
 # --------------------------------------------------------------------------- the command
@@ -128,11 +130,12 @@ def test_plot_without_matplotlib_is_a_usage_error(run_cli, monkeypatch, tmp_path
 
 # --------------------------------------------------------------------------- GFLOPs
 def test_gfnet_xs_gflops_and_growth_at_448():
-    spec = profile_spec = ModelSpec("gfnet-xs", "gfnet", create_model("gfnet-xs").config.to_dict())
+    config = create_model("gfnet-xs").config.to_dict()
+    spec = ModelSpec(name="gfnet-xs", mixer="gfnet", config=config)
     at_224, at_448 = spec.gflops(224), spec.gflops(448)
     assert 2.8 <= at_224 <= 2.9
     assert 4.0 <= at_448 / at_224 <= 4.3
-    vit = profile_spec.with_kind("vit")
+    vit = spec.with_mixer("vit")
     assert vit.gflops(448) / vit.gflops(224) > 4.4
 
 
@@ -140,9 +143,9 @@ def test_gflops_grow_log_linearly_for_gfnet_and_quadratically_for_baselines():
     config = GFNetConfig(patch_size=8, embed_dim=64, depth=2, img_size=64, num_classes=10)
     spec = tiny_spec(config)
     ratios = {}
-    for kind in ("gfnet", "vit", "resmlp"):
-        each = spec if kind == "gfnet" else spec.with_kind(kind)
-        ratios[kind] = each.gflops(256) / each.gflops(128)  # 256 -> 1024 tokens
+    for mixer in ("gfnet", "vit", "resmlp"):
+        each = spec if mixer == "gfnet" else spec.with_mixer(mixer)
+        ratios[mixer] = each.gflops(256) / each.gflops(128)  # 256 -> 1024 tokens
     assert 4.0 <= ratios["gfnet"] <= 4.3
     assert ratios["vit"] > ratios["gfnet"] + 0.3
     assert ratios["resmlp"] > ratios["gfnet"] + 0.3
@@ -188,6 +191,55 @@ def test_allocation_failure_becomes_an_error_row(monkeypatch):
     monkeypatch.setattr(profiling, "_measure", fail)
     row = profile_row(tiny_spec(), 32, ProfileOptions(), torch.device("cpu"))
     assert row.error == OUT_OF_MEMORY and row.latency_ms is None
+
+
+# --------------------------------------------------------------------------- what is read
+@pytest.fixture
+def hub(monkeypatch):
+    from tests.hub_server import FakeHub
+
+    server = FakeHub().start()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("GFNET_HUB_ORG", "testorg")
+    monkeypatch.setenv("GFNET_ZOO_MIRROR", f"{server.url}/mirror")
+    yield server
+    server.stop()
+
+
+def test_profile_and_the_zoo_table_read_no_weights(hub, tmp_path):
+    folder = save_model(GFNet(TINY).eval(), tmp_path / "tiny")
+    hub.add_repo("org/tiny", {path.name: path.read_bytes() for path in folder.iterdir()})
+    options = ProfileOptions(repeats=1, warmup=0, measure_memory=False)
+    calls = []
+    rows = profile("org/tiny", [32, 64], ["vit"], options, progress=lambda *a: calls.append(a))
+    assert [(row.model, row.resolution) for row in rows] == [
+        ("tiny", 32), ("tiny", 64), ("vit", 32), ("vit", 64),
+    ]  # fmt: skip
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert {path for _, path in hub.requests} == {"/org/tiny/resolve/main/config.json"}
+    before = len(hub.requests)
+    table = model_table()
+    assert [row.name for row in table][:2] == ["gfnet-ti", "gfnet-xs"]
+    assert len(hub.requests) == before  # zoo architectures need nothing downloaded
+
+
+def test_renamed_profiling_names_keep_deprecated_aliases():
+    import importlib
+    import sys
+
+    spec = tiny_spec()
+    with pytest.warns(DeprecationWarning, match="with_mixer"):
+        assert spec.with_kind("vit") == spec.with_mixer("vit")
+    with pytest.warns(DeprecationWarning, match="mixer"):
+        assert spec.kind == "gfnet"
+    sys.modules.pop("gfnet_cli.zoo_info", None)
+    with pytest.warns(DeprecationWarning, match="gfnet_cli.profiling"):
+        old = importlib.import_module("gfnet_cli.zoo_info")
+    assert old.model_table is model_table and old.ZooRow is ZooRow
+    import gfnet_cli
+
+    assert gfnet_cli.model_table is model_table
 
 
 # --------------------------------------------------------------------------- precision helpers

@@ -1,8 +1,25 @@
-"""Data: opening images, preprocessing, and DATASET arguments."""
+"""Data: opening images, preprocessing, and DATASET arguments.
 
-from gfnet_cli.data.datasets import ImageDataset, load_image_dataset
-from gfnet_cli.data.images import ImageReadError, expand_inputs, open_image
-from gfnet_cli.data.transforms import EvalTransform, eval_transform
+The names below are imported on first use (PEP 562), so ``gfnet_cli.data.images`` alone
+(``predict`` on files) does not load the dataset machinery. Code inside the package imports
+from the defining modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "EvalTransform": "gfnet_cli.data.transforms",
+    "ImageDataset": "gfnet_cli.data.datasets",
+    "ImageReadError": "gfnet_cli.data.images",
+    "eval_transform": "gfnet_cli.data.transforms",
+    "expand_inputs": "gfnet_cli.data.images",
+    "load_image_dataset": "gfnet_cli.data.datasets",
+    "open_image": "gfnet_cli.data.images",
+}
 
 __all__ = [
     "EvalTransform",
@@ -13,3 +30,22 @@ __all__ = [
     "load_image_dataset",
     "open_image",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gfnet_cli.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see the real names
+    from gfnet_cli.data.datasets import ImageDataset, load_image_dataset
+    from gfnet_cli.data.images import ImageReadError, expand_inputs, open_image
+    from gfnet_cli.data.transforms import EvalTransform, eval_transform

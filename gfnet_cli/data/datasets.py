@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from gfnet_cli.data.images import ImageReadError, is_image_file, open_image
-from gfnet_cli.errors import GFNetError, UsageError
+from gfnet_cli.errors import GFNetError, UsageError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ class ImageDataset:
                 raise DatasetError(
                     f"{self.name} ({self.split}): the label column {self.label_column!r} holds "
                     "text, whose classes cannot be listed without reading the whole stream; "
-                    "drop --streaming"
+                    "read it without streaming",
+                    param="streaming",
                 )
             values = self.dataset.unique(self.label_column)
             self.class_names = sorted({str(v) for v in values if v is not None})
@@ -73,10 +74,6 @@ class ImageDataset:
         if not self.label_ids_from_text or self.class_names is None:
             return None
         return {name: index for index, name in enumerate(self.class_names)}
-
-    @property
-    def num_classes(self) -> int | None:
-        return len(self.class_names) if self.class_names is not None else None
 
     def __len__(self) -> int:
         if self.streaming:
@@ -126,7 +123,7 @@ def load_splits(
     except GFNetError:
         raise
     except Exception as exc:  # datasets raises many types; each means "cannot use this"
-        raise DatasetError(f"cannot load dataset {dataset!r}: {_first_line(exc)}") from None
+        raise DatasetError(f"cannot load dataset {dataset!r}: {first_line(exc)}") from None
 
 
 def _to_iterable(data: Any, split: str, num_shards: int | None) -> Any:
@@ -160,7 +157,9 @@ def choose_split(available: Sequence[str], split: str | None, preferred: Sequenc
     names = list(available)
     if split is not None:
         if split not in names:
-            raise DatasetError(f"split {split!r} not found; available: {', '.join(names)}")
+            raise DatasetError(
+                f"split {split!r} not found; available: {', '.join(names)}", param="split"
+            )
         return split
     for name in preferred:
         if name in names:
@@ -168,7 +167,8 @@ def choose_split(available: Sequence[str], split: str | None, preferred: Sequenc
     if len(names) == 1:
         return names[0]
     raise DatasetError(
-        f"no {'/'.join(preferred)} split; choose one of {', '.join(names)} with --split"
+        f"no {'/'.join(preferred)} among the splits ({', '.join(names)}); choose one with split",
+        param="split",
     )
 
 
@@ -179,7 +179,9 @@ def find_columns(
     import datasets
 
     if features is None:
-        raise DatasetError("the dataset does not declare its features; pass --image-column")
+        raise DatasetError(
+            "the dataset does not declare its features; pass image_column", param="image_column"
+        )
     columns = list(features)
     if image_column is None:
         image_column = next(
@@ -187,16 +189,21 @@ def find_columns(
         ) or next((c for c in ("image", "img", "pixel_values") if c in columns), None)
         if image_column is None:
             raise DatasetError(
-                f"no image column found among {', '.join(columns)}; pass --image-column"
+                f"no image column found among {', '.join(columns)}; pass image_column",
+                param="image_column",
             )
     elif image_column not in columns:
-        raise DatasetError(f"--image-column {image_column!r} not in {', '.join(columns)}")
+        raise DatasetError(
+            f"image_column {image_column!r} not in {', '.join(columns)}", param="image_column"
+        )
     if label_column is None:
         label_column = next(
             (c for c in columns if isinstance(features[c], datasets.ClassLabel)), None
         ) or next((c for c in ("label", "labels", "fine_label") if c in columns), None)
     elif label_column not in columns:
-        raise DatasetError(f"--label-column {label_column!r} not in {', '.join(columns)}")
+        raise DatasetError(
+            f"label_column {label_column!r} not in {', '.join(columns)}", param="label_column"
+        )
     class_names = None
     if label_column is not None and isinstance(features[label_column], datasets.ClassLabel):
         class_names = list(features[label_column].names)
@@ -336,8 +343,3 @@ def collate_skipping_failures(items: list[tuple]) -> Batch:
     labels = torch.tensor([item[1] for item in good], dtype=torch.long)
     indices = torch.tensor([item[2] for item in good], dtype=torch.long)
     return Batch(images, labels, indices, failures)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -8,11 +8,11 @@ correctly and one with other classes is refused up front instead of yielding a s
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from gfnet_cli.data.datasets import (
+    Batch,
     DatasetError,
     ImageDataset,
     TorchImageDataset,
@@ -28,11 +29,13 @@ from gfnet_cli.data.datasets import (
     collate_skipping_failures,
     load_image_dataset,
 )
-from gfnet_cli.data.transforms import eval_transform
+from gfnet_cli.data.transforms import EvalTransform, eval_transform
 from gfnet_cli.device import autocast_context, check_precision, resolve_device
-from gfnet_cli.engine._device import prepare_model
+from gfnet_cli.engine.inference import ProgressCallback, check_at_least, prepare_model
 from gfnet_cli.errors import GFNetError, UsageError
+from gfnet_cli.labels import imagenet_class_names, imagenet_synsets
 from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.serialization import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ class EvaluationResult:
     elapsed_s: float = 0.0
 
     def summary(self) -> dict[str, Any]:
-        """The SPEC's ``evaluate --json`` document (plus ``num_skipped``)."""
+        """The ``evaluate --json`` document of docs/cli.md (plus ``num_skipped``)."""
         keys = ("model", "dataset", "split", "num_samples", "top1", "top5", "loss")
         return {key: getattr(self, key) for key in keys} | {
             "images_per_second": self.images_per_second,
@@ -81,10 +84,6 @@ class EvaluationResult:
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` as JSON (atomically: a reader never sees half a file)."""
-        import json
-
-        from gfnet_cli.serialization import write_text_atomic
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
@@ -107,7 +106,7 @@ def evaluate(
     label_column: str | None = None,
     streaming: bool = False,
     label_order: str = "auto",
-    progress: bool = True,
+    progress: ProgressCallback | None = None,
 ) -> EvaluationResult:
     """Score ``model`` on one split of ``dataset`` (validation, then test, by default).
 
@@ -115,16 +114,20 @@ def evaluate(
     classes it cannot match); ``"index"`` takes label ids as model class indices.
     ``max_samples`` takes evenly spaced samples (the first ones when streaming), so a
     class-sorted folder is still covered. ``num_workers=None`` picks one per spare core.
+    ``progress(completed, total)`` is called after each batch (``total`` is ``None`` when a
+    stream's length is unknown); without it, evaluation is silent apart from logging.
     """
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-    if max_samples is not None and max_samples < 1:
-        raise UsageError(f"--max-samples must be at least 1, got {max_samples}")
+    check_at_least("batch_size", batch_size, 1)
+    check_at_least("max_samples", max_samples, 1)
+    check_at_least("num_workers", num_workers, 0)
     if label_order not in LABEL_ORDERS:
-        raise UsageError(f"--label-order must be one of {', '.join(LABEL_ORDERS)}")
+        raise UsageError(
+            f"label_order must be one of {', '.join(LABEL_ORDERS)}, got {label_order!r}",
+            param="label_order",
+        )
+    report = _progress_callback(progress)
     torch_device = resolve_device(device)
     precision = check_precision(torch_device, precision)
-
     data = (
         dataset
         if isinstance(dataset, ImageDataset)
@@ -137,43 +140,12 @@ def evaluate(
             streaming=streaming,
         )
     )
-    if data.label_column is None:
-        raise DatasetError(
-            f"{data.name} ({data.split}) has no label column to evaluate against; "
-            "pass --label-column"
-        )
+    _require_labels(data)
     net = prepare_model(model, img_size, torch_device)
     label_map, mapping = match_labels(data, net, label_order)
     transform = eval_transform(net.config, img_size)
-
-    workers = _num_workers(num_workers)
-    if data.streaming:
-        torch_data: Any = TorchIterableImageDataset(data, transform, label_map, max_samples)
-        if workers > torch_data.num_shards:
-            logger.info(
-                "using %d worker(s): the stream has %d shard(s)",
-                torch_data.num_shards,
-                torch_data.num_shards,
-            )
-            workers = torch_data.num_shards
-        total = max_samples
-    else:
-        if len(data) == 0:
-            raise DatasetError(f"{data.name} ({data.split}) holds no samples")
-        torch_data = TorchImageDataset(data, transform, label_map)
-        if max_samples is not None and max_samples < len(torch_data):
-            count = len(torch_data)
-            indices = [i * count // max_samples for i in range(max_samples)]
-            torch_data = torch.utils.data.Subset(torch_data, indices)
-        total = len(torch_data)
-    loader = torch.utils.data.DataLoader(
-        torch_data,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=collate_skipping_failures,
-        pin_memory=torch_device.type == "cuda",
-        persistent_workers=False,
+    loader, total = _build_loader(
+        data, transform, label_map, batch_size, max_samples, num_workers, torch_device
     )
     logger.info(
         "evaluating %s on %s (%s, %s samples) at %s px, batch %d, %d worker(s), %s %s",
@@ -183,39 +155,13 @@ def evaluate(
         total if total is not None else "?",
         "x".join(map(str, transform.crop)),
         batch_size,
-        workers,
+        loader.num_workers,
         torch_device,
         precision,
     )
 
-    tally = _Tally(net.num_classes)
     start = time.perf_counter()
-    with _progress(progress, total) as advance, torch.inference_mode():
-        for batch in loader:
-            seen = len(batch.failures) + len(batch.labels)
-            if max_samples is not None and tally.seen + seen > max_samples:
-                batch = _truncate(batch, max_samples - tally.seen)
-                seen = len(batch.failures) + len(batch.labels)
-            tally.seen += seen
-            for index, reason in batch.failures:
-                tally.skip(index, reason)
-            labelled = batch.labels >= 0
-            for index in batch.indices[~labelled].tolist():
-                tally.skip(index, "no label")
-            if labelled.any():
-                images = batch.images[labelled].to(torch_device, non_blocking=True)
-                if int(batch.labels[labelled].max()) >= net.num_classes:
-                    raise LabelMismatchError(
-                        f"label {int(batch.labels.max())} is out of range: the model has "
-                        f"{net.num_classes} classes"
-                    )
-                targets = batch.labels[labelled].to(torch_device, non_blocking=True)
-                with autocast_context(torch_device, precision):
-                    logits = net(images)
-                tally.add(logits.float(), targets)
-            advance(seen)
-            if max_samples is not None and tally.seen >= max_samples:
-                break
+    tally = _score(net, loader, torch_device, precision, max_samples, total, report)
     elapsed = time.perf_counter() - start
 
     if tally.count == 0:
@@ -223,7 +169,6 @@ def evaluate(
         raise GFNetError(f"no sample could be evaluated: {tally.num_skipped} skipped{first}")
     if tally.num_skipped:
         logger.warning("skipped %d unreadable or unlabelled sample(s)", tally.num_skipped)
-    labels = net.config.labels
     return EvaluationResult(
         model=_model_name(model),
         dataset=data.name,
@@ -237,13 +182,158 @@ def evaluate(
         dataset_config=dataset_config,
         img_size=list(transform.crop),
         label_mapping=mapping,
-        per_class=tally.per_class(labels),
+        per_class=tally.per_class(net.config.labels),
         skipped=tally.skipped,
         batch_size=batch_size,
         device=str(torch_device),
         precision=precision,
         elapsed_s=elapsed,
     )
+
+
+# ---------------------------------------------------------------------------------- loading
+def _require_labels(data: ImageDataset) -> None:
+    if data.label_column is None:
+        raise DatasetError(
+            f"{data.name} ({data.split}) has no label column to evaluate against; "
+            "pass label_column",
+            param="label_column",
+        )
+
+
+def _build_loader(
+    data: ImageDataset,
+    transform: EvalTransform,
+    label_map: dict[int, int] | None,
+    batch_size: int,
+    max_samples: int | None,
+    num_workers: int | None,
+    device: torch.device,
+) -> tuple[torch.utils.data.DataLoader, int | None]:
+    """The DataLoader decoding ``data`` in workers, and how many samples it will yield."""
+    workers = _num_workers(num_workers)
+    if data.streaming:
+        torch_data: Any = TorchIterableImageDataset(data, transform, label_map, max_samples)
+        if workers > torch_data.num_shards:
+            logger.info(
+                "using %d worker(s): the stream has %d shard(s)",
+                torch_data.num_shards,
+                torch_data.num_shards,
+            )
+            workers = torch_data.num_shards
+        total = max_samples
+    else:
+        torch_data = _evenly_spaced(data, transform, label_map, max_samples)
+        total = len(torch_data)
+    loader = torch.utils.data.DataLoader(
+        torch_data,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_skipping_failures,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    return loader, total
+
+
+def _evenly_spaced(
+    data: ImageDataset,
+    transform: EvalTransform,
+    label_map: dict[int, int] | None,
+    max_samples: int | None,
+) -> torch.utils.data.Dataset:
+    """A map-style view of ``data``; ``max_samples`` evenly spaced samples when given."""
+    if len(data) == 0:
+        raise DatasetError(f"{data.name} ({data.split}) holds no samples")
+    torch_data = TorchImageDataset(data, transform, label_map)
+    count = len(torch_data)
+    if max_samples is None or max_samples >= count:
+        return torch_data
+    return torch.utils.data.Subset(
+        torch_data, [i * count // max_samples for i in range(max_samples)]
+    )
+
+
+def _num_workers(requested: int | None) -> int:
+    """``requested``, or by default one worker per spare core (at most 8)."""
+    if requested is not None:
+        return requested
+    return min(8, max(0, (os.cpu_count() or 1) - 1))
+
+
+# ---------------------------------------------------------------------------------- scoring
+def _score(
+    net: GFNet,
+    loader: torch.utils.data.DataLoader,
+    device: torch.device,
+    precision: str,
+    max_samples: int | None,
+    total: int | None,
+    progress: ProgressCallback | None,
+) -> _Tally:
+    """Run every batch of ``loader`` through ``net``, stopping after ``max_samples``."""
+    tally = _Tally(net.num_classes)
+    with torch.inference_mode():
+        for batch in loader:
+            if max_samples is not None and tally.seen + batch.rows > max_samples:
+                batch = _truncate(batch, max_samples - tally.seen)
+            tally.seen += batch.rows
+            _score_batch(net, batch, tally, device, precision)
+            if progress is not None:
+                progress(tally.seen, total)
+            if max_samples is not None and tally.seen >= max_samples:
+                break
+    return tally
+
+
+def _score_batch(
+    net: GFNet, batch: Batch, tally: _Tally, device: torch.device, precision: str
+) -> None:
+    """Count the batch's unreadable and unlabelled samples as skipped; score the rest."""
+    for index, reason in batch.failures:
+        tally.skip(index, reason)
+    labelled = batch.labels >= 0
+    for index in batch.indices[~labelled].tolist():
+        tally.skip(index, "no label")
+    if not labelled.any():
+        return
+    labels = batch.labels[labelled]
+    if int(labels.max()) >= net.num_classes:
+        raise LabelMismatchError(
+            f"label {int(labels.max())} is out of range: the model has {net.num_classes} classes"
+        )
+    images = batch.images[labelled].to(device, non_blocking=True)
+    targets = labels.to(device, non_blocking=True)
+    with autocast_context(device, precision):
+        logits = net(images)
+    tally.add(logits.float(), targets)
+
+
+def _truncate(batch: Batch, keep: int) -> Batch:
+    """Keep the first ``keep`` samples of a batch (failures first: they were read first)."""
+    failures = batch.failures[:keep]
+    rest = max(0, keep - len(failures))
+    return Batch(batch.images[:rest], batch.labels[:rest], batch.indices[:rest], failures)
+
+
+def _progress_callback(progress: ProgressCallback | bool | None) -> ProgressCallback | None:
+    """``progress`` once took a bool and drew a bar; that form is deprecated and draws nothing."""
+    if isinstance(progress, bool):
+        warnings.warn(
+            "evaluate(progress=True/False) is deprecated: pass a callback "
+            "progress(completed, total), or nothing for a silent evaluation",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return None
+    return progress
+
+
+def _model_name(model: str | GFNet) -> str:
+    if isinstance(model, GFNet):
+        return model.config.architecture or "GFNet"
+    return str(model)
 
 
 # ---------------------------------------------------------------------------------- labels
@@ -257,7 +347,6 @@ def match_labels(
     num_classes = model.num_classes
     model_names = model.config.class_names
     names = data.class_names
-    hint = "pass --label-order index to take label ids as the model's class indices"
     if label_order == "index" or names is None:
         _check_label_range(data, num_classes)
         return None, "index"
@@ -292,7 +381,9 @@ def match_labels(
         raise LabelMismatchError(
             f"the dataset's class names do not match the model's: {len(unmatched)} of "
             f"{len(names)} not found ({_few(unmatched)}); dataset: {_few(names)}; "
-            f"model: {_few(others)}; {hint}"
+            f"model: {_few(others)}; pass label_order index to take label ids as the model's "
+            "class indices",
+            param="label_order",
         )
     if all(label == index for label, index in label_map.items()):
         return None, "identity"
@@ -334,8 +425,6 @@ def _name_lookup(model_names: list[str]) -> dict[str, int]:
     for index, name in enumerate(model_names):
         lookup[_normalize(name)] = index
         aliases.extend((_normalize(part), index) for part in str(name).split(","))
-    from gfnet_cli.labels import imagenet_class_names, imagenet_synsets
-
     if list(model_names) == imagenet_class_names():
         aliases.extend((synset.lower(), index) for index, synset in enumerate(imagenet_synsets()))
     full = dict(lookup)
@@ -399,56 +488,3 @@ class _Tally:
                 }
             )
         return rows
-
-
-def _truncate(batch: Any, keep: int) -> Any:
-    """Keep the first ``keep`` samples of a batch (failures first: they were read first)."""
-    from gfnet_cli.data.datasets import Batch
-
-    failures = batch.failures[:keep]
-    rest = max(0, keep - len(failures))
-    return Batch(batch.images[:rest], batch.labels[:rest], batch.indices[:rest], failures)
-
-
-def _num_workers(requested: int | None) -> int:
-    if requested is not None:
-        if requested < 0:
-            raise UsageError(f"--num-workers must be 0 or more, got {requested}")
-        return requested
-    return min(8, max(0, (os.cpu_count() or 1) - 1))
-
-
-def _model_name(model: str | GFNet) -> str:
-    if isinstance(model, GFNet):
-        return model.config.architecture or "GFNet"
-    return str(model)
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int | None) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar with ETA on stderr; yields ``advance(n)``."""
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn("evaluating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("images"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task("evaluate", total=total)
-        yield lambda n: bar.advance(task, n)

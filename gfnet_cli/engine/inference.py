@@ -1,15 +1,25 @@
-"""Model set-up shared by predict and evaluate: MODEL at ``--img-size`` on ``--device``.
+"""What every inference command shares: a MODEL ready to run, and checks of their arguments.
 
-Devices and precision themselves live in :mod:`gfnet_cli.device`.
+``predict`` and ``evaluate`` (and later commands that run a trained model) load MODEL here,
+at the image size and on the device the caller asked for, in eval mode. Devices and precision
+themselves live in :mod:`gfnet_cli.device`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
 from gfnet_cli.errors import UsageError
 from gfnet_cli.models.config import to_pair
 from gfnet_cli.models.gfnet import GFNet
+
+ProgressCallback = Callable[[int, int | None], None]
+"""``progress(completed, total)``: work done so far, and the total when it is known.
+
+Library functions that take a while accept one (default: silent); the CLI passes a bar.
+"""
 
 
 def prepare_model(
@@ -36,8 +46,14 @@ def prepare_model(
     return net
 
 
+def check_at_least(param: str, value: int | None, minimum: int) -> None:
+    """Refuse ``value`` below ``minimum``, naming the parameter (``None`` means unset)."""
+    if value is not None and value < minimum:
+        raise UsageError(f"{param} must be at least {minimum}, got {value}", param=param)
+
+
 def _size(img_size: int | tuple[int, int]) -> tuple[int, int]:
     size = to_pair(img_size)
     if min(size) <= 0:
-        raise UsageError(f"--img-size must be positive, got {img_size}")
+        raise UsageError(f"img_size must be positive, got {img_size}", param="img_size")
     return size
