@@ -391,7 +391,6 @@ KILL_RUN = ["--epochs", "3", "--batch-size", "2", "--checkpoint-every", "3", "--
             "0.2", "--num-workers", "1"]  # fmt: skip
 
 
-@pytest.mark.slow
 def _run_killed_and_resumed(common: list, tmp_path: Path) -> tuple[Path, Path]:
     """Train ``common`` once uninterrupted (``ref``) and once SIGKILLed then resumed (``cut``)."""
     done = subprocess.run(_gfnet("finetune", *common, "--output-dir", tmp_path / "ref"),
@@ -410,6 +409,7 @@ def _run_killed_and_resumed(common: list, tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "ref", cut
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_same_weights(image_folder, tmp_path):
     common = [*TINY_ARGS[:-2], "--dataset", image_folder, *KILL_RUN]
     ref, cut = _run_killed_and_resumed(common, tmp_path)
