@@ -52,7 +52,7 @@ from gfnet_cli.data.datasets import (
     find_columns,
     load_splits,
 )
-from gfnet_cli.data.mix import Mixer, soft_target_cross_entropy, step_rng
+from gfnet_cli.data.mix import Mixer, step_rng
 from gfnet_cli.data.streaming import (
     DEFAULT_SHUFFLE_BUFFER,
     StreamPosition,
@@ -384,7 +384,7 @@ def _finetune(config: TrainConfig, dist: distributed.DistInfo, cb: TrainCallback
                     if not len(labels):
                         loss = logits.sum() * 0.0  # every image of the batch was unreadable
                     elif targets is not None:
-                        loss = soft_target_cross_entropy(logits.float(), targets)
+                        loss = F.cross_entropy(logits.float(), targets)  # probability targets
                     else:
                         loss = F.cross_entropy(
                             logits.float(), labels, label_smoothing=config.label_smoothing
