@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import json
 import logging
 import math
@@ -525,24 +524,14 @@ def param_groups(model: nn.Module, weight_decay: float, decay_all: bool) -> list
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    device: torch.device,
-    autocast_dtype: torch.dtype | None = None,
-) -> tuple[float, float, float]:
-    """Top-1, top-5 (fractions) and mean cross-entropy, summed over every process's shard."""
-    return _evaluate_counts(model, loader, device, autocast_dtype)[:3]
-
-
-@torch.no_grad()
 def _evaluate_counts(
     model: nn.Module,
     loader: DataLoader,
     device: torch.device,
     autocast_dtype: torch.dtype | None = None,
 ) -> tuple[float, float, float, int]:
-    """:func:`evaluate` and how many labelled images it scored over every process."""
+    """Top-1, top-5 (fractions), mean cross-entropy and how many labelled images were scored,
+    summed over every process's shard."""
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64)  # correct@1, correct@5, loss sum, count
     for batch in loader:
@@ -1060,52 +1049,28 @@ def restore_rng(state: dict[str, Any] | None, fallback_seed: int) -> None:
 
 
 def training_card(model: GFNet, config: TrainConfig, stats: EpochStats) -> str:
-    """The model card, with how the model was trained (passed as arguments when supported)."""
+    """The model card, with how the model was trained and the epoch's evaluation."""
     from gfnet_cli.card import model_card
 
-    base = None if config.from_scratch else config.model
     eval_results = (
         {"top1": stats.top1, "top5": stats.top5, "loss": stats.eval_loss, "epoch": stats.epoch}
         if stats.top1 is not None
         else None
     )
-    extra = {
-        "base_model": base,
-        "dataset": config.dataset,
-        "hyperparameters": config.hyperparameters(),
-        "eval_results": eval_results,
-    }
-    accepted = inspect.signature(model_card).parameters
-    card = model_card(
+    return model_card(
         model.config,
         num_params=model.num_params,
-        **{k: v for k, v in extra.items() if k in accepted},
+        base_model=None if config.from_scratch else config.model,
+        dataset=config.dataset,
+        hyperparameters=config.hyperparameters(),
+        eval_results=eval_results,
     )
-    if all(k in accepted for k in extra):
-        return card
-    lines = ["", "## Training", ""]
-    if base:
-        lines.append(f"- Base model: {base}")
-    else:
-        lines.append(f"- Trained from scratch ({config.model} architecture)")
-    lines.append(f"- Dataset: {config.dataset}")
-    if eval_results is not None:
-        lines.append(
-            f"- Eval top-1: {stats.top1:.2%}, top-5: {stats.top5:.2%} (epoch {stats.epoch})"
-        )
-    lines.append("- Hyperparameters: " + json.dumps(config.hyperparameters()))
-    return card.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
 
 
 def push_output(output_dir: Path, repo_id: str) -> None:
     """Push the MODEL files (not checkpoints) with ``gfnet_cli.push.push_folder``."""
-    try:
-        from gfnet_cli.push import push_folder  # type: ignore[import-not-found]
-    except ImportError:
-        raise GFNetError(
-            f"--push-to {repo_id}: pushing is not available in this installation; the model "
-            f"is saved in {output_dir}, push it with `gfnet push {output_dir} {repo_id}`"
-        ) from None
+    from gfnet_cli.push import push_folder
+
     with tempfile.TemporaryDirectory(prefix="gfnet-push-") as staging:
         for name in ("config.json", "model.safetensors", "README.md", RESULTS_NAME):
             if (output_dir / name).is_file():
@@ -1120,7 +1085,6 @@ __all__ = [
     "TrainingDivergedError",
     "TrainingInterruptedError",
     "build_model",
-    "evaluate",
     "finetune",
     "lr_at",
     "param_groups",
