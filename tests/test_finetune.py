@@ -27,6 +27,7 @@ from gfnet_cli.engine.train import (
     lr_at,
     param_groups,
 )
+from gfnet_cli.errors import UsageError
 from gfnet_cli.models import create_model
 from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.serialization import save_model
@@ -351,6 +352,18 @@ def test_mix_settings_out_of_range_exit_2(run_cli, image_folder, tmp_path, flags
                      *flags)  # fmt: skip
     assert_one_line_error(result, 2, message)
     assert not (out / "checkpoints").exists()
+
+
+def test_fp16_on_the_cpu_is_refused_before_training(run_cli, image_folder, tmp_path):
+    # as predict, evaluate and profile refuse it: CPU fp16 autocast is slow and poorly supported
+    out = tmp_path / "out"
+    result = run_cli("finetune", *TINY_ARGS, "--dataset", image_folder, "--output-dir", out,
+                     "--device", "cpu", "--precision", "fp16")  # fmt: skip
+    assert_one_line_error(result, 2, "fp16")
+    assert "bf16" in result.stderr and not out.exists()
+    with pytest.raises(UsageError) as error:
+        finetune(_config(image_folder, out, device="cpu", precision="fp16"))
+    assert error.value.param == "precision" and not out.exists()
 
 
 def test_resume_refuses_another_model_or_dataset(run_cli, image_folder, tmp_path):

@@ -60,6 +60,7 @@ from gfnet_cli.data.streaming import (
     split_num_examples,
 )
 from gfnet_cli.data.transforms import eval_transform
+from gfnet_cli.device import autocast_context, autocast_dtype, check_precision
 from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine import distributed
 from gfnet_cli.errors import GFNetError, UsageError
@@ -75,7 +76,6 @@ RESULTS_NAME = "train_results.json"
 # DataLoader workers share it; Hub datasets come with their own shards (files).
 STREAM_SHARDS = 64
 METRICS_NAME = "metrics.jsonl"
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TrainingDivergedError(GFNetError):
@@ -267,7 +267,9 @@ def _finetune(config: TrainConfig, dist: distributed.DistInfo, cb: TrainCallback
     optimizer = torch.optim.AdamW(
         param_groups(model, config.weight_decay, config.decay_all), lr=config.lr
     )
-    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+    scaler = torch.amp.GradScaler(
+        device.type, enabled=autocast_dtype(config.precision) == torch.float16
+    )
 
     # ---- resume
     global_step = start_epoch = step_in_epoch = resumed_from = 0
@@ -352,7 +354,6 @@ def _finetune(config: TrainConfig, dist: distributed.DistInfo, cb: TrainCallback
         cb.on_train_begin(total_steps, global_step, steps_per_epoch)
     last_loss: float | None = None
     eval_count = 0
-    autocast_dtype = PRECISIONS[config.precision]
     mixer = Mixer(len(class_names), config.mixup, config.cutmix, config.mix_prob,
                   config.mix_switch_prob, config.label_smoothing)  # fmt: skip
 
@@ -376,9 +377,7 @@ def _finetune(config: TrainConfig, dist: distributed.DistInfo, cb: TrainCallback
                     # Seeded by (seed, rank, step), not global state: a resumed run mixes alike.
                     rng = step_rng(config.seed, dist.rank, global_step)
                     images, targets, _ = mixer(images, labels, rng)
-                with torch.autocast(
-                    device.type, dtype=autocast_dtype or torch.float32, enabled=bool(autocast_dtype)
-                ):
+                with autocast_context(device, config.precision):
                     logits = train_model(images)
                     if not len(labels):
                         loss = logits.sum() * 0.0  # every image of the batch was unreadable
@@ -444,7 +443,7 @@ def _finetune(config: TrainConfig, dist: distributed.DistInfo, cb: TrainCallback
             top1 = top5 = eval_loss = None
             if eval_loader is not None:
                 top1, top5, eval_loss, eval_count = _evaluate_counts(
-                    model, eval_loader, device, autocast_dtype
+                    model, eval_loader, device, config.precision
                 )
             is_best = top1 is None or best_top1 is None or top1 > best_top1
             if is_best:
@@ -528,7 +527,7 @@ def _evaluate_counts(
     model: nn.Module,
     loader: DataLoader,
     device: torch.device,
-    autocast_dtype: torch.dtype | None = None,
+    precision: str = "fp32",
 ) -> tuple[float, float, float, int]:
     """Top-1, top-5 (fractions), mean cross-entropy and how many labelled images were scored,
     summed over every process's shard."""
@@ -542,9 +541,7 @@ def _evaluate_counts(
         keep = labels >= 0
         if not bool(keep.any()):
             continue
-        with torch.autocast(
-            device.type, dtype=autocast_dtype or torch.float32, enabled=bool(autocast_dtype)
-        ):
+        with autocast_context(device, precision):
             logits = model(images[keep]).float()
         labels = labels[keep]
         k = min(5, logits.shape[1])
@@ -975,8 +972,7 @@ def build_model(config: TrainConfig, class_names: list[str]) -> GFNet:
 
 # ====================================================================== checks, RNG, outputs
 def _check_recipe(config: TrainConfig, device: torch.device) -> None:
-    if config.precision not in PRECISIONS:
-        raise UsageError(f"unknown --precision {config.precision!r}: choose fp32, bf16 or fp16")
+    check_precision(device, config.precision)  # fp16 needs a GPU, bf16 a GPU that has it
     if config.epochs < 1 or config.batch_size < 1:
         raise UsageError("--epochs and --batch-size must be at least 1")
     if config.lr <= 0 or config.weight_decay < 0 or not 0 <= config.label_smoothing < 1:
