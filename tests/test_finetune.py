@@ -32,6 +32,7 @@ from gfnet_cli.models import create_model
 from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.serialization import save_model
 from tests.conftest import assert_one_line_error
+from tests.hub_server import FakeHub
 
 TINY = ["--from-scratch", "--patch-size", "8", "--embed-dim", "16", "--depth", "1"]
 TINY_ARGS = ["--model", "gfnet-ti", *TINY, "--img-size", "32", "--num-workers", "0"]
@@ -150,6 +151,21 @@ def test_pretrained_at_another_resolution_resizes_filters_and_pos_embed(tmp_path
     assert model.config.image_size == (64, 64)
     assert model.pos_embed.shape == (1, 64, 16)
     assert model.blocks[0].filter.complex_weight.shape[:2] == (8, 5)
+
+
+def test_from_scratch_fetches_only_the_config_of_a_hub_model(tmp_path, monkeypatch):
+    server = FakeHub().start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        folder = _pretrained(tmp_path)
+        server.add_repo("org/base", {p.name: p.read_bytes() for p in folder.iterdir()})
+        model = build_model(_config(Path("."), Path("."), model="org/base", depth=2), ["a", "b"])
+        assert {path for _, path in server.requests} == {"/org/base/resolve/main/config.json"}
+    finally:
+        server.stop()
+    assert (model.config.depth, model.config.num_classes) == (2, 2)
 
 
 def test_architecture_flags_need_from_scratch(run_cli, image_folder, tmp_path):

@@ -64,9 +64,8 @@ from gfnet_cli.device import autocast_context, autocast_dtype, check_precision
 from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine import distributed
 from gfnet_cli.errors import GFNetError, UsageError
-from gfnet_cli.models.config import GFNetConfig
+from gfnet_cli.hub import load_model, resolve_config
 from gfnet_cli.models.gfnet import GFNet
-from gfnet_cli.models.zoo import get_zoo_entry, is_zoo_name
 from gfnet_cli.serialization import save_model, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -926,15 +925,6 @@ def _int_list(value: int | str | list[int] | None) -> int | list[int] | None:
     return numbers[0] if len(numbers) == 1 else numbers
 
 
-def base_config(model: str) -> GFNetConfig:
-    """MODEL's architecture without weights: a zoo variant or a folder's config.json."""
-    if is_zoo_name(model):
-        return get_zoo_entry(model).config()
-    from gfnet_cli.hub import resolve_model
-
-    return GFNetConfig.load(resolve_model(model))
-
-
 def build_model(config: TrainConfig, class_names: list[str]) -> GFNet:
     """The starting point: fresh weights (``from_scratch``) or MODEL's with a new head."""
     changes: dict[str, Any] = {"num_classes": len(class_names), "class_names": list(class_names)}
@@ -952,7 +942,7 @@ def build_model(config: TrainConfig, class_names: list[str]) -> GFNet:
             arch["embed_dim"] = _int_list(config.embed_dim)
         if config.depth is not None:
             arch["depth"] = _int_list(config.depth)
-        source = base_config(config.model)
+        source = resolve_config(config.model)  # config.json only: no weights downloaded
         if arch:
             changes["architecture"] = None
         return GFNet(source.replace(**arch, **changes))
@@ -960,8 +950,6 @@ def build_model(config: TrainConfig, class_names: list[str]) -> GFNet:
         raise UsageError(
             "--patch-size/--embed-dim/--depth change the architecture: add --from-scratch"
         )
-    from gfnet_cli.models.factory import load_model
-
     pretrained = load_model(config.model, img_size=config.img_size)
     head_free = {k: v for k, v in changes.items() if k not in ("num_classes", "class_names")}
     model = GFNet(pretrained.config.replace(**head_free))
