@@ -116,8 +116,8 @@ def test_from_scratch_overrides_and_pyramid_widths():
             Path("."),
             model="gfnet-h-ti",
             patch_size=4,
-            embed_dim="8,16,16,32",
-            depth="1,1,1,1",
+            embed_dim=[8, 16, 16, 32],
+            depth=[1, 1, 1, 1],
         ),  # fmt: skip
         names,
     )
@@ -166,6 +166,20 @@ def test_from_scratch_fetches_only_the_config_of_a_hub_model(tmp_path, monkeypat
     finally:
         server.stop()
     assert (model.config.depth, model.config.num_classes) == (2, 2)
+
+
+def test_pyramid_widths_and_depths_from_the_command_line(run_cli, image_folder, tmp_path):
+    out = tmp_path / "pyramid"
+    args = ["--model", "gfnet-h-ti", "--from-scratch", "--patch-size", "4", "--embed-dim",
+            "8,16,16,32", "--depth", "1,1,1,1", "--img-size", "32", "--num-workers", "0"]
+    result = run_cli("finetune", *args, "--dataset", image_folder, "--output-dir", out,
+                     "--epochs", "1", "--batch-size", "8")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["embed_dim"], saved["depth"]) == ([8, 16, 16, 32], [1, 1, 1, 1])
+    bad = run_cli("finetune", *args[:6], "8,x", *args[7:], "--dataset", image_folder,
+                  "--output-dir", tmp_path / "bad")  # fmt: skip
+    assert_one_line_error(bad, 2, "--embed-dim")
 
 
 def test_architecture_flags_need_from_scratch(run_cli, image_folder, tmp_path):

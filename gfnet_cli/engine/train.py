@@ -912,19 +912,6 @@ def _label_map(data: ImageDataset, class_names: list[str]) -> dict[int, int] | N
 
 
 # ====================================================================== model
-def _int_list(value: int | str | list[int] | None) -> int | list[int] | None:
-    if value is None or isinstance(value, (int, list)):
-        return value
-    parts = [p for p in str(value).split(",") if p.strip()]
-    try:
-        numbers = [int(p) for p in parts]
-    except ValueError:
-        raise UsageError(
-            f"expected an integer or 4 comma-separated integers, got {value!r}"
-        ) from None
-    return numbers[0] if len(numbers) == 1 else numbers
-
-
 def build_model(config: TrainConfig, class_names: list[str]) -> GFNet:
     """The starting point: fresh weights (``from_scratch``) or MODEL's with a new head."""
     changes: dict[str, Any] = {"num_classes": len(class_names), "class_names": list(class_names)}
@@ -939,9 +926,9 @@ def build_model(config: TrainConfig, class_names: list[str]) -> GFNet:
         if config.patch_size is not None:
             arch["patch_size"] = config.patch_size
         if config.embed_dim is not None:
-            arch["embed_dim"] = _int_list(config.embed_dim)
+            arch["embed_dim"] = config.embed_dim
         if config.depth is not None:
-            arch["depth"] = _int_list(config.depth)
+            arch["depth"] = config.depth
         source = resolve_config(config.model)  # config.json only: no weights downloaded
         if arch:
             changes["architecture"] = None
