@@ -384,6 +384,32 @@ def test_mix_settings_out_of_range_exit_2(run_cli, image_folder, tmp_path, flags
     assert not (out / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"lr": 0.0}, "lr"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"log_every": 0}, "log_every"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
+        ({"crop_scale": (0.5, 0.2)}, "crop_scale"),
+        ({"mixup": -1.0}, "mixup"),
+        ({"from_scratch": False}, "from_scratch"),  # patch_size/embed_dim/depth need it
+        ({"embed_dim": "8,16,16,32"}, "embed_dim"),  # the CLI parses lists, the library does not
+    ],
+)
+def test_recipe_errors_name_the_parameter(image_folder, tmp_path, change, param):
+    out = tmp_path / "out"
+    with pytest.raises(UsageError) as error:
+        finetune(_config(image_folder, out, **change))
+    assert error.value.param == param and "\n" not in str(error.value)
+    assert not out.exists()  # refused before anything is read or written
+
+
+def test_library_messages_name_parameters_not_flags(image_folder, tmp_path):
+    with pytest.raises(UsageError, match="^lr must be positive, got 0"):
+        finetune(_config(image_folder, tmp_path / "out", lr=0))
+
+
 def test_fp16_on_the_cpu_is_refused_before_training(run_cli, image_folder, tmp_path):
     # as predict, evaluate and profile refuse it: CPU fp16 autocast is slow and poorly supported
     out = tmp_path / "out"

@@ -89,9 +89,9 @@ def latest_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | None:
             errors.append(exc)
     if errors:
         raise CheckpointError(
-            f"--resume: none of the {len(paths)} checkpoint(s) in {directory} can be read "
-            f"(newest: {errors[0]}); to start over, run again with --overwrite instead of "
-            "--resume (it deletes them)"
+            f"resume: none of the {len(paths)} checkpoint(s) in {directory} can be read "
+            f"(newest: {errors[0]}); to start over, use overwrite instead (it deletes them)",
+            param="resume",
         )
     return None
 

@@ -104,7 +104,8 @@ def _check_train_split(train: ImageDataset, config: TrainConfig) -> None:
     if train.label_column is None:
         raise DatasetError(
             f"{where} has no label column (no ClassLabel feature, no 'label' column): "
-            "pass --label-column"
+            "pass label_column",
+            param="label_column",
         )
     if _is_empty(train):
         raise DatasetError(f"{config.dataset}: the {train.split!r} split is empty")
@@ -112,13 +113,15 @@ def _check_train_split(train: ImageDataset, config: TrainConfig) -> None:
         return
     if train.class_names is None:
         raise DatasetError(
-            f"{where}: --streaming needs a ClassLabel label column "
-            "(the classes cannot be listed without reading the whole stream)"
+            f"{where}: streaming needs a ClassLabel label column "
+            "(the classes cannot be listed without reading the whole stream)",
+            param="streaming",
         )
     if config.max_steps is None and split_num_examples(train) is None:
         raise UsageError(
-            f"--streaming: the size of {where} is unknown, so the "
-            "learning-rate schedule has no end: pass --max-steps"
+            f"the size of {where} is unknown, so a streamed run's learning-rate schedule has "
+            "no end: pass --max-steps",
+            param="max_steps",
         )
 
 
@@ -285,8 +288,9 @@ class StreamSource:
             or position.epoch != epoch
         ):
             raise ckpt.CheckpointError(
-                f"--resume: {path.name} stopped in the middle of a streamed epoch with another "
-                f"number of processes or --num-workers; resume with the same ones as that run"
+                f"{path.name} stopped in the middle of a streamed epoch with another number of "
+                "processes or num_workers; resume with the same ones as that run",
+                param="num_workers",
             )
         self.resumed = position
 

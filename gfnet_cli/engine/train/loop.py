@@ -247,12 +247,13 @@ def _check_finite(run: Run, state: RunState, loss: float) -> None:
     checkpoints = ckpt.list_checkpoints(run.checkpoint_dir)
     raise TrainingDivergedError(
         f"the loss became {loss} at step {state.global_step + 1} (epoch {state.epoch + 1}): "
-        "lower --lr or use --precision fp32; "
+        "lower lr or use precision fp32; "
         + (
             f"the last good checkpoint is in {run.checkpoint_dir}"
             if checkpoints
             else "no checkpoint was written before it"
-        )
+        ),
+        param="lr",
     )
 
 
@@ -283,7 +284,8 @@ def _stop_with_checkpoint(run: Run, state: RunState) -> None:
     save_checkpoint(run, state)
     raise TrainingInterruptedError(
         f"interrupted at step {state.global_step}; checkpoint saved in {run.checkpoint_dir}: "
-        "run the same command with --resume to continue"
+        "continue the run with resume",
+        param="resume",
     )
 
 

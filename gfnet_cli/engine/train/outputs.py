@@ -96,7 +96,7 @@ class TrainCallbacks:
 def prepare_output_dir(output_dir: Path, config: TrainConfig) -> None:
     """Refuse a used folder unless resuming or overwriting; overwriting deletes the old run."""
     if output_dir.exists() and not output_dir.is_dir():
-        raise UsageError(f"--output-dir {output_dir} is a file")
+        raise UsageError(f"output_dir {output_dir} is a file", param="output_dir")
     if config.resume or config.overwrite or not output_dir.is_dir():
         if config.overwrite and not config.resume:
             for old in ckpt.list_checkpoints(output_dir / ckpt.CHECKPOINT_DIR):
@@ -105,8 +105,9 @@ def prepare_output_dir(output_dir: Path, config: TrainConfig) -> None:
         return
     if any(output_dir.iterdir()):
         raise UsageError(
-            f"--output-dir {output_dir} is not empty: pass --resume to continue its run, "
-            "--overwrite to start over, or choose another folder"
+            f"output_dir {output_dir} is not empty: pass --resume to continue its run, "
+            "--overwrite to start over, or choose another folder",
+            param="output_dir",
         )
 
 

@@ -204,7 +204,8 @@ def save_checkpoint(run: Run, state: RunState) -> None:
     if not all(torch.isfinite(p).all() for p in run.model.parameters()):
         raise TrainingDivergedError(
             f"weights became NaN/Inf at step {state.global_step}; not checkpointing them. "
-            f"Lower --lr; the last good checkpoint is in {run.checkpoint_dir}"
+            f"Lower lr; the last good checkpoint is in {run.checkpoint_dir}",
+            param="lr",
         )
     contents = _checkpoint_contents(run, state)
     if run.dist.is_main:
@@ -237,7 +238,7 @@ def resume(run: Run) -> RunState:
     """Load the newest checkpoint into ``run`` and return its state (a fresh one if none)."""
     found = ckpt.latest_checkpoint(run.checkpoint_dir)
     if found is None:
-        logger.warning("--resume: no checkpoint in %s; starting afresh", run.checkpoint_dir)
+        logger.warning("resume: no checkpoint in %s; starting afresh", run.checkpoint_dir)
         return RunState()
     path, saved = found
     _check_same_run(saved, run.identity, path)
@@ -258,6 +259,7 @@ def _check_same_run(saved: dict[str, Any], identity: dict[str, Any], path: Path)
         or before.get("dataset") != identity["dataset"]
     ):
         raise ckpt.CheckpointError(
-            f"--resume: {path} belongs to another run (model {before.get('model')!r} on "
-            f"dataset {before.get('dataset')!r}); use another --output-dir for this one"
+            f"{path} belongs to another run (model {before.get('model')!r} on dataset "
+            f"{before.get('dataset')!r}): use another output_dir for this one",
+            param="output_dir",
         )
