@@ -87,6 +87,7 @@ class Schedule:
                    step_limit)  # fmt: skip
 
     def lr_at(self, step: int) -> float:
+        """The learning rate of step ``step`` (from 0)."""
         return lr_at(step, self.lr, self.min_lr, self.warmup_steps, self.total_steps)
 
     def to_dict(self) -> dict[str, Any]:

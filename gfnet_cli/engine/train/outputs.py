@@ -48,6 +48,8 @@ class EpochStats:
 
 @dataclass
 class TrainResult:
+    """What a run did; train_results.json holds it plus the hyperparameters."""
+
     output_dir: Path
     epochs: int
     global_step: int
@@ -75,12 +77,13 @@ class TrainCallbacks:
     """Hooks for showing progress (rank 0 only); the default just logs each epoch."""
 
     def on_train_begin(self, total_steps: int, start_step: int, steps_per_epoch: int) -> None:
-        pass
+        """Before the first step (``start_step`` > 0 when resumed)."""
 
     def on_step(self, step: int, epoch: int, loss: float, lr: float, ips: float) -> None:
-        pass
+        """After each optimizer step: ``step`` done so far, ``epoch`` from 0, mean loss."""
 
     def on_epoch_end(self, stats: EpochStats) -> None:
+        """After each epoch's evaluation."""
         top = (
             f"eval top-1 {stats.top1:.2%} top-5 {stats.top5:.2%}"
             if stats.top1 is not None
@@ -89,7 +92,7 @@ class TrainCallbacks:
         logger.info("epoch %d: train loss %.4f, %s", stats.epoch, stats.train_loss, top)
 
     def on_train_end(self, result: TrainResult) -> None:
-        pass
+        """After train_results.json is written (and the model pushed)."""
 
 
 # ====================================================================== output folder
@@ -135,6 +138,7 @@ class MetricsWriter:
         return self
 
     def write(self, row: dict[str, Any]) -> None:
+        """One JSON line (flushed, so a killed run keeps its metrics); numbers to TensorBoard."""
         if self.handle is None:
             return
         self.handle.write(json.dumps(row) + "\n")
