@@ -606,3 +606,4 @@ __all__ = [
     "zoo_checkpoint_url",
     "zoo_repo_id",
 ]
+from gfnet_cli.models.factory import load_model  # noqa: E402,F401

@@ -141,7 +141,7 @@ def test_resume_falls_back_past_a_truncated_checkpoint_and_refuses_when_none_loa
     assert state["global_step"] == 1 and path.name == ckpt.checkpoint_name(1)
     oldest = ckpt.list_checkpoints(directory)[0]
     oldest.write_bytes(oldest.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match="--overwrite") as error:
+    with pytest.raises(CheckpointError, match="overwrite") as error:
         ckpt.latest_checkpoint(directory)
     assert "\n" not in str(error.value) and "miniz" not in str(error.value)
     assert len(ckpt.list_checkpoints(directory)) == 2  # nothing deleted

@@ -27,10 +27,12 @@ from gfnet_cli.engine.train import (
     lr_at,
     param_groups,
 )
+from gfnet_cli.errors import UsageError
 from gfnet_cli.models import create_model
 from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.serialization import save_model
 from tests.conftest import assert_one_line_error
+from tests.hub_server import FakeHub
 
 TINY = ["--from-scratch", "--patch-size", "8", "--embed-dim", "16", "--depth", "1"]
 TINY_ARGS = ["--model", "gfnet-ti", *TINY, "--img-size", "32", "--num-workers", "0"]
@@ -114,8 +116,8 @@ def test_from_scratch_overrides_and_pyramid_widths():
             Path("."),
             model="gfnet-h-ti",
             patch_size=4,
-            embed_dim="8,16,16,32",
-            depth="1,1,1,1",
+            embed_dim=[8, 16, 16, 32],
+            depth=[1, 1, 1, 1],
         ),  # fmt: skip
         names,
     )
@@ -149,6 +151,35 @@ def test_pretrained_at_another_resolution_resizes_filters_and_pos_embed(tmp_path
     assert model.config.image_size == (64, 64)
     assert model.pos_embed.shape == (1, 64, 16)
     assert model.blocks[0].filter.complex_weight.shape[:2] == (8, 5)
+
+
+def test_from_scratch_fetches_only_the_config_of_a_hub_model(tmp_path, monkeypatch):
+    server = FakeHub().start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        folder = _pretrained(tmp_path)
+        server.add_repo("org/base", {p.name: p.read_bytes() for p in folder.iterdir()})
+        model = build_model(_config(Path("."), Path("."), model="org/base", depth=2), ["a", "b"])
+        assert {path for _, path in server.requests} == {"/org/base/resolve/main/config.json"}
+    finally:
+        server.stop()
+    assert (model.config.depth, model.config.num_classes) == (2, 2)
+
+
+def test_pyramid_widths_and_depths_from_the_command_line(run_cli, image_folder, tmp_path):
+    out = tmp_path / "pyramid"
+    args = ["--model", "gfnet-h-ti", "--from-scratch", "--patch-size", "4", "--embed-dim",
+            "8,16,16,32", "--depth", "1,1,1,1", "--img-size", "32", "--num-workers", "0"]
+    result = run_cli("finetune", *args, "--dataset", image_folder, "--output-dir", out,
+                     "--epochs", "1", "--batch-size", "8")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["embed_dim"], saved["depth"]) == ([8, 16, 16, 32], [1, 1, 1, 1])
+    bad = run_cli("finetune", *args[:6], "8,x", *args[7:], "--dataset", image_folder,
+                  "--output-dir", tmp_path / "bad")  # fmt: skip
+    assert_one_line_error(bad, 2, "--embed-dim")
 
 
 def test_architecture_flags_need_from_scratch(run_cli, image_folder, tmp_path):
@@ -353,6 +384,44 @@ def test_mix_settings_out_of_range_exit_2(run_cli, image_folder, tmp_path, flags
     assert not (out / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"lr": 0.0}, "lr"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"log_every": 0}, "log_every"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
+        ({"crop_scale": (0.5, 0.2)}, "crop_scale"),
+        ({"mixup": -1.0}, "mixup"),
+        ({"from_scratch": False}, "from_scratch"),  # patch_size/embed_dim/depth need it
+        ({"embed_dim": "8,16,16,32"}, "embed_dim"),  # the CLI parses lists, the library does not
+    ],
+)
+def test_recipe_errors_name_the_parameter(image_folder, tmp_path, change, param):
+    out = tmp_path / "out"
+    with pytest.raises(UsageError) as error:
+        finetune(_config(image_folder, out, **change))
+    assert error.value.param == param and "\n" not in str(error.value)
+    assert not out.exists()  # refused before anything is read or written
+
+
+def test_library_messages_name_parameters_not_flags(image_folder, tmp_path):
+    with pytest.raises(UsageError, match="^lr must be positive, got 0"):
+        finetune(_config(image_folder, tmp_path / "out", lr=0))
+
+
+def test_fp16_on_the_cpu_is_refused_before_training(run_cli, image_folder, tmp_path):
+    # as predict, evaluate and profile refuse it: CPU fp16 autocast is slow and poorly supported
+    out = tmp_path / "out"
+    result = run_cli("finetune", *TINY_ARGS, "--dataset", image_folder, "--output-dir", out,
+                     "--device", "cpu", "--precision", "fp16")  # fmt: skip
+    assert_one_line_error(result, 2, "fp16")
+    assert "bf16" in result.stderr and not out.exists()
+    with pytest.raises(UsageError) as error:
+        finetune(_config(image_folder, out, device="cpu", precision="fp16"))
+    assert error.value.param == "precision" and not out.exists()
+
+
 def test_resume_refuses_another_model_or_dataset(run_cli, image_folder, tmp_path):
     out = tmp_path / "run"
     first = run_cli("finetune", *TINY_ARGS, "--dataset", image_folder, "--output-dir", out,
@@ -391,7 +460,6 @@ KILL_RUN = ["--epochs", "3", "--batch-size", "2", "--checkpoint-every", "3", "--
             "0.2", "--num-workers", "1"]  # fmt: skip
 
 
-@pytest.mark.slow
 def _run_killed_and_resumed(common: list, tmp_path: Path) -> tuple[Path, Path]:
     """Train ``common`` once uninterrupted (``ref``) and once SIGKILLed then resumed (``cut``)."""
     done = subprocess.run(_gfnet("finetune", *common, "--output-dir", tmp_path / "ref"),
@@ -410,6 +478,7 @@ def _run_killed_and_resumed(common: list, tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "ref", cut
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_same_weights(image_folder, tmp_path):
     common = [*TINY_ARGS[:-2], "--dataset", image_folder, *KILL_RUN]
     ref, cut = _run_killed_and_resumed(common, tmp_path)

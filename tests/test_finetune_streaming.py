@@ -165,7 +165,7 @@ def test_streaming_resume_refuses_another_worker_count(saved_dataset, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(TrainingInterruptedError):
         finetune(_config(saved_dataset, out, streaming=True, epochs=1), _CtrlCAt(2))
-    with pytest.raises(ckpt.CheckpointError, match="--num-workers"):
+    with pytest.raises(ckpt.CheckpointError, match="num_workers"):
         finetune(_config(saved_dataset, out, streaming=True, epochs=1, num_workers=2,
                          resume=True))  # fmt: skip
 

@@ -94,6 +94,19 @@ def _parse_scale(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _int_list(text: str | None, flag: str) -> int | list[int] | None:
+    """``--embed-dim``/``--depth``: one integer, or 4 comma-separated ones (one per stage)."""
+    if text is None:
+        return None
+    try:
+        numbers = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        numbers = []
+    if not numbers:
+        raise UsageError(f"{flag} takes an integer or 4 comma-separated integers, got {text!r}")
+    return numbers[0] if len(numbers) == 1 else numbers
+
+
 def finetune_command(
     model: str = typer.Option(..., "--model", "-m", help="MODEL: folder, Hub id or zoo name."),
     dataset: str = typer.Option(
@@ -161,7 +174,8 @@ def finetune_command(
     """
     config = TrainConfig(
         model=model, dataset=dataset, output_dir=output_dir, from_scratch=from_scratch,
-        patch_size=patch_size, embed_dim=embed_dim, depth=depth, img_size=img_size,
+        patch_size=patch_size, embed_dim=_int_list(embed_dim, "--embed-dim"),
+        depth=_int_list(depth, "--depth"), img_size=img_size,
         crop_pct=crop_pct, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
         min_lr=min_lr, weight_decay=weight_decay, decay_all=decay_all,
         warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, drop_path=drop_path,

@@ -9,9 +9,9 @@ with the same position in the reversed batch (``x.flip(0)``).
 
 When both are on, cutmix is chosen with probability ``switch_prob``. The targets become
 ``lam * onehot(y) + (1 - lam) * onehot(y.flip(0))`` with label smoothing folded in as timm does
-(``off = smoothing / classes``, ``on = 1 - smoothing + off``); the loss is the soft-target
-cross-entropy :func:`soft_target_cross_entropy`. With ``lam == 1`` that equals
-``F.cross_entropy(..., label_smoothing=smoothing)``.
+(``off = smoothing / classes``, ``on = 1 - smoothing + off``); the loss is
+``F.cross_entropy(logits, targets)``, which takes class probabilities as targets. With
+``lam == 1`` that equals ``F.cross_entropy(logits, labels, label_smoothing=smoothing)``.
 
 Randomness never comes from global state: the caller passes a generator (the training loop
 uses :func:`step_rng` of ``(seed, rank, step)``), so a resumed run mixes every step exactly as
@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 # Tags the mix stream so it never coincides with the per-sample augmentation streams.
 _MIX_STREAM = 0x6D6978
@@ -45,11 +44,6 @@ def soft_targets(
     onehot = torch.full((len(labels), num_classes), off, device=labels.device)
     onehot.scatter_(1, labels[:, None], on)
     return onehot * lam + onehot.flip(0) * (1.0 - lam)
-
-
-def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of ``-sum(targets * log_softmax(logits))``."""
-    return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
 
 
 def cutmix_box(

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gfnet_cli.errors import CheckpointError
+from gfnet_cli.errors import CheckpointError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ _NAME = re.compile(r"^step-(\d{9})\.pt$")
 
 
 def checkpoint_name(step: int) -> str:
+    """``step-NNNNNNNNN.pt``: zero-padded so names sort in step order."""
     return f"step-{step:09d}.pt"
 
 
@@ -62,11 +63,11 @@ def save_checkpoint(state: dict[str, Any], directory: Path, step: int, keep: int
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint, loaded weights-only (no pickled code runs) onto the CPU."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for unreadable files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        first = first.split(". ")[0]  # torch appends paragraphs of advice to the reason
+        first = first_line(exc).split(". ")[0]  # torch appends paragraphs of advice
         raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
     if not isinstance(state, dict) or "model" not in state or "global_step" not in state:
         raise CheckpointError(f"{path}: not a gfnet training checkpoint")
@@ -89,9 +90,9 @@ def latest_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | None:
             errors.append(exc)
     if errors:
         raise CheckpointError(
-            f"--resume: none of the {len(paths)} checkpoint(s) in {directory} can be read "
-            f"(newest: {errors[0]}); to start over, run again with --overwrite instead of "
-            "--resume (it deletes them)"
+            f"resume: none of the {len(paths)} checkpoint(s) in {directory} can be read "
+            f"(newest: {errors[0]}); to start over, use overwrite instead (it deletes them)",
+            param="resume",
         )
     return None
 
@@ -128,6 +129,7 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
+    """Set this process's RNGs to what :func:`capture_rng_state` recorded."""
     torch.set_rng_state(state["torch"])
     np_state = state["numpy"]
     np.random.set_state(

@@ -19,6 +19,8 @@ from gfnet_cli.device import resolve_device
 
 @dataclass
 class DistInfo:
+    """This process's place in the run: its rank, the number of processes, its device."""
+
     rank: int
     world_size: int
     local_rank: int
@@ -48,6 +50,7 @@ def setup(device: str = "auto") -> DistInfo:
 
 
 def cleanup() -> None:
+    """Leave the process group (if one was joined)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -69,5 +72,6 @@ def all_gather_objects(obj: Any) -> list[Any]:
 
 
 def barrier() -> None:
+    """Wait for every process (a no-op in a single process)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

@@ -1,0 +1,372 @@
+"""Training data: the splits and their pre-flight checks, the training sources, the loaders.
+
+A run's training batches come from a *source*: :class:`SampledSource` for a map-style split
+(a seeded :class:`ResumableSampler` that can skip what a checkpoint already consumed) or
+:class:`StreamSource` for ``streaming`` (a shuffled, sharded ``datasets`` stream whose
+position is saved per worker). Both give the loop the same :class:`TrainSource` interface,
+so the loop has one code path. The training transform (augmentation) is chosen in
+:func:`train_source`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from gfnet_cli.data.augment import EpochSampleDataset, train_transform
+from gfnet_cli.data.datasets import (
+    EVAL_SPLITS,
+    TRAIN_SPLITS,
+    Batch,
+    DatasetError,
+    ImageDataset,
+    TorchImageDataset,
+    TorchIterableImageDataset,
+    choose_split,
+    collate_skipping_failures,
+    find_columns,
+    load_splits,
+)
+from gfnet_cli.data.streaming import StreamPosition, TrainStream, pass_through, split_num_examples
+from gfnet_cli.data.transforms import eval_transform
+from gfnet_cli.engine import checkpoint as ckpt
+from gfnet_cli.engine import distributed
+from gfnet_cli.engine.train.config import TrainConfig
+from gfnet_cli.errors import UsageError
+from gfnet_cli.models.config import GFNetConfig
+
+logger = logging.getLogger(__name__)
+
+# A streamed save_to_disk folder is cut into this many shards (at most one per row) so several
+# DataLoader workers share it; Hub datasets come with their own shards (files).
+STREAM_SHARDS = 64
+
+
+# ====================================================================== splits
+def prepare_data(
+    config: TrainConfig, dist: distributed.DistInfo
+) -> tuple[ImageDataset, ImageDataset | None, list[str]]:
+    """The train and eval splits and the class names, with the pre-flight data checks."""
+    # Rank 0 first: concurrent first loads of an image folder would race on the cache.
+    if not dist.is_main:
+        distributed.barrier()
+    splits = load_splits(
+        config.dataset,
+        dataset_config=config.dataset_config,
+        streaming=config.streaming,
+        num_shards=STREAM_SHARDS if config.streaming else None,
+    )
+    if dist.is_main:
+        distributed.barrier()
+    train_name, eval_name = _choose_splits(list(splits), config)
+    train = _image_dataset(splits, train_name, config)
+    _check_train_split(train, config)
+    class_names = train.class_names or _class_names_from_values(train)
+    if len(class_names) < 2:
+        raise DatasetError(
+            f"{config.dataset} [{train_name}] has {len(class_names)} class: a classifier "
+            "needs at least 2"
+        )
+    evaluation = None
+    if eval_name is not None:
+        evaluation = _image_dataset(splits, eval_name, config)
+        if evaluation.label_column is None:
+            raise DatasetError(f"{config.dataset} [{eval_name}] has no label column")
+        if _is_empty(evaluation):
+            raise DatasetError(f"{config.dataset}: the {eval_name!r} split is empty")
+    return train, evaluation, class_names
+
+
+def _choose_splits(names: list[str], config: TrainConfig) -> tuple[str, str | None]:
+    """The training split and the evaluation split (None: no evaluation, with a warning)."""
+    train_name = choose_split(names, config.train_split, TRAIN_SPLITS)
+    if config.eval_split is not None:
+        return train_name, choose_split(names, config.eval_split, EVAL_SPLITS)
+    eval_name = next((s for s in EVAL_SPLITS if s in names and s != train_name), None)
+    if eval_name is None:
+        logger.warning(
+            "%s has no validation/test split: no evaluation, the last epoch is kept",
+            config.dataset,
+        )
+    return train_name, eval_name
+
+
+def _check_train_split(train: ImageDataset, config: TrainConfig) -> None:
+    where = f"{config.dataset} [{train.split}]"
+    if train.label_column is None:
+        raise DatasetError(
+            f"{where} has no label column (no ClassLabel feature, no 'label' column): "
+            "pass label_column",
+            param="label_column",
+        )
+    if _is_empty(train):
+        raise DatasetError(f"{config.dataset}: the {train.split!r} split is empty")
+    if not config.streaming:
+        return
+    if train.class_names is None:
+        raise DatasetError(
+            f"{where}: streaming needs a ClassLabel label column "
+            "(the classes cannot be listed without reading the whole stream)",
+            param="streaming",
+        )
+    if config.max_steps is None and split_num_examples(train) is None:
+        raise UsageError(
+            f"the size of {where} is unknown, so a streamed run's learning-rate schedule has "
+            "no end: pass --max-steps",
+            param="max_steps",
+        )
+
+
+def _image_dataset(splits: Any, name: str, config: TrainConfig) -> ImageDataset:
+    data = splits[name]
+    image_col, label_col, class_names = find_columns(
+        data.features, config.image_column, config.label_column
+    )
+    return ImageDataset(data, config.dataset, name, image_col, label_col, class_names,
+                        streaming=config.streaming)  # fmt: skip
+
+
+def _is_empty(data: ImageDataset) -> bool:
+    if not data.streaming:
+        return len(data) == 0
+    if split_num_examples(data) is not None:
+        return False
+    return next(iter(data.dataset.take(1)), None) is None  # reads one row of the stream
+
+
+def _class_names_from_values(data: ImageDataset) -> list[str]:
+    values = sorted({int(v) for v in data.dataset[data.label_column] if v is not None})
+    if values and values[0] < 0:
+        raise DatasetError(f"label column {data.label_column!r} holds negative labels")
+    return [str(i) for i in range(values[-1] + 1)] if values else []
+
+
+def _label_map(data: ImageDataset, class_names: list[str]) -> dict[int, int] | None:
+    """Map another split's label ids onto the training classes by name."""
+    if data.class_names is None or data.class_names == class_names:
+        return None
+    position = {name: i for i, name in enumerate(class_names)}
+    return {i: position.get(name, -1) for i, name in enumerate(data.class_names)}
+
+
+# ====================================================================== training sources
+class TrainSource(Protocol):
+    """Where training batches come from; the loop sees only this."""
+
+    def steps_per_epoch(self) -> int | None:
+        """Steps in an epoch, or None for a stream of unknown length."""
+
+    def num_samples(self) -> int | None:
+        """Training images in an epoch, or None when unknown."""
+
+    def batches(self, epoch: int, step_in_epoch: int) -> Iterator[Batch]:
+        """The batches of ``epoch`` from step ``step_in_epoch`` on."""
+
+    def state(self) -> Any:
+        """This process's position for a checkpoint (plain types)."""
+
+    def resume(self, saved: Any, epoch: int, step_in_epoch: int, path: Path) -> None:
+        """Continue from a checkpoint's :meth:`state` of every process."""
+
+
+def train_source(data: ImageDataset, model_config: GFNetConfig, config: TrainConfig,
+                 dist: distributed.DistInfo) -> TrainSource:  # fmt: skip
+    """The training batches of ``data``, augmented (or not) for ``model_config``'s input."""
+    if config.augment:
+        transform = train_transform(
+            model_config, seed=config.seed, scale=config.crop_scale, hflip=config.hflip
+        )
+    else:
+        transform = eval_transform(model_config)
+    source_type = StreamSource if config.streaming else SampledSource
+    return source_type(data, transform, config, dist)
+
+
+class ResumableSampler(DistributedSampler):
+    """:class:`DistributedSampler` that yields ``(epoch, index)`` and can skip seen samples.
+
+    The order of an epoch depends only on ``(seed, epoch)``, so skipping the samples a
+    checkpoint already consumed reproduces the rest of the epoch exactly.
+    """
+
+    def __init__(self, dataset: Any, num_replicas: int, rank: int, seed: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip_samples: int = 0) -> None:  # type: ignore[override]
+        super().set_epoch(epoch)
+        self.skip = skip_samples
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        indices = list(super().__iter__())[self.skip :]
+        return iter([(self.epoch, index) for index in indices])
+
+
+class SampledSource:
+    """Training batches from a map-style split: :class:`ResumableSampler` order."""
+
+    def __init__(self, data: ImageDataset, transform: Any, config: TrainConfig,
+                 dist: distributed.DistInfo) -> None:  # fmt: skip
+        self.dataset = EpochSampleDataset(data, transform)
+        self.sampler = ResumableSampler(
+            self.dataset, num_replicas=dist.world_size, rank=dist.rank, seed=config.seed
+        )
+        self.loader = _loader(self.dataset, self.sampler, config, dist.device)
+        self.batch_size = config.batch_size
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def num_samples(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, epoch: int, step_in_epoch: int) -> Iterator[Batch]:
+        self.sampler.set_epoch(epoch, skip_samples=step_in_epoch * self.batch_size)
+        return iter(self.loader)
+
+    def state(self) -> None:
+        return None  # (epoch, step_in_epoch) say where the sampler is
+
+    def resume(self, saved: Any, epoch: int, step_in_epoch: int, path: Path) -> None:
+        pass
+
+
+class StreamSource:
+    """Training batches from a stream (``--streaming``): :class:`TrainStream` in the workers.
+
+    Keeps this process's :class:`StreamPosition` (saved in checkpoints). With several
+    processes an epoch ends for all of them when the first one's stream ends: streams split
+    by node need not be equally long, and a process without a batch cannot join the step.
+    """
+
+    def __init__(self, data: ImageDataset, transform: Any, config: TrainConfig,
+                 dist: distributed.DistInfo) -> None:  # fmt: skip
+        self.stream = TrainStream(
+            data, transform, batch_size=config.batch_size, seed=config.seed, rank=dist.rank,
+            world_size=dist.world_size, buffer_size=config.shuffle_buffer,
+        )  # fmt: skip
+        self.num_examples = split_num_examples(data)
+        self.rank, self.world_size, self.batch_size = dist.rank, dist.world_size, config.batch_size
+        # datasets gives each worker whole shards: more workers than shards would idle.
+        self.workers = max(1, min(config.num_workers, self.stream.num_shards))
+        self.loader = _loader(
+            self.stream, None, config, dist.device,
+            batch_size=None, num_workers=min(config.num_workers, self.workers),
+            collate_fn=pass_through,
+        )  # fmt: skip
+        self.position = StreamPosition.start(0, self.workers)
+        self.resumed: StreamPosition | None = None
+
+    def steps_per_epoch(self) -> int | None:
+        if self.num_examples is None:
+            return None
+        return math.ceil(math.ceil(self.num_examples / self.world_size) / self.batch_size)
+
+    def num_samples(self) -> int | None:
+        return self.num_examples
+
+    def state(self) -> dict[str, Any]:
+        return self.position.to_dict()
+
+    def resume(self, saved: Any, epoch: int, step_in_epoch: int, path: Path) -> None:
+        if step_in_epoch == 0:
+            return  # an epoch boundary: the next epoch's stream starts from its beginning
+        mine = saved[self.rank] if isinstance(saved, list) and self.rank < len(saved) else None
+        position = StreamPosition.from_dict(mine) if mine else None
+        if (
+            position is None
+            or len(saved) != self.world_size
+            or position.workers != self.workers
+            or position.epoch != epoch
+        ):
+            raise ckpt.CheckpointError(
+                f"{path.name} stopped in the middle of a streamed epoch with another number of "
+                "processes or num_workers; resume with the same ones as that run",
+                param="num_workers",
+            )
+        self.resumed = position
+
+    def batches(self, epoch: int, step_in_epoch: int) -> Iterator[Batch]:
+        resumed, self.resumed = self.resumed, None
+        self.position = (
+            resumed
+            if resumed is not None and step_in_epoch > 0
+            else StreamPosition.start(epoch, self.workers)
+        )
+        self.stream.begin(self.position)
+        for batch in self.loader:
+            if batch is None:
+                continue  # a worker's placeholder that restores the round-robin order
+            if not _every_process_has_a_batch(True, self.world_size):
+                return
+            self.position.advance(batch.worker, batch.rows)
+            yield batch
+        _every_process_has_a_batch(False, self.world_size)
+
+
+def _every_process_has_a_batch(mine: bool, world_size: int) -> bool:
+    if world_size == 1:
+        return mine
+    flags = torch.tensor([float(mine)])
+    distributed.all_reduce_sum(flags)
+    return int(flags.item()) == world_size
+
+
+def eval_loader(data: ImageDataset, model_config: GFNetConfig, class_names: list[str],
+                config: TrainConfig, dist: distributed.DistInfo) -> DataLoader:  # fmt: skip
+    """Evaluation batches: this process's share of the eval split (map-style or streamed)."""
+    transform = eval_transform(model_config)
+    label_map = _label_map(data, class_names)
+    if not config.streaming:
+        dataset = TorchImageDataset(data, transform, label_map)
+        return _loader(
+            dataset, list(range(dist.rank, len(dataset), dist.world_size)), config, dist.device
+        )
+    if dist.world_size > 1:
+        from datasets.distributed import split_dataset_by_node
+
+        data = dataclasses.replace(
+            data,
+            dataset=split_dataset_by_node(data.dataset, rank=dist.rank, world_size=dist.world_size),
+        )
+    stream = TorchIterableImageDataset(data, transform, label_map)
+    return _loader(stream, None, config, dist.device,
+                   num_workers=max(0, min(config.num_workers, stream.num_shards)))  # fmt: skip
+
+
+def _loader(
+    dataset: Any,
+    sampler: Any,
+    config: TrainConfig,
+    device: torch.device,
+    *,
+    batch_size: int | None | str = "config",
+    num_workers: int | None = None,
+    collate_fn: Any = collate_skipping_failures,
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size if batch_size == "config" else batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers if num_workers is None else num_workers,
+        collate_fn=collate_fn,
+        # Our own generator: building an iterator must not consume the global RNG, or the
+        # drop-path masks after a resume would differ from an uninterrupted run's.
+        generator=torch.Generator().manual_seed(config.seed),
+        worker_init_fn=_ignore_sigint,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+
+
+def _ignore_sigint(_worker_id: int) -> None:
+    """Workers leave Ctrl-C to the main process, which checkpoints then stops."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

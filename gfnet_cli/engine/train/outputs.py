@@ -1,0 +1,207 @@
+"""What a run leaves and reports: progress callbacks, epoch stats, metrics, results, the card.
+
+Rank 0 writes everything in ``output_dir``: ``metrics.jsonl`` (and TensorBoard when it is
+installed), the best epoch's MODEL folder with its model card, ``train_results.json``, and,
+with ``push_to``, pushes those MODEL files to the Hub. Checkpoints are the loop's
+(``checkpoints/``, :mod:`gfnet_cli.engine.train.state`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gfnet_cli.card import model_card
+from gfnet_cli.engine import checkpoint as ckpt
+from gfnet_cli.engine.train.config import TrainConfig
+from gfnet_cli.errors import UsageError
+from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.push import push_folder
+from gfnet_cli.serialization import write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+RESULTS_NAME = "train_results.json"
+METRICS_NAME = "metrics.jsonl"
+# The MODEL files a push uploads (never the checkpoints or the logs).
+PUSHED_FILES = ("config.json", "model.safetensors", "README.md", RESULTS_NAME)
+
+
+@dataclass
+class EpochStats:
+    """One finished epoch (``epoch`` counts from 1, as printed)."""
+
+    epoch: int
+    global_step: int
+    train_loss: float
+    top1: float | None
+    top5: float | None
+    eval_loss: float | None
+    images_per_second: float
+    is_best: bool
+
+
+@dataclass
+class TrainResult:
+    """What a run did; train_results.json holds it plus the hyperparameters."""
+
+    output_dir: Path
+    epochs: int
+    global_step: int
+    world_size: int
+    best_top1: float | None
+    best_top5: float | None
+    best_epoch: int | None
+    train_loss: float | None
+    train_runtime_s: float
+    resumed_from_step: int
+    num_train_samples: int | None  # None: a stream of unknown length
+    num_eval_samples: int
+    images_per_second: float
+    model: str
+    dataset: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["output_dir"] = str(self.output_dir)
+        return data
+
+
+class TrainCallbacks:
+    """Hooks for showing progress (rank 0 only); the default just logs each epoch."""
+
+    def on_train_begin(self, total_steps: int, start_step: int, steps_per_epoch: int) -> None:
+        """Before the first step (``start_step`` > 0 when resumed)."""
+
+    def on_step(self, step: int, epoch: int, loss: float, lr: float, ips: float) -> None:
+        """After each optimizer step: ``step`` done so far, ``epoch`` from 0, mean loss."""
+
+    def on_epoch_end(self, stats: EpochStats) -> None:
+        """After each epoch's evaluation."""
+        top = (
+            f"eval top-1 {stats.top1:.2%} top-5 {stats.top5:.2%}"
+            if stats.top1 is not None
+            else "no eval split"
+        )
+        logger.info("epoch %d: train loss %.4f, %s", stats.epoch, stats.train_loss, top)
+
+    def on_train_end(self, result: TrainResult) -> None:
+        """After train_results.json is written (and the model pushed)."""
+
+
+# ====================================================================== output folder
+def prepare_output_dir(output_dir: Path, config: TrainConfig) -> None:
+    """Refuse a used folder unless resuming or overwriting; overwriting deletes the old run."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"output_dir {output_dir} is a file", param="output_dir")
+    if config.resume or config.overwrite or not output_dir.is_dir():
+        if config.overwrite and not config.resume:
+            for old in ckpt.list_checkpoints(output_dir / ckpt.CHECKPOINT_DIR):
+                old.unlink(missing_ok=True)
+            (output_dir / METRICS_NAME).unlink(missing_ok=True)
+        return
+    if any(output_dir.iterdir()):
+        raise UsageError(
+            f"output_dir {output_dir} is not empty: pass --resume to continue its run, "
+            "--overwrite to start over, or choose another folder",
+            param="output_dir",
+        )
+
+
+class MetricsWriter:
+    """Metrics as JSON lines in the output folder (and TensorBoard when it is installed)."""
+
+    def __init__(self, output_dir: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.output_dir = output_dir
+        self.path = output_dir / METRICS_NAME
+        self.handle: Any = None
+        self.tensorboard: Any = None
+
+    def __enter__(self) -> MetricsWriter:
+        """Open the files (appending: a resumed run continues them)."""
+        if self.enabled:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tensorboard = SummaryWriter(str(self.output_dir / "tensorboard"))
+            except ImportError:
+                pass
+        return self
+
+    def write(self, row: dict[str, Any]) -> None:
+        """One JSON line (flushed, so a killed run keeps its metrics); numbers to TensorBoard."""
+        if self.handle is None:
+            return
+        self.handle.write(json.dumps(row) + "\n")
+        self.handle.flush()
+        if self.tensorboard is not None:
+            prefix = row.get("type", "train")
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self.tensorboard.add_scalar(f"{prefix}/{key}", value, row.get("global_step",
+                                                row.get("step", 0)))  # fmt: skip
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines past ``step``: a resumed run writes them again."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a kill
+        if row.get("step", row.get("global_step", 0)) <= step:
+            kept.append(line)
+    write_text_atomic(path, "".join(k + "\n" for k in kept))
+
+
+def write_results(output_dir: Path, result: TrainResult, config: TrainConfig) -> None:
+    """``train_results.json``: the result and the recipe that produced it."""
+    document = result.to_dict() | {"hyperparameters": config.hyperparameters()}
+    write_text_atomic(output_dir / RESULTS_NAME, json.dumps(document, indent=2) + "\n")
+
+
+def training_card(model: GFNet, config: TrainConfig, stats: EpochStats) -> str:
+    """The model card, with how the model was trained and the epoch's evaluation."""
+    eval_results = (
+        {"top1": stats.top1, "top5": stats.top5, "loss": stats.eval_loss, "epoch": stats.epoch}
+        if stats.top1 is not None
+        else None
+    )
+    return model_card(
+        model.config,
+        num_params=model.num_params,
+        base_model=None if config.from_scratch else config.model,
+        dataset=config.dataset,
+        hyperparameters=config.hyperparameters(),
+        eval_results=eval_results,
+    )
+
+
+def push_output(output_dir: Path, repo_id: str) -> None:
+    """Push the MODEL files (not checkpoints) with ``gfnet_cli.push.push_folder``."""
+    with tempfile.TemporaryDirectory(prefix="gfnet-push-") as staging:
+        for name in PUSHED_FILES:
+            if (output_dir / name).is_file():
+                shutil.copy2(output_dir / name, Path(staging) / name)
+        push_folder(Path(staging), repo_id)
+

@@ -1,0 +1,265 @@
+"""A run's parts and progress, and the checkpoints that save and restore them.
+
+:class:`Run` holds what stays fixed while a run trains (model, optimizer, schedule, data);
+:class:`RunState` what the loop advances (step, epoch, best-so-far, history). The loop passes
+both to small functions instead of closing over local variables, so every piece of the step
+can be read, tested and extended on its own.
+
+A checkpoint is a :class:`Run`'s state dicts plus a :class:`RunState`, every process's RNG
+states and data positions, and the run's identity (model config, dataset), written by
+:mod:`gfnet_cli.engine.checkpoint` (atomic, weights-only loadable). Restoring all of it
+resumes a run to the bit: nothing in the loop draws from state a checkpoint does not hold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from gfnet_cli.data.mix import Mixer
+from gfnet_cli.engine import checkpoint as ckpt
+from gfnet_cli.engine import distributed
+from gfnet_cli.engine.train.config import TrainConfig
+from gfnet_cli.engine.train.data import TrainSource
+from gfnet_cli.engine.train.optim import Schedule
+from gfnet_cli.engine.train.outputs import EpochStats, MetricsWriter, TrainCallbacks
+from gfnet_cli.errors import GFNetError
+from gfnet_cli.models.gfnet import GFNet
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(GFNetError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterruptedError(GFNetError):
+    """Ctrl-C: a checkpoint was saved, the run can be resumed."""
+
+    exit_code = 130
+
+
+class StopFlag:
+    """Ctrl-C asks the loop to stop at the next step boundary (a second one stops at once).
+
+    The flag is shared over processes by the step's all-reduce, so every process stops at
+    the same step and the checkpoint describes one step for all of them.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning("stopping after this step (Ctrl-C again to abort without a checkpoint)")
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        try:
+            previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+@dataclass
+class Run:
+    """What stays fixed while a run trains; its progress is a :class:`RunState`."""
+
+    config: TrainConfig
+    dist: distributed.DistInfo
+    model: GFNet
+    train_model: nn.Module  # ``model``, or ``model`` wrapped in DistributedDataParallel
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    schedule: Schedule
+    source: TrainSource
+    eval_loader: DataLoader | None
+    mixer: Mixer
+    metrics: MetricsWriter
+    callbacks: TrainCallbacks
+    identity: dict[str, Any]  # what a checkpoint must match to be resumed by this run
+    started: float  # time.perf_counter() when this process started the run
+    stop: StopFlag = field(default_factory=StopFlag)
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.config.output_dir)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.output_dir / ckpt.CHECKPOINT_DIR
+
+    def runtime_s(self, state: RunState) -> float:
+        """Training time so far, earlier sessions of a resumed run included."""
+        return state.runtime_before_s + time.perf_counter() - self.started
+
+
+@dataclass
+class RunState:
+    """Where a run is: everything the loop advances (and a checkpoint restores)."""
+
+    global_step: int = 0
+    epoch: int = 0  # the epoch in progress, counted from 0
+    step_in_epoch: int = 0
+    best_top1: float | None = None
+    best_top5: float | None = None
+    best_epoch: int | None = None  # counted from 1, as printed
+    runtime_before_s: float = 0.0  # training time of the sessions before a resume
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from_step: int = 0
+    last_loss: float | None = None
+    eval_count: int = 0  # labelled images the last evaluation scored, over all processes
+
+    def advance(self, loss: float) -> None:
+        """One optimizer step is done."""
+        self.global_step += 1
+        self.step_in_epoch += 1
+        self.last_loss = loss
+
+    def record_epoch(self, train_loss: float, images_per_second: float, top1: float | None,
+                     top5: float | None, eval_loss: float | None) -> EpochStats:  # fmt: skip
+        """The epoch's stats; keeps the best epoch by eval top-1 (the last one without eval)."""
+        is_best = top1 is None or self.best_top1 is None or top1 > self.best_top1
+        if is_best:
+            self.best_top1, self.best_top5, self.best_epoch = top1, top5, self.epoch + 1
+        stats = EpochStats(self.epoch + 1, self.global_step, train_loss, top1, top5, eval_loss,
+                           images_per_second, is_best)  # fmt: skip
+        self.history.append(asdict(stats))
+        return stats
+
+    def next_epoch(self) -> None:
+        self.epoch += 1
+        self.step_in_epoch = 0
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        return {
+            "global_step": self.global_step,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "best_top1": self.best_top1,
+            "best_top5": self.best_top5,
+            "best_epoch": self.best_epoch,
+            "history": json.dumps(self.history),
+        }
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict[str, Any]) -> RunState:
+        step = int(saved["global_step"])
+        return cls(
+            global_step=step,
+            epoch=int(saved["epoch"]),
+            step_in_epoch=int(saved["step_in_epoch"]),
+            best_top1=saved["best_top1"],
+            best_top5=saved["best_top5"],
+            best_epoch=saved["best_epoch"],
+            runtime_before_s=float(saved["train_runtime_s"]),
+            history=json.loads(saved["history"]),
+            resumed_from_step=step,
+        )
+
+
+# ====================================================================== RNG
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (each process gets its own seed: ``seed + rank``)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _restore_rng(saved: list[dict[str, Any]], rank: int, fallback_seed: int) -> None:
+    if rank >= len(saved):
+        logger.warning("checkpoint has no RNG state for this process; seeding afresh")
+        seed_everything(fallback_seed)
+    else:
+        ckpt.restore_rng_state(saved[rank])
+
+
+# ====================================================================== checkpoints
+def save_checkpoint(run: Run, state: RunState) -> None:
+    """Checkpoint the run: every process joins the gathers, rank 0 writes the file."""
+    if not all(torch.isfinite(p).all() for p in run.model.parameters()):
+        raise TrainingDivergedError(
+            f"weights became NaN/Inf at step {state.global_step}; not checkpointing them. "
+            f"Lower lr; the last good checkpoint is in {run.checkpoint_dir}",
+            param="lr",
+        )
+    contents = _checkpoint_contents(run, state)
+    if run.dist.is_main:
+        try:
+            ckpt.save_checkpoint(contents, run.checkpoint_dir, state.global_step)
+        except OSError as exc:
+            raise GFNetError(
+                f"could not write a checkpoint to {run.checkpoint_dir} ({exc.strerror or exc}); "
+                "the previous checkpoint is intact"
+            ) from None
+    distributed.barrier()
+
+
+def _checkpoint_contents(run: Run, state: RunState) -> dict[str, Any]:
+    return {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "schedule": run.schedule.to_dict(),
+        **state.to_checkpoint(),
+        "train_runtime_s": run.runtime_s(state),
+        "rng": distributed.all_gather_objects(ckpt.capture_rng_state()),
+        "stream": distributed.all_gather_objects(run.source.state()),
+        "identity": json.dumps(run.identity, sort_keys=True),
+        "world_size": run.dist.world_size,
+    }
+
+
+def resume(run: Run) -> RunState:
+    """Load the newest checkpoint into ``run`` and return its state (a fresh one if none)."""
+    found = ckpt.latest_checkpoint(run.checkpoint_dir)
+    if found is None:
+        logger.warning("resume: no checkpoint in %s; starting afresh", run.checkpoint_dir)
+        return RunState()
+    path, saved = found
+    _check_same_run(saved, run.identity, path)
+    run.model.load_state_dict(saved["model"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scaler.load_state_dict(saved["scaler"])
+    state = RunState.from_checkpoint(saved)
+    _restore_rng(saved["rng"], run.dist.rank, run.config.seed + run.dist.rank)
+    run.source.resume(saved.get("stream"), state.epoch, state.step_in_epoch, path)
+    logger.info("resuming from %s (step %d)", path.name, state.global_step)
+    return state
+
+
+def _check_same_run(saved: dict[str, Any], identity: dict[str, Any], path: Path) -> None:
+    before = json.loads(saved.get("identity", "{}"))
+    if (
+        before.get("model_config") != identity["model_config"]
+        or before.get("dataset") != identity["dataset"]
+    ):
+        raise ckpt.CheckpointError(
+            f"{path} belongs to another run (model {before.get('model')!r} on dataset "
+            f"{before.get('dataset')!r}): use another output_dir for this one",
+            param="output_dir",
+        )
