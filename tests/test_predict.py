@@ -153,7 +153,7 @@ def test_usage_errors(tmp_path, tiny_model, run_cli):
         run_cli("predict", image, "--model", folder, "--img-size", "30"), 2, "multiples of 8"
     )
     assert_one_line_error(
-        run_cli("predict", image, "--model", folder, "--device", "tpu"), 2, "unknown device"
+        run_cli("predict", image, "--model", folder, "--device", "tpu"), 2, "unknown --device"
     )
     assert_one_line_error(
         run_cli("predict", image, "--model", folder, "--precision", "int4"), 2, "precision"

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.logging import RichHandler
+
+if TYPE_CHECKING:
+    from typer._click import core as click
 
 # Results go to stdout; progress, logs and warnings to stderr (``--json`` keeps stdout clean).
 stdout = Console(highlight=False, soft_wrap=True)
@@ -16,8 +19,11 @@ stderr = Console(stderr=True, highlight=False)
 
 
 class State:
+    """What the global options and the invoked command decide for this run."""
+
     debug = False
     quiet = False
+    command: click.Command | None = None  # the subcommand being run, for its flags
 
 
 def emit_json(document: Any) -> None:
@@ -35,13 +41,10 @@ def _jsonable(value: Any) -> Any:
 
 
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """Library logs (the ``gfnet_cli`` logger) go to stderr, at the level the flags ask."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
     root = logging.getLogger("gfnet_cli")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
-
-
-def fmt_int(value: int) -> str:
-    return f"{value:,}"

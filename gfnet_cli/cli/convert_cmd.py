@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from gfnet_cli.cli._common import emit_json, stdout
-from gfnet_cli.convert import convert_checkpoint
+from gfnet_cli.cli.options import JsonOption
 
 
 def convert(
@@ -23,13 +23,15 @@ def convert(
         None, "--labels", help="Class names: 'imagenet-1k' or a file (JSON list or one per line)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT_DIR if it exists."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    as_json: JsonOption = False,
 ) -> None:
     """Convert an authors' checkpoint to a MODEL folder (config.json, model.safetensors, card).
 
     The checkpoint is read without executing pickled code; the architecture is inferred from
     its tensor shapes.
     """
+    from gfnet_cli.convert import convert_checkpoint
+
     result = convert_checkpoint(
         source, out_dir, arch=arch, use_ema=use_ema, labels=labels, overwrite=overwrite
     )

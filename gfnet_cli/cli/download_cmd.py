@@ -5,27 +5,24 @@ from __future__ import annotations
 import typer
 
 from gfnet_cli.cli._common import emit_json, stdout
-from gfnet_cli.hub import download
+from gfnet_cli.cli.options import JsonOption, ModelArgument, RevisionOption
 
 
 def download_command(
-    model: str = typer.Argument(
-        ...,
-        help="A MODEL: a local folder, a Hub repo id (org/name or org/name@rev), or a zoo name.",
-    ),
-    revision: str = typer.Option(
-        None, "--revision", help="Branch, tag or commit of a Hub repository."
-    ),
+    model: ModelArgument,
+    revision: RevisionOption = None,
     force_download: bool = typer.Option(
         False, "--force-download", help="Fetch the files again even if they are cached."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    as_json: JsonOption = False,
 ) -> None:
     """Download a MODEL (config.json, model.safetensors, README.md) and print its local folder.
 
     Later uses of the same MODEL work offline (HF_HUB_OFFLINE=1) from the cache. A zoo name
     not yet on the Hub is converted once from the authors' checkpoint.
     """
+    from gfnet_cli.hub import download
+
     folder = download(model, revision, force_download=force_download)
     if as_json:
         emit_json({"model": model, "revision": revision, "path": str(folder)})

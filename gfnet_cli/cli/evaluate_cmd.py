@@ -8,41 +8,45 @@ import typer
 from rich.table import Table
 
 from gfnet_cli.cli._common import State, emit_json, stderr, stdout
-from gfnet_cli.engine.evaluate import evaluate
+from gfnet_cli.cli.options import (
+    BatchSizeOption,
+    DatasetConfigOption,
+    DatasetOption,
+    DeviceOption,
+    ImageColumnOption,
+    ImgSizeOption,
+    JsonOption,
+    LabelColumnOption,
+    ModelOption,
+    NumWorkersOption,
+    PrecisionOption,
+    StreamingOption,
+)
+from gfnet_cli.cli.progress import progress_bar
 
 
 def evaluate_command(
-    model: str = typer.Option(
-        ..., "--model", "-m", help="MODEL: a folder, a Hub id or a zoo name."
-    ),
-    dataset: str = typer.Option(
-        ..., "--dataset", "-d", help="A Hub dataset id, an image folder or a save_to_disk folder."
-    ),
-    dataset_config: str = typer.Option(None, "--dataset-config", help="Hub dataset configuration."),
+    model: ModelOption,
+    dataset: DatasetOption,
+    dataset_config: DatasetConfigOption = None,
     split: str = typer.Option(None, "--split", help="Split (default: validation, then test)."),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Images per forward pass."),
+    batch_size: BatchSizeOption = 64,
     max_samples: int = typer.Option(
         None, "--max-samples", help="Evaluate this many evenly spaced samples (streaming: first)."
     ),
-    img_size: int = typer.Option(
-        None, "--img-size", help="Run the model at this resolution (weights resized)."
-    ),
-    num_workers: int = typer.Option(
-        None, "--num-workers", help="DataLoader workers decoding images (default: spare cores)."
-    ),
-    device: str = typer.Option("auto", "--device", help="auto (cuda, mps, cpu), cpu, cuda, mps."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (autocast)."),
-    image_column: str = typer.Option(None, "--image-column", help="The image column."),
-    label_column: str = typer.Option(None, "--label-column", help="The label column."),
-    streaming: bool = typer.Option(
-        False, "--streaming", help="Stream a Hub dataset instead of downloading it."
-    ),
+    img_size: ImgSizeOption = None,
+    num_workers: NumWorkersOption = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "fp32",
+    image_column: ImageColumnOption = None,
+    label_column: LabelColumnOption = None,
+    streaming: StreamingOption = False,
     label_order: str = typer.Option(
         "auto",
         "--label-order",
         help="auto: match class names to the model's; index: take label ids as class indices.",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: JsonOption = False,
     output: Path = typer.Option(
         None, "--output", "-o", help="Also write the full result (per-class accuracy) as JSON."
     ),
@@ -50,24 +54,28 @@ def evaluate_command(
     """Evaluate MODEL on DATASET: top-1, top-5, mean cross-entropy and images/s.
 
     Class names are matched to the model's; unreadable images are skipped and counted.
+    Without --num-workers, one DataLoader worker per spare core decodes images.
     """
-    result = evaluate(
-        model,
-        dataset,
-        split=split,
-        dataset_config=dataset_config,
-        batch_size=batch_size,
-        max_samples=max_samples,
-        img_size=img_size,
-        num_workers=num_workers,
-        device=device,
-        precision=precision,
-        image_column=image_column,
-        label_column=label_column,
-        streaming=streaming,
-        label_order=label_order,
-        progress=not State.quiet,
-    )
+    from gfnet_cli.engine.evaluate import evaluate
+
+    with progress_bar("evaluating", "images", enabled=not State.quiet) as progress:
+        result = evaluate(
+            model,
+            dataset,
+            split=split,
+            dataset_config=dataset_config,
+            batch_size=batch_size,
+            max_samples=max_samples,
+            img_size=img_size,
+            num_workers=num_workers,
+            device=device,
+            precision=precision,
+            image_column=image_column,
+            label_column=label_column,
+            streaming=streaming,
+            label_order=label_order,
+            progress=progress,
+        )
     if output is not None:
         result.save(output)
         if not State.quiet:

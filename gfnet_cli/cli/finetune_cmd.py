@@ -3,87 +3,27 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from gfnet_cli.cli._common import State, emit_json, stderr, stdout
-from gfnet_cli.data.augment import DEFAULT_CROP_SCALE
-from gfnet_cli.data.streaming import DEFAULT_SHUFFLE_BUFFER
-from gfnet_cli.engine.train import EpochStats, TrainCallbacks, TrainConfig, TrainResult, finetune
+from gfnet_cli.cli.options import (
+    DEFAULT_CROP_SCALE,
+    DEFAULT_SHUFFLE_BUFFER,
+    DatasetConfigOption,
+    DatasetOption,
+    DeviceOption,
+    ImageColumnOption,
+    ImgSizeOption,
+    JsonOption,
+    LabelColumnOption,
+    ModelOption,
+    NumWorkersOption,
+    PrecisionOption,
+    StreamingOption,
+)
 from gfnet_cli.errors import UsageError
-
-
-class RichCallbacks(TrainCallbacks):
-    """A progress bar on stderr (epoch, step, loss, lr, img/s, ETA) and a line per epoch."""
-
-    def __init__(self, show_progress: bool) -> None:
-        self.progress: Progress | None = None
-        self.task = None
-        self.show_progress = show_progress
-        self.last_refresh = 0.0
-
-    def on_train_begin(self, total_steps: int, start_step: int, steps_per_epoch: int) -> None:
-        self.steps_per_epoch = steps_per_epoch
-        if not self.show_progress:
-            return
-        self.progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]} lr {task.fields[lr]} {task.fields[ips]} img/s"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=stderr,
-            transient=True,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task(
-            "train", total=total_steps, completed=start_step, epoch="-", loss="-", lr="-", ips="-"
-        )
-
-    def on_step(self, step: int, epoch: int, loss: float, lr: float, ips: float) -> None:
-        if self.progress is None:
-            return
-        now = time.monotonic()
-        fields = {"epoch": epoch + 1, "loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "ips": f"{ips:.0f}"}
-        self.progress.update(self.task, completed=step, refresh=now - self.last_refresh > 0.5,
-                             **fields)  # fmt: skip
-        self.last_refresh = now
-
-    def on_epoch_end(self, stats: EpochStats) -> None:
-        if stats.top1 is not None:
-            evaluation = f"eval top-1 {stats.top1:6.2%}  top-5 {stats.top5:6.2%}"
-        else:
-            evaluation = "no eval split"
-        mark = "  *best" if stats.is_best and stats.top1 is not None else ""
-        line = (
-            f"epoch {stats.epoch:>3}  step {stats.global_step:>6}  "
-            f"train loss {stats.train_loss:.4f}  {evaluation}  {stats.images_per_second:.0f} img/s"
-            f"{mark}"
-        )
-        if self.progress is not None:
-            self.progress.console.print(line, highlight=False, soft_wrap=True)
-        else:
-            stderr.print(line, highlight=False, soft_wrap=True)
-
-    def on_train_end(self, result: TrainResult) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
 
 
 def _parse_scale(text: str) -> tuple[float, float]:
@@ -108,16 +48,14 @@ def _int_list(text: str | None, flag: str) -> int | list[int] | None:
 
 
 def finetune_command(
-    model: str = typer.Option(..., "--model", "-m", help="MODEL: folder, Hub id or zoo name."),
-    dataset: str = typer.Option(
-        ..., "--dataset", "-d", help="DATASET: Hub id, image folder, or save_to_disk folder."
-    ),
+    model: ModelOption,
+    dataset: DatasetOption,
     output_dir: Path = typer.Option(..., "--output-dir", help="Where the model and logs go."),
     from_scratch: bool = typer.Option(False, "--from-scratch", help="Fresh weights."),
     patch_size: int = typer.Option(None, "--patch-size", help="With --from-scratch: patch size."),
     embed_dim: str = typer.Option(None, "--embed-dim", help="With --from-scratch: width(s)."),
     depth: str = typer.Option(None, "--depth", help="With --from-scratch: depth(s)."),
-    img_size: int = typer.Option(None, "--img-size", help="Training resolution (default MODEL's)."),
+    img_size: ImgSizeOption = None,
     crop_pct: float = typer.Option(None, "--crop-pct", help="Eval center-crop fraction."),
     epochs: int = typer.Option(10, "--epochs"),
     max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many steps."),
@@ -144,34 +82,34 @@ def finetune_command(
         0.5, "--mix-switch-prob", help="With both on: chance of cutmix over mixup."
     ),
     seed: int = typer.Option(0, "--seed"),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
-    num_workers: int = typer.Option(2, "--num-workers", help="DataLoader worker processes."),
+    precision: PrecisionOption = "fp32",
+    device: DeviceOption = "auto",
+    num_workers: NumWorkersOption = 2,
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps (0: epochs)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a used folder."),
     push_to: str = typer.Option(None, "--push-to", help="Push the model to this Hub repo."),
     train_split: str = typer.Option(None, "--train-split"),
     eval_split: str = typer.Option(None, "--eval-split"),
-    dataset_config: str = typer.Option(None, "--dataset-config"),
-    image_column: str = typer.Option(None, "--image-column"),
-    label_column: str = typer.Option(None, "--label-column"),
+    dataset_config: DatasetConfigOption = None,
+    image_column: ImageColumnOption = None,
+    label_column: LabelColumnOption = None,
     log_every: int = typer.Option(10, "--log-every", help="Steps between metrics lines."),
-    streaming: bool = typer.Option(
-        False,
-        "--streaming",
-        help="Stream DATASET instead of downloading it (needs its size or --max-steps).",
-    ),
+    streaming: StreamingOption = False,
     shuffle_buffer: int = typer.Option(
         DEFAULT_SHUFFLE_BUFFER, "--shuffle-buffer", help="With --streaming: rows shuffled at once."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print train_results as JSON."),
+    as_json: JsonOption = False,
 ) -> None:
     """Fine-tune MODEL on DATASET (or train its architecture from scratch).
 
     Leaves a MODEL folder (best epoch by eval top-1) and train_results.json in --output-dir,
     checkpoints in --output-dir/checkpoints. Run under `torchrun` for several processes.
+    --streaming needs the dataset's size or --max-steps to plan the schedule.
     """
+    from gfnet_cli.cli.finetune_progress import RichCallbacks
+    from gfnet_cli.engine.train import TrainConfig, finetune
+
     config = TrainConfig(
         model=model, dataset=dataset, output_dir=output_dir, from_scratch=from_scratch,
         patch_size=patch_size, embed_dim=_int_list(embed_dim, "--embed-dim"),

@@ -6,13 +6,13 @@ import typer
 from rich.table import Table
 
 from gfnet_cli.cli._common import emit_json, stdout
-from gfnet_cli.zoo_info import model_table
+from gfnet_cli.cli.options import JsonOption
 
 
-def models(
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-) -> None:
+def models(as_json: JsonOption = False) -> None:
     """List the authors' ImageNet-1k variants: params, GFLOPs at 224 px, published accuracy."""
+    from gfnet_cli.zoo_info import model_table
+
     rows = model_table()
     if as_json:
         emit_json([row.to_dict() for row in rows])

@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from gfnet_cli.cli._common import emit_json, stdout
+from gfnet_cli.cli.options import (
+    DEFAULT_MODEL,
+    BatchSizeOption,
+    DeviceOption,
+    ImgSizeOption,
+    JsonOption,
+    ModelOption,
+    PrecisionOption,
+)
 from gfnet_cli.errors import UsageError
-from gfnet_cli.predict import DEFAULT_MODEL, count_failures, predict
+
+if TYPE_CHECKING:
+    from gfnet_cli.predict import ImagePrediction
+
+
+def predict(*args: Any, **kwargs: Any) -> list[ImagePrediction]:
+    """:func:`gfnet_cli.predict.predict`, imported when a prediction runs, not for ``--help``.
+
+    A module-level name so that tests can stand in for the library call.
+    """
+    from gfnet_cli.predict import predict as predict_images
+
+    return predict_images(*args, **kwargs)
 
 
 def predict_command(
@@ -17,17 +40,13 @@ def predict_command(
         metavar="IMAGE",
         help="Image files, folders (searched recursively) or glob patterns (quoted).",
     ),
-    model: str = typer.Option(
-        DEFAULT_MODEL, "--model", "-m", help="MODEL: a folder, a Hub id or a zoo name."
-    ),
+    model: ModelOption = DEFAULT_MODEL,
     top_k: int = typer.Option(5, "--top-k", "-k", help="How many classes to show per image."),
-    img_size: int = typer.Option(
-        None, "--img-size", help="Run the model at this resolution (weights resized)."
-    ),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per forward pass."),
-    device: str = typer.Option("auto", "--device", help="auto (cuda, mps, cpu), cpu, cuda, mps."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (autocast)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    img_size: ImgSizeOption = None,
+    batch_size: BatchSizeOption = 32,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "fp32",
+    as_json: JsonOption = False,
 ) -> None:
     """Classify images. Every readable input is predicted; unreadable ones are reported.
 
@@ -56,6 +75,8 @@ def predict_command(
             for rank, item in enumerate(result.predictions, 1):
                 table.add_row(str(rank), escape(item["label"]), f"{item['score']:.4f}")
             stdout.print(table)
+    from gfnet_cli.predict import count_failures
+
     failed = count_failures(results)
     if failed:
         raise UsageError(f"{failed} of {len(results)} inputs could not be read")

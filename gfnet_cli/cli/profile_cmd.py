@@ -6,8 +6,17 @@ import typer
 from rich.table import Table
 
 from gfnet_cli.cli._common import emit_json, stderr, stdout
+from gfnet_cli.cli.options import (
+    BASELINES,
+    DEFAULT_MODEL,
+    BatchSizeOption,
+    DeviceOption,
+    JsonOption,
+    ModelOption,
+    PrecisionOption,
+    RevisionOption,
+)
 from gfnet_cli.errors import UsageError
-from gfnet_cli.profiling import BASELINES, ProfileOptions, plot_rows, profile
 
 
 def _parse_compare(value: str | None) -> list[str]:
@@ -25,19 +34,17 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def profile_command(
-    model: str = typer.Option(
-        "gfnet-xs", "--model", "-m", help="Zoo name, MODEL folder or Hub id."
-    ),
+    model: ModelOption = DEFAULT_MODEL,
     resolution: list[int] = typer.Option(
         None, "--resolution", "-r", help="Input size in pixels (repeatable; default: the model's)."
     ),
-    batch_size: int = typer.Option(1, "--batch-size", "-b", help="Images per forward pass."),
-    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps"),
-    precision: str = typer.Option("fp32", "--precision", help="fp32|bf16|fp16 (autocast)"),
+    batch_size: BatchSizeOption = 1,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "fp32",
     compare: str = typer.Option(
         None, "--compare", help="Baselines of the same width and depth: vit,resmlp"
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON rows instead of a table."),
+    as_json: JsonOption = False,
     plot: str = typer.Option(None, "--plot", help="Write FLOPs/latency/memory vs tokens (PNG)."),
     warmup: int = typer.Option(2, "--warmup", help="Untimed forward passes first."),
     repeats: int = typer.Option(10, "--repeats", help="Timed forward passes (median reported)."),
@@ -48,13 +55,18 @@ def profile_command(
     memory_limit: float = typer.Option(
         None, "--memory-limit", help="MB a row may need; rows above it are reported, not run."
     ),
-    revision: str = typer.Option(None, "--revision", help="Hub revision of MODEL."),
+    revision: RevisionOption = None,
 ) -> None:
-    """Measure params, GFLOPs, latency, images/s and peak memory per model and resolution."""
+    """Measure params, GFLOPs, latency, images/s and peak memory per model and resolution.
+
+    No weights are needed: a zoo name means its architecture, a folder or Hub id its config.
+    """
     if plot is not None and not plot.lower().endswith(".png"):
         raise UsageError(f"--plot writes a PNG file: {plot!r} does not end in .png")
     if warmup < 0 or repeats < 1:
         raise UsageError("--warmup must be >= 0 and --repeats >= 1")
+    from gfnet_cli.profiling import ProfileOptions, plot_rows, profile
+
     options = ProfileOptions(
         batch_size=batch_size,
         device=device,

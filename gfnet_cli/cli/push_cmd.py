@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from gfnet_cli.cli._common import emit_json, stderr, stdout
-from gfnet_cli.push import push_folder
+from gfnet_cli.cli.options import JsonOption
 
 
 def push(
@@ -21,13 +21,15 @@ def push(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="List the files that would be sent; send nothing."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    as_json: JsonOption = False,
 ) -> None:
     """Upload a MODEL folder's model files, card and results to the Hub in one commit.
 
     Checkpoints, pickles, hidden and temporary files are never sent. The token comes from
     HF_TOKEN or `hf auth login`.
     """
+    from gfnet_cli.push import push_folder
+
     result = push_folder(
         directory,
         repo_id,
