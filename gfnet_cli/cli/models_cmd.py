@@ -11,7 +11,7 @@ from gfnet_cli.cli.options import JsonOption
 
 def models(as_json: JsonOption = False) -> None:
     """List the authors' ImageNet-1k variants: params, GFLOPs at 224 px, published accuracy."""
-    from gfnet_cli.zoo_info import model_table
+    from gfnet_cli.profiling import model_table
 
     rows = model_table()
     if as_json:
