@@ -5,10 +5,13 @@ single line and exits with its ``exit_code`` (docs/cli.md: 2 for unusable input,
 
 Library code speaks in parameters, not flags: an error about one argument names the Python
 parameter (``batch_size must be at least 1``) and records it in ``param``; the CLI rewrites
-that name to the flag the user typed (``--batch-size``).
+that name to the flag the user typed (``--batch-size``). A message that also names other
+parameters (``pass resume to continue``) lists them after the first.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class GFNetError(Exception):
@@ -16,9 +19,15 @@ class GFNetError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str = "", *, param: str | None = None) -> None:
+    def __init__(self, message: str = "", *, param: str | Sequence[str] | None = None) -> None:
         super().__init__(message)
-        self.param = param
+        #: the parameters the message names, the one it is about first
+        self.params: tuple[str, ...] = (param,) if isinstance(param, str) else tuple(param or ())
+
+    @property
+    def param(self) -> str | None:
+        """The parameter the error is about (``None`` when it is about no single one)."""
+        return self.params[0] if self.params else None
 
 
 class UsageError(GFNetError):

@@ -195,14 +195,14 @@ def test_parameter_names_become_the_commands_flags():
     assert flag_for("max_samples", predict) is None
     assert flag_for("batch_size", None) is None
 
-    rewrite = with_flags("batch_size must be at least 1, got 0", "batch_size", predict)
+    rewrite = with_flags("batch_size must be at least 1, got 0", ("batch_size",), predict)
     assert rewrite == "--batch-size must be at least 1, got 0"
     # Whole words only; a flag already written, or a longer word, is left alone.
-    assert with_flags("--batch-size too big", "batch_size", predict) == "--batch-size too big"
-    assert with_flags("device-side assert", "device", predict) == "device-side assert"
-    assert with_flags("devices: none", "device", predict) == "devices: none"
-    assert with_flags("no such max_samples", "max_samples", predict) == "no such max_samples"
-    assert with_flags("batch_size", None, predict) == "batch_size"
+    assert with_flags("--batch-size too big", ("batch_size",), predict) == "--batch-size too big"
+    assert with_flags("device-side assert", ("device",), predict) == "device-side assert"
+    assert with_flags("devices: none", ("device",), predict) == "devices: none"
+    assert with_flags("no such max_samples", ("max_samples",), predict) == "no such max_samples"
+    assert with_flags("batch_size", (), predict) == "batch_size"
 
 
 # ------------------------------------------------------------------------------ progress
@@ -248,3 +248,16 @@ def test_evaluate_passes_a_progress_callback_unless_quiet(run_cli, monkeypatch, 
     assert json.loads(result.stdout) == {"model": "tiny", "dataset": "data"}  # stdout: JSON only
     assert isinstance(seen["progress"], ProgressBar) is expect_bar
     assert seen["progress"] is not None or not expect_bar
+
+
+def test_every_parameter_an_error_names_becomes_a_flag():
+    finetune = _commands()["finetune"]
+    message = with_flags(
+        "output_dir runs/x is not empty: pass resume to continue its run, overwrite to start over",
+        ("output_dir", "resume", "overwrite"),
+        finetune,
+    )
+    assert message == (
+        "--output-dir runs/x is not empty: pass --resume to continue its run, --overwrite to "
+        "start over"
+    )

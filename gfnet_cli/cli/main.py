@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Sequence
 from typing import NoReturn
 
 import typer
@@ -118,7 +119,7 @@ def _describe(exc: BaseException) -> tuple[str, int]:
     if State.debug:
         raise exc
     if isinstance(exc, GFNetError):
-        return with_flags(str(exc), exc.param, State.command), exc.exit_code
+        return with_flags(str(exc), exc.params, State.command), exc.exit_code
     if isinstance(exc, MemoryError):
         return "out of memory: try a smaller --batch-size or --img-size", 1
     # the last line of defence: never a traceback without --debug
@@ -147,16 +148,17 @@ def flag_for(param: str, command: object) -> str | None:
     return None
 
 
-def with_flags(message: str, param: str | None, command: object) -> str:
-    """``message`` with the whole word ``param`` written as the command's flag for it.
+def with_flags(message: str, params: Sequence[str], command: object) -> str:
+    """``message`` with each whole word in ``params`` written as the command's flag for it.
 
     ``batch_size must be at least 1`` -> ``--batch-size must be at least 1``; a word already
     written as a flag (``--batch-size``) or part of a longer one (``device-side``) is left alone.
     """
-    flag = flag_for(param, command) if param else None
-    if flag is None:
-        return message
-    return re.sub(rf"(?<![\w-]){re.escape(param)}(?![\w-])", flag, message)
+    for param in params:
+        flag = flag_for(param, command)
+        if flag is not None:
+            message = re.sub(rf"(?<![\w-]){re.escape(param)}(?![\w-])", flag, message)
+    return message
 
 
 def _fail(message: str, code: int) -> NoReturn:

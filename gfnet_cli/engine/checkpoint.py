@@ -92,7 +92,7 @@ def latest_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | None:
         raise CheckpointError(
             f"resume: none of the {len(paths)} checkpoint(s) in {directory} can be read "
             f"(newest: {errors[0]}); to start over, use overwrite instead (it deletes them)",
-            param="resume",
+            param=("resume", "overwrite"),
         )
     return None
 

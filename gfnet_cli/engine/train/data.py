@@ -120,7 +120,7 @@ def _check_train_split(train: ImageDataset, config: TrainConfig) -> None:
     if config.max_steps is None and split_num_examples(train) is None:
         raise UsageError(
             f"the size of {where} is unknown, so a streamed run's learning-rate schedule has "
-            "no end: pass --max-steps",
+            "no end: pass max_steps",
             param="max_steps",
         )
 

@@ -253,7 +253,7 @@ def _check_finite(run: Run, state: RunState, loss: float) -> None:
             if checkpoints
             else "no checkpoint was written before it"
         ),
-        param="lr",
+        param=("lr", "precision"),
     )
 
 

@@ -108,9 +108,9 @@ def prepare_output_dir(output_dir: Path, config: TrainConfig) -> None:
         return
     if any(output_dir.iterdir()):
         raise UsageError(
-            f"output_dir {output_dir} is not empty: pass --resume to continue its run, "
-            "--overwrite to start over, or choose another folder",
-            param="output_dir",
+            f"output_dir {output_dir} is not empty: pass resume to continue its run, "
+            "overwrite to start over, or choose another folder",
+            param=("output_dir", "resume", "overwrite"),
         )
 
 
