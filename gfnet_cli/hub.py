@@ -311,7 +311,7 @@ def _revision(text: str, revision: str | None) -> tuple[str, str | None]:
     name, at_revision = split_revision(text)
     if at_revision and revision and at_revision != revision:
         raise UsageError(
-            f"{text} names revision {at_revision!r} but revision is {revision!r}",
+            f"{text} pins {at_revision!r}, but revision is {revision!r}",
             param="revision",
         )
     return name, revision or at_revision

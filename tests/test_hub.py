@@ -315,6 +315,15 @@ def test_authors_link_failures(hub, run_cli, authors_checkpoint, cut):
     assert leftovers == []
 
 
+def test_two_different_revisions_name_the_parameter():
+    from gfnet_cli.errors import UsageError
+    from gfnet_cli.hub import resolve_model
+
+    with pytest.raises(UsageError, match="pins 'v1', but revision is 'v2'") as info:
+        resolve_model("org/tiny@v1", revision="v2")
+    assert info.value.param == "revision"
+
+
 def test_local_folder_errors(run_cli, tmp_path):
     (tmp_path / "empty").mkdir()
     assert_one_line_error(run_cli("download", tmp_path / "empty"), 2, "without config.json")
