@@ -85,7 +85,14 @@ class GFNet(nn.Module):
 
     # ------------------------------------------------------------------ init
     def reset_parameters(self) -> None:
-        """The authors' initialization: truncated normal (std 0.02) for linears and pos_embed."""
+        """The authors' initialization: truncated normal (std 0.02) for linears and pos_embed.
+
+        A model on the meta device (built to receive loaded weights) has no values to draw,
+        and random ops on meta tensors make PyTorch import its symbolic-shape and compiler
+        machinery, most of a second of every ``load_model``; so it is skipped there.
+        """
+        if self.pos_embed.is_meta:
+            return
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         for module in self.modules():
             if isinstance(module, nn.Linear):
