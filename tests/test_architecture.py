@@ -235,18 +235,22 @@ def test_internal_code_imports_from_the_defining_module():
     assert not offenders, offenders
 
 
-def test_importing_models_loads_no_hub_datasets_or_card():
-    code = (
-        "import sys, gfnet_cli.models\n"
-        "banned = ('huggingface_hub', 'datasets', 'gfnet_cli.card', 'gfnet_cli.hub', "
-        "'gfnet_cli.push', 'gfnet_cli.serialization', 'gfnet_cli.convert', 'gfnet_cli.flops')\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in banned or "
-        "any(m == b or m.startswith(b + '.') for b in banned)))\n"
+def loaded_after(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` (or their submodules) a fresh interpreter holds after ``code``."""
+    probe = (
+        f"{code}\nimport sys\n"
+        f"print(sorted(m for m in sys.modules if any(m == b or m.startswith(b + '.') "
+        f"for b in {modules!r})))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "[]", out
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return ast.literal_eval(run.stdout.strip())
+
+
+def test_importing_models_loads_no_hub_datasets_or_card():
+    above = ("card", "hub", "push", "serialization", "convert", "flops")
+    banned = ("huggingface_hub", "datasets", *(f"{PACKAGE}.{name}" for name in above))
+    assert loaded_after("import gfnet_cli.models", banned) == []
 
 
 @pytest.mark.parametrize(
@@ -281,17 +285,12 @@ def test_loading_a_local_model_stays_light(tmp_path):
     and building the model on the meta device draws no random numbers there (which would
     import PyTorch's compiler and sympy: most of a second of start-up)."""
     code = (
-        "import sys\n"
         "from gfnet_cli.hub import load_model\n"
         "from gfnet_cli.models import GFNet, GFNetConfig\n"
         "from gfnet_cli.serialization import save_model\n"
         "config = GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=32, num_classes=3)\n"
         f"save_model(GFNet(config), {str(tmp_path)!r})\n"
-        f"load_model({str(tmp_path)!r})\n"
-        "heavy = ('huggingface_hub', 'datasets', 'sympy', 'torch._dynamo')\n"
-        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        f"load_model({str(tmp_path)!r})"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "[]", out
+    heavy = ("huggingface_hub", "datasets", "sympy", "torch._dynamo")
+    assert loaded_after(code, heavy) == []

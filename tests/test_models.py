@@ -292,17 +292,24 @@ def reference_forward(model: GFNet, images: torch.Tensor) -> torch.Tensor:
     return F.linear(x.mean(1), weights["head.weight"], weights["head.bias"])
 
 
+def fused_and_plain(model: GFNet, images: torch.Tensor, calls: list, blocks: int):
+    """The logits of the fused path (checked to have run) and of the plain path (without it)."""
+    with torch.inference_mode():
+        fused = model(images)
+        assert_fused_ran(calls, blocks=blocks)
+        calls.clear()
+        with fused_inference(False):
+            plain = model(images)
+        assert calls == []
+    return fused, plain
+
+
 def test_fast_path_matches_the_reference_within_1e4(fused_calls):
     config = GFNetConfig(patch_size=8, embed_dim=64, depth=3, img_size=64, num_classes=10)
     model = GFNet(config).eval()
     images = torch.randn(4, 3, 64, 64)
+    fused, plain = fused_and_plain(model, images, fused_calls, blocks=3)
     with torch.inference_mode():
-        fused = model(images)
-        assert_fused_ran(fused_calls, blocks=3)
-        fused_calls.clear()
-        with fused_inference(False):
-            plain = model(images)
-        assert fused_calls == []
         expected = reference_forward(model, images)
     torch.testing.assert_close(fused, expected, atol=1e-4, rtol=0)
     torch.testing.assert_close(plain, expected, atol=1e-4, rtol=0)
@@ -310,15 +317,7 @@ def test_fast_path_matches_the_reference_within_1e4(fused_calls):
 
 def test_pyramid_fast_path_matches_the_plain_path(fused_calls):
     model = create_model("gfnet-h-ti", embed_dim=[16, 32, 48, 64], depth=[1, 1, 2, 1], img_size=64)
-    model.eval()
-    images = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        fused = model(images)
-        assert_fused_ran(fused_calls, blocks=5)
-        fused_calls.clear()
-        with fused_inference(False):
-            plain = model(images)
-        assert fused_calls == []
+    fused, plain = fused_and_plain(model.eval(), torch.randn(2, 3, 64, 64), fused_calls, 5)
     torch.testing.assert_close(fused, plain, atol=1e-4, rtol=0)
 
 
