@@ -14,16 +14,16 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "GFNet": "gfnet_cli.models.gfnet",
+    "GFNet": "gfnet_cli.hub",
     "GFNetConfig": "gfnet_cli.models.config",
     "GFNetError": "gfnet_cli.errors",
     "UsageError": "gfnet_cli.errors",
     "convert_checkpoint": "gfnet_cli.convert",
-    "create_model": "gfnet_cli.models.factory",
+    "create_model": "gfnet_cli.hub",
     "evaluate": "gfnet_cli.engine.evaluate",
     "get_zoo_entry": "gfnet_cli.models.zoo",
     "list_models": "gfnet_cli.models.zoo",
-    "load_model": "gfnet_cli.models.factory",
+    "load_model": "gfnet_cli.hub",
     "model_table": "gfnet_cli.profiling",
     "predict": "gfnet_cli.predict",
     "push_folder": "gfnet_cli.push",
@@ -68,10 +68,8 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from gfnet_cli.convert import convert_checkpoint
     from gfnet_cli.engine.evaluate import evaluate
     from gfnet_cli.errors import GFNetError, UsageError
-    from gfnet_cli.hub import resolve_model
+    from gfnet_cli.hub import GFNet, create_model, load_model, resolve_model
     from gfnet_cli.models.config import GFNetConfig
-    from gfnet_cli.models.factory import create_model, load_model
-    from gfnet_cli.models.gfnet import GFNet
     from gfnet_cli.models.zoo import get_zoo_entry, list_models
     from gfnet_cli.predict import predict
     from gfnet_cli.profiling import model_table

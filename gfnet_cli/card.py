@@ -12,7 +12,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from gfnet_cli.flops import config_gflops
 from gfnet_cli.models.config import GFNetConfig
+from gfnet_cli.models.zoo import ZOO
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +129,6 @@ def _card_data(
 
 def _published_results(config: GFNetConfig, source: str | None) -> dict[str, Any] | None:
     """The authors' published accuracy, when these are their zoo weights at 224 px."""
-    from gfnet_cli.models.zoo import ZOO
-
     entry = ZOO.get(config.architecture or "")
     if entry is None or not source or config.num_classes != 1000:
         return None
@@ -261,8 +261,6 @@ def _body(
 
 def _gflops(config: GFNetConfig) -> float | None:
     try:
-        from gfnet_cli.flops import config_gflops
-
         return config_gflops(config)
     except Exception:  # a card without GFLOPs beats no card
         logger.debug("could not count GFLOPs for the card", exc_info=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import pickle
 import pickletools
 import re
@@ -23,14 +24,23 @@ from typing import Any
 
 import torch
 
-from gfnet_cli.errors import CheckpointError, UsageError
+from gfnet_cli.cache import download_url
+from gfnet_cli.card import model_card
+from gfnet_cli.errors import CheckpointError, UsageError, first_line
 from gfnet_cli.labels import imagenet_class_names, read_label_file
 from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.models.gfnet import GFNet
-from gfnet_cli.models.zoo import ZOO, get_zoo_entry, match_architecture
-from gfnet_cli.serialization import atomic_directory, model_from_state_dict, save_model
+from gfnet_cli.models.zoo import ZOO, ZooEntry, get_zoo_entry, match_architecture
+from gfnet_cli.serialization import (
+    atomic_directory,
+    load_weights,
+    model_from_state_dict,
+    save_model,
+)
 
 logger = logging.getLogger(__name__)
+
+ZOO_MIRROR_ENV = "GFNET_ZOO_MIRROR"
 
 # Plain classes the authors' checkpoints carry besides tensors; none can run code.
 _SAFE_GLOBALS: list[Any] = [argparse.Namespace]
@@ -56,8 +66,6 @@ def read_checkpoint(path: str | Path) -> Any:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty")
     if path.suffix == ".safetensors":
-        from gfnet_cli.serialization import load_weights
-
         return load_weights(path)
     try:
         with torch.serialization.safe_globals(_safe_globals()), warnings.catch_warnings():
@@ -359,17 +367,21 @@ def convert_checkpoint(
     )
 
 
+def zoo_checkpoint_url(entry: ZooEntry) -> str:
+    """The authors' download link, or ``$GFNET_ZOO_MIRROR/<name>.pth`` when a mirror is set."""
+    mirror = os.environ.get(ZOO_MIRROR_ENV, "").strip()
+    if mirror:
+        return f"{mirror.rstrip('/')}/{entry.name}.pth"
+    return entry.url
+
+
 def _resolve_source(source: str) -> tuple[Path, str, str | None]:
     """A local path for SOURCE: the file itself, a downloaded URL, or a zoo entry's link."""
     if source.lower() in ZOO and not Path(source).exists():
         entry = ZOO[source.lower()]
-        from gfnet_cli.hub import download_url, zoo_checkpoint_url
-
         url = zoo_checkpoint_url(entry)
         return download_url(url), f"{entry.name} ({url})", entry.name
     if re.match(r"^https?://", source):
-        from gfnet_cli.hub import download_url
-
         return download_url(source), source, None
     return Path(source), source, None
 
@@ -389,8 +401,6 @@ def _class_names(labels: str | None, num_classes: int) -> list[str] | None:
 
 
 def _card(model: GFNet, source: str, used_ema: bool) -> str:
-    from gfnet_cli.card import model_card
-
     return model_card(model.config, source=source, used_ema=used_ema, num_params=model.num_params)
 
 
@@ -401,19 +411,14 @@ def _reason(message: str) -> str:
     useful = [line for line in lines if not line.startswith(boilerplate)]
     if useful and useful[0].startswith("Unsupported operand"):
         return f"not a pickle: {useful[0].lower()}"
-    return _first_line(useful[0] if useful else "unrecognized content")
-
-
-def _first_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[0][:200] if lines else "unknown error"
+    return first_line(useful[0] if useful else "unrecognized content", 200)
 
 
 __all__ = [
     "ConversionResult",
-    "GFNet",
     "convert_checkpoint",
     "extract_state_dict",
     "infer_config",
     "read_checkpoint",
+    "zoo_checkpoint_url",
 ]

@@ -1,10 +1,20 @@
-"""Finding MODELs: local folders, Hub repositories and zoo names.
+"""MODEL arguments to models: local folders, Hub repositories and zoo names.
+
+Three ways in, by what the caller needs:
+
+- :func:`resolve_model` -> the local MODEL folder (downloaded or converted on first use);
+- :func:`resolve_config` -> the architecture only (zoo names: nothing fetched; Hub
+  repositories: ``config.json`` only);
+- :func:`load_model` -> the model with its weights, in eval mode.
+
+Models come back as :class:`GFNet`, the architecture of :mod:`gfnet_cli.models` plus
+``from_pretrained`` / ``save_pretrained`` / ``push_to_hub``; ``gfnet_cli.GFNet``,
+``gfnet_cli.create_model`` and ``gfnet_cli.load_model`` are the ones defined here.
 
 Hub downloads go through ``huggingface_hub.hf_hub_download`` into the standard Hub cache
 (``HF_HUB_CACHE`` / ``HF_HOME``), fetching only ``config.json``, ``model.safetensors`` and
 ``README.md``. Environment variables (``HF_HOME``, ``HF_HUB_CACHE``, ``HF_ENDPOINT``,
-``HF_TOKEN``, ``HF_HUB_OFFLINE``) are read at call time, so they apply even when
-huggingface_hub was imported earlier.
+``HF_TOKEN``, ``HF_HUB_OFFLINE``) are read at call time (:mod:`gfnet_cli.cache`).
 
 Zoo names (``gfnet-xs``) map to ``$GFNET_HUB_ORG/<name>`` on the Hub. The authors never put
 their weights there, so when that repository does not exist the authors' checkpoint is
@@ -14,102 +24,201 @@ under ``$GFNET_CACHE`` (default ``$HF_HOME/gfnet``); later runs need no network.
 
 from __future__ import annotations
 
-import hashlib
-import http.client
-import json
 import logging
 import os
 import re
-import struct
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import torch
+
+from gfnet_cli.cache import (
+    cache_dir,
+    download_path,
+    download_url,
+    hub_cache_dir,
+    hub_endpoint,
+    is_offline,
+    zoo_cache_dir,
+)
+from gfnet_cli.card import model_card
+from gfnet_cli.convert import convert_checkpoint, zoo_checkpoint_url
 from gfnet_cli.errors import CheckpointError, ConfigError, ModelNotFoundError, UsageError
+from gfnet_cli.hub_errors import (
+    DownloadError,
+    HubAccessError,
+    HubFileMissingError,
+    HubRepoNotFoundError,
+    HubRequest,
+    HubRevisionNotFoundError,
+    NetworkError,
+    OfflineCacheMissError,
+    hub_error,
+)
+from gfnet_cli.models import gfnet as architecture
 from gfnet_cli.models.config import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, GFNetConfig
+from gfnet_cli.models.factory import model_config
 from gfnet_cli.models.zoo import ZOO, ZooEntry, get_zoo_entry, is_zoo_name
+from gfnet_cli.push import push_folder
+from gfnet_cli.serialization import (
+    REWRITE_HINT,
+    CorruptModelError,
+    check_model_folder,
+    load_model_folder,
+    safetensors_shapes,
+    save_model,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_HUB_ORG = "gfnet"
 HUB_ORG_ENV = "GFNET_HUB_ORG"
-ZOO_MIRROR_ENV = "GFNET_ZOO_MIRROR"
-MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+ModelT = TypeVar("ModelT", bound="GFNet")
 
 
-# ---------------------------------------------------------------------------- errors
-class HubRepoNotFoundError(ModelNotFoundError):
-    """The Hub has no such repository (or it is private and no token grants access)."""
+# ---------------------------------------------------------------------------- the model
+class GFNet(architecture.GFNet):
+    """A GFNet that knows MODEL folders and the Hub: the public ``gfnet_cli.GFNet``.
+
+    The methods are the ones huggingface_hub's ``PyTorchModelHubMixin`` users expect, over
+    this package's own functions, so the files, cache, zoo names, errors and upload are the
+    CLI's: ``from_pretrained`` is :func:`load_model`, ``save_pretrained`` writes a MODEL
+    folder with our card, ``push_to_hub`` is ``gfnet push``.
+    """
+
+    @classmethod
+    def from_pretrained(
+        cls: type[ModelT],
+        pretrained_model_name_or_path: str | Path,
+        *,
+        revision: str | None = None,
+        force_download: bool = False,
+        token: str | bool | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        img_size: int | tuple[int, int] | None = None,
+        map_location: str | torch.device | None = "cpu",
+    ) -> ModelT:
+        """Load a MODEL (local folder, Hub repo ``org/name[@rev]`` or zoo name), eval mode."""
+        folder = resolve_model(
+            str(pretrained_model_name_or_path),
+            revision,
+            token=token,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            cache_dir=cache_dir,
+        )
+        return load_model_folder(folder, img_size=img_size, device=map_location, model_class=cls)
+
+    def save_pretrained(
+        self,
+        save_directory: str | Path,
+        *,
+        config: Any = None,
+        repo_id: str | None = None,
+        push_to_hub: bool = False,
+        model_card_kwargs: dict[str, Any] | None = None,
+        **push_to_hub_kwargs: Any,
+    ) -> str | None:
+        """Write a MODEL folder (config.json, model.safetensors, README.md card).
+
+        ``config`` is accepted for huggingface_hub's signature and ignored: the model's own
+        ``GFNetConfig`` (as it is now, after any ``set_image_size``) is what is saved.
+        ``model_card_kwargs`` go to :func:`gfnet_cli.card.model_card`. With ``push_to_hub``,
+        the folder is then pushed to ``repo_id`` (default: the folder's name).
+        """
+        card = model_card(self.config, num_params=self.num_params, **(model_card_kwargs or {}))
+        save_model(self, save_directory, card=card)
+        if push_to_hub:
+            return self.push_to_hub(
+                repo_id or Path(save_directory).name,
+                model_card_kwargs=model_card_kwargs,
+                **push_to_hub_kwargs,
+            )
+        return None
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        config: Any = None,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        branch: str | None = None,
+        model_card_kwargs: dict[str, Any] | None = None,
+    ) -> str | None:
+        """Upload this model (config, safetensors, card) to ``repo_id`` in one commit.
+
+        The same upload as ``gfnet push`` (:func:`gfnet_cli.push.push_folder`). Returns the
+        commit URL.
+        """
+        card_kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
+        with tempfile.TemporaryDirectory(prefix="gfnet-push-") as tmp:
+            self.save_pretrained(tmp, model_card_kwargs=card_kwargs)
+            result = push_folder(
+                tmp,
+                repo_id,
+                private=bool(private),
+                revision=branch,
+                commit_message=commit_message,
+                token=token,
+            )
+        return result.commit_url
 
 
-class HubRevisionNotFoundError(ModelNotFoundError):
-    """The repository exists but not at that branch, tag or commit."""
+def load_model(
+    model: str,
+    *,
+    revision: str | None = None,
+    img_size: int | tuple[int, int] | None = None,
+    device: str | torch.device | None = None,
+) -> GFNet:
+    """Load a MODEL (local folder, Hub repo ``org/name[@rev]`` or zoo name) in eval mode.
+
+    With ``img_size``, the position embedding and filters are resized to it as the authors'
+    fine-tuning does.
+    """
+    folder = resolve_model(str(model), revision=revision)
+    return load_model_folder(folder, img_size=img_size, device=device, model_class=GFNet)
 
 
-class HubFileMissingError(ModelNotFoundError):
-    """The repository lacks a file every MODEL needs."""
+def create_model(
+    name_or_config: str | GFNetConfig,
+    *,
+    pretrained: bool = False,
+    img_size: int | tuple[int, int] | None = None,
+    num_classes: int | None = None,
+    class_names: list[str] | None = None,
+    **overrides: Any,
+) -> GFNet:
+    """Build a GFNet: a zoo name (``"gfnet-xs"``) or a :class:`GFNetConfig`.
 
-
-class HubAccessError(UsageError):
-    """401/403: gated, private, or a token without the right permission."""
-
-
-class NetworkError(UsageError):
-    """The server cannot be reached and nothing usable is cached."""
-
-
-class OfflineCacheMissError(UsageError):
-    """Offline mode is on and the MODEL is not in the cache."""
-
-
-class DownloadError(UsageError):
-    """A download failed or arrived incomplete; nothing was kept."""
-
-
-class CorruptModelError(ConfigError):
-    """A MODEL folder's weights are truncated or corrupt."""
+    ``pretrained=True`` loads the variant's ImageNet weights (see :func:`load_model`); the
+    head is then replaced when ``num_classes`` differs, and weights are resized when
+    ``img_size`` differs. Other keyword arguments override config fields (e.g.
+    ``drop_path_rate=0.1``, ``depth=6``) of a model with fresh weights.
+    """
+    if pretrained:
+        if not isinstance(name_or_config, str):
+            raise TypeError("pretrained=True needs a model name, not a config")
+        model = load_model(name_or_config, img_size=img_size)
+        if num_classes is not None and num_classes != model.num_classes:
+            model.reset_classifier(num_classes, class_names)
+        return model
+    config = model_config(
+        name_or_config,
+        img_size=img_size,
+        num_classes=num_classes,
+        class_names=class_names,
+        **overrides,
+    )
+    return GFNet(config)
 
 
 # ---------------------------------------------------------------------------- settings
-def cache_dir() -> Path:
-    """Where gfnet keeps its own cache (converted zoo models, raw downloads)."""
-    base = os.environ.get("GFNET_CACHE") or os.path.join(_hf_home(), "gfnet")
-    return Path(base).expanduser()
-
-
-def zoo_cache_dir() -> Path:
-    """Where zoo models converted from the authors' checkpoints are kept."""
-    return cache_dir() / "zoo"
-
-
-def _hf_home() -> str:
-    default = os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
-    return os.path.expanduser(os.environ.get("HF_HOME") or default)
-
-
-def hub_cache_dir() -> Path:
-    """The standard Hub cache, as huggingface_hub computes it, but read now."""
-    return Path(os.environ.get("HF_HUB_CACHE") or os.path.join(_hf_home(), "hub")).expanduser()
-
-
-def hub_endpoint() -> str:
-    from huggingface_hub import constants
-
-    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-
-
-def is_offline() -> bool:
-    """``HF_HUB_OFFLINE=1`` (read at call time, as well as at huggingface_hub's import)."""
-    from huggingface_hub import constants
-
-    value = os.environ.get("HF_HUB_OFFLINE", "")
-    return constants.HF_HUB_OFFLINE or value.strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
 def hub_org() -> str:
     """The Hub organization holding the zoo models (``GFNET_HUB_ORG`` overrides it)."""
     return os.environ.get(HUB_ORG_ENV, "").strip() or DEFAULT_HUB_ORG
@@ -117,14 +226,6 @@ def hub_org() -> str:
 
 def zoo_repo_id(name: str) -> str:
     return f"{hub_org()}/{get_zoo_entry(name).name}"
-
-
-def zoo_checkpoint_url(entry: ZooEntry) -> str:
-    """The authors' download link, or ``$GFNET_ZOO_MIRROR/<name>.pth`` when a mirror is set."""
-    mirror = os.environ.get(ZOO_MIRROR_ENV, "").strip()
-    if mirror:
-        return f"{mirror.rstrip('/')}/{entry.name}.pth"
-    return entry.url
 
 
 # ---------------------------------------------------------------------------- resolving
@@ -156,10 +257,7 @@ def resolve_model(
         if not (path / CONFIG_NAME).is_file():
             raise ConfigError(f"{path} is a folder without config.json: not a MODEL folder")
         return path
-    name, at_revision = split_revision(text)
-    if at_revision and revision and at_revision != revision:
-        raise UsageError(f"{text} names revision {at_revision!r} but --revision is {revision!r}")
-    revision = revision or at_revision
+    name, revision = _revision(text, revision)
     options: dict[str, Any] = {
         "token": token,
         "force_download": force_download,
@@ -170,46 +268,64 @@ def resolve_model(
         return _resolve_zoo(get_zoo_entry(name), revision, **options)
     if _REPO_ID.match(name):
         return download_model(name, revision, **options)
-    if path.exists():
-        raise ModelNotFoundError(
-            f"{path} is a file, not a MODEL folder: convert a checkpoint with `gfnet convert`"
-        )
-    raise ModelNotFoundError(
-        f"{text}: no such MODEL folder, and not a Hub repository id (org/name) or a zoo name "
-        f"({', '.join(ZOO)})"
-    )
+    raise _not_a_model(text, path)
 
 
 def resolve_config(model: str, revision: str | None = None) -> GFNetConfig:
     """A MODEL's architecture without its weights (``profile``, ``finetune --from-scratch``).
 
-    A zoo name needs nothing downloaded; a Hub repository only its ``config.json``.
+    A folder's ``config.json`` is read; a zoo name needs nothing downloaded (at a pinned
+    revision, its Hub repository's ``config.json``); a Hub repository only its
+    ``config.json``.
     """
     text = str(model).strip()
     path = Path(text).expanduser()
     if path.is_dir():
         return GFNetConfig.load(path)
+    name, revision = _revision(text, revision)
+    if is_zoo_name(name):
+        if revision is None:
+            return get_zoo_entry(name).config()
+        name = zoo_repo_id(name)
+    if not _REPO_ID.match(name):
+        raise _not_a_model(text, path)
+    label = f"{name}@{revision}" if revision else name
+    config_path = _fetch(
+        name,
+        CONFIG_NAME,
+        revision,
+        label=label,
+        token=None,
+        force_download=False,
+        local_files_only=is_offline(),
+        cache_dir=None,
+    )
+    try:
+        return GFNetConfig.load(config_path)
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+
+
+def _revision(text: str, revision: str | None) -> tuple[str, str | None]:
+    """The name and the one revision a MODEL argument and a ``revision`` parameter give."""
     name, at_revision = split_revision(text)
-    if is_zoo_name(name) and not (revision or at_revision):
-        return get_zoo_entry(name).config()
-    if _REPO_ID.match(name):
-        revision = revision or at_revision
-        label = f"{name}@{revision}" if revision else name
-        config_path = _fetch(
-            name,
-            CONFIG_NAME,
-            revision,
-            label=label,
-            token=None,
-            force_download=False,
-            local_files_only=is_offline(),
-            cache_dir=None,
+    if at_revision and revision and at_revision != revision:
+        raise UsageError(
+            f"{text} pins {at_revision!r}, but revision is {revision!r}",
+            param="revision",
         )
-        try:
-            return GFNetConfig.load(config_path)
-        except ConfigError as exc:
-            raise ConfigError(f"{label}: {exc}") from None
-    return GFNetConfig.load(resolve_model(text, revision))
+    return name, revision or at_revision
+
+
+def _not_a_model(text: str, path: Path) -> ModelNotFoundError:
+    if path.exists():
+        return ModelNotFoundError(
+            f"{path} is a file, not a MODEL folder: convert a checkpoint with `gfnet convert`"
+        )
+    return ModelNotFoundError(
+        f"{text}: no such MODEL folder, and not a Hub repository id (org/name) or a zoo name "
+        f"({', '.join(ZOO)})"
+    )
 
 
 def download(model: str, revision: str | None = None, *, force_download: bool = False) -> Path:
@@ -257,7 +373,7 @@ def download_model(
 
 def _refetch_hint(model: str, revision: str | None) -> str:
     if Path(model).expanduser().is_dir():
-        return "write the MODEL folder again (gfnet convert / finetune)"
+        return REWRITE_HINT
     again = f"gfnet download {model}" + (f" --revision {revision}" if revision else "")
     return f"fetch it again with `{again} --force-download`, or fix the file in the repository"
 
@@ -276,6 +392,7 @@ def _fetch(
     """``hf_hub_download`` one file, with every failure turned into a one-line UsageError."""
     from huggingface_hub import hf_hub_download
 
+    endpoint = hub_endpoint()
     try:
         return Path(
             hf_hub_download(
@@ -283,90 +400,16 @@ def _fetch(
                 filename,
                 revision=revision,
                 cache_dir=cache_dir or hub_cache_dir(),
-                endpoint=hub_endpoint(),
+                endpoint=endpoint,
                 token=token,
                 force_download=force_download,
                 local_files_only=local_files_only,
                 library_name="gfnet-cli",
             )
         )
-    except Exception as exc:  # translated below; anything unknown is re-raised as is
-        raise _hub_error(exc, repo_id, filename, label, local_files_only) from None
-
-
-def _hub_error(exc: Exception, repo_id: str, filename: str, label: str, offline: bool) -> Exception:
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        RemoteEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    endpoint = hub_endpoint()
-    login = "log in with `hf auth login` or set HF_TOKEN"
-    if isinstance(exc, GatedRepoError):
-        return HubAccessError(
-            f"{repo_id} is gated: accept its conditions at {endpoint}/{repo_id}, then {login}"
-        )
-    if isinstance(exc, RepositoryNotFoundError):
-        return HubRepoNotFoundError(
-            f"{repo_id}: no such repository on the Hub ({endpoint}); check the name, or if it "
-            f"is private, {login}"
-        )
-    if isinstance(exc, RevisionNotFoundError):
-        return HubRevisionNotFoundError(
-            f"{label}: the repository has no such revision; give an existing branch, tag or commit"
-        )
-    if isinstance(exc, RemoteEntryNotFoundError):
-        return HubFileMissingError(
-            f"{label} has no {filename}: it is not a gfnet MODEL repository (it needs "
-            f"{CONFIG_NAME} and {WEIGHTS_NAME}; `gfnet convert` and `gfnet push` make one)"
-        )
-    if isinstance(exc, HFValidationError):
-        return ModelNotFoundError(f"{repo_id!r} is not a valid Hub repository id (org/name)")
-    if isinstance(exc, LocalEntryNotFoundError):
-        if offline:
-            return OfflineCacheMissError(
-                f"{label} is not in the local cache and HF_HUB_OFFLINE is set: run "
-                f"`gfnet download {label}` once online, or unset HF_HUB_OFFLINE"
-            )
-        cause = exc.__cause__
-        if isinstance(cause, HfHubHTTPError):
-            exc = cause
-        else:
-            return NetworkError(
-                f"cannot reach the Hub at {endpoint} to download {label}, and it is not cached: "
-                "check your connection, proxy or HF_ENDPOINT"
-            )
-    if isinstance(exc, HfHubHTTPError) and exc.response is not None:
-        status = exc.response.status_code
-        if status == 401:
-            return HubAccessError(
-                f"the Hub refused the credentials for {repo_id} (401): check HF_TOKEN or {login}"
-            )
-        if status == 403:
-            return HubAccessError(
-                f"access to {repo_id} is forbidden (403): use a token with read access to it "
-                f"({login})"
-            )
-        return NetworkError(f"the Hub answered {status} for {label}/{filename}: try again later")
-    if isinstance(exc, OSError) and "Consistency check failed" in str(exc):
-        return DownloadError(
-            f"the download of {filename} from {label} was cut short; nothing was kept: run the "
-            "command again"
-        )
-    module = type(exc).__module__ or ""
-    if module.startswith(("httpx", "httpcore", "socket", "ssl")) or isinstance(
-        exc, (ConnectionError, TimeoutError)
-    ):
-        return NetworkError(
-            f"the download of {filename} from {label} failed ({_first_line(exc)}): check your "
-            "connection and run the command again"
-        )
-    return exc
+    except Exception as exc:  # translated; anything unknown is re-raised as is
+        request = HubRequest(repo_id, endpoint, "download", filename, label, local_files_only)
+        raise hub_error(exc, request) from None
 
 
 # ---------------------------------------------------------------------------- zoo names
@@ -398,15 +441,12 @@ def _resolve_zoo(
             raise
         logger.info("%s is not on the Hub: using the authors' checkpoint", repo_id)
     except OfflineCacheMissError:
-        raise OfflineCacheMissError(
-            f"{entry.name} is not cached and HF_HUB_OFFLINE is set: run `gfnet download "
-            f"{entry.name}` once online, or unset HF_HUB_OFFLINE"
-        ) from None
-    except NetworkError as hub_error:
+        raise _offline_zoo_error(entry) from None
+    except NetworkError as unreachable:
         # Where the Hub is blocked the authors' own link may still answer.
         if revision is not None:
             raise
-        logger.warning("%s; trying the authors' link for %s", hub_error, entry.name)
+        logger.warning("%s; trying the authors' link for %s", unreachable, entry.name)
         try:
             return convert_zoo_checkpoint(entry, converted)
         except NetworkError:
@@ -421,15 +461,17 @@ def _looks_complete(folder: Path) -> bool:
     return (folder / CONFIG_NAME).is_file() and (folder / WEIGHTS_NAME).is_file()
 
 
+def _offline_zoo_error(entry: ZooEntry) -> OfflineCacheMissError:
+    return OfflineCacheMissError(
+        f"{entry.name} is not cached and HF_HUB_OFFLINE is set: run `gfnet download "
+        f"{entry.name}` once online, or unset HF_HUB_OFFLINE"
+    )
+
+
 def convert_zoo_checkpoint(entry: ZooEntry, target: Path) -> Path:
     """Download the authors' checkpoint once, convert it into ``target`` (atomically)."""
-    from gfnet_cli.convert import convert_checkpoint
-
     if is_offline():
-        raise OfflineCacheMissError(
-            f"{entry.name} is not cached and HF_HUB_OFFLINE is set: run `gfnet download "
-            f"{entry.name}` once online, or unset HF_HUB_OFFLINE"
-        )
+        raise _offline_zoo_error(entry)
     url = zoo_checkpoint_url(entry)
     logger.info("downloading %s from %s and converting it (once)", entry.name, url)
     try:
@@ -446,164 +488,28 @@ def convert_zoo_checkpoint(entry: ZooEntry, target: Path) -> Path:
     return target
 
 
-# ---------------------------------------------------------------------------- raw URLs
-def download_path(url: str) -> Path:
-    """Where :func:`download_url` keeps ``url``."""
-    return cache_dir() / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:32]
-
-
-def download_url(url: str) -> Path:
-    """Download ``url`` once into the cache and return the local file.
-
-    The body goes to a uniquely named ``.part`` file that is renamed into place only when
-    complete (its length checked against Content-Length), so an interrupted or truncated
-    download never leaves a file a later run would take as valid.
-    """
-    target = download_path(url)
-    if target.is_file():
-        return target
-    if is_offline():
-        raise OfflineCacheMissError(
-            f"{url} is not in the cache and HF_HUB_OFFLINE is set: run once online"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    request = urllib.request.Request(url, headers={"User-Agent": "gfnet-cli"})
-    with tempfile.NamedTemporaryFile(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False
-    ) as handle:
-        tmp = Path(handle.name)
-        try:
-            received, expected = _copy_response(request, handle)
-        except BaseException:
-            handle.close()
-            tmp.unlink(missing_ok=True)
-            raise
-    if expected is not None and received != expected:
-        tmp.unlink(missing_ok=True)
-        raise DownloadError(
-            f"the download of {url} was cut short ({received} of {expected} bytes); nothing was "
-            "kept: run the command again"
-        )
-    os.replace(tmp, target)
-    return target
-
-
-def _copy_response(request: urllib.request.Request, handle: Any) -> tuple[int, int | None]:
-    url = request.full_url
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            length = response.headers.get("Content-Length")
-            expected = int(length) if length and length.isdigit() else None
-            received = 0
-            while chunk := response.read(1 << 20):
-                handle.write(chunk)
-                received += len(chunk)
-            return received, expected
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            raise HubAccessError(f"{url}: access denied ({exc.code})") from None
-        if exc.code == 404:
-            raise DownloadError(f"{url}: not found (404); the link may have moved") from None
-        raise DownloadError(f"{url}: the server answered {exc.code}; try again later") from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise NetworkError(
-            f"cannot download {url} ({reason}): check your connection or proxy"
-        ) from None
-    except (OSError, ValueError, http.client.HTTPException) as exc:  # e.g. cut off mid-body
-        raise DownloadError(
-            f"the download of {url} failed ({_first_line(exc)}); nothing was kept: run again"
-        ) from None
-
-
-# ---------------------------------------------------------------------------- validation
-def check_model_folder(
-    folder: str | Path, label: str | None = None, hint: str | None = None
-) -> GFNetConfig:
-    """Check a MODEL folder without loading its tensors: config valid, weights intact and
-    matching the config. Returns the config. ``hint`` says how to get a good copy."""
-    import torch
-
-    from gfnet_cli.serialization import check_state_dict
-
-    folder = Path(folder)
-    label = label or str(folder)
-    try:
-        config = GFNetConfig.load(folder)
-    except ConfigError as exc:
-        raise ConfigError(f"{label}: {exc}" + (f"; {hint}" if hint else "")) from None
-    shapes = safetensors_shapes(folder / WEIGHTS_NAME, label=label, hint=hint)
-
-    # Meta tensors carry the shapes without reading (or allocating) any weights.
-    placeholders = {k: torch.empty(v, device="meta") for k, v in shapes.items()}
-    check_state_dict(_expected_shapes(config), placeholders, label)
-    return config
-
-
-def safetensors_shapes(
-    path: Path, label: str | None = None, hint: str | None = None
-) -> dict[str, tuple[int, ...]]:
-    """Tensor shapes from a safetensors header, after checking the file is complete."""
-    label = label or str(path)
-    hint = hint or "write the MODEL folder again (gfnet convert / finetune)"
-    if not path.is_file():
-        raise ConfigError(f"{label}: {WEIGHTS_NAME} not found: a MODEL folder needs one")
-    size = path.stat().st_size
-    try:
-        with path.open("rb") as handle:
-            prefix = handle.read(8)
-            if len(prefix) < 8:
-                raise ValueError("shorter than a header")
-            (header_len,) = struct.unpack("<Q", prefix)
-            if header_len > min(size - 8, _MAX_SAFETENSORS_HEADER):
-                raise ValueError("header longer than the file")
-            header = json.loads(handle.read(header_len))
-        end = 0
-        shapes = {}
-        for key, info in header.items():
-            if key == "__metadata__":
-                continue
-            begin, stop = info["data_offsets"]
-            end = max(end, int(stop))
-            shapes[key] = tuple(int(d) for d in info["shape"])
-    except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError) as exc:
-        raise CorruptModelError(
-            f"{label}: {WEIGHTS_NAME} is corrupt ({_first_line(exc)}): {hint}"
-        ) from None
-    if 8 + header_len + end != size:
-        raise CorruptModelError(
-            f"{label}: {WEIGHTS_NAME} is truncated or corrupt ({size} bytes, its header "
-            f"describes {8 + header_len + end}): {hint}"
-        )
-    return shapes
-
-
-def _expected_shapes(config: GFNetConfig) -> dict[str, tuple[int, ...]]:
-    import torch
-
-    from gfnet_cli.models.gfnet import GFNet
-
-    with torch.device("meta"):
-        skeleton = GFNet(config)
-    return {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
-
-
 __all__ = [
     "DEFAULT_HUB_ORG",
+    "CorruptModelError",
+    "DownloadError",
+    "GFNet",
+    "HubAccessError",
+    "HubFileMissingError",
+    "HubRepoNotFoundError",
+    "HubRevisionNotFoundError",
+    "NetworkError",
+    "OfflineCacheMissError",
     "cache_dir",
     "check_model_folder",
+    "create_model",
     "download",
     "download_model",
     "download_url",
     "hub_org",
+    "load_model",
     "resolve_config",
     "resolve_model",
+    "safetensors_shapes",
     "zoo_checkpoint_url",
     "zoo_repo_id",
 ]
-from gfnet_cli.models.factory import load_model  # noqa: E402,F401

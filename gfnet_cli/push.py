@@ -2,21 +2,32 @@
 
 What is sent: every file of the folder (model files, card, ``train_results.json``,
 evaluation JSON, plots, ``metrics.jsonl``...) except training checkpoints, pickles, hidden
-files and temporary files. ``dry_run`` returns that list without touching the network.
-The token comes from huggingface_hub's usual places (``HF_TOKEN``, ``hf auth login``) and
-is never printed or logged.
+files and temporary files, as :data:`IGNORE_PATTERNS` says. The upload is huggingface_hub's
+``upload_folder`` with those patterns, and ``dry_run`` lists the files with the same filter
+huggingface_hub applies, so the list is exactly what would be sent. A folder without a card
+gets one, written into a staged copy (links to the files, not copies); the folder itself is
+never changed. The token comes from huggingface_hub's usual places (``HF_TOKEN``,
+``hf auth login``) and is never printed or logged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from fnmatch import fnmatch
 from pathlib import Path
+from typing import Any
 
-from gfnet_cli.errors import UsageError
-from gfnet_cli.hub import HubAccessError, NetworkError, check_model_folder, hub_endpoint
-from gfnet_cli.models.config import CARD_NAME
+from gfnet_cli.cache import hub_endpoint
+from gfnet_cli.card import LIBRARY_NAME, model_card
+from gfnet_cli.errors import UsageError, first_line
+from gfnet_cli.hub_errors import HubAccessError, HubRequest, hub_error
+from gfnet_cli.models.config import CARD_NAME, WEIGHTS_NAME
+from gfnet_cli.serialization import check_model_folder, count_parameters, safetensors_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +49,14 @@ EXCLUDED_FILES = (
     "*~",
     "*.swp",
 )
+# huggingface_hub's patterns match the path relative to the folder, and ``*`` crosses ``/``:
+# a folder is excluded at the top (``checkpoints/*``) and below it (``*/checkpoints/*``).
+IGNORE_PATTERNS: list[str] = [
+    *(pattern for name in EXCLUDED_DIRS for pattern in (f"{name}/*", f"*/{name}/*")),
+    ".*",  # hidden files, and everything in hidden folders, at the top
+    "*/.*",  # ... and further down
+    *EXCLUDED_FILES,
+]
 
 
 @dataclass
@@ -62,20 +81,17 @@ class PushResult:
 
 
 def files_to_push(folder: str | Path) -> list[str]:
-    """The folder's files that belong on the Hub, as sorted POSIX paths relative to it."""
-    folder = Path(folder)
-    selected = []
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder)
-        parts = relative.parts
-        if any(part.startswith(".") for part in parts):
-            continue
-        if any(fnmatch(part, pattern) for part in parts[:-1] for pattern in EXCLUDED_DIRS):
-            continue
-        if not path.is_file() or any(fnmatch(parts[-1], p) for p in EXCLUDED_FILES):
-            continue
-        selected.append(relative.as_posix())
-    return selected
+    """The folder's files that belong on the Hub, as sorted POSIX paths relative to it.
+
+    Listed and filtered as ``HfApi.upload_folder`` does (its file walk, its pattern filter,
+    its default patterns plus :data:`IGNORE_PATTERNS`).
+    """
+    from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
+
+    root = Path(folder).expanduser().resolve()
+    listed = [p.relative_to(root).as_posix() for p in sorted(root.glob("**/*")) if p.is_file()]
+    patterns = IGNORE_PATTERNS + DEFAULT_IGNORE_PATTERNS
+    return sorted(filter_repo_objects(listed, ignore_patterns=patterns))
 
 
 def push_folder(
@@ -89,58 +105,89 @@ def push_folder(
     token: str | None = None,
 ) -> PushResult:
     """Create ``repo_id`` if needed and upload the MODEL folder's files in one commit."""
-    from huggingface_hub import CommitOperationAdd, HfApi
-
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder")
     check_repo_id(repo_id)
     config = check_model_folder(folder)
     files = files_to_push(folder)
+    card: str | None = None
     if CARD_NAME in files:
         _check_card(folder / CARD_NAME)
-    generated: list[str] = []
-    card_bytes: bytes | None = None
-    if CARD_NAME not in files:
-        from gfnet_cli.card import model_card
-        from gfnet_cli.hub import safetensors_shapes
-        from gfnet_cli.models.config import WEIGHTS_NAME
-
-        shapes = safetensors_shapes(folder / WEIGHTS_NAME)
-        num_params = sum(_numel(shape) for shape in shapes.values())
-        card_bytes = model_card(config, num_params=num_params, repo_id=repo_id).encode()
-        generated.append(CARD_NAME)
+    else:
+        num_params = count_parameters(safetensors_shapes(folder / WEIGHTS_NAME))
+        card = model_card(config, num_params=num_params, repo_id=repo_id)
         files = sorted(files + [CARD_NAME])
     message = commit_message or f"Upload {config.architecture or 'GFNet'} with gfnet-cli"
+    generated = [CARD_NAME] if card is not None else []
     result = PushResult(repo_id, revision, files, message, dry_run, generated=generated)
     if dry_run:
         return result
 
     token = token or _require_token()
-    api = HfApi(endpoint=hub_endpoint(), token=token)
-    operations = [
-        CommitOperationAdd(
-            path_in_repo=name,
-            path_or_fileobj=card_bytes if name in generated else str(folder / name),
+    with _with_card(folder, files, card) as source:
+        info = _upload(
+            source, repo_id, private=private, revision=revision, message=message, token=token
         )
-        for name in files
-    ]
+    result.commit_url = getattr(info, "commit_url", None)
+    logger.info("pushed %d files to %s", len(files), repo_id)
+    return result
+
+
+def _upload(
+    folder: Path,
+    repo_id: str,
+    *,
+    private: bool,
+    revision: str | None,
+    message: str,
+    token: str,
+) -> Any:
+    """Create the repository (and branch) if needed, then one ``upload_folder`` commit."""
+    from huggingface_hub import HfApi
+
+    endpoint = hub_endpoint()
+    api = HfApi(endpoint=endpoint, token=token, library_name=LIBRARY_NAME)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
-        info = api.create_commit(
-            repo_id,
-            operations,
+        return api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
             commit_message=message,
             revision=revision,
             repo_type="model",
+            ignore_patterns=list(IGNORE_PATTERNS),
         )
     except Exception as exc:
-        raise _push_error(exc, repo_id) from None
-    result.commit_url = getattr(info, "commit_url", None)
-    logger.info("pushed %d files to %s", len(files), repo_id)
-    return result
+        raise hub_error(exc, HubRequest(repo_id, endpoint, action="push")) from None
+
+
+@contextlib.contextmanager
+def _with_card(folder: Path, files: list[str], card: str | None) -> Iterator[Path]:
+    """``folder`` itself, or (when a card must be generated) a staged copy holding it.
+
+    The copy links to the folder's files (copying only where links are refused), so staging
+    costs no disk space and the user's folder is left as it was.
+    """
+    if card is None:
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="gfnet-push-") as tmp:
+        staged = Path(tmp)
+        for name in files:
+            if name == CARD_NAME:
+                continue
+            target = staged / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = (folder / name).resolve()
+            try:
+                os.symlink(source, target)
+            except OSError:  # e.g. Windows without the symlink privilege
+                shutil.copy2(source, target)
+        (staged / CARD_NAME).write_text(card, encoding="utf-8")
+        yield staged
 
 
 def check_repo_id(repo_id: str) -> None:
@@ -184,43 +231,6 @@ def _check_card(path: Path) -> None:
         ModelCard(path.read_text(encoding="utf-8"))
     except Exception as exc:  # YAML and model-index errors come in many types
         raise UsageError(
-            f"{path}: the model card's metadata is invalid ({_first_line(exc)}): fix or remove it"
+            f"{path}: the model card's metadata is invalid ({first_line(exc, 200)}): fix or "
+            "remove it"
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for dim in shape:
-        count *= dim
-    return count
-
-
-def _push_error(exc: Exception, repo_id: str) -> Exception:
-    from huggingface_hub.errors import HfHubHTTPError
-
-    if isinstance(exc, HfHubHTTPError) and exc.response is not None:
-        status = exc.response.status_code
-        if status == 401:
-            return HubAccessError(
-                f"the Hub refused the token for {repo_id} (401): run `hf auth login` or set a "
-                "valid HF_TOKEN"
-            )
-        if status == 403:
-            return HubAccessError(
-                f"the token may not write to {repo_id} (403): use a token with write access to "
-                "that namespace"
-            )
-        if status == 404:
-            return UsageError(f"{repo_id} or its namespace does not exist on the Hub (404)")
-        return UsageError(f"the Hub refused the push to {repo_id} ({status}): try again later")
-    module = type(exc).__module__ or ""
-    if module.startswith(("httpx", "httpcore")) or isinstance(exc, (ConnectionError, TimeoutError)):
-        return NetworkError(
-            f"cannot reach the Hub at {hub_endpoint()} to push {repo_id}: check your connection"
-        )
-    return exc

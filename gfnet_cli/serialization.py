@@ -2,25 +2,38 @@
 
 Weights are only ever written as safetensors; every file is written to a temporary name and
 renamed into place, so an interrupted write never leaves a half-written file that a later run
-would take as valid.
+would take as valid. A folder is checked from its safetensors header (complete, shapes match
+the config) before anything trusts it, without reading the tensors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from gfnet_cli.errors import ConfigError, UsageError
+from gfnet_cli.errors import ConfigError, UsageError, first_line
 from gfnet_cli.models.config import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, GFNetConfig
 from gfnet_cli.models.gfnet import GFNet
+
+ModelT = TypeVar("ModelT", bound=GFNet)
+_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+REWRITE_HINT = "write the MODEL folder again (gfnet convert / finetune)"
+
+
+class CorruptModelError(ConfigError):
+    """A MODEL folder's weights are truncated or corrupt."""
 
 
 def _umask() -> int:
@@ -74,8 +87,6 @@ def save_model(model: GFNet, directory: str | Path, card: str | None = None) -> 
 
 
 def _config_json(config: GFNetConfig) -> str:
-    import json
-
     return json.dumps(config.to_dict(), indent=2) + "\n"
 
 
@@ -87,7 +98,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ConfigError(
-            f"{path} is not a readable safetensors file ({_first_line(exc)}); "
+            f"{path} is not a readable safetensors file ({first_line(exc)}); "
             "it may be truncated or corrupt: download or convert it again"
         ) from None
 
@@ -97,12 +108,19 @@ def load_model_folder(
     *,
     img_size: int | tuple[int, int] | None = None,
     device: str | torch.device | None = None,
-) -> GFNet:
-    """Build the model a MODEL folder describes and load its weights (strictly)."""
+    model_class: type[ModelT] = GFNet,  # type: ignore[assignment]
+) -> ModelT:
+    """Build the model a MODEL folder describes and load its weights (strictly), eval mode.
+
+    ``model_class`` is what is built: the plain :class:`GFNet` or a subclass (the Hub-aware
+    ``gfnet_cli.GFNet``).
+    """
     directory = Path(directory)
     config = GFNetConfig.load(directory)
     state_dict = load_weights(directory / WEIGHTS_NAME)
-    model = model_from_state_dict(config, state_dict, source=str(directory))
+    model = model_from_state_dict(
+        config, state_dict, source=str(directory), model_class=model_class
+    )
     if img_size is not None:
         model.set_image_size(img_size)
     model.eval()
@@ -112,12 +130,15 @@ def load_model_folder(
 
 
 def model_from_state_dict(
-    config: GFNetConfig, state_dict: dict[str, torch.Tensor], source: str = "weights"
-) -> GFNet:
+    config: GFNetConfig,
+    state_dict: dict[str, torch.Tensor],
+    source: str = "weights",
+    model_class: type[ModelT] = GFNet,  # type: ignore[assignment]
+) -> ModelT:
     """A GFNet from ``config`` holding ``state_dict``; a clear error when the two disagree."""
     # Built on the meta device: no time spent initializing weights that are replaced anyway.
     with torch.device("meta"):
-        model = GFNet(config)
+        model = model_class(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     check_state_dict(expected, state_dict, source)
     tensors = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
@@ -153,11 +174,6 @@ def _sample(keys: list[str], count: int = 3) -> str:
     return shown + (", ..." if len(keys) > count else "")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 @contextlib.contextmanager
 def atomic_directory(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder that replaces ``target`` only if the block succeeds.
@@ -189,3 +205,81 @@ def atomic_directory(target: str | Path, overwrite: bool = False) -> Iterator[Pa
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- checking
+def check_model_folder(
+    folder: str | Path, label: str | None = None, hint: str | None = None
+) -> GFNetConfig:
+    """Check a MODEL folder without loading its tensors: config valid, weights intact and
+    matching the config. Returns the config. ``hint`` says how to get a good copy."""
+    folder = Path(folder)
+    label = label or str(folder)
+    try:
+        config = GFNetConfig.load(folder)
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}" + (f"; {hint}" if hint else "")) from None
+    shapes = safetensors_shapes(folder / WEIGHTS_NAME, label=label, hint=hint)
+    # Meta tensors carry the shapes without reading (or allocating) any weights.
+    placeholders = {k: torch.empty(v, device="meta") for k, v in shapes.items()}
+    check_state_dict(_expected_shapes(config), placeholders, label)
+    return config
+
+
+def safetensors_shapes(
+    path: Path, label: str | None = None, hint: str | None = None
+) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a safetensors header, after checking the file is complete."""
+    label = label or str(path)
+    hint = hint or REWRITE_HINT
+    if not path.is_file():
+        raise ConfigError(f"{label}: {WEIGHTS_NAME} not found: a MODEL folder needs one")
+    size = path.stat().st_size
+    try:
+        header_len, header = _read_header(path, size)
+        shapes, end = _header_shapes(header)
+    except (ValueError, KeyError, TypeError, AttributeError, struct.error) as exc:
+        raise CorruptModelError(
+            f"{label}: {WEIGHTS_NAME} is corrupt ({first_line(exc, 200)}): {hint}"
+        ) from None
+    if 8 + header_len + end != size:
+        raise CorruptModelError(
+            f"{label}: {WEIGHTS_NAME} is truncated or corrupt ({size} bytes, its header "
+            f"describes {8 + header_len + end}): {hint}"
+        )
+    return shapes
+
+
+def count_parameters(shapes: dict[str, tuple[int, ...]]) -> int:
+    """Number of values in tensors of these shapes (a model's parameter count)."""
+    return sum(math.prod(shape) for shape in shapes.values())
+
+
+def _read_header(path: Path, size: int) -> tuple[int, dict]:
+    with path.open("rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise ValueError("shorter than a header")
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > min(size - 8, _MAX_SAFETENSORS_HEADER):
+            raise ValueError("header longer than the file")
+        return header_len, json.loads(handle.read(header_len))
+
+
+def _header_shapes(header: dict) -> tuple[dict[str, tuple[int, ...]], int]:
+    """Shapes by tensor name, and where the last tensor's data ends."""
+    end = 0
+    shapes = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        _, stop = info["data_offsets"]
+        end = max(end, int(stop))
+        shapes[key] = tuple(int(d) for d in info["shape"])
+    return shapes, end
+
+
+def _expected_shapes(config: GFNetConfig) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        skeleton = GFNet(config)
+    return {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}

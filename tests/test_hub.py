@@ -1,6 +1,7 @@
 """Hub integration against a loopback server: the real huggingface_hub download code,
 MODEL resolution (folder, org/name[@rev], zoo name), offline reuse, the authors'-link
-fallback, every error row, model cards, and push (captured at the HfApi boundary)."""
+fallback, every error row, model cards, and push: real uploads to the loopback server,
+downloaded back with the real client."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from huggingface_hub import HfApi, ModelCard
+from huggingface_hub import ModelCard, snapshot_download
 
 from gfnet_cli import GFNet, GFNetConfig, convert_checkpoint, load_model
 from gfnet_cli.serialization import save_model
@@ -47,6 +48,10 @@ def hub(monkeypatch):
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     monkeypatch.setenv("GFNET_HUB_ORG", "testorg")
     monkeypatch.setenv("GFNET_ZOO_MIRROR", f"{server.url}/mirror")
+    # Uploads take the plain LFS protocol (the loopback server speaks no Xet); huggingface_hub
+    # reads the variable once at import, so its constant is set too.
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_DISABLE_XET", True)
     yield server
     server.stop()
 
@@ -124,6 +129,17 @@ def test_resolve_config_fetches_only_the_config(hub, tmp_path):
     before = len(hub.requests)
     assert resolve_config("gfnet-h-ti").kind == "pyramid"  # no download at all
     assert len(hub.requests) == before
+
+
+def test_resolve_config_of_a_folder_and_of_a_pinned_zoo_name(hub, tmp_path):
+    from gfnet_cli.hub import resolve_config
+
+    folder = tmp_path / "m"
+    save_model(tiny_model(), folder)
+    assert resolve_config(str(folder)) == TINY
+    hub.add_repo("testorg/gfnet-xs", model_files(tmp_path), revision="v1")
+    assert resolve_config("gfnet-xs@v1") == TINY  # that revision's config.json, nothing else
+    assert {path for _, path in hub.requests} == {"/testorg/gfnet-xs/resolve/v1/config.json"}
 
 
 def test_zoo_name_from_the_project_hub_org(hub, run_cli, tmp_path):
@@ -299,6 +315,15 @@ def test_authors_link_failures(hub, run_cli, authors_checkpoint, cut):
     assert leftovers == []
 
 
+def test_two_different_revisions_name_the_parameter():
+    from gfnet_cli.errors import UsageError
+    from gfnet_cli.hub import resolve_model
+
+    with pytest.raises(UsageError, match="pins 'v1', but revision is 'v2'") as info:
+        resolve_model("org/tiny@v1", revision="v2")
+    assert info.value.param == "revision"
+
+
 def test_local_folder_errors(run_cli, tmp_path):
     (tmp_path / "empty").mkdir()
     assert_one_line_error(run_cli("download", tmp_path / "empty"), 2, "without config.json")
@@ -384,54 +409,87 @@ def test_push_dry_run_lists_exactly_the_files(run_cli, tmp_path):
 
 
 @pytest.fixture
-def captured(monkeypatch):
-    calls: dict[str, object] = {}
-
-    def create_repo(self, repo_id, **kwargs):
-        calls["create_repo"] = (repo_id, kwargs)
-        return types.SimpleNamespace(repo_id=repo_id)
-
-    def create_branch(self, repo_id, **kwargs):
-        calls["create_branch"] = (repo_id, kwargs)
-
-    def create_commit(self, repo_id, operations, **kwargs):
-        contents = {}
-        for op in operations:
-            source = op.path_or_fileobj
-            contents[op.path_in_repo] = (
-                Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
-            )
-        calls.setdefault("commits", []).append((repo_id, contents, kwargs))
-        return types.SimpleNamespace(commit_url=f"https://hub/{repo_id}/commit/1")
-
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "create_branch", create_branch)
-    monkeypatch.setattr(HfApi, "create_commit", create_commit)
-    return calls
-
-
-def test_push_sends_one_commit_with_the_files(run_cli, tmp_path, monkeypatch, captured):
-    folder, sent = push_folder_fixture(tmp_path)
+def writer(hub, monkeypatch) -> str:
+    """A token the loopback Hub accepts for writing, set as HF_TOKEN."""
+    hub.write_tokens["hf_secret_token"] = "write"
     monkeypatch.setenv("HF_TOKEN", "hf_secret_token")
+    return "hf_secret_token"
+
+
+def downloaded_back(hub: FakeHub, tmp_path: Path, repo_id: str, revision: str) -> Path:
+    """The pushed repository, fetched with huggingface_hub's own snapshot download."""
+    return Path(
+        snapshot_download(
+            repo_id, revision=revision, endpoint=hub.url, cache_dir=tmp_path / "downloaded"
+        )
+    )
+
+
+def test_push_uploads_one_commit_that_downloads_back(run_cli, hub, writer, tmp_path):
+    folder, sent = push_folder_fixture(tmp_path)
+    dry = run_cli("push", folder, "me/tiny", "--revision", "exp", "--dry-run", "--json")
     result = run_cli(
         "push", folder, "me/tiny", "--private", "--revision", "exp", "--commit-message", "first"
     )
     assert result.exit_code == 0, result.stderr
-    assert captured["create_repo"] == (
-        "me/tiny",
-        {"private": True, "exist_ok": True, "repo_type": "model"},
-    )
-    assert captured["create_branch"][1]["branch"] == "exp"
-    [(repo_id, contents, kwargs)] = captured["commits"]
-    assert repo_id == "me/tiny"
-    assert sorted(contents) == sent
+    assert writer not in result.stdout + result.stderr
+
+    [commit] = hub.commits  # one commit, holding exactly what the dry run listed
+    assert (commit.repo_id, commit.revision, commit.summary) == ("me/tiny", "exp", "first")
+    assert commit.paths == sent == dry.json()["files"]
+    assert {"model.safetensors", "plots/loss.png"} <= set(commit.lfs_paths)  # via LFS
+    repo = hub.repos["me/tiny"]
+    assert repo.access == "private"
+    assert sorted(hub.files_at("me/tiny", "main")) == [".gitattributes"]  # the branch only
+
+    snapshot = downloaded_back(hub, tmp_path, "me/tiny", "exp")
+    files = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
+    assert files == sorted([*sent, ".gitattributes"])
     for name in sent:
-        assert contents[name] == (folder / name).read_bytes()
-    assert kwargs["commit_message"] == "first" and kwargs["revision"] == "exp"
-    assert "hf_secret_token" not in result.stdout + result.stderr
+        assert (snapshot / name).read_bytes() == (folder / name).read_bytes(), name
+    assert same_weights(load_model("me/tiny@exp"), tiny_model())
 
 
-def test_push_without_token_or_to_a_bad_folder(run_cli, tmp_path, monkeypatch, captured):
+def test_push_generates_a_missing_card_in_a_staged_copy(run_cli, hub, writer, tmp_path):
+    folder = tmp_path / "bare"
+    save_model(tiny_model(), folder)  # no README.md
+    before = sorted(p.name for p in folder.iterdir())
+    dry = run_cli("push", folder, "me/bare", "--dry-run", "--json")
+    assert dry.json()["files"] == ["README.md", "config.json", "model.safetensors"]
+    result = run_cli("push", folder, "me/bare")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == before  # the folder is left as it was
+    [commit] = hub.commits
+    assert commit.paths == ["README.md", "config.json", "model.safetensors"]
+    card = ModelCard.load(downloaded_back(hub, tmp_path, "me/bare", "main") / "README.md")
+    assert card.data.library_name == "gfnet-cli"
+    assert 'load_model("me/bare")' in card.text
+
+
+PUSH_ERRORS = {
+    "unknown token": ("hf_unknown", None, "401"),
+    "read-only token": ("hf_reader", "read", "may not write to me/tiny (403)"),
+    "hub unreachable": ("hf_secret_token", "write", "cannot reach the Hub"),
+}
+
+
+@pytest.mark.parametrize("row", list(PUSH_ERRORS))
+def test_push_errors_are_one_line_exit_2(run_cli, hub, tmp_path, monkeypatch, no_backoff, row):
+    token, rights, expected = PUSH_ERRORS[row]
+    if rights:
+        hub.write_tokens[token] = rights
+    monkeypatch.setenv("HF_TOKEN", token)
+    if row == "hub unreachable":
+        hub.stop()
+    folder = tmp_path / "m"
+    save_model(tiny_model(), folder, card="# c\n")
+    result = run_cli("push", folder, "me/tiny")
+    assert_one_line_error(result, 2, expected)
+    assert token not in result.stderr
+    assert hub.commits == [] and "me/tiny" not in hub.repos
+
+
+def test_push_without_token_or_to_a_bad_folder(run_cli, hub, tmp_path, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr("huggingface_hub.utils._auth.get_token", lambda: None)
     monkeypatch.setattr("huggingface_hub.utils.get_token", lambda: None)
@@ -440,11 +498,11 @@ def test_push_without_token_or_to_a_bad_folder(run_cli, tmp_path, monkeypatch, c
     assert_one_line_error(run_cli("push", folder, "me/tiny"), 2, "hf auth login")
     assert_one_line_error(run_cli("push", tmp_path / "nope", "me/tiny"), 2, "no such folder")
     assert_one_line_error(run_cli("push", folder, "not-a-repo-id"), 2, "org/name")
-    assert "commits" not in captured
+    assert hub.requests == []
 
 
-# ---------------------------------------------------------------------------- mixin
-def test_mixin_save_from_pretrained_and_push_to_hub(hub, tmp_path, monkeypatch, captured):
+# ---------------------------------------------------------------------------- the Hub-aware class
+def test_save_pretrained_from_pretrained_and_push_to_hub(hub, writer, tmp_path):
     model = tiny_model(4)
     model.save_pretrained(tmp_path / "saved")
     saved = tmp_path / "saved"
@@ -460,9 +518,34 @@ def test_mixin_save_from_pretrained_and_push_to_hub(hub, tmp_path, monkeypatch, 
     hub.add_repo("org/mixin", {p.name: p.read_bytes() for p in saved.iterdir()})
     assert same_weights(GFNet.from_pretrained("org/mixin"), model)
 
-    monkeypatch.setenv("HF_TOKEN", "hf_x")
-    model.push_to_hub("me/mixin", commit_message="via mixin")
-    [(repo_id, contents, kwargs)] = captured["commits"]
-    assert repo_id == "me/mixin" and kwargs["commit_message"] == "via mixin"
-    assert sorted(contents) == ["README.md", "config.json", "model.safetensors"]
-    assert json.loads(contents["config.json"]) == model.config.to_dict()
+    url = model.push_to_hub("me/mixin", commit_message="via the model")
+    [commit] = hub.commits
+    assert commit.summary == "via the model"
+    assert url == f"{hub.url}/me/mixin/commit/{hub.repos['me/mixin'].refs['main']}"
+    assert commit.paths == ["README.md", "config.json", "model.safetensors"]
+    pushed = hub.files_at("me/mixin")
+    assert json.loads(pushed["config.json"]) == model.config.to_dict()
+    reloaded = GFNet.from_pretrained("me/mixin")
+    assert isinstance(reloaded, GFNet) and same_weights(reloaded, model)
+
+
+def test_public_constructors_return_the_hub_aware_class(tmp_path):
+    from gfnet_cli import create_model
+    from gfnet_cli.models import GFNet as Architecture
+
+    built = create_model(TINY)
+    assert isinstance(built, GFNet) and isinstance(built, Architecture)
+    built.save_pretrained(tmp_path / "m")
+    loaded = load_model(str(tmp_path / "m"))
+    assert isinstance(loaded, GFNet) and hasattr(loaded, "push_to_hub")
+    assert not hasattr(Architecture, "push_to_hub")  # the model library knows no Hub
+
+
+def test_the_old_models_load_model_still_works_with_a_warning(tmp_path):
+    from gfnet_cli import models
+
+    folder = tmp_path / "m"
+    save_model(tiny_model(), folder)
+    with pytest.warns(DeprecationWarning, match="gfnet_cli.hub.load_model"):
+        model = models.load_model(str(folder))
+    assert isinstance(model, GFNet) and same_weights(model, tiny_model())

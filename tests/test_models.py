@@ -1,19 +1,26 @@
-"""The model library: exact parity with the authors' models, any input size, configs."""
+"""The model library: exact parity with the authors' models, any input size, configs, and
+the fused CPU inference path (same arithmetic as the plain one, and it really runs)."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from gfnet_cli import GFNetConfig, create_model, list_models
 from gfnet_cli.convert import extract_state_dict, infer_config, read_checkpoint
+from gfnet_cli.device import autocast_context
 from gfnet_cli.errors import ConfigError
 from gfnet_cli.flops import config_gflops
-from gfnet_cli.models import GFNet, adapt_state_dict
+from gfnet_cli.models import GFNet, adapt_state_dict, layers
+from gfnet_cli.models.layers import GlobalFilter, Mlp, fused_inference
 from gfnet_cli.serialization import model_from_state_dict
+
+TINY = GFNetConfig(patch_size=8, embed_dim=32, depth=2, img_size=32, num_classes=10)
 
 
 def tiny(data_dir, name: str) -> GFNet:
@@ -36,35 +43,34 @@ def test_tiny_checkpoints_match_authors_logits(data_dir, expected, name):
     torch.testing.assert_close(logits, expected[f"{name}.logits_64"], atol=1e-5, rtol=0)
 
 
-def test_run_time_resize_matches_authors_finetune_resize(data_dir, expected):
-    model = tiny(data_dir, "tiny-gfnet")
-    with torch.no_grad():
-        logits = model(expected["input_96"])
-    torch.testing.assert_close(
-        logits, expected["tiny-gfnet.logits_96_after_resize"], atol=1e-5, rtol=0
-    )
+def _resize_at_run_time(model: GFNet) -> GFNet:
+    return model  # a 96 px input is enough: filters and position embedding follow
 
 
-def test_load_time_resize_matches_authors_finetune_resize(data_dir, expected):
-    model = tiny(data_dir, "tiny-gfnet")
+def _resize_with_set_image_size(model: GFNet) -> GFNet:
     model.set_image_size(96)
     assert model.config.img_size == 96
     assert model.state_dict()["blocks.0.filter.complex_weight"].shape == (12, 7, 32, 2)
     assert model.state_dict()["pos_embed"].shape == (1, 144, 32)
-    with torch.no_grad():
-        logits = model(expected["input_96"])
-    torch.testing.assert_close(
-        logits, expected["tiny-gfnet.logits_96_after_resize"], atol=1e-5, rtol=0
-    )
+    return model
 
 
-def test_adapt_state_dict_resizes_for_a_new_config(data_dir, expected):
-    model = tiny(data_dir, "tiny-gfnet")
+def _resize_the_state_dict(model: GFNet) -> GFNet:
     target = model.config.replace(img_size=96)
     resized = GFNet(target).eval()
     resized.load_state_dict(adapt_state_dict(model.state_dict(), model.config, target))
+    return resized
+
+
+@pytest.mark.parametrize(
+    "resize",
+    [_resize_at_run_time, _resize_with_set_image_size, _resize_the_state_dict],
+    ids=["at run time", "set_image_size", "adapt_state_dict"],
+)
+def test_resizing_matches_the_authors_finetune_resize(data_dir, expected, resize):
+    model = resize(tiny(data_dir, "tiny-gfnet"))
     with torch.no_grad():
-        logits = resized(expected["input_96"])
+        logits = model(expected["input_96"])
     torch.testing.assert_close(
         logits, expected["tiny-gfnet.logits_96_after_resize"], atol=1e-5, rtol=0
     )
@@ -214,11 +220,141 @@ def test_config_round_trip_and_validation(tmp_path):
         GFNetConfig(num_classes=2, class_names=["a"])
 
 
-def test_dtype_is_preserved_through_the_filter():
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dtype_is_preserved_through_the_filter(fused, dtype):
+    gfilter = GlobalFilter(16, (4, 4)).eval()
+    x = torch.randn(2, 4, 4, 16).to(dtype)
+    with torch.no_grad(), fused_inference(fused):
+        out = gfilter(x)
+    assert out.dtype == dtype and out.shape == x.shape
+    assert torch.isfinite(out.float()).all()
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+def test_bf16_autocast_gives_bf16_logits_on_either_path(fused):
     model = create_model(
         GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=32, num_classes=3)
-    )
-    model.eval()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    ).eval()
+    with torch.no_grad(), fused_inference(fused), torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(torch.randn(1, 3, 32, 32))
+    assert out.dtype == torch.bfloat16
     assert torch.isfinite(out.float()).all()
+
+
+# --------------------------------------------------------------------------- the fast path
+@pytest.fixture
+def fused_calls(monkeypatch) -> list[torch.dtype]:
+    """The dtype of every call of the fused MLP kernel (oneDNN's linear with post-ops)."""
+    calls: list[torch.dtype] = []
+    original = Mlp._forward_fused
+
+    def counting(self, x, residual, dtype):
+        calls.append(dtype)
+        return original(self, x, residual, dtype)
+
+    monkeypatch.setattr(Mlp, "_forward_fused", counting)
+    return calls
+
+
+def assert_fused_ran(calls: list[torch.dtype], blocks: int, dtype=torch.float32) -> None:
+    """The fused path ran once per block, in ``dtype``, wherever this build can run it."""
+    if not layers._HAS_ONEDNN_LINEAR:
+        return  # no oneDNN linear in this PyTorch build: the plain path is all there is
+    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return  # no native bf16 on this CPU: autocast keeps the plain path
+    assert calls == [dtype] * blocks, calls
+
+
+def reference_forward(model: GFNet, images: torch.Tensor) -> torch.Tensor:
+    """A flat GFNet computed the way the paper's listing does, from ``model``'s weights."""
+    weights = model.state_dict()
+    x = F.conv2d(
+        images, weights["patch_embed.proj.weight"], weights["patch_embed.proj.bias"], stride=8
+    )
+    x = x.flatten(2).transpose(1, 2) + weights["pos_embed"]
+    batch, tokens, channels = x.shape
+    side = int(math.sqrt(tokens))
+    for i in range(len(model.blocks)):
+        p = f"blocks.{i}."
+        y = F.layer_norm(
+            x, (channels,), weights[p + "norm1.weight"], weights[p + "norm1.bias"], 1e-6
+        )
+        y = torch.fft.rfft2(y.view(batch, side, side, channels), dim=(1, 2), norm="ortho")
+        y = y * torch.view_as_complex(weights[p + "filter.complex_weight"])
+        y = torch.fft.irfft2(y, s=(side, side), dim=(1, 2), norm="ortho").reshape(x.shape)
+        y = F.layer_norm(
+            y, (channels,), weights[p + "norm2.weight"], weights[p + "norm2.bias"], 1e-6
+        )
+        y = F.gelu(F.linear(y, weights[p + "mlp.fc1.weight"], weights[p + "mlp.fc1.bias"]))
+        x = x + F.linear(y, weights[p + "mlp.fc2.weight"], weights[p + "mlp.fc2.bias"])
+    x = F.layer_norm(x, (channels,), weights["norm.weight"], weights["norm.bias"], 1e-6)
+    return F.linear(x.mean(1), weights["head.weight"], weights["head.bias"])
+
+
+def fused_and_plain(model: GFNet, images: torch.Tensor, calls: list, blocks: int):
+    """The logits of the fused path (checked to have run) and of the plain path (without it)."""
+    with torch.inference_mode():
+        fused = model(images)
+        assert_fused_ran(calls, blocks=blocks)
+        calls.clear()
+        with fused_inference(False):
+            plain = model(images)
+        assert calls == []
+    return fused, plain
+
+
+def test_fast_path_matches_the_reference_within_1e4(fused_calls):
+    config = GFNetConfig(patch_size=8, embed_dim=64, depth=3, img_size=64, num_classes=10)
+    model = GFNet(config).eval()
+    images = torch.randn(4, 3, 64, 64)
+    fused, plain = fused_and_plain(model, images, fused_calls, blocks=3)
+    with torch.inference_mode():
+        expected = reference_forward(model, images)
+    torch.testing.assert_close(fused, expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(plain, expected, atol=1e-4, rtol=0)
+
+
+def test_pyramid_fast_path_matches_the_plain_path(fused_calls):
+    model = create_model("gfnet-h-ti", embed_dim=[16, 32, 48, 64], depth=[1, 1, 2, 1], img_size=64)
+    fused, plain = fused_and_plain(model.eval(), torch.randn(2, 3, 64, 64), fused_calls, 5)
+    torch.testing.assert_close(fused, plain, atol=1e-4, rtol=0)
+
+
+def test_cached_bf16_weights_follow_weight_updates(fused_calls):
+    model = GFNet(TINY).eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode(), autocast_context("cpu", "bf16"):
+        before = model(images).float()
+    assert_fused_ran(fused_calls, blocks=2, dtype=torch.bfloat16)
+    with torch.no_grad():
+        model.blocks[0].mlp.fc1.weight.mul_(3.0)
+    with torch.inference_mode(), autocast_context("cpu", "bf16"):
+        after = model(images).float()
+    assert not torch.allclose(before, after)
+
+
+def test_autograd_takes_the_plain_path(fused_calls):
+    model = GFNet(TINY).eval()
+    out = model(torch.randn(2, 3, 32, 32))
+    assert fused_calls == []
+    assert out.requires_grad
+    out.sum().backward()
+    assert model.blocks[0].mlp.fc1.weight.grad is not None
+
+
+def test_bf16_agrees_with_fp32_on_argmax(fused_calls):
+    config = GFNetConfig(patch_size=8, embed_dim=64, depth=3, img_size=64, num_classes=10)
+    model = GFNet(config).eval()
+    with torch.no_grad():  # a head with some spread, so argmax is not decided by noise
+        model.head.weight.mul_(20)
+    images = torch.randn(64, 3, 64, 64)
+    with torch.inference_mode():
+        fp32 = model(images)
+        fused_calls.clear()
+        with autocast_context("cpu", "bf16"):
+            bf16 = model(images)
+        assert_fused_ran(fused_calls, blocks=3, dtype=torch.bfloat16)
+    agree = (fp32.argmax(1) == bf16.float().argmax(1)).float().mean().item()
+    assert agree >= 0.9, agree
+    torch.testing.assert_close(bf16.float(), fp32, atol=0.1, rtol=0.05)

@@ -182,9 +182,6 @@ def test_predict_and_evaluate_do_not_import_the_datasets_library():
     assert _imported_after("gfnet_cli.predict, gfnet_cli.engine.evaluate", ("datasets",)) == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="gfnet_cli.models.hub_mixin imports huggingface_hub at module level"
-)
 def test_predict_and_evaluate_do_not_import_huggingface_hub():
     modules = "gfnet_cli.predict, gfnet_cli.engine.evaluate"
     assert _imported_after(modules, ("huggingface_hub",)) == []

@@ -1,7 +1,11 @@
-"""GFNet models: config, layers, the flat and pyramid networks, and the model zoo."""
+"""GFNet models: config, layers, the flat and pyramid networks, and the model zoo.
+
+The bottom of the package: torch, the standard library, ``gfnet_cli.errors`` and
+``gfnet_cli.labels`` only. Files, weights and the Hub live above (``gfnet_cli.hub``).
+"""
 
 from gfnet_cli.models.config import GFNetConfig
-from gfnet_cli.models.factory import create_model, load_model
+from gfnet_cli.models.factory import create_model, load_model, model_config
 from gfnet_cli.models.gfnet import GFNet, adapt_state_dict
 from gfnet_cli.models.layers import GlobalFilter, resize_filter, resize_pos_embed
 from gfnet_cli.models.zoo import ZOO, get_zoo_entry, list_models
@@ -16,6 +20,7 @@ __all__ = [
     "get_zoo_entry",
     "list_models",
     "load_model",
+    "model_config",
     "resize_filter",
     "resize_pos_embed",
 ]

@@ -26,6 +26,8 @@ INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming")
 PYRAMID_STAGES = 4
 # A pyramid model halves its grid three times after a patch-4 stem: inputs must divide by 32.
 PYRAMID_DOWNSAMPLE = 8
+# Fields holding one value per stage (a single value for a flat model), and their types.
+_PER_STAGE: dict[str, type] = {"embed_dim": int, "depth": int, "mlp_ratio": float}
 
 
 def to_pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -66,7 +68,27 @@ class GFNetConfig:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        self._normalize()
         self.validate()
+
+    def _normalize(self) -> None:
+        """One spelling per value, so equal configs compare and serialize equal.
+
+        Per-stage values become lists (a pyramid's single value is repeated for its four
+        stages), a square ``img_size`` becomes one int, ``mean``/``std`` lists of floats.
+        Nothing is checked here; :meth:`validate` does that.
+        """
+        for name in _PER_STAGE:
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                setattr(self, name, _as_list(value, len(value), _PER_STAGE[name]))
+            elif self.kind == "pyramid":
+                setattr(self, name, _as_list(value, PYRAMID_STAGES, _PER_STAGE[name]))
+        if isinstance(self.img_size, (list, tuple)):
+            height, width = to_pair(self.img_size)
+            self.img_size = height if height == width else [height, width]
+        self.mean = [float(v) for v in self.mean]
+        self.std = [float(v) for v in self.std]
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -121,44 +143,39 @@ class GFNetConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first field that cannot describe a GFNet."""
+        self._check_architecture()
+        self.check_image_size(self.image_size)
+        self._check_preprocessing()
+
+    def _check_architecture(self) -> None:
         if self.kind not in ("flat", "pyramid"):
             raise ConfigError(f"unknown model kind {self.kind!r}: expected 'flat' or 'pyramid'")
         if self.model_type != "gfnet":
             raise ConfigError(f"config.json describes a {self.model_type!r} model, not a GFNet")
-        for name in ("embed_dim", "depth", "mlp_ratio"):
+        for name in _PER_STAGE:
             value = getattr(self, name)
-            if isinstance(value, (list, tuple)):
-                if len(value) != self.num_stages:
-                    raise ConfigError(
-                        f"{name} has {len(value)} values; a {self.kind} GFNet needs "
-                        f"{self.num_stages}"
-                    )
-                setattr(self, name, list(value))
-        if self.kind == "pyramid":
-            for name in ("embed_dim", "depth", "mlp_ratio"):
-                setattr(self, name, _as_list(getattr(self, name), PYRAMID_STAGES, _type_of(name)))
+            if isinstance(value, list) and len(value) != self.num_stages:
+                raise ConfigError(
+                    f"{name} has {len(value)} values; a {self.kind} GFNet needs {self.num_stages}"
+                )
         if any(w <= 0 for w in self.widths) or any(d < 0 for d in self.depths):
             raise ConfigError("embed_dim must be positive and depth non-negative")
         if self.patch_size <= 0:
             raise ConfigError("patch_size must be positive")
         if self.num_classes < 0:
             raise ConfigError("num_classes must be non-negative")
-        if isinstance(self.img_size, (list, tuple)):
-            self.img_size = list(to_pair(self.img_size))
-            if self.img_size[0] == self.img_size[1]:
-                self.img_size = self.img_size[0]
-        self.check_image_size(self.image_size)
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ConfigError(
                 f"config.json lists {len(self.class_names)} class names for "
                 f"{self.num_classes} classes"
             )
+
+    def _check_preprocessing(self) -> None:
         if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
             raise ConfigError("mean and std need one value per input channel")
         if not 0 < self.crop_pct <= 1:
             raise ConfigError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
-        self.mean = [float(v) for v in self.mean]
-        self.std = [float(v) for v in self.std]
         if not all(math.isfinite(v) and v > 0 for v in self.std):
             raise ConfigError(f"std values must be positive, got {self.std}")
         if str(self.interpolation).lower() not in INTERPOLATIONS:
@@ -181,7 +198,7 @@ class GFNetConfig:
             raise ConfigError(f"config.json has unknown fields: {', '.join(unknown)}")
         try:
             return cls(**data)
-        except TypeError as exc:  # wrong value types surface here
+        except (TypeError, ValueError) as exc:  # wrong value types surface here
             raise ConfigError(f"config.json is invalid: {exc}") from None
 
     def save(self, directory: str | Path) -> Path:
@@ -217,10 +234,6 @@ class GFNetConfig:
             depths = "/".join(map(str, self.depths))
             arch = f"pyramid, patch {self.patch_size}, widths {widths}, depths {depths}"
         return f"{arch}, {size} px, {self.num_classes} classes"
-
-
-def _type_of(name: str) -> type:
-    return float if name == "mlp_ratio" else int
 
 
 def _as_list(value: Any, length: int, kind: type) -> list:

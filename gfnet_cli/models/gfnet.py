@@ -7,13 +7,10 @@ patching divides; the position embedding and the filters are resized for other s
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from gfnet_cli.models.config import GFNetConfig
-from gfnet_cli.models.hub_mixin import GFNetHubMixin
 from gfnet_cli.models.layers import (
     Block,
     DownLayer,
@@ -25,8 +22,13 @@ from gfnet_cli.models.layers import (
 )
 
 
-class GFNet(nn.Module, GFNetHubMixin):
-    """A Global Filter Network built from a :class:`GFNetConfig` (flat or pyramid)."""
+class GFNet(nn.Module):
+    """A Global Filter Network built from a :class:`GFNetConfig` (flat or pyramid).
+
+    The plain architecture: it knows nothing of files or the Hub. ``gfnet_cli.GFNet``
+    (:class:`gfnet_cli.hub.GFNet`) adds ``from_pretrained`` / ``save_pretrained`` /
+    ``push_to_hub`` on top.
+    """
 
     def __init__(self, config: GFNetConfig) -> None:
         super().__init__()
@@ -83,7 +85,14 @@ class GFNet(nn.Module, GFNetHubMixin):
 
     # ------------------------------------------------------------------ init
     def reset_parameters(self) -> None:
-        """The authors' initialization: truncated normal (std 0.02) for linears and pos_embed."""
+        """The authors' initialization: truncated normal (std 0.02) for linears and pos_embed.
+
+        A model on the meta device (built to receive loaded weights) has no values to draw,
+        and random ops on meta tensors make PyTorch import its symbolic-shape and compiler
+        machinery, most of a second of every ``load_model``; so it is skipped there.
+        """
+        if self.pos_embed.is_meta:
+            return
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         for module in self.modules():
             if isinstance(module, nn.Linear):
@@ -188,15 +197,3 @@ def adapt_state_dict(
             value = resize_filter(value, new_grids[stage]).contiguous()
         adapted[key] = value
     return adapted
-
-
-def count_tokens(config: GFNetConfig, image_size: tuple[int, int] | None = None) -> int:
-    rows, cols = config.grid_sizes(image_size)[0]
-    return rows * cols
-
-
-def grid_from_tokens(num_tokens: int, rows: int | None = None) -> tuple[int, int]:
-    """The token grid of a position embedding with ``num_tokens`` tokens."""
-    if rows is None:
-        rows = math.isqrt(num_tokens)
-    return rows, num_tokens // rows

@@ -158,7 +158,10 @@ class GlobalFilter(nn.Module):
         super().__init__()
         rows, cols = grid
         self.grid = (rows, cols)
-        self.complex_weight = nn.Parameter(torch.randn(rows, cols // 2 + 1, dim, 2) * 0.02)
+        weight = torch.empty(rows, cols // 2 + 1, dim, 2)
+        if not weight.is_meta:  # see GFNet.reset_parameters: nothing to draw on meta
+            weight.normal_().mul_(0.02)  # the same draws as randn(...) * 0.02
+        self.complex_weight = nn.Parameter(weight)
         self._resized = _PerSizeCache()
 
     def filter_for(self, grid: tuple[int, int]) -> torch.Tensor:
@@ -277,7 +280,7 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         if init_values is not None:
-            self.gamma = nn.Parameter(init_values * torch.ones(dim))
+            self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
         else:
             self.register_parameter("gamma", None)
 

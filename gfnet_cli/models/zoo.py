@@ -6,24 +6,24 @@ counts and GFLOPs are always computed from the built model, never copied.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gfnet_cli.errors import ModelNotFoundError
+from gfnet_cli.labels import imagenet_class_names
 from gfnet_cli.models.config import GFNetConfig
 
 
 @dataclass(frozen=True)
 class ZooEntry:
+    """One variant: its architecture, the authors' published accuracy and weights link."""
+
     name: str
     architecture: dict[str, Any]
     top1: float
     top5: float
-    published_gflops: float
-    published_params_m: float
     url: str
     img_size: int = 224
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -31,8 +31,6 @@ class ZooEntry:
 
     def config(self, **overrides: Any) -> GFNetConfig:
         """The variant's config for ImageNet-1k at 224 px; ``overrides`` change any field."""
-        from gfnet_cli.labels import imagenet_class_names
-
         values: dict[str, Any] = dict(self.architecture)
         values.update(
             img_size=self.img_size,
@@ -46,7 +44,7 @@ class ZooEntry:
         return GFNetConfig(**values)
 
 
-def _flat(embed_dim: int, depth: int, drop_path_rate: float = 0.0) -> dict[str, Any]:
+def _flat(*, embed_dim: int, depth: int, drop_path_rate: float = 0.0) -> dict[str, Any]:
     return {
         "kind": "flat",
         "patch_size": 16,
@@ -59,7 +57,7 @@ def _flat(embed_dim: int, depth: int, drop_path_rate: float = 0.0) -> dict[str, 
 
 
 def _pyramid(
-    embed_dim: list[int], depth: list[int], drop_path_rate: float, init_values: float
+    *, embed_dim: list[int], depth: list[int], drop_path_rate: float, init_values: float
 ) -> dict[str, Any]:
     return {
         "kind": "pyramid",
@@ -72,64 +70,68 @@ def _pyramid(
     }
 
 
-_LINK = "https://cloud.tsinghua.edu.cn/f/{}/?dl=1"
+def _authors_link(file_id: str) -> str:
+    return f"https://cloud.tsinghua.edu.cn/f/{file_id}/?dl=1"
 
-ZOO: dict[str, ZooEntry] = {
-    entry.name: entry
-    for entry in [
-        ZooEntry(
-            "gfnet-ti", _flat(256, 12), 74.6, 92.2, 1.3, 7, _LINK.format("3d0c1579aa524a0a99dd")
+
+_ENTRIES = [
+    ZooEntry(
+        name="gfnet-ti",
+        architecture=_flat(embed_dim=256, depth=12),
+        top1=74.6,
+        top5=92.2,
+        url=_authors_link("3d0c1579aa524a0a99dd"),
+    ),
+    ZooEntry(
+        name="gfnet-xs",
+        architecture=_flat(embed_dim=384, depth=12),
+        top1=78.6,
+        top5=94.2,
+        url=_authors_link("e0ab5b1583954a1fa9b2"),
+    ),
+    ZooEntry(
+        name="gfnet-s",
+        architecture=_flat(embed_dim=384, depth=19, drop_path_rate=0.15),
+        top1=80.0,
+        top5=94.9,
+        url=_authors_link("e5561fa070c44d9399bf"),
+    ),
+    ZooEntry(
+        name="gfnet-b",
+        architecture=_flat(embed_dim=512, depth=19, drop_path_rate=0.25),
+        top1=80.7,
+        top5=95.1,
+        url=_authors_link("2fbf264597af4d72afb3"),
+    ),
+    ZooEntry(
+        name="gfnet-h-ti",
+        architecture=_pyramid(
+            embed_dim=[64, 128, 256, 512], depth=[3, 3, 10, 3], drop_path_rate=0.1, init_values=1e-3
         ),
-        ZooEntry(
-            "gfnet-xs", _flat(384, 12), 78.6, 94.2, 2.8, 16, _LINK.format("e0ab5b1583954a1fa9b2")
+        top1=80.1,
+        top5=95.1,
+        url=_authors_link("b22dd45eccbe462cbbfb"),
+    ),
+    ZooEntry(
+        name="gfnet-h-s",
+        architecture=_pyramid(
+            embed_dim=[96, 192, 384, 768], depth=[3, 3, 10, 3], drop_path_rate=0.2, init_values=1e-5
         ),
-        ZooEntry(
-            "gfnet-s",
-            _flat(384, 19, 0.15),
-            80.0,
-            94.9,
-            4.5,
-            25,
-            _LINK.format("e5561fa070c44d9399bf"),
+        top1=81.5,
+        top5=95.6,
+        url=_authors_link("5229cb4d1daf48e69675"),
+    ),
+    ZooEntry(
+        name="gfnet-h-b",
+        architecture=_pyramid(
+            embed_dim=[96, 192, 384, 768], depth=[3, 3, 27, 3], drop_path_rate=0.4, init_values=1e-6
         ),
-        ZooEntry(
-            "gfnet-b",
-            _flat(512, 19, 0.25),
-            80.7,
-            95.1,
-            7.9,
-            43,
-            _LINK.format("2fbf264597af4d72afb3"),
-        ),
-        ZooEntry(
-            "gfnet-h-ti",
-            _pyramid([64, 128, 256, 512], [3, 3, 10, 3], 0.1, 1e-3),
-            80.1,
-            95.1,
-            2.0,
-            15,
-            _LINK.format("b22dd45eccbe462cbbfb"),
-        ),
-        ZooEntry(
-            "gfnet-h-s",
-            _pyramid([96, 192, 384, 768], [3, 3, 10, 3], 0.2, 1e-5),
-            81.5,
-            95.6,
-            4.5,
-            32,
-            _LINK.format("5229cb4d1daf48e69675"),
-        ),
-        ZooEntry(
-            "gfnet-h-b",
-            _pyramid([96, 192, 384, 768], [3, 3, 27, 3], 0.4, 1e-6),
-            82.9,
-            96.2,
-            8.4,
-            54,
-            _LINK.format("954c5af21e824ba6b40c"),
-        ),
-    ]
-}
+        top1=82.9,
+        top5=96.2,
+        url=_authors_link("954c5af21e824ba6b40c"),
+    ),
+]
+ZOO: dict[str, ZooEntry] = {entry.name: entry for entry in _ENTRIES}
 
 
 def list_models() -> list[str]:
@@ -153,14 +155,14 @@ def is_zoo_name(name: str) -> bool:
 def match_architecture(config: GFNetConfig) -> str | None:
     """The zoo variant whose architecture ``config`` has, if any (image size aside)."""
     for entry in ZOO.values():
-        arch = entry.architecture
+        reference = GFNetConfig(**entry.architecture, img_size=entry.img_size)
         same = (
-            arch["kind"] == config.kind
-            and arch["patch_size"] == config.patch_size
-            and config.widths == GFNetConfig(**arch, img_size=entry.img_size).widths
-            and config.depths == GFNetConfig(**arch, img_size=entry.img_size).depths
-            and config.mlp_ratios == GFNetConfig(**arch, img_size=entry.img_size).mlp_ratios
-            and (arch["init_values"] is None) == (config.init_values is None)
+            reference.kind == config.kind
+            and reference.patch_size == config.patch_size
+            and reference.widths == config.widths
+            and reference.depths == config.depths
+            and reference.mlp_ratios == config.mlp_ratios
+            and (reference.init_values is None) == (config.init_values is None)
         )
         if same:
             return entry.name
