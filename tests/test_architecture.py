@@ -21,11 +21,6 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 # What the model library may import from this package; nothing else, not even lazily.
 MODELS_MAY_IMPORT = {"gfnet_cli.errors", "gfnet_cli.labels"}
-# The one exception, while it lasts: ``gfnet_cli.models.factory.load_model`` is a deprecated
-# alias forwarding to ``gfnet_cli.hub.load_model``, kept only while modules of the package
-# still import it from the old place. Once none does, test_deprecated_alias_is_still_used
-# fails: delete the alias and this exemption together.
-DEPRECATED_ALIAS_EDGE = ("gfnet_cli.models.factory", "gfnet_cli.hub")
 
 
 def module_names() -> dict[str, Path]:
@@ -116,26 +111,7 @@ def import_graph() -> dict[str, set[str]]:
                 edges |= _edges_for(module, target)
         edges.discard(module)
         graph[module] = edges
-    source, target = DEPRECATED_ALIAS_EDGE
-    if alias_users():
-        graph[source].discard(target)
     return graph
-
-
-def alias_users() -> list[str]:
-    """Modules outside ``gfnet_cli.models`` importing the deprecated ``load_model`` alias."""
-    users = []
-    for module, path in MODULES.items():
-        if module.startswith("gfnet_cli.models"):
-            continue
-        for node in _import_nodes(ast.parse(path.read_text(encoding="utf-8"))):
-            if (
-                isinstance(node, ast.ImportFrom)
-                and node.module in ("gfnet_cli.models", "gfnet_cli.models.factory")
-                and any(alias.name == "load_model" for alias in node.names)
-            ):
-                users.append(module)
-    return users
 
 
 def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -204,14 +180,6 @@ def test_models_import_only_torch_and_the_bottom_of_the_package():
         if module.startswith("gfnet_cli.models")
     }
     assert not {k: v for k, v in offenders.items() if v}, offenders
-
-
-def test_deprecated_alias_is_still_used():
-    """The alias's exemption ends with its last user (see DEPRECATED_ALIAS_EDGE)."""
-    assert alias_users(), (
-        "nothing imports load_model from gfnet_cli.models any more: delete the deprecated "
-        "alias in gfnet_cli/models/factory.py and DEPRECATED_ALIAS_EDGE in this file"
-    )
 
 
 def _lazy_exports() -> set[str]:

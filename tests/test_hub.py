@@ -539,13 +539,3 @@ def test_public_constructors_return_the_hub_aware_class(tmp_path):
     loaded = load_model(str(tmp_path / "m"))
     assert isinstance(loaded, GFNet) and hasattr(loaded, "push_to_hub")
     assert not hasattr(Architecture, "push_to_hub")  # the model library knows no Hub
-
-
-def test_the_old_models_load_model_still_works_with_a_warning(tmp_path):
-    from gfnet_cli import models
-
-    folder = tmp_path / "m"
-    save_model(tiny_model(), folder)
-    with pytest.warns(DeprecationWarning, match="gfnet_cli.hub.load_model"):
-        model = models.load_model(str(folder))
-    assert isinstance(model, GFNet) and same_weights(model, tiny_model())

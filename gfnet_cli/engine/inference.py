@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from gfnet_cli.errors import UsageError
+from gfnet_cli.hub import load_model
 from gfnet_cli.models.config import to_pair
 from gfnet_cli.models.gfnet import GFNet
 
@@ -34,8 +35,6 @@ def prepare_model(
         if img_size is not None:
             model.config.check_image_size(_size(img_size))
         return model.eval().to(device)
-    from gfnet_cli.models.factory import load_model
-
     if img_size is None:
         return load_model(str(model), device=device)
     size = _size(img_size)

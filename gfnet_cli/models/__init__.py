@@ -5,7 +5,7 @@ The bottom of the package: torch, the standard library, ``gfnet_cli.errors`` and
 """
 
 from gfnet_cli.models.config import GFNetConfig
-from gfnet_cli.models.factory import create_model, load_model, model_config
+from gfnet_cli.models.factory import create_model, model_config
 from gfnet_cli.models.gfnet import GFNet, adapt_state_dict
 from gfnet_cli.models.layers import GlobalFilter, resize_filter, resize_pos_embed
 from gfnet_cli.models.zoo import ZOO, get_zoo_entry, list_models
@@ -19,7 +19,6 @@ __all__ = [
     "create_model",
     "get_zoo_entry",
     "list_models",
-    "load_model",
     "model_config",
     "resize_filter",
     "resize_pos_embed",

@@ -6,10 +6,7 @@ Weights are not this package's business: :func:`gfnet_cli.hub.load_model` and
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
-
-import torch
 
 from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.models.gfnet import GFNet
@@ -64,26 +61,3 @@ def create_model(
         **overrides,
     )
     return GFNet(config)
-
-
-def load_model(
-    model: str,
-    *,
-    revision: str | None = None,
-    img_size: int | tuple[int, int] | None = None,
-    device: str | torch.device | None = None,
-) -> GFNet:
-    """Deprecated: use :func:`gfnet_cli.hub.load_model` (or ``gfnet_cli.load_model``).
-
-    Loading weights fetches files, which the model library does not do. This alias only
-    forwards while callers inside the package move to ``gfnet_cli.hub``; the architecture
-    test (tests/test_architecture.py) fails once none is left, as a reminder to delete it.
-    """
-    warnings.warn(
-        "gfnet_cli.models.load_model moved to gfnet_cli.hub.load_model (also gfnet_cli.load_model)",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    from gfnet_cli.hub import load_model as load_with_weights  # the deprecated alias only
-
-    return load_with_weights(model, revision=revision, img_size=img_size, device=device)
