@@ -358,3 +358,39 @@ def test_bf16_agrees_with_fp32_on_argmax(fused_calls):
     agree = (fp32.argmax(1) == bf16.float().argmax(1)).float().mean().item()
     assert agree >= 0.9, agree
     torch.testing.assert_close(bf16.float(), fp32, atol=0.1, rtol=0.05)
+
+
+def _tiny_config(kind: str) -> GFNetConfig:
+    if kind == "flat":
+        return GFNetConfig(kind="flat", patch_size=8, embed_dim=32, depth=2, img_size=32,
+                           num_classes=5)  # fmt: skip
+    return GFNetConfig(kind="pyramid", patch_size=4, embed_dim=[8, 16, 16, 32],
+                       depth=[1, 1, 2, 1], init_values=1e-3, img_size=64,
+                       num_classes=5)  # fmt: skip
+
+
+def test_no_weight_decay_names_the_position_embedding_and_every_filter():
+    for kind in ("flat", "pyramid"):
+        model = create_model(_tiny_config(kind))
+        names = model.no_weight_decay()
+        filters = {n for n, _ in model.named_parameters() if n.endswith("complex_weight")}
+        assert names == {"pos_embed"} | filters and filters
+
+
+@pytest.mark.parametrize("kind", ["flat", "pyramid"])
+def test_grad_checkpointing_gives_the_same_gradients(kind):
+    config = _tiny_config(kind).replace(drop_path_rate=0.2)
+    model = create_model(config).train()
+    images = torch.randn(2, 3, *config.image_size)
+
+    def gradients(enable: bool) -> dict[str, torch.Tensor]:
+        model.set_grad_checkpointing(enable)
+        model.zero_grad()
+        torch.manual_seed(0)  # the same drop-path masks in both runs
+        model(images).square().sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    plain, checkpointed = gradients(False), gradients(True)
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-6)

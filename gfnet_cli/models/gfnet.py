@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.models.layers import (
@@ -78,6 +79,7 @@ class GFNet(nn.Module):
                     )
                 )
         self.norm = nn.LayerNorm(widths[-1], eps=1e-6)
+        self.grad_checkpointing = False
         self.head = (
             nn.Linear(widths[-1], config.num_classes) if config.num_classes else nn.Identity()
         )
@@ -115,6 +117,36 @@ class GFNet(nn.Module):
         self.num_classes = num_classes
         self.config = self.config.replace(num_classes=num_classes, class_names=class_names)
 
+    # ------------------------------------------------------------------ training
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters AdamW must not decay, besides every 1-D one (timm's rule).
+
+        The position embedding and the global filters: decaying a filter pulls it toward the
+        all-zero filter, after which its block mixes no tokens (docs/training.md).
+        """
+        return {
+            name
+            for name, _ in self.named_parameters()
+            if name == "pos_embed" or name.endswith("filter.complex_weight")
+        }
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of keeping them.
+
+        Training memory then grows with one block's activations instead of all of them, at
+        the cost of a second forward per block; the gradients are the same (the RNG of
+        drop-path is replayed). Inference and ``torch.no_grad`` are unaffected.
+        """
+        self.grad_checkpointing = bool(enable)
+
+    def _run_blocks(self, blocks: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        for block in blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
     # ------------------------------------------------------------------ forward
     def position_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
         """The position embedding as a (1, rows, cols, C) grid, resized for other inputs."""
@@ -134,15 +166,14 @@ class GFNet(nn.Module):
         if self.config.kind == "flat":
             x = self.patch_embed(x)
             x = self.pos_drop(x + self.position_embedding(x.shape[1:3]))
-            for block in self.blocks:
-                x = block(x)
+            x = self._run_blocks(self.blocks, x)
         else:
             stages = zip(self.patch_embed, self.blocks, strict=True)
             for stage, (embed, blocks) in enumerate(stages):
                 x = embed(x)
                 if stage == 0:
                     x = self.pos_drop(x + self.position_embedding(x.shape[1:3]))
-                x = blocks(x)
+                x = self._run_blocks(blocks, x)
         return self.norm(x).mean(dim=(1, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

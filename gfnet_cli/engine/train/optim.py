@@ -30,14 +30,17 @@ def lr_at(step: int, lr: float, min_lr: float, warmup_steps: int, total_steps: i
 def param_groups(model: nn.Module, weight_decay: float, decay_all: bool) -> list[dict]:
     """Decay only weight matrices and kernels: not norms, biases, pos_embed or filters.
 
-    Decaying the global filters shrinks them toward an all-pass-nothing filter; decaying norm
-    gains and biases has no regularizing meaning (docs/training.md).
+    What the model lists in ``no_weight_decay()`` (timm's convention) and every 1-D parameter
+    (norm gains, biases, layer scale) are not decayed: decaying the global filters shrinks them
+    toward an all-pass-nothing filter, and decaying norm gains and biases has no regularizing
+    meaning (docs/training.md).
     """
+    exempt = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        skip = param.ndim <= 1 or name.endswith(("pos_embed", "complex_weight", "gamma"))
+        skip = param.ndim <= 1 or name in exempt
         (no_decay if skip and not decay_all else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
