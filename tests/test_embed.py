@@ -193,7 +193,7 @@ def test_a_linear_probe_on_digit_embeddings_separates_the_classes(tmp_path):
     config = TrainConfig(
         model="gfnet-ti", dataset=str(tmp_path / "digits"), output_dir=tmp_path / "run",
         from_scratch=True, patch_size=4, embed_dim=64, depth=1, img_size=16, crop_pct=1.0,
-        augment=False, epochs=8, lr=4e-3, warmup_epochs=0.5, batch_size=64, num_workers=0,
+        augment=False, epochs=5, lr=8e-3, warmup_epochs=0.5, batch_size=64, num_workers=0,
         checkpoint_every=0, device="cpu", eval_split="test",
     )  # fmt: skip
     finetune(config)
