@@ -1,18 +1,19 @@
 """Gradient checkpointing on the CPU: peak training memory and step time, with and without.
 
-One training step is forward, cross-entropy, backward and an AdamW step at batch B. Each case
-(resolution x checkpointing) runs in a fresh Python process, so nothing one case allocated
-is counted in another, with glibc's mmap threshold lowered and MKL's buffer cache off (as
-``gfnet profile`` measures, gfnet_cli/profiling.py): freed memory goes back to the system and
-the resident set follows the live tensors.
+One training step is forward, cross-entropy, backward and an AdamW step at batch B.
 
-- peak memory: the rise of the process's resident high-water mark over one step, after a
-  warm-up step (so weights and optimizer state are already resident): activations kept for
-  the backward pass, gradients and temporaries;
-- step time: the median of ``--steps`` steps after the warm-up.
+- peak memory: each case (resolution x checkpointing) runs in a fresh Python process, with
+  glibc's mmap threshold lowered and MKL's buffer cache off (as ``gfnet profile`` measures,
+  gfnet_cli/profiling.py), so freed memory goes back to the system and the resident set
+  follows the live tensors. The figure is the rise of the resident high-water mark over one
+  step after a warm-up step (weights and optimizer state already resident): activations kept
+  for the backward pass, gradients and temporaries.
+- step time: per resolution, one process trains one model and switches checkpointing on and
+  off between steps, so both modes see the same machine (a shared machine's load changes by
+  the minute); the medians of ``--steps`` steps per mode after a warm-up step of each.
 
     python benchmarks/bench_grad_checkpointing.py [--model gfnet-ti] [--resolution 448 896]
-        [--batch-size 4] [--steps 3] [--json]
+        [--batch-size 4] [--steps 5] [--json]
 """
 
 from __future__ import annotations
@@ -29,24 +30,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def child(request: dict) -> dict:
-    """One case, in this (fresh) process: warm up, then peak memory, then timed steps."""
+def _training_step(request: dict):
+    """A model, its optimizer and a batch as ``request`` describes; returns step()."""
     import torch
     import torch.nn.functional as F
 
     from gfnet_cli.engine.train import param_groups
     from gfnet_cli.models import create_model
-    from gfnet_cli.profiling import cpu_peak_rise_mb
 
     torch.manual_seed(0)
     resolution, batch = request["resolution"], request["batch_size"]
     model = create_model(request["model"], img_size=resolution, num_classes=10).train()
-    model.set_grad_checkpointing(request["checkpointing"])
     optimizer = torch.optim.AdamW(param_groups(model, 0.05, False), lr=1e-4)
     images = torch.randn(batch, 3, resolution, resolution)
     labels = torch.randint(0, 10, (batch,))
 
-    def step() -> float:
+    def step(checkpointing: bool) -> float:
+        model.set_grad_checkpointing(checkpointing)
         start = time.perf_counter()
         loss = F.cross_entropy(model(images), labels)
         loss.backward()
@@ -54,15 +54,28 @@ def child(request: dict) -> dict:
         optimizer.zero_grad(set_to_none=True)
         return time.perf_counter() - start
 
-    step()  # optimizer state, kernels and allocator pools: not part of a step's peak
-    peak = cpu_peak_rise_mb(step)
-    times = [step() for _ in range(request["steps"])]
-    return {"peak_memory_mb": round(peak, 1), "step_s": round(statistics.median(times), 3)}
+    return step
 
 
-def run_case(model: str, resolution: int, batch: int, checkpointing: bool, steps: int) -> dict:
-    request = {"model": model, "resolution": resolution, "batch_size": batch,
-               "checkpointing": checkpointing, "steps": steps}  # fmt: skip
+def child(request: dict) -> dict:
+    """One measurement in this (fresh) process: a case's peak memory, or both modes' times."""
+    from gfnet_cli.profiling import cpu_peak_rise_mb
+
+    step = _training_step(request)
+    if request["measure"] == "memory":
+        checkpointing = request["checkpointing"]
+        step(checkpointing)  # optimizer state, kernels, allocator pools: not a step's peak
+        return {"peak_memory_mb": round(cpu_peak_rise_mb(lambda: step(checkpointing)), 1)}
+    step(False)
+    step(True)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(request["steps"]):
+        for checkpointing in (False, True):
+            times[checkpointing].append(step(checkpointing))
+    return {"step_s": {str(k).lower(): round(statistics.median(v), 3) for k, v in times.items()}}
+
+
+def run_child(request: dict) -> dict:
     env = dict(os.environ)
     env.update(MALLOC_MMAP_THRESHOLD_="4096", MALLOC_TRIM_THRESHOLD_="0", MKL_DISABLE_FAST_MM="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
@@ -71,8 +84,20 @@ def run_case(model: str, resolution: int, batch: int, checkpointing: bool, steps
         capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
     if done.returncode != 0:
-        raise SystemExit(f"case {request} failed: {done.stderr.strip().splitlines()[-1:]}")
-    return request | json.loads(done.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"{request} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(model: str, resolution: int, batch: int, steps: int) -> list[dict]:
+    """Both modes at one resolution: memory in a process each, times in one process."""
+    base = {"model": model, "resolution": resolution, "batch_size": batch, "steps": steps}
+    times = run_child(base | {"measure": "time"})["step_s"]
+    rows = []
+    for checkpointing in (False, True):
+        memory = run_child(base | {"measure": "memory", "checkpointing": checkpointing})
+        rows.append(base | {"checkpointing": checkpointing, **memory,
+                            "step_s": times[str(checkpointing).lower()]})  # fmt: skip
+    return rows
 
 
 def main() -> None:
@@ -80,7 +105,7 @@ def main() -> None:
     parser.add_argument("--model", default="gfnet-ti")
     parser.add_argument("--resolution", type=int, nargs="+", default=[448, 896])
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -90,9 +115,7 @@ def main() -> None:
 
     rows = []
     for resolution in args.resolution:
-        for checkpointing in (False, True):
-            row = run_case(args.model, resolution, args.batch_size, checkpointing, args.steps)
-            rows.append(row)
+        rows += measure(args.model, resolution, args.batch_size, args.steps)
     load = os.getloadavg()
     if args.json:
         print(json.dumps({"rows": rows, "load_average": load}, indent=2))
