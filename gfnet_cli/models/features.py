@@ -172,9 +172,8 @@ class FeatureExtractor(nn.Module):
         super().__init__()
         if out_indices is None:
             out_indices = model.default_out_indices
-        taken = model.prune_intermediate_layers(
-            out_indices, prune_norm=not norm, prune_head=True, param="out_indices"
-        )
+        wanted, _ = feature_take_indices(len(model.blocks), out_indices, param="out_indices")
+        taken = model.prune_intermediate_layers(wanted, prune_norm=not norm, prune_head=True)
         self.model = model
         self.out_indices = tuple(taken)
         self.norm = norm

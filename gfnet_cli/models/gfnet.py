@@ -241,7 +241,7 @@ class GFNet(nn.Module):
 
         ``s`` is the patch size (flat) or 32 (pyramid: 4 x 2^3). NCHW in channels-last memory
         (a permuted view of the (B, H, W, C) grid the blocks work on): dense heads take it as
-        it is; ``forward_head`` pools it. (Before 0.2 this returned the pooled vector.)
+        it is; ``forward_head`` pools it. (In 0.1 it returned the pooled vector.)
         """
         return self.norm(self._forward_grid(x)).permute(0, 3, 1, 2)
 
@@ -316,8 +316,6 @@ class GFNet(nn.Module):
         indices: Indices = 1,
         prune_norm: bool = False,
         prune_head: bool = True,
-        *,
-        param: str = "indices",
     ) -> list[int]:
         """Drop the blocks after the last map in ``indices`` (and the head, and the norm).
 
@@ -327,7 +325,7 @@ class GFNet(nn.Module):
 
         The result is a feature extractor, no longer the architecture ``config`` describes.
         """
-        taken, last = feature_take_indices(len(self.blocks), indices, param=param)
+        taken, last = feature_take_indices(len(self.blocks), indices)
         cut_stages = self.config.kind == "pyramid" and last < len(self.blocks) - 1
         self.blocks = self.blocks[: last + 1]
         if self.config.kind == "pyramid":
