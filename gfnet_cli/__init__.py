@@ -21,6 +21,7 @@ _EXPORTS = {
     "UsageError": "gfnet_cli.errors",
     "convert_checkpoint": "gfnet_cli.convert",
     "create_model": "gfnet_cli.hub",
+    "embed": "gfnet_cli.embed",
     "evaluate": "gfnet_cli.engine.evaluate",
     "get_zoo_entry": "gfnet_cli.models.zoo",
     "list_models": "gfnet_cli.models.zoo",
@@ -40,6 +41,7 @@ __all__ = [
     "__version__",
     "convert_checkpoint",
     "create_model",
+    "embed",
     "evaluate",
     "get_zoo_entry",
     "list_models",
@@ -57,6 +59,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from gfnet_cli.convert import convert_checkpoint
+    from gfnet_cli.embed import embed
     from gfnet_cli.engine.evaluate import evaluate
     from gfnet_cli.errors import GFNetError, UsageError
     from gfnet_cli.hub import GFNet, create_model, load_model, resolve_model

@@ -59,6 +59,7 @@ from gfnet_cli.hub_errors import (
 from gfnet_cli.models import gfnet as architecture
 from gfnet_cli.models.config import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, GFNetConfig
 from gfnet_cli.models.factory import model_config
+from gfnet_cli.models.features import FeatureExtractor, Indices, features_only_model
 from gfnet_cli.models.zoo import ZOO, ZooEntry, get_zoo_entry, is_zoo_name
 from gfnet_cli.push import push_folder
 from gfnet_cli.serialization import (
@@ -192,22 +193,29 @@ def create_model(
     img_size: int | tuple[int, int] | None = None,
     num_classes: int | None = None,
     class_names: list[str] | None = None,
+    global_pool: str = "avg",
+    features_only: bool = False,
+    out_indices: Indices = None,
     **overrides: Any,
-) -> GFNet:
+) -> GFNet | FeatureExtractor:
     """Build a GFNet: a zoo name (``"gfnet-xs"``) or a :class:`GFNetConfig`.
 
-    ``pretrained=True`` loads the variant's ImageNet weights (see :func:`load_model`); the
-    head is then replaced when ``num_classes`` differs, and weights are resized when
-    ``img_size`` differs. Other keyword arguments override config fields (e.g.
-    ``drop_path_rate=0.1``, ``depth=6``) of a model with fresh weights.
+    ``pretrained=True`` loads the variant's ImageNet weights (see :func:`load_model`; any
+    MODEL argument works); the head is then replaced when ``num_classes`` differs, and
+    weights are resized when ``img_size`` differs. Other keyword arguments override config
+    fields (e.g. ``drop_path_rate=0.1``, ``depth=6``) of a model with fresh weights.
+
+    ``features_only=True`` returns the backbone (:class:`FeatureExtractor`, weights loaded
+    first): a list of NCHW feature maps, chosen by ``out_indices`` (docs/backbone.md).
     """
     if pretrained:
         if not isinstance(name_or_config, str):
             raise TypeError("pretrained=True needs a model name, not a config")
         model = load_model(name_or_config, img_size=img_size)
-        if num_classes is not None and num_classes != model.num_classes:
-            model.reset_classifier(num_classes, class_names)
-        return model
+        model.global_pool = global_pool
+        if num_classes is not None and num_classes != model.num_classes and not features_only:
+            model.reset_classifier(num_classes, class_names=class_names)
+        return features_only_model(model, features_only, out_indices)
     config = model_config(
         name_or_config,
         img_size=img_size,
@@ -215,7 +223,7 @@ def create_model(
         class_names=class_names,
         **overrides,
     )
-    return GFNet(config)
+    return features_only_model(GFNet(config, global_pool=global_pool), features_only, out_indices)
 
 
 # ---------------------------------------------------------------------------- settings

@@ -68,7 +68,7 @@ def predict(
     """
     check_at_least("top_k", top_k, 1)
     check_at_least("batch_size", batch_size, 1)
-    inputs = _expand(images)
+    inputs = expand_images(images)
     if not inputs:
         raise UsageError("no images given")
     torch_device = resolve_device(device)
@@ -80,8 +80,10 @@ def predict(
     results: list[ImagePrediction] = []
     for start in range(0, len(inputs), batch_size):
         chunk = inputs[start : start + batch_size]
-        entries = [ImagePrediction(image=_name(item, start + i)) for i, item in enumerate(chunk)]
-        tensors, ready = _read(chunk, entries, transform)
+        entries = [
+            ImagePrediction(image=input_name(item, start + i)) for i, item in enumerate(chunk)
+        ]
+        tensors, ready = read_images(chunk, entries, transform)
         if tensors:
             batch = torch.stack(tensors).to(torch_device)
             with inference(torch_device, precision):
@@ -91,12 +93,15 @@ def predict(
     return results
 
 
-def _read(
+def read_images(
     chunk: Sequence[ImageInput],
     entries: Sequence[ImagePrediction],
     transform: Callable[[Image.Image], torch.Tensor],
 ) -> tuple[list[torch.Tensor], list[ImagePrediction]]:
-    """Open and transform each input; an unreadable one gets its entry's ``error`` instead."""
+    """Open and transform each input; an unreadable one gets its entry's ``error`` instead.
+
+    Shared with ``embed``: the same inputs, the same error entries.
+    """
     tensors, ready = [], []
     for item, entry in zip(chunk, entries, strict=True):
         try:
@@ -121,7 +126,7 @@ def _fill_top_k(
         ]
 
 
-def _expand(images: ImageInput | Iterable[ImageInput]) -> list[ImageInput]:
+def expand_images(images: ImageInput | Iterable[ImageInput]) -> list[ImageInput]:
     """Expand paths, folders and globs in order; PIL images pass through."""
     if isinstance(images, (str, Path, Image.Image)):
         images = [images]
@@ -144,7 +149,7 @@ def _open(item: ImageInput) -> Image.Image:
     return open_image(item)
 
 
-def _name(item: ImageInput, position: int) -> str:
+def input_name(item: ImageInput, position: int) -> str:
     return f"<image {position}>" if isinstance(item, Image.Image) else str(item)
 
 

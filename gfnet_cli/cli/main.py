@@ -25,6 +25,7 @@ from gfnet_cli import __version__
 from gfnet_cli.cli import (
     convert_cmd,
     download_cmd,
+    embed_cmd,
     evaluate_cmd,
     finetune_cmd,
     models_cmd,
@@ -80,6 +81,7 @@ _COMMANDS = (
     convert_cmd,
     download_cmd,
     predict_cmd,
+    embed_cmd,
     evaluate_cmd,
     finetune_cmd,
     profile_cmd,

@@ -6,12 +6,16 @@ The bottom of the package: torch, the standard library, ``gfnet_cli.errors`` and
 
 from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.models.factory import create_model, model_config
+from gfnet_cli.models.features import FeatureExtractor, FeatureIndexError, FeatureInfo
 from gfnet_cli.models.gfnet import GFNet, adapt_state_dict
 from gfnet_cli.models.layers import GlobalFilter, resize_filter, resize_pos_embed
 from gfnet_cli.models.zoo import ZOO, get_zoo_entry, list_models
 
 __all__ = [
     "ZOO",
+    "FeatureExtractor",
+    "FeatureIndexError",
+    "FeatureInfo",
     "GFNet",
     "GFNetConfig",
     "GlobalFilter",

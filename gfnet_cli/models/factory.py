@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from gfnet_cli.models.config import GFNetConfig
+from gfnet_cli.models.features import FeatureExtractor, Indices, features_only_model
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.models.zoo import get_zoo_entry
 
@@ -47,11 +48,17 @@ def create_model(
     img_size: int | tuple[int, int] | None = None,
     num_classes: int | None = None,
     class_names: list[str] | None = None,
+    global_pool: str = "avg",
+    features_only: bool = False,
+    out_indices: Indices = None,
     **overrides: Any,
-) -> GFNet:
+) -> GFNet | FeatureExtractor:
     """A GFNet with fresh weights: a zoo name (``"gfnet-xs"``) or a :class:`GFNetConfig`.
 
     Keyword arguments override config fields (e.g. ``drop_path_rate=0.1``, ``depth=6``).
+    ``features_only=True`` returns the backbone (:class:`FeatureExtractor`): its forward
+    gives the feature maps ``out_indices`` chooses (default: a pyramid model's four stages,
+    a flat model's last three blocks), NCHW.
     """
     config = model_config(
         name_or_config,
@@ -60,4 +67,5 @@ def create_model(
         class_names=class_names,
         **overrides,
     )
-    return GFNet(config)
+    model = GFNet(config, global_pool=global_pool)
+    return features_only_model(model, features_only, out_indices)
