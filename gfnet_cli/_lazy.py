@@ -7,14 +7,40 @@ public name is defined, and the name's module is imported the first time it is l
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from collections.abc import Callable
 from typing import Any
+
+
+class _LazyPackage(types.ModuleType):
+    """A package where a submodule never shadows the public name it shares.
+
+    Importing ``gfnet_cli.predict`` (the module) makes Python set the package attribute
+    ``predict`` to that module, after which ``gfnet_cli.predict(...)`` would no longer be the
+    function. The binding is redirected to the exported object of the same name.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        exports = self.__dict__.get("__lazy_exports__", {})
+        if (
+            isinstance(value, types.ModuleType)
+            and exports.get(name) == value.__name__
+            and hasattr(value, name)
+        ):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
 
 
 def lazy_exports(
     package: str, exports: dict[str, str], namespace: dict[str, Any]
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``(__getattr__, __dir__)`` for ``package``, whose ``exports`` map name -> module."""
+    """``(__getattr__, __dir__)`` for ``package``, whose ``exports`` map name -> module.
+
+    Call it from the package's ``__init__`` with ``__name__`` and ``globals()``.
+    """
+    namespace["__lazy_exports__"] = exports
+    sys.modules[package].__class__ = _LazyPackage
 
     def __getattr__(name: str) -> Any:  # noqa: N807
         module = exports.get(name)

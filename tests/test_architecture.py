@@ -262,3 +262,16 @@ def test_loading_a_local_model_stays_light(tmp_path):
     )
     heavy = ("huggingface_hub", "datasets", "sympy", "torch._dynamo")
     assert loaded_after(code, heavy) == []
+
+
+def test_a_submodule_never_shadows_the_public_name_it_shares():
+    """``gfnet_cli.predict`` stays the function after the module of that name is imported."""
+    code = (
+        "import gfnet_cli.predict, gfnet_cli.embed\n"
+        "import gfnet_cli\n"
+        "assert callable(gfnet_cli.predict) and gfnet_cli.predict.__name__ == 'predict'\n"
+        "assert callable(gfnet_cli.embed) and gfnet_cli.embed.__name__ == 'embed'\n"
+        "from gfnet_cli import predict\n"
+        "assert predict is gfnet_cli.predict\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
