@@ -22,6 +22,7 @@ _EXPORTS = {
     "convert_checkpoint": "gfnet_cli.convert",
     "create_model": "gfnet_cli.hub",
     "evaluate": "gfnet_cli.engine.evaluate",
+    "filters": "gfnet_cli.analysis.filters",
     "get_zoo_entry": "gfnet_cli.models.zoo",
     "list_models": "gfnet_cli.models.zoo",
     "load_model": "gfnet_cli.hub",
@@ -29,6 +30,7 @@ _EXPORTS = {
     "predict": "gfnet_cli.predict",
     "push_folder": "gfnet_cli.push",
     "resolve_model": "gfnet_cli.hub",
+    "robustness": "gfnet_cli.analysis.robustness",
     "save_model": "gfnet_cli.serialization",
 }
 
@@ -41,6 +43,7 @@ __all__ = [
     "convert_checkpoint",
     "create_model",
     "evaluate",
+    "filters",
     "get_zoo_entry",
     "list_models",
     "load_model",
@@ -48,6 +51,7 @@ __all__ = [
     "predict",
     "push_folder",
     "resolve_model",
+    "robustness",
     "save_model",
 ]
 
@@ -56,6 +60,8 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
+    from gfnet_cli.analysis.filters import filters
+    from gfnet_cli.analysis.robustness import robustness
     from gfnet_cli.convert import convert_checkpoint
     from gfnet_cli.engine.evaluate import evaluate
     from gfnet_cli.errors import GFNetError, UsageError

@@ -31,6 +31,8 @@ from gfnet_cli.cli import (
     predict_cmd,
     profile_cmd,
     push_cmd,
+    robustness_cmd,
+    visualize_cmd,
 )
 from gfnet_cli.cli._common import State, setup_logging, stderr
 from gfnet_cli.errors import GFNetError, first_line
@@ -84,6 +86,8 @@ _COMMANDS = (
     finetune_cmd,
     profile_cmd,
     push_cmd,
+    visualize_cmd,
+    robustness_cmd,
 )
 for _module in _COMMANDS:
     _module.register(app)
