@@ -29,7 +29,7 @@ import logging
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,7 @@ class FilterResult:
     output: Path | None = None
     data: Path | None = None
     num_layers: int = 0  # in the model, selected or not
-    extras: dict[str, Any] = field(default_factory=dict)
+    low_frequency_radius: float = LOW_FREQUENCY_RADIUS
 
     def summary(self) -> dict[str, Any]:
         """The ``visualize --json`` document."""
@@ -126,7 +126,7 @@ class FilterResult:
             "kind": self.kind,
             "img_size": self.img_size,
             "num_layers": self.num_layers,
-            "low_frequency_radius": LOW_FREQUENCY_RADIUS,
+            "low_frequency_radius": self.low_frequency_radius,
             "channels_shown": self.channels_shown,
             "output": str(self.output) if self.output else None,
             "data": str(self.data) if self.data else None,
@@ -244,7 +244,7 @@ _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 def parse_layers(layers: str | Sequence[int] | None, count: int) -> list[int]:
     """1-based layer numbers from ``"all"``, ``"1,3-5"`` or a list; refused when out of range."""
     if count == 0:
-        raise UsageError("the model has no global filter layers (depth 0)")
+        raise UsageError("the model has no global filters (depth 0)")
     if layers is None or (isinstance(layers, str) and layers.strip().lower() in ("", "all")):
         return list(range(1, count + 1))
     numbers: list[int] = []
@@ -265,7 +265,8 @@ def parse_layers(layers: str | Sequence[int] | None, count: int) -> list[int]:
     bad = [n for n in numbers if not 1 <= n <= count]
     if bad or not numbers:
         raise UsageError(
-            f"layers: the model has layers 1 to {count}, got {layers!r}", param="layers"
+            f"layers must be numbers from 1 to {count} (the model's depth), got {layers!r}",
+            param="layers",
         )
     return sorted(set(numbers))
 

@@ -81,8 +81,6 @@ def _stage_label(stage: list[LayerFilters], pyramid: bool) -> str:
 
 
 def _footnote(result: FilterResult, scale: str) -> str:
-    from gfnet_cli.analysis.filters import LOW_FREQUENCY_RADIUS
-
     where = "per panel" if scale == "panel" else "per layer (row), relative to its own range"
     flat = {}
     for layer in result.layers:
@@ -92,7 +90,7 @@ def _footnote(result: FilterResult, scale: str) -> str:
     return (
         "(a) |spectrum| the layer multiplies by, zero frequency at the centre (axes span "
         "-1/2..1/2 cycles per token); 'mean' averages all channels; LF: share of the filter's "
-        f"energy within {LOW_FREQUENCY_RADIUS:g} cycles per token of zero frequency (a flat "
+        f"energy within {result.low_frequency_radius:g} cycles per token of zero frequency (a flat "
         f"filter: {shares}).\n(b) the spatial kernel each channel is circularly convolved "
         f"with, origin at the centre.  Colour scales shared {where}, clipped at the "
         f"{CLIP_PERCENTILE:g}th percentile."
