@@ -218,7 +218,8 @@ def plot_robustness(result: RobustnessResult, path: Path) -> Path:
         else:
             _corruption_curves(axis, result)
     figure.suptitle(
-        f"{result.model} on {result.dataset} ({result.split}, {result.num_samples:,} images)",
+        f"{_short(result.model)} on {_short(result.dataset)} ({result.split}, "
+        f"{result.num_samples:,} images)",
         fontsize=12,
     )
     return save_figure(figure, path, dpi=130)
@@ -244,26 +245,43 @@ def _attack_curves(axis: Any, result: RobustnessResult) -> None:
     )
     axis.set_xlabel("L∞ budget ε (in 1/255 of the pixel range)")
     axis.set_ylabel("top-1 (%)")
-    axis.set_ylim(0, 100)
+    lowest = min([100 * r.top1 for r in result.attacks] + [100 * result.clean_top1])
+    axis.set_ylim(max(0.0, 10 * (lowest // 10) - 10), 100.5)  # room for the curves to read
     axis.set_xlim(left=0)
     axis.set_title("adversarial accuracy")
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=9)
 
 
-def _corruption_curves(axis: Any, result: RobustnessResult) -> None:
+_FAMILY_COLOURS = {"noise": "Blues", "blur": "Greens", "weather": "Purples", "digital": "Oranges"}
+_STYLES = ("-", "--", "-.", ":")
+
+
+def _corruption_style(name: str) -> dict[str, Any]:
+    """Colour by family (noise blue, blur green, weather purple, digital orange), dash by
+    member, so fifteen curves stay tellable apart."""
+    from gfnet_cli.analysis.corruptions import GROUPS
+
     plt = _pyplot()
+    for family, members in GROUPS.items():
+        if name in members:
+            index = members.index(name)
+            colour = plt.get_cmap(_FAMILY_COLOURS[family])(0.55 + 0.4 * index / len(members))
+            return {"color": colour, "linestyle": _STYLES[index % len(_STYLES)]}
+    return {}
+
+
+def _corruption_curves(axis: Any, result: RobustnessResult) -> None:
     names = list(dict.fromkeys(row.name for row in result.corruptions))
-    colours = plt.get_cmap("tab20")
-    for index, name in enumerate(names):
+    for name in names:
         rows = sorted((r for r in result.corruptions if r.name == name), key=lambda r: r.severity)
         axis.plot(
             [r.severity for r in rows],
             [100 * (1 - r.top1) for r in rows],
             marker=".",
-            linewidth=1.2,
-            color=colours(index % 20),
+            linewidth=1.4,
             label=name.replace("_", " "),
+            **_corruption_style(name),
         )
     severities = sorted({r.severity for r in result.corruptions})
     means = [
