@@ -484,3 +484,26 @@ def test_progress_reports_every_image_of_every_pass(digits):
                num_workers=0, progress=lambda done, total: calls.append((done, total)))  # fmt: skip
     assert calls[-1] == (60, 60)  # attack pass + one corruption pass
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+
+
+def test_the_command_declares_the_contracts_flags():
+    import typer
+
+    from gfnet_cli.cli.main import app
+    from gfnet_cli.cli.robustness_cmd import parse_pixels
+
+    group = typer.main.get_command(app)
+    context = typer.Context(group)
+    flags = {opt for p in group.get_command(context, "robustness").params for opt in p.opts}
+    assert {"--model", "--dataset", "--split", "--attack", "--epsilon", "--pgd-steps",
+            "--pgd-step-size", "--corruptions", "--severity", "--max-samples", "--json",
+            "--output", "--plot"} <= flags  # fmt: skip
+    flags = {opt for p in group.get_command(context, "visualize").params for opt in p.opts}
+    assert {"--output", "--layers", "--channels", "--data", "--json"} <= flags
+    assert parse_pixels("1/255", "--epsilon") == pytest.approx(1 / 255)
+    assert parse_pixels("0.5/255", "--epsilon") == pytest.approx(0.5 / 255)
+    assert parse_pixels("0.004", "--epsilon") == 0.004
+    assert parse_pixels("1e-3", "--epsilon") == 0.001
+    for bad in ("-1/255", "1/0", "one"):
+        with pytest.raises(UsageError):
+            parse_pixels(bad, "--epsilon")

@@ -189,7 +189,8 @@ def filters(
         raise UsageError("output and data name the same file", param=("data", "output"))
     if output_path is not None:
         require_matplotlib("drawing the filters (output)")
-    net = prepare_model(model, None, torch.device("cpu"))
+    # a caller's model is read where it is (weights are copied to the CPU), never moved
+    net = model if isinstance(model, GFNet) else prepare_model(model, None, torch.device("cpu"))
     modules = filter_modules(net)
     chosen = parse_layers(layers, len(modules))
     result = FilterResult(
@@ -224,7 +225,8 @@ def layer_filters(number: int, stage: int, parameter: str, module: GlobalFilter)
     """Both views of one module's filter (see the module docstring for the exact operator)."""
     with torch.no_grad():
         grid = tuple(module.grid)
-        weight = torch.view_as_complex(module.complex_weight.detach().float().contiguous())
+        weight = module.complex_weight.detach().to("cpu", torch.float32).contiguous()
+        weight = torch.view_as_complex(weight)
         kernel = torch.fft.irfft2(weight.permute(2, 0, 1), s=grid)  # (C, rows, cols)
         spectrum = torch.fft.fft2(kernel).abs()
         dims = (-2, -1)
