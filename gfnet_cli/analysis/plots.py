@@ -122,7 +122,7 @@ def _frequency_panel(panel: Any, stage: list[LayerFilters], shown: int, scale: s
         symmetric=False,
         cmap=FREQUENCY_CMAP,
         title=f"(a) frequency domain  —  {label}",
-        bar_label="|W|" if scale == "panel" else "|W| / layer max",
+        bar_label="|W|" if scale == "panel" else "|W|, relative to each layer",
     )
 
 
@@ -138,7 +138,7 @@ def _spatial_panel(panel: Any, stage: list[LayerFilters], shown: int, scale: str
         symmetric=True,
         cmap=SPATIAL_CMAP,
         title=f"(b) spatial domain, first {shown} channels",
-        bar_label="kernel weight" if scale == "panel" else "weight / layer max",
+        bar_label="kernel weight" if scale == "panel" else "weight, relative to each layer",
     )
 
 
