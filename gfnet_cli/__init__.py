@@ -23,6 +23,7 @@ _EXPORTS = {
     "create_model": "gfnet_cli.hub",
     "embed": "gfnet_cli.embed",
     "evaluate": "gfnet_cli.engine.evaluate",
+    "filters": "gfnet_cli.analysis.filters",
     "get_zoo_entry": "gfnet_cli.models.zoo",
     "list_models": "gfnet_cli.models.zoo",
     "load_model": "gfnet_cli.hub",
@@ -30,6 +31,7 @@ _EXPORTS = {
     "predict": "gfnet_cli.predict",
     "push_folder": "gfnet_cli.push",
     "resolve_model": "gfnet_cli.hub",
+    "robustness": "gfnet_cli.analysis.robustness",
     "save_model": "gfnet_cli.serialization",
 }
 
@@ -43,6 +45,7 @@ __all__ = [
     "create_model",
     "embed",
     "evaluate",
+    "filters",
     "get_zoo_entry",
     "list_models",
     "load_model",
@@ -50,6 +53,7 @@ __all__ = [
     "predict",
     "push_folder",
     "resolve_model",
+    "robustness",
     "save_model",
 ]
 
@@ -58,6 +62,8 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
+    from gfnet_cli.analysis.filters import filters
+    from gfnet_cli.analysis.robustness import robustness
     from gfnet_cli.convert import convert_checkpoint
     from gfnet_cli.embed import embed
     from gfnet_cli.engine.evaluate import evaluate

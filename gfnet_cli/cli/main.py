@@ -32,6 +32,8 @@ from gfnet_cli.cli import (
     predict_cmd,
     profile_cmd,
     push_cmd,
+    robustness_cmd,
+    visualize_cmd,
 )
 from gfnet_cli.cli._common import State, setup_logging, stderr
 from gfnet_cli.errors import GFNetError, first_line
@@ -86,6 +88,8 @@ _COMMANDS = (
     finetune_cmd,
     profile_cmd,
     push_cmd,
+    visualize_cmd,
+    robustness_cmd,
 )
 for _module in _COMMANDS:
     _module.register(app)

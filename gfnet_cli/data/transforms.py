@@ -2,6 +2,8 @@
 
 The evaluation transform is the authors' exactly: resize the shorter side to
 ``int(img_size / crop_pct)`` with PIL bicubic, center-crop, scale to [0, 1], normalize.
+Its pixel-space variant (:func:`pixel_transform`) stops before normalizing: adversarial
+attacks and image corruptions work on [0, 1] pixels and normalize inside the model.
 """
 
 from __future__ import annotations
@@ -103,7 +105,10 @@ def normalize(tensor: torch.Tensor, mean: Any, std: Any) -> torch.Tensor:
 
 
 class EvalTransform:
-    """The authors' evaluation transform for a model config (picklable for DataLoader workers)."""
+    """The authors' evaluation transform for a model config (picklable for DataLoader workers).
+
+    ``normalized=False`` stops at [0, 1] pixels (the same resize and crop, no mean/std).
+    """
 
     def __init__(
         self,
@@ -112,21 +117,26 @@ class EvalTransform:
         interpolation: str = "bicubic",
         mean: Any = (0.485, 0.456, 0.406),
         std: Any = (0.229, 0.224, 0.225),
+        normalized: bool = True,
     ) -> None:
         self.crop = to_pair(img_size)
         self.resize = crop_size_to_resize(min(self.crop), crop_pct)
         self.resample = pil_interpolation(interpolation)
         self.mean, self.std = list(mean), list(std)
+        self.normalized = normalized
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         image = _resize_for_crop(image, self.resize, self.crop, self.resample)
         image = center_crop(image, self.crop)
-        return normalize(to_tensor(image), self.mean, self.std)
+        pixels = to_tensor(image)
+        return normalize(pixels, self.mean, self.std) if self.normalized else pixels
 
     def __repr__(self) -> str:
         return (
             f"EvalTransform(resize={self.resize}, crop={self.crop}, "
-            f"interpolation={self.resample.name.lower()})"
+            f"interpolation={self.resample.name.lower()}"
+            + ("" if self.normalized else ", normalized=False")
+            + ")"
         )
 
 
@@ -140,4 +150,21 @@ def eval_transform(
         interpolation=config.interpolation,
         mean=config.mean,
         std=config.std,
+    )
+
+
+def pixel_transform(
+    config: GFNetConfig, img_size: int | tuple[int, int] | None = None
+) -> EvalTransform:
+    """The evaluation transform up to [0, 1] pixels: the same resize and crop, not normalized.
+
+    ``normalize(pixel_transform(c)(image), c.mean, c.std)`` equals ``eval_transform(c)(image)``.
+    """
+    return EvalTransform(
+        img_size if img_size is not None else config.image_size,
+        crop_pct=config.crop_pct,
+        interpolation=config.interpolation,
+        mean=config.mean,
+        std=config.std,
+        normalized=False,
     )

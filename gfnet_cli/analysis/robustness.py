@@ -1,0 +1,620 @@
+"""How robust a MODEL is on a DATASET: the paper's Table 3 for any model and data.
+
+One run measures, on the same samples:
+
+- clean top-1, through the model's own evaluation transform;
+- top-1 under untargeted L-infinity FGSM and PGD (:mod:`gfnet_cli.analysis.attacks`) at one
+  or more budgets, attacking the [0, 1] pixels the transform produces (resized and cropped;
+  the model normalizes inside);
+- top-1 under the 15 common corruptions of ImageNet-C at severities 1-5
+  (:mod:`gfnet_cli.analysis.corruptions`), computed on the fly from the same pixels; their
+  mean error, and the mCE against AlexNet's published errors when an ImageNet-1k model is
+  evaluated on ImageNet data.
+
+Images are decoded, resized and corrupted in DataLoader workers; labels are matched to the
+model's classes by name before anything runs (as ``evaluate`` matches them). The attack pass
+comes first (one pass over the data), then one pass per corruption type, whose workers produce
+every requested severity of each image.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gfnet_cli.analysis.attacks import (
+    ATTACKS,
+    DEFAULT_EPSILON,
+    DEFAULT_PGD_STEPS,
+    PixelModel,
+    check_epsilon,
+    check_pgd,
+    fgsm,
+    pgd,
+    pgd_step,
+)
+from gfnet_cli.analysis.corruptions import (
+    ALEXNET_ERRORS,
+    CORRUPTIONS,
+    SAVE_QUALITY,
+    SEVERITIES,
+    check_severity,
+    corrupt_severities,
+    parse_corruptions,
+)
+from gfnet_cli.analysis.outputs import check_output, require_matplotlib
+from gfnet_cli.data.datasets import (
+    Batch,
+    DatasetError,
+    ImageDataset,
+    TorchImageDataset,
+    collate_skipping_failures,
+    load_image_dataset,
+)
+from gfnet_cli.data.transforms import pixel_transform
+from gfnet_cli.device import check_precision, resolve_device
+from gfnet_cli.engine.evaluate import LabelMismatchError, match_labels
+from gfnet_cli.engine.inference import ProgressCallback, check_at_least, prepare_model
+from gfnet_cli.errors import GFNetError, UsageError
+from gfnet_cli.labels import imagenet_class_names
+from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.serialization import write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------- results
+@dataclass
+class AttackRow:
+    attack: str
+    epsilon: float
+    steps: int
+    top1: float
+    step_size: float  # FGSM: epsilon
+
+
+@dataclass
+class CorruptionRow:
+    name: str
+    severity: int
+    top1: float
+
+
+@dataclass
+class RobustnessResult:
+    """What :func:`robustness` measured; fractions in [0, 1], epsilon in [0, 1] pixel units."""
+
+    model: str
+    dataset: str
+    split: str
+    num_samples: int
+    clean_top1: float
+    attacks: list[AttackRow]
+    corruptions: list[CorruptionRow]
+    mean_corruption_error: float | None
+    mce: float | None = None  # AlexNet-normalized, ImageNet-1k models on ImageNet data only
+    corruption_errors: list[dict[str, Any]] = field(default_factory=list)
+    num_skipped: int = 0
+    pgd_step_size: float | None = None  # None: half of each budget
+    pgd_random_start: bool = False
+    seed: int = 0
+    img_size: list[int] = field(default_factory=list)
+    label_mapping: str = "identity"
+    device: str = "cpu"
+    precision: str = "fp32"
+    batch_size: int = 0
+    attack_seconds: float = 0.0
+    corruption_seconds: float = 0.0
+    per_class: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The ``robustness --json`` document of docs/cli.md (plus ``mce``, ``num_skipped``)."""
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "split": self.split,
+            "num_samples": self.num_samples,
+            "clean_top1": self.clean_top1,
+            "attacks": [asdict(row) for row in self.attacks],
+            "corruptions": [asdict(row) for row in self.corruptions],
+            "mean_corruption_error": self.mean_corruption_error,
+            "mce": self.mce,
+            "num_skipped": self.num_skipped,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, per-class figures included: the ``--output`` file."""
+        extras = {
+            key: value
+            for key, value in asdict(self).items()
+            if key not in self.summary() and key not in ("attacks", "corruptions")
+        }
+        return {"task": "robustness", **self.summary(), **extras}
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` as JSON, atomically."""
+        path = Path(path)
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+
+# ------------------------------------------------------------------------------- the run
+@dataclass
+class _Plan:
+    """The checked request: which attacks at which budgets, which corruptions."""
+
+    attacks: list[tuple[str, float]]
+    corruptions: list[str]
+    severities: list[int]
+    pgd_steps: int
+    pgd_step_size: float | None
+
+
+def robustness(
+    model: str | GFNet,
+    dataset: str | ImageDataset,
+    *,
+    split: str | None = None,
+    dataset_config: str | None = None,
+    attacks: str | Sequence[str] = ATTACKS,
+    epsilons: Sequence[float] = (DEFAULT_EPSILON,),
+    pgd_steps: int = DEFAULT_PGD_STEPS,
+    pgd_step_size: float | None = None,
+    pgd_random_start: bool = False,
+    corruptions: str | Sequence[str] | None = None,
+    severities: Sequence[int] = SEVERITIES,
+    max_samples: int | None = None,
+    batch_size: int = 32,
+    img_size: int | tuple[int, int] | None = None,
+    num_workers: int | None = None,
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
+    image_column: str | None = None,
+    label_column: str | None = None,
+    label_order: str = "auto",
+    seed: int = 0,
+    frost_textures: str | Path | None = None,
+    output: str | Path | None = None,
+    plot: str | Path | None = None,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> RobustnessResult:
+    """Clean, adversarial (FGSM, PGD) and corrupted top-1 of ``model`` on ``dataset``.
+
+    ``attacks``: names (``"fgsm,pgd"``; empty: none) run at every budget in ``epsilons``
+    ([0, 1] pixel units; default 1/255), PGD with ``pgd_steps`` steps of ``pgd_step_size``
+    (default: half the budget, 0.5/255 at 1/255).
+    ``corruptions``: ``"all"``, groups (noise, blur, weather, digital) or names; ``None``: none.
+    ``severities``: which of 1-5. ``max_samples``: evenly spaced samples of the split.
+    ``seed`` fixes every random draw (corruptions, PGD's random start). ``frost_textures``: a
+    folder with the original frost photographs (otherwise a procedural frost stands in).
+    ``output``/``plot``: also write the full result (JSON) / the curves (PNG).
+    ``progress(completed, total)``: work done in images (attack pass plus corruption passes).
+    """
+    plan = _plan(attacks, epsilons, pgd_steps, pgd_step_size, corruptions, severities)
+    check_at_least("batch_size", batch_size, 1)
+    check_at_least("max_samples", max_samples, 1)
+    check_at_least("num_workers", num_workers, 0)
+    output_path = check_output(output, "output", overwrite=overwrite, suffixes=(".json",))
+    plot_path = check_output(plot, "plot", overwrite=overwrite, suffixes=(".png",))
+    if plot_path is not None:
+        require_matplotlib("plotting the robustness curves (plot)")
+    if frost_textures is not None and not Path(frost_textures).is_dir():
+        raise UsageError(f"frost_textures {frost_textures} is not a folder", param="frost_textures")
+    torch_device = resolve_device(device)
+    precision = check_precision(torch_device, precision)
+    data = (
+        dataset
+        if isinstance(dataset, ImageDataset)
+        else _load(dataset, split, dataset_config, image_column, label_column)
+    )
+    _require_labels(data)
+    net = prepare_model(model, img_size, torch_device)
+    label_map, mapping = match_labels(data, net, label_order)
+    transform = pixel_transform(net.config, img_size)
+    samples = _samples(data, transform, label_map, max_samples)
+    pixel_model = PixelModel(net, net.config.mean, net.config.std, precision).eval()
+    run = _Run(net.num_classes, plan, len(samples), progress)
+    workers = _num_workers(num_workers)
+    logger.info(
+        "robustness of %s on %s (%s, %d samples) at %s px: attacks %s, %d corruption(s), %s %s",
+        _model_name(model),
+        data.name,
+        data.split,
+        len(samples),
+        "x".join(map(str, transform.crop)),
+        ", ".join(f"{a} {e * 255:.3g}/255" for a, e in plan.attacks) or "none",
+        len(plan.corruptions),
+        torch_device,
+        precision,
+    )
+    start = time.perf_counter()
+    loader = _loader(samples, batch_size, workers, torch_device)
+    for batch in loader:
+        _attack_batch(run, pixel_model, batch, torch_device, seed, pgd_random_start)
+    attack_seconds = time.perf_counter() - start
+    if run.clean.count == 0:
+        first = f" (first: {run.skipped[0]['error']})" if run.skipped else ""
+        raise GFNetError(f"no sample could be evaluated: {run.num_skipped} skipped{first}")
+    start = time.perf_counter()
+    for name in plan.corruptions:
+        views = _CorruptedViews(samples, name, plan.severities, seed, frost_textures)
+        for batch in _loader(views, batch_size, workers, torch_device):
+            _corruption_batch(run, pixel_model, batch, name, torch_device)
+    corruption_seconds = time.perf_counter() - start
+    imagenet = net.config.class_names == imagenet_class_names() and mapping != "index"
+    result = run.result(
+        model=_model_name(model),
+        dataset=data.name,
+        split=data.split,
+        labels=net.config.labels,
+        imagenet=imagenet,
+    )
+    result.pgd_random_start, result.seed = pgd_random_start, seed
+    result.img_size, result.label_mapping = list(transform.crop), mapping
+    result.device, result.precision, result.batch_size = str(torch_device), precision, batch_size
+    result.attack_seconds, result.corruption_seconds = attack_seconds, corruption_seconds
+    if output_path is not None:
+        result.save(output_path)
+    if plot_path is not None:
+        from gfnet_cli.analysis.plots import plot_robustness
+
+        plot_robustness(result, plot_path)
+    return result
+
+
+def _plan(
+    attacks: str | Sequence[str],
+    epsilons: Sequence[float],
+    pgd_steps: int,
+    pgd_step_size: float | None,
+    corruptions: str | Sequence[str] | None,
+    severities: Sequence[int],
+) -> _Plan:
+    """Every argument checked before anything is loaded."""
+    names = attacks.split(",") if isinstance(attacks, str) else list(attacks)
+    names = [n.strip().lower() for n in names if n.strip() and n.strip().lower() != "none"]
+    for name in names:
+        if name not in ATTACKS:
+            raise UsageError(
+                f"unknown attack {name!r}: expected {', '.join(ATTACKS)} or none",
+                param="attacks",
+            )
+    budgets = sorted({check_epsilon(e) for e in epsilons})
+    if names and not budgets:
+        raise UsageError("epsilons: give at least one budget for the attacks", param="epsilons")
+    check_pgd(pgd_steps, pgd_step_size)
+    chosen = parse_corruptions(corruptions)
+    levels = sorted({check_severity(s) for s in severities})
+    if chosen and not levels:
+        raise UsageError("severities: give at least one of 1-5", param="severities")
+    if not names and not chosen:
+        logger.info("no attack and no corruption requested: measuring clean accuracy only")
+    return _Plan(
+        attacks=[(name, eps) for name in dict.fromkeys(names) for eps in budgets],
+        corruptions=chosen,
+        severities=levels,
+        pgd_steps=int(pgd_steps),
+        pgd_step_size=None if pgd_step_size is None else float(pgd_step_size),
+    )
+
+
+def _load(
+    dataset: str,
+    split: str | None,
+    dataset_config: str | None,
+    image_column: str | None,
+    label_column: str | None,
+) -> ImageDataset:
+    return load_image_dataset(
+        dataset,
+        split,
+        dataset_config=dataset_config,
+        image_column=image_column,
+        label_column=label_column,
+    )
+
+
+def _require_labels(data: ImageDataset) -> None:
+    if data.label_column is None:
+        raise DatasetError(
+            f"{data.name} ({data.split}) has no label column to measure accuracy against; "
+            "pass label_column",
+            param="label_column",
+        )
+    if data.streaming:
+        raise DatasetError(
+            "robustness reads a dataset several times: load it without streaming",
+            param="streaming",
+        )
+
+
+def _samples(
+    data: ImageDataset, transform: Any, label_map: dict[int, int] | None, max_samples: int | None
+) -> torch.utils.data.Dataset:
+    """The pixel view of the split (``max_samples`` evenly spaced ones, as evaluate takes)."""
+    if len(data) == 0:
+        raise DatasetError(f"{data.name} ({data.split}) holds no samples")
+    view = TorchImageDataset(data, transform, label_map)
+    count = len(view)
+    if max_samples is None or max_samples >= count:
+        return view
+    return torch.utils.data.Subset(view, [i * count // max_samples for i in range(max_samples)])
+
+
+def _num_workers(requested: int | None) -> int:
+    if requested is not None:
+        return requested
+    return min(8, max(0, (os.cpu_count() or 1) - 1))
+
+
+def _loader(
+    view: torch.utils.data.Dataset, batch_size: int, workers: int, device: torch.device
+) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        view,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_skipping_failures,
+        pin_memory=device.type == "cuda",
+    )
+
+
+class _CorruptedViews(torch.utils.data.Dataset):
+    """Each sample's pixels at every requested severity of one corruption: (S, 3, H, W).
+
+    Corrupted in the DataLoader worker, seeded by ``(seed, dataset index)`` so the images do
+    not depend on batch size, worker count or order.
+    """
+
+    def __init__(
+        self,
+        samples: torch.utils.data.Dataset,
+        name: str,
+        severities: list[int],
+        seed: int,
+        frost: str | Path | None,
+    ) -> None:
+        self.samples, self.name, self.severities = samples, name, severities
+        self.seed, self.frost = seed, frost
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, position: int) -> tuple:
+        pixels, label, index = self.samples[position]
+        if pixels is None:
+            return pixels, label, index
+        image = (pixels.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        stack = corrupt_severities(
+            image,
+            self.name,
+            self.severities,
+            seed=(self.seed, index),
+            frost_textures=self.frost,
+            save_quality=SAVE_QUALITY,
+        )
+        array = np.stack(stack).transpose(0, 3, 1, 2)
+        return torch.from_numpy(array.copy()).float().div_(255.0), label, index
+
+
+# ------------------------------------------------------------------------------- tallies
+class _Counts:
+    """Correct predictions in total and per class for one measurement (clean, an attack...)."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.correct = 0
+        self.count = 0
+        self.per_class = torch.zeros(num_classes, dtype=torch.long)
+
+    def add(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        hit = (logits.argmax(dim=-1) == targets).cpu()
+        targets = targets.cpu()
+        self.correct += int(hit.sum())
+        self.count += len(targets)
+        self.per_class += torch.bincount(targets[hit], minlength=len(self.per_class))
+
+    @property
+    def top1(self) -> float:
+        return self.correct / self.count if self.count else 0.0
+
+
+class _Run:
+    """Running tallies of every measurement, skipped samples and progress."""
+
+    def __init__(
+        self, num_classes: int, plan: _Plan, total: int, progress: ProgressCallback | None
+    ) -> None:
+        self.plan = plan
+        self.clean = _Counts(num_classes)
+        self.class_total = torch.zeros(num_classes, dtype=torch.long)
+        self.attacks = {key: _Counts(num_classes) for key in plan.attacks}
+        self.corruptions = {
+            (name, s): _Counts(num_classes) for name in plan.corruptions for s in plan.severities
+        }
+        self.num_skipped = 0
+        self.skipped: list[dict[str, Any]] = []
+        self.progress = progress
+        self.done = 0
+        self.total = total * (1 + len(plan.corruptions))
+
+    def usable(self, batch: Batch, num_classes: int, count_skips: bool) -> torch.Tensor:
+        """The rows of ``batch`` with a label (skips are recorded once, in the attack pass)."""
+        if count_skips:
+            for index, reason in batch.failures:
+                self._skip(index, reason)
+        labelled = batch.labels >= 0
+        if count_skips:
+            for index in batch.indices[~labelled].tolist():
+                self._skip(index, "no label")
+        if labelled.any() and int(batch.labels[labelled].max()) >= num_classes:
+            raise LabelMismatchError(
+                f"label {int(batch.labels[labelled].max())} is out of range: the model has "
+                f"{num_classes} classes"
+            )
+        return labelled
+
+    def _skip(self, index: int, reason: str) -> None:
+        self.num_skipped += 1
+        if len(self.skipped) < 20:
+            self.skipped.append({"index": int(index), "error": reason})
+            logger.warning("skipped sample %d: %s", index, reason)
+
+    def advance(self, rows: int) -> None:
+        self.done += rows
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+    def result(
+        self, *, model: str, dataset: str, split: str, labels: list[str], imagenet: bool
+    ) -> RobustnessResult:
+        steps = {"fgsm": 1, "pgd": self.plan.pgd_steps}
+        attack_rows = [
+            AttackRow(
+                name,
+                eps,
+                steps[name],
+                counts.top1,
+                eps if name == "fgsm" else pgd_step(eps, self.plan.pgd_step_size),
+            )
+            for (name, eps), counts in self.attacks.items()
+        ]
+        corruption_rows = [
+            CorruptionRow(name, severity, counts.top1)
+            for (name, severity), counts in self.corruptions.items()
+        ]
+        errors = [1 - row.top1 for row in corruption_rows]
+        summary = _corruption_summary(corruption_rows, self.plan.severities, imagenet)
+        return RobustnessResult(
+            model=model,
+            dataset=dataset,
+            split=split,
+            num_samples=self.clean.count,
+            clean_top1=self.clean.top1,
+            attacks=attack_rows,
+            corruptions=corruption_rows,
+            mean_corruption_error=float(np.mean(errors)) if errors else None,
+            mce=summary["mce"],
+            corruption_errors=summary["per_type"],
+            num_skipped=self.num_skipped,
+            pgd_step_size=self.plan.pgd_step_size,
+            per_class=self._per_class(labels),
+            skipped=self.skipped,
+        )
+
+    def _per_class(self, labels: list[str]) -> list[dict[str, Any]]:
+        rows = []
+        for index in torch.nonzero(self.class_total).flatten().tolist():
+            total = int(self.class_total[index])
+            rows.append(
+                {
+                    "index": index,
+                    "label": labels[index],
+                    "num_samples": total,
+                    "clean_top1": int(self.clean.per_class[index]) / total,
+                    "attacks": [
+                        {"attack": name, "epsilon": eps, "top1": int(c.per_class[index]) / total}
+                        for (name, eps), c in self.attacks.items()
+                    ],
+                    "corruptions": [
+                        {"name": name, "severity": s, "top1": int(c.per_class[index]) / total}
+                        for (name, s), c in self.corruptions.items()
+                    ],
+                }
+            )
+        return rows
+
+
+def _corruption_summary(
+    rows: list[CorruptionRow], severities: list[int], imagenet: bool
+) -> dict[str, Any]:
+    """Per corruption type: its mean error and, for ImageNet, its AlexNet-normalized CE.
+
+    ``CE_c = sum_s E_{s,c} / sum_s E^AlexNet_{s,c}`` needs all five severities (AlexNet's
+    errors are published as their mean); mCE is the mean of ``CE_c`` over the types measured.
+    """
+    per_type = []
+    complete = tuple(severities) == SEVERITIES
+    for name in dict.fromkeys(row.name for row in rows):
+        errors = [1 - row.top1 for row in rows if row.name == name]
+        entry: dict[str, Any] = {"name": name, "error": float(np.mean(errors))}
+        if imagenet and complete:
+            entry["ce"] = float(sum(errors) / (len(SEVERITIES) * ALEXNET_ERRORS[name]))
+        per_type.append(entry)
+    ces = [entry["ce"] for entry in per_type if "ce" in entry]
+    if imagenet and rows and not complete:
+        logger.info("mCE needs all five severities: not computed")
+    elif imagenet and rows and len(ces) < len(CORRUPTIONS):
+        logger.info("mCE over %d of the 15 corruption types", len(ces))
+    return {"per_type": per_type, "mce": float(np.mean(ces)) if ces else None}
+
+
+# ------------------------------------------------------------------------------- batches
+def _attack_batch(
+    run: _Run,
+    model: PixelModel,
+    batch: Batch,
+    device: torch.device,
+    seed: int,
+    random_start: bool,
+) -> None:
+    """Clean and adversarial predictions of one batch."""
+    labelled = run.usable(batch, len(run.clean.per_class), count_skips=True)
+    if labelled.any():
+        images = batch.images[labelled].to(device, non_blocking=True)
+        targets = batch.labels[labelled].to(device, non_blocking=True)
+        run.class_total += torch.bincount(targets.cpu(), minlength=len(run.class_total))
+        run.clean.add(_predict(model, images), targets)
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + int(batch.indices.min()))
+        for (name, eps), counts in run.attacks.items():
+            if name == "fgsm":
+                adversarial = fgsm(model, images, targets, eps)
+            else:
+                adversarial = pgd(
+                    model,
+                    images,
+                    targets,
+                    eps,
+                    steps=run.plan.pgd_steps,
+                    step_size=run.plan.pgd_step_size,
+                    random_start=random_start,
+                    generator=generator,
+                )
+            counts.add(_predict(model, adversarial), targets)
+    run.advance(batch.rows)
+
+
+def _corruption_batch(
+    run: _Run, model: PixelModel, batch: Batch, name: str, device: torch.device
+) -> None:
+    """Predictions of one batch at every severity of corruption ``name``."""
+    labelled = run.usable(batch, len(run.clean.per_class), count_skips=False)
+    if labelled.any():
+        stacks = batch.images[labelled]  # (B, S, 3, H, W)
+        targets = batch.labels[labelled].to(device, non_blocking=True)
+        for position, severity in enumerate(run.plan.severities):
+            images = stacks[:, position].to(device, non_blocking=True)
+            run.corruptions[(name, severity)].add(_predict(model, images), targets)
+    run.advance(batch.rows)
+
+
+def _predict(model: PixelModel, images: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(images)
+
+
+def _model_name(model: str | GFNet) -> str:
+    if isinstance(model, GFNet):
+        return model.config.architecture or "GFNet"
+    return str(model)
