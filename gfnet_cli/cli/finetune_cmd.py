@@ -51,7 +51,8 @@ def _int_list(text: str | None, flag: str) -> int | list[int] | None:
 RECIPE_NAMES = ("imagenet", "finetune-384", "transfer")  # gfnet_cli.engine.train.RECIPES
 
 # CLI parameters that are not TrainConfig fields, or are under another name.
-_NOT_CONFIG = {"ctx", "as_json", "print_config", "no_augment", "compile_model", "lr_base_batch"}
+_NOT_CONFIG = {"ctx", "recipe", "as_json", "print_config", "no_augment", "compile_model",
+               "lr_base_batch"}  # fmt: skip
 
 
 def finetune_command(

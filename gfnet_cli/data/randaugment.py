@@ -165,13 +165,20 @@ def _posterize_bits(level: float) -> int:
     return int(level / _LEVEL_DENOM * 4)
 
 
+def _keep_bits(image: Image.Image, bits: int) -> Image.Image:
+    """Keep the ``bits`` most significant bits of each channel (0: black), as PIL's
+    posterize did before it refused 0 bits."""
+    mask = ~(2 ** (8 - max(0, min(bits, 8))) - 1) & 0xFF
+    return image.point([i & mask for i in range(256)] * len(image.getbands()))
+
+
 def _posterize(image, level, rng, fill, resample):
     bits = _posterize_bits(level)  # keep 0..4 bits: stronger as the magnitude falls
-    return image if bits >= 8 else ImageOps.posterize(image, bits)
+    return image if bits >= 8 else _keep_bits(image, bits)
 
 
 def _posterize_increasing(image, level, rng, fill, resample):
-    return ImageOps.posterize(image, max(0, 4 - _posterize_bits(level)))  # keep 4..0 bits
+    return _keep_bits(image, 4 - _posterize_bits(level))  # keep 4..0 bits
 
 
 def _solarize(image, level, rng, fill, resample):

@@ -203,7 +203,7 @@ def _check_recipe(config: TrainConfig) -> None:
         )
     scratch, what = RECIPE_START[config.recipe]
     if config.from_scratch != scratch:
-        fix = "add from_scratch" if scratch else "drop from_scratch, or use the imagenet recipe"
+        fix = "add from_scratch" if scratch else "drop from_scratch (or use recipe imagenet)"
         raise UsageError(
             f"recipe {config.recipe} {what}: {fix}", param=("recipe", "from_scratch")
         )
@@ -224,10 +224,11 @@ def _check_architecture(config: TrainConfig) -> None:
                 param=name,
             )
     if config.eval_mode and config.drop_path:
+        origin = f", set by recipe {config.recipe}" if config.recipe else ""
         raise UsageError(
-            f"drop_path {config.drop_path} has no effect while eval_mode holds the model in "
-            "eval mode: drop one of them",
-            param=("drop_path", "eval_mode"),
+            f"drop_path {config.drop_path} has no effect while the model is held in eval mode "
+            f"(eval_mode{origin}): turn eval_mode off to train with drop path",
+            param=("drop_path", "eval_mode", "recipe"),
         )
 
 
