@@ -5,7 +5,8 @@
 both to small functions instead of closing over local variables, so every piece of the step
 can be read, tested and extended on its own.
 
-A checkpoint is a :class:`Run`'s state dicts plus a :class:`RunState`, every process's RNG
+A checkpoint is a :class:`Run`'s state dicts (model, its EMA, optimizer, loss scaler) plus a
+:class:`RunState`, every process's RNG
 states and data positions, and the run's identity (model config, dataset), written by
 :mod:`gfnet_cli.engine.checkpoint` (atomic, weights-only loadable). Restoring all of it
 resumes a run to the bit: nothing in the loop draws from state a checkpoint does not hold.
