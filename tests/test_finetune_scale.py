@@ -26,7 +26,8 @@ from gfnet_cli.engine.train import (
     build_model,
     finetune,
 )
-from gfnet_cli.engine.train.lock import LOCK_NAME, RunLock
+from gfnet_cli.engine.distributed import DistInfo
+from gfnet_cli.engine.train.lock import LOCK_NAME, RunLock, locked_output_dir
 from gfnet_cli.engine.train.model import same_classes
 from gfnet_cli.labels import imagenet_class_names, imagenet_synsets
 from gfnet_cli.models import create_model
@@ -195,6 +196,15 @@ def test_the_lock_is_exclusive_within_one_host(tmp_path):
     with RunLock(tmp_path / "o"):
         assert (tmp_path / "o" / LOCK_NAME).is_file()
     assert not (tmp_path / "o").exists()  # created for the run, empty: removed again
+
+
+def test_only_rank_0_takes_the_lock(tmp_path):
+    other_rank = DistInfo(rank=1, world_size=2, local_rank=1, device=torch.device("cpu"))
+    with locked_output_dir(tmp_path / "o", other_rank):
+        assert not (tmp_path / "o" / LOCK_NAME).exists()
+    main = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    with locked_output_dir(tmp_path / "o", main):
+        assert (tmp_path / "o" / LOCK_NAME).is_file()
 
 
 # ---------------------------------------------------------------------- EMA, accumulation

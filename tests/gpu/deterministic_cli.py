@@ -3,7 +3,9 @@
     python tests/gpu/deterministic_cli.py finetune --device cuda ...
 
 cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` set before CUDA starts for its deterministic mode,
-cuDNN its own switch; both are set here, then the ordinary CLI runs.
+cuDNN its own switch; both are set here, then the ordinary CLI runs. ``warn_only``: an op
+PyTorch lists as having no deterministic CUDA kernel (``nll_loss`` is listed) warns instead of
+stopping the run; the test then compares the weights, which is what matters.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import torch  # noqa: E402
 
-torch.use_deterministic_algorithms(True)
+torch.use_deterministic_algorithms(True, warn_only=True)
 torch.backends.cudnn.deterministic = True
 torch.backends.cudnn.benchmark = False
 
