@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from gfnet_cli.engine import checkpoint as ckpt
+from gfnet_cli.engine.distributed import DistInfo
 from gfnet_cli.engine.train import (
     OutputDirLockedError,
     TrainCallbacks,
@@ -26,7 +27,6 @@ from gfnet_cli.engine.train import (
     build_model,
     finetune,
 )
-from gfnet_cli.engine.distributed import DistInfo
 from gfnet_cli.engine.train.lock import LOCK_NAME, RunLock, locked_output_dir
 from gfnet_cli.engine.train.model import same_classes
 from gfnet_cli.labels import imagenet_class_names, imagenet_synsets

@@ -162,3 +162,10 @@ def test_recipe_errors_name_library_parameters():
     with pytest.raises(UsageError) as error:
         TrainConfig.from_recipe("nope", model="m", dataset="d", output_dir="o")
     assert error.value.param == "recipe" and "imagenet, finetune-384, transfer" in str(error.value)
+
+
+def test_the_clis_recipe_names_are_the_librarys():
+    # the CLI module keeps a torch-free copy for its --help
+    from gfnet_cli.cli.finetune_cmd import RECIPE_NAMES
+
+    assert RECIPE_NAMES == tuple(RECIPES)
