@@ -48,6 +48,22 @@ def test_a_cuda_target_gets_gloo_for_cpu_and_nccl_for_cuda(monkeypatch):
     assert distributed.process_group_backend(torch.device("cpu")) == "gloo"
 
 
+def test_setup_on_a_gpu_machine_under_torchrun_passes_the_mapping(monkeypatch):
+    """What ``torchrun --nproc_per_node 2 gfnet finetune`` does on a 2-GPU machine, with the
+    GPU calls recorded instead of made (this machine has none)."""
+    calls = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.update(device=device))
+    monkeypatch.setattr(dist, "init_process_group", lambda **kwargs: calls.update(kwargs))
+    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(name, value)
+    info = distributed.setup("auto")
+    assert info.device == torch.device("cuda", 1) and info.distributed and info.owns_group
+    assert calls == {"backend": "cpu:gloo,cuda:nccl", "rank": 1, "world_size": 2,
+                     "device": torch.device("cuda", 1)}  # fmt: skip
+
+
 def test_setup_under_torchrun_joins_with_the_mapping(monkeypatch):
     calls = {}
     monkeypatch.setattr(dist, "init_process_group", lambda **kwargs: calls.update(kwargs))
