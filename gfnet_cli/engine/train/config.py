@@ -109,10 +109,7 @@ class TrainConfig:
         """
         if recipe is None:
             return cls(**values)
-        if recipe not in RECIPES:
-            raise UsageError(
-                f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}", param="recipe"
-            )
+        _check_recipe_name(recipe)
         return cls(**{**RECIPES[recipe], "recipe": recipe, **values})
 
     def global_batch_size(self, world_size: int) -> int:
@@ -196,16 +193,19 @@ def check_config(config: TrainConfig, device: torch.device) -> None:
 def _check_recipe(config: TrainConfig) -> None:
     if config.recipe is None:
         return
-    if config.recipe not in RECIPE_START:
-        raise UsageError(
-            f"unknown recipe {config.recipe!r}: choose one of {', '.join(RECIPES)}",
-            param="recipe",
-        )
+    _check_recipe_name(config.recipe)
     scratch, what = RECIPE_START[config.recipe]
     if config.from_scratch != scratch:
         fix = "add from_scratch" if scratch else "drop from_scratch (or use recipe imagenet)"
         raise UsageError(
             f"recipe {config.recipe} {what}: {fix}", param=("recipe", "from_scratch")
+        )
+
+
+def _check_recipe_name(recipe: str) -> None:
+    if recipe not in RECIPES:
+        raise UsageError(
+            f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}", param="recipe"
         )
 
 
