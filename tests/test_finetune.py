@@ -107,7 +107,7 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index():
 # ---------------------------------------------------------------------- starting points
 def test_from_scratch_overrides_and_pyramid_widths():
     names = ["a", "b"]
-    flat = build_model(_config(Path("."), Path(".")), names)
+    flat = build_model(_config(Path("."), Path(".")), names).model
     assert (flat.config.patch_size, flat.config.embed_dim, flat.config.depth) == (8, 16, 1)
     assert flat.config.labels == names and flat.config.architecture is None
     pyramid = build_model(
@@ -120,7 +120,7 @@ def test_from_scratch_overrides_and_pyramid_widths():
             depth=[1, 1, 1, 1],
         ),  # fmt: skip
         names,
-    )
+    ).model
     assert pyramid.config.kind == "pyramid" and pyramid.config.widths == [8, 16, 16, 32]
     assert pyramid(torch.randn(1, 3, 32, 32)).shape == (1, 2)
 
@@ -136,7 +136,7 @@ def test_pretrained_gets_new_head_with_class_names(tmp_path):
     folder = _pretrained(tmp_path)
     model = build_model(_config(Path("."), Path("."), model=str(folder), from_scratch=False,
                                 patch_size=None, embed_dim=None, depth=None, img_size=None),
-                        CLASSES)  # fmt: skip
+                        CLASSES).model  # fmt: skip
     source = load_file(str(folder / "model.safetensors"))
     assert model.head.weight.shape == (3, 16) and model.config.class_names == CLASSES
     key = "blocks.0.mlp.fc1.weight"
@@ -147,7 +147,7 @@ def test_pretrained_at_another_resolution_resizes_filters_and_pos_embed(tmp_path
     folder = _pretrained(tmp_path)
     model = build_model(_config(Path("."), Path("."), model=str(folder), from_scratch=False,
                                 patch_size=None, embed_dim=None, depth=None, img_size=64),
-                        CLASSES)  # fmt: skip
+                        CLASSES).model  # fmt: skip
     assert model.config.image_size == (64, 64)
     assert model.pos_embed.shape == (1, 64, 16)
     assert model.blocks[0].filter.complex_weight.shape[:2] == (8, 5)
@@ -161,7 +161,8 @@ def test_from_scratch_fetches_only_the_config_of_a_hub_model(tmp_path, monkeypat
         monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         folder = _pretrained(tmp_path)
         server.add_repo("org/base", {p.name: p.read_bytes() for p in folder.iterdir()})
-        model = build_model(_config(Path("."), Path("."), model="org/base", depth=2), ["a", "b"])
+        model = build_model(_config(Path("."), Path("."), model="org/base", depth=2),
+                            ["a", "b"]).model  # fmt: skip
         assert {path for _, path in server.requests} == {"/org/base/resolve/main/config.json"}
     finally:
         server.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -47,11 +48,29 @@ def _int_list(text: str | None, flag: str) -> int | list[int] | None:
     return numbers[0] if len(numbers) == 1 else numbers
 
 
+RECIPE_NAMES = ("imagenet", "finetune-384", "transfer")  # gfnet_cli.engine.train.RECIPES
+
+# CLI parameters that are not TrainConfig fields, or are under another name.
+_NOT_CONFIG = {"ctx", "recipe", "as_json", "print_config", "no_augment", "compile_model",
+               "lr_base_batch"}  # fmt: skip
+
+
 def finetune_command(
+    ctx: typer.Context,
     model: ModelOption,
     dataset: DatasetOption,
     output_dir: Path = typer.Option(..., "--output-dir", help="Where the model and logs go."),
+    recipe: str = typer.Option(
+        None, "--recipe", help=f"The authors' hyper-parameters: {', '.join(RECIPE_NAMES)}; "
+        "flags given explicitly win.",
+    ),  # fmt: skip
+    print_config: bool = typer.Option(
+        False, "--print-config", help="Print the resolved run as JSON and exit (reads no data)."
+    ),
     from_scratch: bool = typer.Option(False, "--from-scratch", help="Fresh weights."),
+    new_head: bool = typer.Option(
+        False, "--new-head", help="A new classifier even when the classes are MODEL's."
+    ),
     patch_size: int = typer.Option(None, "--patch-size", help="With --from-scratch: patch size."),
     embed_dim: str = typer.Option(None, "--embed-dim", help="With --from-scratch: width(s)."),
     depth: str = typer.Option(None, "--depth", help="With --from-scratch: depth(s)."),
@@ -59,9 +78,18 @@ def finetune_command(
     crop_pct: float = typer.Option(None, "--crop-pct", help="Eval center-crop fraction."),
     epochs: int = typer.Option(10, "--epochs"),
     max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many steps."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Images per step per process."),
+    batch_size: int = typer.Option(
+        32, "--batch-size", help="Images per micro-batch per process."
+    ),
+    accumulate: int = typer.Option(
+        1, "--accumulate", help="Micro-batches per optimizer step (gradient accumulation)."
+    ),
     lr: float = typer.Option(1e-4, "--lr", help="Peak learning rate (AdamW)."),
+    lr_base_batch: int = typer.Option(
+        None, "--lr-base-batch", help="Scale --lr by global batch / N (recipes: 512; 0: off)."
+    ),
     min_lr: float = typer.Option(1e-6, "--min-lr", help="Learning rate at the end of the cosine."),
+    warmup_lr: float = typer.Option(0.0, "--warmup-lr", help="Learning rate warmup starts from."),
     weight_decay: float = typer.Option(1e-4, "--weight-decay"),
     decay_all: bool = typer.Option(
         False, "--decay-all", help="Decay norms, biases, pos_embed and filters too."
@@ -69,21 +97,41 @@ def finetune_command(
     warmup_epochs: float = typer.Option(1.0, "--warmup-epochs"),
     label_smoothing: float = typer.Option(0.1, "--label-smoothing"),
     drop_path: float = typer.Option(None, "--drop-path", help="Default: the variant's rate."),
+    eval_mode: bool = typer.Option(
+        False, "--eval-mode/--no-eval-mode",
+        help="Train with the model in eval mode: no drop path, no dropout (authors' fine-tuning).",
+    ),  # fmt: skip
     clip_grad: float = typer.Option(1.0, "--clip-grad", help="Max gradient norm (0: off)."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Train on the eval transform."),
     crop_scale: str = typer.Option(
         ",".join(str(v) for v in DEFAULT_CROP_SCALE), "--crop-scale", help="Crop area MIN,MAX."
     ),
     hflip: float = typer.Option(0.5, "--hflip", help="Horizontal-flip probability."),
+    randaugment: str = typer.Option(
+        None, "--randaugment", help="timm RandAugment spec, e.g. rand-m9-mstd0.5-inc1."
+    ),
+    color_jitter: float = typer.Option(
+        0.0, "--color-jitter", help="Brightness/contrast/saturation jitter (not with RandAugment)."
+    ),
+    reprob: float = typer.Option(0.0, "--reprob", help="Random-erasing probability (0: off)."),
     mixup: float = typer.Option(0.0, "--mixup", help="Mixup Beta(ALPHA, ALPHA) (0: off)."),
     cutmix: float = typer.Option(0.0, "--cutmix", help="Cutmix Beta(ALPHA, ALPHA) (0: off)."),
     mix_prob: float = typer.Option(1.0, "--mix-prob", help="Share of batches mixed."),
     mix_switch_prob: float = typer.Option(
         0.5, "--mix-switch-prob", help="With both on: chance of cutmix over mixup."
     ),
+    ema: float = typer.Option(
+        None, "--ema", help="Keep an EMA of the weights with this decay (e.g. 0.9998)."
+    ),
     seed: int = typer.Option(0, "--seed"),
     precision: PrecisionOption = "fp32",
     device: DeviceOption = "auto",
+    compile_model: bool = typer.Option(
+        False, "--compile", help="torch.compile the training step (compile time reported apart)."
+    ),
+    grad_checkpointing: bool = typer.Option(
+        False, "--grad-checkpointing", help="Recompute activations in backward: less memory."
+    ),
     num_workers: NumWorkersOption = 2,
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps (0: epochs)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint."),
@@ -104,45 +152,74 @@ def finetune_command(
     """Fine-tune MODEL on DATASET (or train its architecture from scratch).
 
     Leaves a MODEL folder (best epoch by eval top-1) and train_results.json in --output-dir,
-    checkpoints in --output-dir/checkpoints. Run under `torchrun` for several processes.
-    --streaming needs the dataset's size or --max-steps to plan the schedule.
+    checkpoints in --output-dir/checkpoints. --recipe sets the authors' hyper-parameters
+    (flags given explicitly still win); --print-config shows what would run. Run under
+    `torchrun` for several processes. --streaming needs the dataset's size or --max-steps.
     """
-    from gfnet_cli.cli.finetune_progress import RichCallbacks
-    from gfnet_cli.engine.train import TrainConfig, finetune
+    from gfnet_cli.engine.train import TrainConfig, describe_run
 
-    config = TrainConfig(
-        model=model, dataset=dataset, output_dir=output_dir, from_scratch=from_scratch,
-        patch_size=patch_size, embed_dim=_int_list(embed_dim, "--embed-dim"),
-        depth=_int_list(depth, "--depth"), img_size=img_size,
-        crop_pct=crop_pct, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
-        min_lr=min_lr, weight_decay=weight_decay, decay_all=decay_all,
-        warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, drop_path=drop_path,
-        clip_grad=clip_grad, augment=not no_augment, crop_scale=_parse_scale(crop_scale),
-        hflip=hflip, mixup=mixup, cutmix=cutmix, mix_prob=mix_prob,
-        mix_switch_prob=mix_switch_prob, seed=seed, precision=precision, device=device,
-        num_workers=num_workers,
-        checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, push_to=push_to,
-        train_split=train_split, eval_split=eval_split, dataset_config=dataset_config,
-        image_column=image_column, label_column=label_column, log_every=log_every,
-        streaming=streaming, shuffle_buffer=shuffle_buffer,
-    )  # fmt: skip
-    callbacks = RichCallbacks(show_progress=not State.quiet and stderr.is_terminal)
-    try:
-        result = finetune(config, callbacks)
-    finally:
-        callbacks.close()
+    config = TrainConfig.from_recipe(recipe, **_explicit_values(ctx))
+    if print_config:
+        document = describe_run(config)
+        if int(os.environ.get("RANK", "0")) == 0:
+            emit_json(document)
+        return
+    result = _run(config)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return
     if as_json:
         emit_json(result.to_dict())
         return
+    _print_summary(result)
+
+
+def _explicit_values(ctx: typer.Context) -> dict[str, Any]:
+    """The TrainConfig values the user gave (plus the required ones): a recipe fills the rest,
+    our defaults without one."""
+    given = {
+        name: value
+        for name, value in ctx.params.items()
+        if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
+    }
+    values = {k: v for k, v in given.items() if k not in _NOT_CONFIG}
+    if "no_augment" in given:
+        values["augment"] = not given["no_augment"]
+    if "compile_model" in given:
+        values["compile"] = given["compile_model"]
+    if "lr_base_batch" in given:
+        values["lr_base_batch"] = given["lr_base_batch"] or None  # 0: no scaling
+    if "crop_scale" in given:
+        values["crop_scale"] = _parse_scale(given["crop_scale"])
+    for name in ("embed_dim", "depth"):
+        if name in given:
+            values[name] = _int_list(given[name], "--" + name.replace("_", "-"))
+    return values
+
+
+def _run(config: Any) -> Any:
+    from gfnet_cli.cli.finetune_progress import RichCallbacks
+    from gfnet_cli.engine.train import finetune
+
+    callbacks = RichCallbacks(show_progress=not State.quiet and stderr.is_terminal)
+    try:
+        return finetune(config, callbacks)
+    finally:
+        callbacks.close()
+
+
+def _print_summary(result: Any) -> None:
     best = f"{result.best_top1:.2%}" if result.best_top1 is not None else "n/a"
     top5 = f"{result.best_top5:.2%}" if result.best_top5 is not None else "n/a"
     stdout.print(
         f"Trained {result.epochs} epochs ({result.global_step} steps, {result.world_size} "
         f"process{'es' if result.world_size > 1 else ''}) in {result.train_runtime_s:.1f} s"
     )
-    stdout.print(f"  best eval top-1: {best}  top-5: {top5}  (epoch {result.best_epoch})")
+    weights = " (EMA weights)" if result.best_weights == "ema" else ""
+    stdout.print(f"  best eval top-1: {best}  top-5: {top5}  (epoch {result.best_epoch}){weights}")
+    head = "MODEL's, kept" if result.head == "kept" else "new"
+    stdout.print(f"  classifier: {head}")
+    if result.compile_time_s is not None:
+        stdout.print(f"  compiling (first step): {result.compile_time_s:.1f} s")
     if result.resumed_from_step:
         stdout.print(f"  resumed from step {result.resumed_from_step}")
     stdout.print(str(result.output_dir))

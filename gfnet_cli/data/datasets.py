@@ -304,7 +304,9 @@ def _sample(
 ) -> tuple[torch.Tensor, int, int] | tuple[None, str, int]:
     """Decode and transform one row; an unreadable image becomes ``(None, reason, index)``."""
     try:
-        image = open_image(row[view.image_column])
+        # A training transform draws its crop first and may let a JPEG decode smaller.
+        reduce = getattr(view.transform, "decode_reduction", None)
+        image = open_image(row[view.image_column], reduce=reduce)
         tensor = view.transform(image)
     except ImageReadError as exc:
         return None, str(exc), index

@@ -10,7 +10,7 @@ import glob
 import io
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +44,18 @@ def _error(name: str, reason: str) -> ImageReadError:
     return ImageReadError(f"{name}: {reason}", reason)
 
 
-def open_image(source: str | Path | bytes | dict[str, Any] | Image.Image) -> Image.Image:
+def open_image(
+    source: str | Path | bytes | dict[str, Any] | Image.Image,
+    *,
+    reduce: Callable[[int, int], int] | None = None,
+) -> Image.Image:
     """Decode ``source`` (a path, bytes, a ``{"path", "bytes"}`` record or a PIL image) to RGB.
 
     EXIF orientation is applied, transparency is composited on white, high-bit-depth and
-    bilevel images are scaled to 8-bit RGB.
+    bilevel images are scaled to 8-bit RGB. ``reduce(width, height)``, given the upright size
+    before decoding, may return 2, 4 or 8 to have a JPEG decoded at that fraction of its size
+    (Pillow's ``draft``; other formats ignore it): the training transform's shortcut for
+    photos far larger than its crop.
     """
     if isinstance(source, Image.Image):
         return to_rgb(ImageOps.exif_transpose(source) or source)
@@ -64,6 +71,8 @@ def open_image(source: str | Path | bytes | dict[str, Any] | Image.Image) -> Ima
                         f"{width}x{height} pixels exceeds the {MAX_IMAGE_PIXELS:,}-pixel "
                         "limit (possible decompression bomb); refusing to decode it",
                     )
+                if reduce is not None:
+                    _draft(image, reduce)
                 image.load()
                 upright = ImageOps.exif_transpose(image) or image
                 return to_rgb(upright)
@@ -84,6 +93,20 @@ def open_image(source: str | Path | bytes | dict[str, Any] | Image.Image) -> Ima
         raise _error(name, reason) from None
     finally:
         stream.close()
+
+
+# EXIF orientations that swap width and height (transpose, rotations by 90 and 270 degrees).
+_SWAPPED_ORIENTATIONS = {5, 6, 7, 8}
+
+
+def _draft(image: Image.Image, reduce: Callable[[int, int], int]) -> None:
+    """Ask the JPEG decoder for ``1 / reduce(upright size)`` of the image (no-op elsewhere)."""
+    width, height = image.size
+    if image.getexif().get(0x0112) in _SWAPPED_ORIENTATIONS:
+        width, height = height, width
+    factor = int(reduce(width, height))
+    if factor > 1:
+        image.draft(None, (image.width // factor, image.height // factor))
 
 
 def _stream(source: str | Path | bytes | dict[str, Any]) -> tuple[str, io.BufferedIOBase]:

@@ -1,8 +1,17 @@
 """One process or many: ``torchrun`` sets the environment, this module reads it.
 
-Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is initialized with gloo on CPU and
-nccl on GPUs; otherwise everything here degrades to the single-process case, so the training
-loop has one code path.
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the process joins a process group; otherwise everything
+here degrades to the single-process case, so the training loop has one code path. A group a
+caller created before calling the library (``torch.distributed.init_process_group``) is used
+as it is, even with one process.
+
+**No collective ever hands a CPU tensor to NCCL.** NCCL takes only CUDA tensors, while the
+loop's bookkeeping (the step's loss and image count, the Ctrl-C flag, evaluation totals, the
+stream flags) lives in small CPU tensors. So a CUDA run's group maps each device type to its
+own backend, ``cpu:gloo,cuda:nccl`` (:func:`process_group_backend`): CPU tensors travel over
+gloo, gradients over NCCL. And :func:`all_reduce_sum`, the one helper every reduction goes
+through, moves a tensor to a device the group can reduce on when it lacks a backend for it
+(a caller's NCCL-only group), so no future collective can repeat that failure.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ class DistInfo:
     world_size: int
     local_rank: int
     device: torch.device
+    group: bool = False  # a process group is active (several processes, or a caller's group)
+    owns_group: bool = False  # :func:`setup` created it, so :func:`cleanup` destroys it
 
     @property
     def is_main(self) -> bool:
@@ -32,39 +43,90 @@ class DistInfo:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """Whether the model must be wrapped in DistributedDataParallel (a group is active)."""
+        return self.group
+
+
+def world_size_from_env() -> int:
+    """How many processes ``torchrun`` started (1 outside it); reads nothing else."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def process_group_backend(device: torch.device) -> str:
+    """The backend string for a group whose training runs on ``device``.
+
+    CUDA: ``cpu:gloo,cuda:nccl``: gradients go over NCCL, the loop's CPU bookkeeping over
+    gloo. Anything else: gloo for every tensor.
+    """
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
+def join_group(device: torch.device, rank: int, world_size: int) -> None:
+    """Initialize the default process group for training on ``device`` (env:// rendezvous)."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(
+        backend=process_group_backend(device), rank=rank, world_size=world_size
+    )
 
 
 def setup(device: str = "auto") -> DistInfo:
     """Join the process group when launched by ``torchrun``; pick the device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     target = resolve_device(device, local_rank)
-    if world_size > 1 and not dist.is_initialized():
-        if target.type == "cuda":
-            torch.cuda.set_device(target)
-        backend = "nccl" if target.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    if _group_active():  # created by the caller: use it, leave it to them
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, target, group=True)
+    world_size = world_size_from_env()
+    rank = int(os.environ.get("RANK", "0"))
+    if world_size > 1:
+        join_group(target, rank, world_size)
+        return DistInfo(rank, world_size, local_rank, target, group=True, owns_group=True)
     return DistInfo(rank, world_size, local_rank, target)
 
 
-def cleanup() -> None:
-    """Leave the process group (if one was joined)."""
-    if dist.is_available() and dist.is_initialized():
+def cleanup(info: DistInfo | None = None) -> None:
+    """Leave the process group :func:`setup` joined (a caller's group is left alone)."""
+    if info is not None and not info.owns_group:
+        return
+    if _group_active():
         dist.destroy_process_group()
 
 
+def _group_active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _reduction_device(tensor: torch.Tensor) -> torch.device:
+    """Where the group can reduce ``tensor``: its own device, unless the group has no backend
+    for that device type (an NCCL-only group and a CPU tensor): then this process's GPU."""
+    config = str(dist.get_backend_config())  # e.g. "cpu:gloo,cuda:nccl" or "cuda:nccl"
+    types = {part.split(":")[0].strip() for part in config.split(",") if ":" in part}
+    if not types or tensor.device.type in types or "cuda" not in types:
+        return tensor.device
+    return torch.device("cuda", torch.cuda.current_device())
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over all processes in place (a no-op in a single process)."""
-    if dist.is_available() and dist.is_initialized():
+    """Sum ``tensor`` over all processes in place (a no-op in a single process).
+
+    Every reduction of the package goes through here: a tensor on a device the group has no
+    backend for is reduced on one it has, then copied back.
+    """
+    if not _group_active():
+        return tensor
+    device = _reduction_device(tensor)
+    if device == tensor.device:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+    moved = tensor.to(device)
+    dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+    tensor.copy_(moved)
     return tensor
 
 
 def all_gather_objects(obj: Any) -> list[Any]:
     """Every process's ``obj``, in rank order."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not _group_active():
         return [obj]
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
@@ -73,5 +135,5 @@ def all_gather_objects(obj: Any) -> list[Any]:
 
 def barrier() -> None:
     """Wait for every process (a no-op in a single process)."""
-    if dist.is_available() and dist.is_initialized():
+    if _group_active():
         dist.barrier()

@@ -1,9 +1,12 @@
-"""The training recipe: :class:`TrainConfig` and every check on it, in one place.
+"""The training recipe: :class:`TrainConfig`, the authors' named recipes, and every check.
 
-Every value a run takes is a field of :class:`TrainConfig` (defaults: the recipe in
-docs/training.md). :func:`check_config` refuses what would make a run useless before any data
-is read, so a bad value costs a second, not hours. Named recipes (the authors' presets) belong
-here too: they are TrainConfig values, checked by the same function.
+Every value a run takes is a field of :class:`TrainConfig` (defaults: our recipe in
+docs/training.md, measured on small data). :data:`RECIPES` holds the authors' three recipes
+(``imagenet``, ``finetune-384``, ``transfer``) as TrainConfig values;
+:meth:`TrainConfig.from_recipe` starts from one and applies the values a caller gives
+explicitly, which always win. :func:`check_config` refuses what would make a run useless
+before any data is read, so a bad value costs a second, not hours. :func:`describe_run` is
+the fully resolved run (``finetune --print-config``).
 """
 
 from __future__ import annotations
@@ -16,17 +19,25 @@ from typing import Any
 import torch
 
 from gfnet_cli.data.augment import DEFAULT_CROP_SCALE
+from gfnet_cli.data.randaugment import RandAugmentSpec, RandAugmentSpecError
 from gfnet_cli.data.streaming import DEFAULT_SHUFFLE_BUFFER
-from gfnet_cli.device import check_precision
+from gfnet_cli.device import check_precision, resolve_device
+from gfnet_cli.engine.distributed import world_size_from_env
 from gfnet_cli.errors import UsageError
+from gfnet_cli.hub import resolve_config
 from gfnet_cli.push import check_push_target
 
 _HYPERPARAMETERS = (
-    "epochs", "batch_size", "lr", "min_lr", "weight_decay", "decay_all", "warmup_epochs",
-    "label_smoothing", "drop_path", "clip_grad", "augment", "crop_scale", "hflip", "mixup",
-    "cutmix", "mix_prob", "mix_switch_prob", "seed", "precision", "img_size", "from_scratch",
-    "streaming",
+    "recipe", "epochs", "batch_size", "accumulate", "lr", "lr_base_batch", "min_lr",
+    "warmup_lr", "weight_decay", "decay_all", "warmup_epochs", "label_smoothing", "drop_path",
+    "eval_mode", "clip_grad", "augment", "crop_scale", "hflip", "randaugment", "color_jitter",
+    "reprob", "mixup", "cutmix", "mix_prob", "mix_switch_prob", "ema", "seed", "precision",
+    "img_size", "from_scratch", "new_head", "streaming", "compile", "grad_checkpointing",
 )  # fmt: skip
+
+# The authors' optimizer (timm's create_optimizer for "adamw"): betas and eps are AdamW's
+# defaults, written out so --print-config shows them.
+OPTIMIZER = {"optimizer": "adamw", "opt_eps": 1e-8, "opt_betas": [0.9, 0.999]}
 
 
 @dataclass
@@ -36,7 +47,9 @@ class TrainConfig:
     model: str
     dataset: str
     output_dir: Path
+    recipe: str | None = None
     from_scratch: bool = False
+    new_head: bool = False
     patch_size: int | None = None
     embed_dim: int | list[int] | None = None
     depth: int | list[int] | None = None
@@ -45,24 +58,34 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int | None = None
     batch_size: int = 32
+    accumulate: int = 1
     lr: float = 1e-4
+    lr_base_batch: int | None = None  # lr is scaled by global batch / this (None: not scaled)
     min_lr: float = 1e-6
+    warmup_lr: float = 0.0
     weight_decay: float = 1e-4
     decay_all: bool = False
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     drop_path: float | None = None
+    eval_mode: bool = False  # hold the model in eval mode while training (no drop-path/dropout)
     clip_grad: float = 1.0
     augment: bool = True
     crop_scale: tuple[float, float] = DEFAULT_CROP_SCALE
     hflip: float = 0.5
+    randaugment: str | None = None
+    color_jitter: float = 0.0
+    reprob: float = 0.0
     mixup: float = 0.0
     cutmix: float = 0.0
     mix_prob: float = 1.0
     mix_switch_prob: float = 0.5
+    ema: float | None = None
     seed: int = 0
     precision: str = "fp32"
     device: str = "auto"
+    compile: bool = False
+    grad_checkpointing: bool = False
     num_workers: int = 2
     checkpoint_every: int = 500
     resume: bool = False
@@ -77,23 +100,86 @@ class TrainConfig:
     streaming: bool = False
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
 
-    def hyperparameters(self) -> dict[str, Any]:
+    @classmethod
+    def from_recipe(cls, recipe: str | None, **values: Any) -> TrainConfig:
+        """``recipe``'s values (:data:`RECIPES`; None: our defaults), then ``values``.
+
+        Pass only what the user chose explicitly: every value given here wins over the
+        recipe's. ``model``, ``dataset`` and ``output_dir`` are required.
+        """
+        if recipe is None:
+            return cls(**values)
+        _check_recipe_name(recipe)
+        return cls(**{**RECIPES[recipe], "recipe": recipe, **values})
+
+    def global_batch_size(self, world_size: int) -> int:
+        """Images per optimizer step over every process: batch x processes x accumulate."""
+        return self.batch_size * world_size * self.accumulate
+
+    def scaled_lr(self, world_size: int) -> float:
+        """The peak learning rate used: ``lr x global batch / lr_base_batch`` (the authors'
+        linear scaling rule), or ``lr`` itself without ``lr_base_batch``."""
+        if not self.lr_base_batch:
+            return self.lr
+        return self.lr * self.global_batch_size(world_size) / self.lr_base_batch
+
+    def hyperparameters(self, world_size: int = 1) -> dict[str, Any]:
         """The recipe as plain values, for the model card and train_results.json."""
         values = {k: getattr(self, k) for k in _HYPERPARAMETERS}
         values["crop_scale"] = list(self.crop_scale)
+        values["base_lr"] = self.lr
+        values["lr"] = self.scaled_lr(world_size)
+        values["global_batch_size"] = self.global_batch_size(world_size)
         if self.streaming:
             values["shuffle_buffer"] = self.shuffle_buffer
         return values
 
 
+# ====================================================================== the authors' recipes
+# What every one of the authors' scripts shares (main_gfnet.py's defaults, DeiT's): timm's
+# RandAugment and colour jitter, the ImageNet crop, mixup + cutmix, smoothing, no random
+# erasing, gradient clipping, warmup from 1e-6, lr scaled linearly with the global batch.
+_AUTHORS_COMMON: dict[str, Any] = {
+    "warmup_epochs": 5.0, "warmup_lr": 1e-6, "lr_base_batch": 512, "clip_grad": 1.0,
+    "label_smoothing": 0.1, "augment": True, "crop_scale": (0.08, 1.0), "hflip": 0.5,
+    "randaugment": "rand-m9-mstd0.5-inc1", "color_jitter": 0.4, "reprob": 0.0,
+    "mixup": 0.8, "cutmix": 1.0, "mix_prob": 1.0, "mix_switch_prob": 0.5, "decay_all": False,
+}  # fmt: skip
+
+RECIPES: dict[str, dict[str, Any]] = {
+    # main_gfnet.py from scratch, 8 GPUs x 128: drop path is the variant's (MODEL's config)
+    "imagenet": {**_AUTHORS_COMMON, "epochs": 300, "lr": 5e-4, "min_lr": 1e-5,
+                 "weight_decay": 0.05, "batch_size": 128, "img_size": 224, "drop_path": None,
+                 "eval_mode": False},  # fmt: skip
+    # main_gfnet.py --finetune at --input-size 384, 8 GPUs x 64; the model stays in eval mode
+    "finetune-384": {**_AUTHORS_COMMON, "epochs": 30, "lr": 5e-6, "min_lr": 5e-6,
+                     "weight_decay": 1e-8, "batch_size": 64, "img_size": 384,
+                     "drop_path": 0.0, "eval_mode": True},  # fmt: skip
+    # main_gfnet_transfer.py (CIFAR, Cars, Flowers: images upscaled to 224), 8 GPUs x 64
+    "transfer": {**_AUTHORS_COMMON, "epochs": 1000, "lr": 1e-4, "min_lr": 1e-5,
+                 "weight_decay": 1e-4, "batch_size": 64, "img_size": 224, "drop_path": 0.0,
+                 "eval_mode": True},  # fmt: skip
+}
+
+# Whether a recipe trains from scratch (True) or from MODEL's weights (False), and why.
+RECIPE_START: dict[str, tuple[bool, str]] = {
+    "imagenet": (True, "trains from scratch (the authors' main_gfnet.py without --finetune)"),
+    "finetune-384": (False, "fine-tunes MODEL's trained weights at 384 px"),
+    "transfer": (False, "fine-tunes MODEL's ImageNet weights on another dataset"),
+}
+
+
+# ====================================================================== checks
 def check_config(config: TrainConfig, device: torch.device) -> None:
     """Refuse a recipe that cannot run on ``device``, before any data is read.
 
     Raises :class:`UsageError` naming the parameter (``error.param``).
     """
     check_precision(device, config.precision)  # fp16 needs a GPU, bf16 a GPU that has it
+    _check_recipe(config)
     _check_architecture(config)
     _check_schedule(config)
+    _check_optimizer(config)
     _check_augmentation(config)
     _check_mixing(config)
     if config.num_workers < 0:
@@ -102,6 +188,25 @@ def check_config(config: TrainConfig, device: torch.device) -> None:
         )
     if config.push_to:  # refused now, not after hours of training
         check_push_target(config.push_to)
+
+
+def _check_recipe(config: TrainConfig) -> None:
+    if config.recipe is None:
+        return
+    _check_recipe_name(config.recipe)
+    scratch, what = RECIPE_START[config.recipe]
+    if config.from_scratch != scratch:
+        fix = "add from_scratch" if scratch else "drop from_scratch (or use recipe imagenet)"
+        raise UsageError(
+            f"recipe {config.recipe} {what}: {fix}", param=("recipe", "from_scratch")
+        )
+
+
+def _check_recipe_name(recipe: str) -> None:
+    if recipe not in RECIPES:
+        raise UsageError(
+            f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}", param="recipe"
+        )
 
 
 def _check_architecture(config: TrainConfig) -> None:
@@ -118,6 +223,13 @@ def _check_architecture(config: TrainConfig) -> None:
                 f"{name} must be an int or a list of ints (one per stage), got {value!r}",
                 param=name,
             )
+    if config.eval_mode and config.drop_path:
+        origin = f", set by recipe {config.recipe}" if config.recipe else ""
+        raise UsageError(
+            f"drop_path {config.drop_path} has no effect while the model is held in eval mode "
+            f"(eval_mode{origin}): turn eval_mode off to train with drop path",
+            param=("drop_path", "eval_mode", "recipe"),
+        )
 
 
 def _is_int_list(value: Any) -> bool:
@@ -127,20 +239,30 @@ def _is_int_list(value: Any) -> bool:
 def _check_schedule(config: TrainConfig) -> None:
     at_least_one = {"epochs": config.epochs, "batch_size": config.batch_size,
                     "max_steps": config.max_steps, "log_every": config.log_every,
-                    "shuffle_buffer": config.shuffle_buffer}  # fmt: skip
+                    "shuffle_buffer": config.shuffle_buffer, "accumulate": config.accumulate,
+                    "lr_base_batch": config.lr_base_batch}  # fmt: skip
     for name, value in at_least_one.items():
         if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1, got {value}", param=name)
     if not config.lr > 0:
         raise UsageError(f"lr must be positive, got {config.lr}", param="lr")
-    if not config.weight_decay >= 0:
-        raise UsageError(
-            f"weight_decay must be 0 or more, got {config.weight_decay}", param="weight_decay"
-        )
+    if not config.warmup_lr >= 0:
+        raise UsageError(f"warmup_lr must be 0 or more, got {config.warmup_lr}", param="warmup_lr")
     if not 0 <= config.label_smoothing < 1:
         raise UsageError(
             f"label_smoothing must be in [0, 1), got {config.label_smoothing}",
             param="label_smoothing",
+        )
+
+
+def _check_optimizer(config: TrainConfig) -> None:
+    if not config.weight_decay >= 0:
+        raise UsageError(
+            f"weight_decay must be 0 or more, got {config.weight_decay}", param="weight_decay"
+        )
+    if config.ema is not None and not 0 < config.ema < 1:
+        raise UsageError(
+            f"ema must be a decay in (0, 1), e.g. 0.9998; got {config.ema}", param="ema"
         )
 
 
@@ -150,6 +272,18 @@ def _check_augmentation(config: TrainConfig) -> None:
             f"crop_scale must satisfy 0 < min <= max <= 1, got {tuple(config.crop_scale)}",
             param="crop_scale",
         )
+    if not (math.isfinite(config.color_jitter) and config.color_jitter >= 0):
+        raise UsageError(
+            f"color_jitter must be >= 0 (0: off), got {config.color_jitter}", param="color_jitter"
+        )
+    if not 0 <= config.reprob <= 1:
+        raise UsageError(f"reprob must be in [0, 1], got {config.reprob}", param="reprob")
+    if config.randaugment:
+        try:
+            RandAugmentSpec.parse(config.randaugment)
+        except RandAugmentSpecError as exc:
+            raise UsageError(str(exc).replace("RandAugment spec", "randaugment"),
+                             param="randaugment") from None  # fmt: skip
 
 
 def _check_mixing(config: TrainConfig) -> None:
@@ -161,3 +295,36 @@ def _check_mixing(config: TrainConfig) -> None:
         probability = getattr(config, name)
         if not 0 <= probability <= 1:
             raise UsageError(f"{name} must be in [0, 1], got {probability}", param=name)
+
+
+# ====================================================================== the resolved run
+def describe_run(config: TrainConfig, world_size: int | None = None) -> dict[str, Any]:
+    """The run ``config`` describes, fully resolved, as one JSON-able dict (``--print-config``).
+
+    Checks the config as a run would, reads MODEL's ``config.json`` (a zoo name needs
+    nothing; a Hub repository only that file) for the resolution and drop-path rate, and
+    takes the number of processes from ``torchrun``'s environment. Touches no data.
+    """
+    world_size = world_size or world_size_from_env()
+    device = resolve_device(config.device)
+    check_config(config, device)
+    model_config = resolve_config(config.model)
+    drop_path = config.drop_path if config.drop_path is not None else model_config.drop_path_rate
+    img_size = config.img_size if config.img_size is not None else model_config.img_size
+    described = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "output_dir": str(config.output_dir),
+        **config.hyperparameters(world_size),
+        **OPTIMIZER,
+        "schedule": "warmup then cosine, per step",
+        "drop_path": drop_path,
+        "img_size": img_size,
+        "interpolation": model_config.interpolation,
+        "max_steps": config.max_steps,
+        "num_workers": config.num_workers,
+        "device": str(device),
+        "world_size": world_size,
+    }
+    return {key: list(v) if isinstance(v, tuple) else v for key, v in described.items()}
+

@@ -161,14 +161,14 @@ def _label_map(data: ImageDataset, class_names: list[str]) -> dict[int, int] | N
 class TrainSource(Protocol):
     """Where training batches come from; the loop sees only this."""
 
-    def steps_per_epoch(self) -> int | None:
-        """Steps in an epoch, or None for a stream of unknown length."""
+    def batches_per_epoch(self) -> int | None:
+        """Batches in an epoch, or None for a stream of unknown length."""
 
     def num_samples(self) -> int | None:
         """Training images in an epoch, or None when unknown."""
 
-    def batches(self, epoch: int, step_in_epoch: int) -> Iterator[Batch]:
-        """The batches of ``epoch`` from step ``step_in_epoch`` on."""
+    def batches(self, epoch: int, skip: int) -> Iterator[Batch]:
+        """The batches of ``epoch``, after the first ``skip`` (consumed before a resume)."""
 
     def state(self) -> Any:
         """This process's position for a checkpoint (plain types)."""
@@ -182,8 +182,10 @@ def train_source(data: ImageDataset, model_config: GFNetConfig, config: TrainCon
     """The training batches of ``data``, augmented (or not) for ``model_config``'s input."""
     if config.augment:
         transform = train_transform(
-            model_config, seed=config.seed, scale=config.crop_scale, hflip=config.hflip
-        )
+            model_config, seed=config.seed, scale=config.crop_scale, hflip=config.hflip,
+            randaugment=config.randaugment, color_jitter=config.color_jitter,
+            reprob=config.reprob,
+        )  # fmt: skip
     else:
         transform = eval_transform(model_config)
     source_type = StreamSource if config.streaming else SampledSource
@@ -222,14 +224,14 @@ class SampledSource:
         self.loader = _loader(self.dataset, self.sampler, config, dist.device)
         self.batch_size = config.batch_size
 
-    def steps_per_epoch(self) -> int:
+    def batches_per_epoch(self) -> int:
         return math.ceil(len(self.sampler) / self.batch_size)
 
     def num_samples(self) -> int:
         return len(self.dataset)
 
-    def batches(self, epoch: int, step_in_epoch: int) -> Iterator[Batch]:
-        self.sampler.set_epoch(epoch, skip_samples=step_in_epoch * self.batch_size)
+    def batches(self, epoch: int, skip: int) -> Iterator[Batch]:
+        self.sampler.set_epoch(epoch, skip_samples=skip * self.batch_size)
         return iter(self.loader)
 
     def state(self) -> None:
@@ -265,7 +267,7 @@ class StreamSource:
         self.position = StreamPosition.start(0, self.workers)
         self.resumed: StreamPosition | None = None
 
-    def steps_per_epoch(self) -> int | None:
+    def batches_per_epoch(self) -> int | None:
         if self.num_examples is None:
             return None
         return math.ceil(math.ceil(self.num_examples / self.world_size) / self.batch_size)
@@ -294,11 +296,12 @@ class StreamSource:
             )
         self.resumed = position
 
-    def batches(self, epoch: int, step_in_epoch: int) -> Iterator[Batch]:
+    def batches(self, epoch: int, skip: int) -> Iterator[Batch]:
+        # ``skip`` needs no work here: the resumed position already excludes those rows.
         resumed, self.resumed = self.resumed, None
         self.position = (
             resumed
-            if resumed is not None and step_in_epoch > 0
+            if resumed is not None and skip > 0
             else StreamPosition.start(epoch, self.workers)
         )
         self.stream.begin(self.position)

@@ -1,23 +1,27 @@
 """The training loop: :func:`finetune`, read top to bottom.
 
-    set up      check the recipe, seed, load data and model, plan the schedule, resume
-    each step   learning rate -> mixing -> forward/loss -> the one all-reduce
-                -> backward/clip/step -> metrics -> Ctrl-C and checkpoint cadence
-    each epoch  evaluate -> keep the best MODEL -> checkpoint
+    set up      check the recipe, lock the output folder, seed, load data and model (its
+                head kept or new), wrap (DDP, compile), plan the schedule, resume
+    each step   learning rate -> for each of the ``accumulate`` micro-batches: mixing ->
+                forward/loss -> backward (gradients synchronized on the last one only)
+                -> the one all-reduce -> finite check -> clip/step -> EMA -> metrics
+                -> Ctrl-C and checkpoint cadence
+    each epoch  evaluate (the raw weights and the EMA) -> keep the best MODEL -> checkpoint
     the end     train_results.json, push
 
 Each concern is one named function taking the run's fixed parts (:class:`Run`) and its
-progress (:class:`RunState`); a new piece of the recipe (EMA, gradient accumulation,
-compilation, gradient checkpointing) is one more call in :func:`_train_epoch` or
-:func:`_set_up`, not a new branch in a long function. The same code runs in one process and
-in many under ``torchrun`` (DistributedDataParallel; ``batch_size`` is per process).
+progress (:class:`RunState`), instead of closures over mutable locals. The same code runs in
+one process and in many under ``torchrun`` (DistributedDataParallel; ``batch_size`` is per
+process and micro-batch).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,11 +37,14 @@ from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine import distributed
 from gfnet_cli.engine.train.config import TrainConfig, check_config
 from gfnet_cli.engine.train.data import eval_loader, prepare_data, train_source
+from gfnet_cli.engine.train.ema import ModelEma
+from gfnet_cli.engine.train.lock import locked_output_dir
 from gfnet_cli.engine.train.model import build_model
 from gfnet_cli.engine.train.optim import Schedule, build_optimizer, build_scaler
 from gfnet_cli.engine.train.outputs import (
     METRICS_NAME,
     MetricsWriter,
+    Scores,
     TrainCallbacks,
     TrainResult,
     prepare_output_dir,
@@ -55,6 +62,7 @@ from gfnet_cli.engine.train.state import (
     save_checkpoint,
     seed_everything,
 )
+from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.serialization import save_model
 
 logger = logging.getLogger(__name__)
@@ -66,27 +74,28 @@ def finetune(config: TrainConfig, callbacks: TrainCallbacks | None = None) -> Tr
     try:
         return _train(config, dist, callbacks or TrainCallbacks())
     finally:
-        distributed.cleanup()
+        distributed.cleanup(dist)
 
 
 def _train(config: TrainConfig, dist: distributed.DistInfo, callbacks: TrainCallbacks
            ) -> TrainResult:  # fmt: skip
     started = time.perf_counter()
     check_config(config, dist.device)
-    prepare_output_dir(Path(config.output_dir), config)
-    seed_everything(config.seed + dist.rank)
-    run = _set_up(config, dist, callbacks, started)
-    state = resume(run) if config.resume else RunState()
-    if dist.is_main:
-        ckpt.clean_temporary_files(run.checkpoint_dir)
-        truncate_metrics(run.output_dir / METRICS_NAME, state.global_step)
-        callbacks.on_train_begin(run.schedule.total_steps, state.global_step,
-                                 run.schedule.steps_per_epoch)  # fmt: skip
-    with run.stop.installed(), run.metrics:
-        while _epochs_left(run, state):
-            summary = _train_epoch(run, state)
-            _end_epoch(run, state, summary)
-    return _finish(run, state)
+    with locked_output_dir(Path(config.output_dir), dist):
+        prepare_output_dir(Path(config.output_dir), config)
+        seed_everything(config.seed + dist.rank)
+        run = _set_up(config, dist, callbacks, started)
+        state = resume(run) if config.resume else RunState()
+        if dist.is_main:
+            ckpt.clean_temporary_files(run.checkpoint_dir)
+            truncate_metrics(run.output_dir / METRICS_NAME, state.global_step)
+            callbacks.on_train_begin(run.schedule.total_steps, state.global_step,
+                                     run.schedule.steps_per_epoch)  # fmt: skip
+        with run.stop.installed(), run.metrics:
+            while _epochs_left(run, state):
+                summary = _train_epoch(run, state)
+                _end_epoch(run, state, summary)
+        return _finish(run, state)
 
 
 # ====================================================================== set up
@@ -94,20 +103,27 @@ def _set_up(config: TrainConfig, dist: distributed.DistInfo, callbacks: TrainCal
             started: float) -> Run:  # fmt: skip
     """Data, model, optimizer and schedule, with every pre-flight check before any step."""
     train_data, eval_data, class_names = prepare_data(config, dist)
-    model = build_model(config, class_names)
+    starting = build_model(config, class_names)
+    model = starting.model
+    if dist.is_main:
+        logger.info("%s", starting.describe())
     source = train_source(train_data, model.config, config, dist)
     evaluation = None
     if eval_data is not None:
         evaluation = eval_loader(eval_data, model.config, class_names, config, dist)
     model.to(dist.device)
+    ddp = _parallel(model, dist)
     return Run(
         config=config,
         dist=dist,
         model=model,
-        train_model=_parallel(model, dist),
+        train_model=_compiled(ddp or model, config.compile),
+        ddp=ddp,
+        ema=ModelEma(model, config.ema) if config.ema else None,
+        head=starting.head,
         optimizer=build_optimizer(model, config),
         scaler=build_scaler(dist.device, config.precision),
-        schedule=Schedule.plan(config, source.steps_per_epoch()),
+        schedule=Schedule.plan(config, source.batches_per_epoch(), dist.world_size),
         source=source,
         eval_loader=evaluation,
         mixer=Mixer(len(class_names), config.mixup, config.cutmix, config.mix_prob,
@@ -120,14 +136,20 @@ def _set_up(config: TrainConfig, dist: distributed.DistInfo, callbacks: TrainCal
     )
 
 
-def _parallel(model: nn.Module, dist: distributed.DistInfo) -> nn.Module:
-    """The module the steps run: DistributedDataParallel over ``model`` under torchrun."""
+def _parallel(model: nn.Module, dist: distributed.DistInfo
+              ) -> nn.parallel.DistributedDataParallel | None:  # fmt: skip
+    """DistributedDataParallel over ``model`` when a process group is active."""
     if not dist.distributed:
-        return model
+        return None
     device = dist.device
     return nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None
     )
+
+
+def _compiled(module: nn.Module, compile_model: bool) -> nn.Module:
+    """``torch.compile(module)`` with ``compile``: compiled lazily, by the first step."""
+    return torch.compile(module) if compile_model else module
 
 
 def _epochs_left(run: Run, state: RunState) -> bool:
@@ -148,22 +170,42 @@ class StepStats:
 
 
 @dataclass
+class LocalStep:
+    """One optimizer step in this process: its micro-batches' loss sum (on the device, read
+    once per step) and images."""
+
+    loss_sum: torch.Tensor
+    images: int = 0
+    micro_batches: int = 0
+
+    def add(self, loss: torch.Tensor, images: int) -> None:
+        self.loss_sum += loss.detach().float() * images
+        self.images += images
+        self.micro_batches += 1
+
+
+@dataclass
 class EpochMeter:
     """The epoch's running totals: mean train loss and images per second."""
 
     started: float = field(default_factory=time.perf_counter)
     loss_sum: float = 0.0
     images: int = 0
+    timed_images: int = 0  # images since ``started`` (a compiling first step is not timed)
 
     def add(self, step: StepStats) -> None:
         self.loss_sum += step.loss * step.images
         self.images += step.images
+        self.timed_images += step.images
+
+    def restart_clock(self) -> None:
+        self.started, self.timed_images = time.perf_counter(), 0
 
     def train_loss(self) -> float:
         return self.loss_sum / max(self.images, 1)
 
     def images_per_second(self) -> float:
-        return self.images / max(time.perf_counter() - self.started, 1e-9)
+        return self.timed_images / max(time.perf_counter() - self.started, 1e-9)
 
 
 @dataclass
@@ -172,22 +214,45 @@ class EpochSummary:
     images_per_second: float
 
 
+class Lookahead:
+    """An iterator that knows whether another item follows (the last micro-batch of a step
+    synchronizes the gradients, so it must be known before its backward pass)."""
+
+    _END = object()
+
+    def __init__(self, items: Iterable[Batch]) -> None:
+        self._items = iter(items)
+        self._next = None
+        self._pulled = False
+
+    def __bool__(self) -> bool:
+        if not self._pulled:
+            self._next, self._pulled = next(self._items, self._END), True
+        return self._next is not self._END
+
+    def pop(self) -> Batch:
+        if not self:
+            raise IndexError("no batch left")
+        self._pulled = False
+        return self._next  # type: ignore[return-value]
+
+
 def _train_epoch(run: Run, state: RunState) -> EpochSummary:
     """The steps of the epoch ``state.epoch`` (from ``state.step_in_epoch`` when resumed)."""
-    run.train_model.train()
+    run.train_model.train(not run.config.eval_mode)  # the authors' fine-tuning: eval mode
     meter = EpochMeter()
-    for batch in run.source.batches(state.epoch, state.step_in_epoch):
-        if state.global_step >= run.schedule.step_limit:
-            break
+    accumulate = run.config.accumulate
+    batches = Lookahead(run.source.batches(state.epoch, state.step_in_epoch * accumulate))
+    while state.global_step < run.schedule.step_limit and batches:
         lr = _set_lr(run, state.global_step)
-        images, labels = _to_device(batch, run.device)
-        images, targets = _mix(run, images, labels, state.global_step)
-        loss = _forward_loss(run, images, labels, targets)
-        step = _all_reduce(loss, len(labels), run)
+        local = _accumulate_gradients(run, batches, state.global_step)
+        step = _all_reduce(local, run)
         _check_finite(run, state, step.loss)
-        _optimizer_step(run, loss)
+        _optimizer_step(run, local.micro_batches)
+        _update_ema(run)
         state.advance(step.loss)
         meter.add(step)
+        _time_compilation(run, meter)
         _report_step(run, state, step, lr, meter)
         if step.stop:
             _stop_with_checkpoint(run, state)
@@ -203,18 +268,45 @@ def _set_lr(run: Run, step: int) -> float:
     return lr
 
 
+def _accumulate_gradients(run: Run, batches: Lookahead, step: int) -> LocalStep:
+    """Forward and backward over the step's micro-batches (up to ``accumulate``): gradients
+    add up, each micro-batch's loss weighing ``1 / accumulate``."""
+    run.optimizer.zero_grad(set_to_none=True)
+    accumulate = run.config.accumulate
+    local = LocalStep(torch.zeros((), device=run.device))
+    for index in range(accumulate):
+        images, labels = _to_device(batches.pop(), run.device)
+        last = index == accumulate - 1 or not batches
+        images, targets = _mix(run, images, labels, step * accumulate + index)
+        with _gradient_sync(run, last):
+            loss = _forward_loss(run, images, labels, targets)
+            run.scaler.scale(loss / accumulate).backward()
+        local.add(loss, len(labels))
+        if last:
+            break
+    return local
+
+
+def _gradient_sync(run: Run, last: bool) -> contextlib.AbstractContextManager:
+    """DDP all-reduces the gradients in the last micro-batch's backward only (``no_sync``
+    before it): one gradient all-reduce per optimizer step, whatever ``accumulate``."""
+    if run.ddp is None or last:
+        return contextlib.nullcontext()
+    return run.ddp.no_sync()
+
+
 def _to_device(batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return (batch.images.to(device, non_blocking=True),
             batch.labels.to(device, non_blocking=True))  # fmt: skip
 
 
-def _mix(run: Run, images: torch.Tensor, labels: torch.Tensor, step: int
+def _mix(run: Run, images: torch.Tensor, labels: torch.Tensor, micro_step: int
          ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
     """Mixup/cutmix: mixed images and probability targets (None: plain labels)."""
     if not (run.mixer.enabled and len(labels)):
         return images, None
-    # Seeded by (seed, rank, step), not global state: a resumed run mixes alike.
-    rng = step_rng(run.config.seed, run.dist.rank, step)
+    # Seeded by (seed, rank, micro-step), not global state: a resumed run mixes alike.
+    rng = step_rng(run.config.seed, run.dist.rank, micro_step)
     images, targets, _ = run.mixer(images, labels, rng)
     return images, targets
 
@@ -230,10 +322,11 @@ def _forward_loss(run: Run, images: torch.Tensor, labels: torch.Tensor,
     return F.cross_entropy(logits.float(), labels, label_smoothing=run.config.label_smoothing)
 
 
-def _all_reduce(loss: torch.Tensor, images: int, run: Run) -> StepStats:
-    """The step's one collective: loss sum, image count and Ctrl-C, summed over processes."""
+def _all_reduce(local: LocalStep, run: Run) -> StepStats:
+    """The step's one collective: loss sum, image count and Ctrl-C, summed over processes
+    (a CPU tensor: gloo carries it even when the gradients go over NCCL)."""
     totals = torch.tensor(
-        [loss.detach().float().item() * images, images, float(run.stop.requested)]
+        [local.loss_sum.item(), local.images, float(run.stop.requested)], dtype=torch.float64
     )
     distributed.all_reduce_sum(totals)
     count = totals[1].item()
@@ -257,15 +350,36 @@ def _check_finite(run: Run, state: RunState, loss: float) -> None:
     )
 
 
-def _optimizer_step(run: Run, loss: torch.Tensor) -> None:
-    """Backward (scaled for fp16), clip the gradient norm, step the optimizer."""
-    run.optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(loss).backward()
+def _optimizer_step(run: Run, micro_batches: int) -> None:
+    """Clip the gradient norm and step the optimizer (through the fp16 loss scaler).
+
+    An epoch's last step may have fewer micro-batches than ``accumulate``: its gradient is
+    rescaled so it is their mean, as a full step's is.
+    """
+    if micro_batches < run.config.accumulate:
+        for param in run.model.parameters():
+            if param.grad is not None:
+                param.grad.mul_(run.config.accumulate / micro_batches)
     if run.config.clip_grad > 0:
         run.scaler.unscale_(run.optimizer)
         nn.utils.clip_grad_norm_(run.model.parameters(), run.config.clip_grad)
     run.scaler.step(run.optimizer)
     run.scaler.update()
+
+
+def _update_ema(run: Run) -> None:
+    if run.ema is not None:
+        run.ema.update(run.model)
+
+
+def _time_compilation(run: Run, meter: EpochMeter) -> None:
+    """With ``compile``, this session's first step compiles the model: its time is reported
+    apart (``compile_time_s``) and left out of images per second."""
+    if run.config.compile and run.compile_time_s is None:
+        run.compile_time_s = time.perf_counter() - meter.started
+        meter.restart_clock()
+        if run.dist.is_main:
+            logger.info("compiled in the first step: %.1f s", run.compile_time_s)
 
 
 def _report_step(run: Run, state: RunState, step: StepStats, lr: float,
@@ -302,28 +416,31 @@ def _checkpoint_due(run: Run, state: RunState) -> bool:
 
 # ====================================================================== end of an epoch
 def _end_epoch(run: Run, state: RunState, summary: EpochSummary) -> None:
-    """Evaluate, keep the best MODEL (rank 0), then checkpoint the epoch boundary."""
-    top1 = top5 = eval_loss = None
+    """Evaluate the raw weights (and the EMA), keep the better as the best MODEL (rank 0),
+    then checkpoint the epoch boundary."""
+    raw = ema = None
     if run.eval_loader is not None:
-        top1, top5, eval_loss, state.eval_count = _evaluate(
-            run.model, run.eval_loader, run.device, run.config.precision
-        )
-    stats = state.record_epoch(summary.train_loss, summary.images_per_second, top1, top5,
-                               eval_loss)  # fmt: skip
+        raw = _evaluate(run.model, run.eval_loader, run.device, run.config.precision)
+        if run.ema is not None:
+            ema = _evaluate(run.ema.module, run.eval_loader, run.device, run.config.precision)
+        state.eval_count = raw.count
+    stats = state.record_epoch(summary.train_loss, summary.images_per_second, raw, ema)
     if run.dist.is_main:
         run.metrics.write({"type": "eval", **asdict(stats)})
         if stats.is_best:
-            save_model(run.model, run.output_dir, card=training_card(run.model, run.config, stats))
+            kept = run.ema.module if stats.weights == "ema" else run.model
+            card = training_card(kept, run.config, stats, head=run.head,
+                                 world_size=run.dist.world_size)  # fmt: skip
+            save_model(kept, run.output_dir, card=card)
         run.callbacks.on_epoch_end(stats)
     state.next_epoch()
     save_checkpoint(run, state)
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, loader: DataLoader, device: torch.device, precision: str
-              ) -> tuple[float, float, float, int]:  # fmt: skip
-    """Top-1, top-5 (fractions), mean cross-entropy and how many labelled images were scored,
-    summed over every process's shard (labels the training classes lack, -1, are skipped)."""
+def _evaluate(model: GFNet, loader: DataLoader, device: torch.device, precision: str) -> Scores:
+    """Top-1, top-5, mean cross-entropy and how many labelled images were scored, summed over
+    every process's shard (labels the training classes lack, -1, are skipped)."""
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64)  # correct@1, correct@5, loss sum, count
     for batch in loader:
@@ -341,8 +458,8 @@ def _evaluate(model: nn.Module, loader: DataLoader, device: torch.device, precis
         totals[3] += len(labels)
     distributed.all_reduce_sum(totals)
     count = max(totals[3].item(), 1)
-    return (totals[0].item() / count, totals[1].item() / count, totals[2].item() / count,
-            int(totals[3].item()))  # fmt: skip
+    return Scores(totals[0].item() / count, totals[1].item() / count, totals[2].item() / count,
+                  int(totals[3].item()))  # fmt: skip
 
 
 # ====================================================================== the end
@@ -356,6 +473,8 @@ def _finish(run: Run, state: RunState) -> TrainResult:
         best_top1=state.best_top1,
         best_top5=state.best_top5,
         best_epoch=state.best_epoch,
+        best_weights=state.best_weights,
+        head=run.head,
         train_loss=state.last_loss,
         train_runtime_s=round(run.runtime_s(state), 3),
         resumed_from_step=state.resumed_from_step,
@@ -364,6 +483,7 @@ def _finish(run: Run, state: RunState) -> TrainResult:
         images_per_second=(
             round(state.history[-1]["images_per_second"], 2) if state.history else 0.0
         ),
+        compile_time_s=None if run.compile_time_s is None else round(run.compile_time_s, 3),
         model=run.config.model,
         dataset=run.config.dataset,
         history=state.history,

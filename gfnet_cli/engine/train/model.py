@@ -1,23 +1,42 @@
-"""The starting model: MODEL's architecture with fresh weights, or its weights with a new head.
+"""The starting model: MODEL's architecture with fresh weights, or its weights and its head
+when the dataset has MODEL's classes, or a new head.
 
 ``from_scratch`` reads only MODEL's ``config.json`` (:func:`gfnet_cli.hub.resolve_config`;
 a zoo name needs nothing downloaded) and may change the patch size, widths and depths.
-Otherwise MODEL is loaded with its weights, resized to ``img_size`` the authors' way, and
-given a classifier for the dataset's classes. Either way the dataset's class names go into
-the config, so the trained MODEL folder predicts names, not indices.
+Otherwise MODEL is loaded with its weights, resized to ``img_size`` the authors' way. Its
+trained classifier is kept when the dataset lists MODEL's classes in MODEL's order (by name,
+or by ImageNet synset id for an ImageNet folder): fine-tuning an ImageNet model on ImageNet at
+384 px, the authors' own use, must not throw its head away. ``new_head`` forces a fresh one.
+Either way the config gets class names, so the trained MODEL folder predicts names.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from gfnet_cli.engine.train.config import TrainConfig
 from gfnet_cli.hub import load_model, resolve_config
+from gfnet_cli.labels import imagenet_class_names, imagenet_synsets
+from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.models.gfnet import GFNet
 
 
-def build_model(config: TrainConfig, class_names: list[str]) -> GFNet:
-    """The starting point: fresh weights (``from_scratch``) or MODEL's with a new head."""
+@dataclass
+class StartingModel:
+    """The model a run starts from and what became of MODEL's classifier."""
+
+    model: GFNet
+    head: str  # "kept": MODEL's trained classifier; "new": a fresh one
+    reason: str  # one line for the log
+
+    def describe(self) -> str:
+        return f"classifier {self.head}: {self.reason}"
+
+
+def build_model(config: TrainConfig, class_names: list[str]) -> StartingModel:
+    """The starting point: fresh weights (``from_scratch``) or MODEL's, with its head or a new
+    one for ``class_names``."""
     changes = _run_changes(config)
     head = {"num_classes": len(class_names), "class_names": list(class_names)}
     if config.from_scratch:
@@ -25,12 +44,47 @@ def build_model(config: TrainConfig, class_names: list[str]) -> GFNet:
         if architecture:
             changes["architecture"] = None  # no longer the named variant
         source = resolve_config(config.model)  # config.json only: no weights downloaded
-        return GFNet(source.replace(**architecture, **changes, **head))
+        model = GFNet(source.replace(**architecture, **changes, **head))
+        started = StartingModel(model, "new", "training from scratch")
+    else:
+        started = _pretrained(config, changes, class_names)
+    started.model.set_grad_checkpointing(config.grad_checkpointing)
+    return started
+
+
+def _pretrained(config: TrainConfig, changes: dict[str, Any], class_names: list[str]
+                ) -> StartingModel:  # fmt: skip
     pretrained = load_model(config.model, img_size=config.img_size)
     model = GFNet(pretrained.config.replace(**changes))
     model.load_state_dict(pretrained.state_dict())
+    same = same_classes(class_names, pretrained.config)
+    if same and not config.new_head:
+        return StartingModel(model, "kept", f"the dataset's {len(class_names)} classes are "
+                             "MODEL's, in MODEL's order (new_head replaces it)")  # fmt: skip
     model.reset_classifier(len(class_names), list(class_names))
-    return model
+    if config.new_head:
+        reason = "new_head"
+    else:
+        reason = (f"the dataset's {len(class_names)} classes are not MODEL's "
+                  f"{pretrained.num_classes}, in its order")  # fmt: skip
+    return StartingModel(model, "new", reason)
+
+
+def same_classes(class_names: list[str], model_config: GFNetConfig) -> bool:
+    """Whether ``class_names`` are ``model_config``'s classes in the same order: equal names
+    (case, ``_`` and ``-`` aside), or ImageNet's synset ids for an ImageNet model."""
+    names = model_config.class_names
+    if not names or len(names) != len(class_names) or model_config.num_classes != len(names):
+        return False
+    if [_normalize(n) for n in class_names] == [_normalize(n) for n in names]:
+        return True
+    return names == imagenet_class_names() and [n.lower() for n in class_names] == [
+        s.lower() for s in imagenet_synsets()
+    ]
+
+
+def _normalize(name: str) -> str:
+    return " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())
 
 
 def _run_changes(config: TrainConfig) -> dict[str, Any]:

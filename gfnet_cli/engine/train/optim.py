@@ -1,9 +1,12 @@
 """The optimizer side of the recipe: AdamW parameter groups, the learning-rate schedule, the
 loss scaler.
 
-The schedule is linear warmup then cosine decay, per step (:func:`lr_at`); its length is
-planned once from the training source (:meth:`Schedule.plan`). Weight decay skips norms,
-biases, the position embedding and the global filters (:func:`param_groups`, docs/training.md).
+The schedule is linear warmup (from ``warmup_lr``) then cosine decay, per optimizer step
+(:func:`lr_at`); its length is planned once from the training source (:meth:`Schedule.plan`),
+counting ``accumulate`` micro-batches as one step, and its peak is the learning rate scaled
+for the global batch when the recipe says so (:meth:`TrainConfig.scaled_lr`). Weight decay
+skips norms, biases, the position embedding and the global filters (:func:`param_groups`,
+docs/training.md).
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from gfnet_cli.device import autocast_dtype
 from gfnet_cli.engine.train.config import TrainConfig
 
 
-def lr_at(step: int, lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
-    """Linear warmup to ``lr``, then cosine decay to ``min_lr`` at ``total_steps``."""
+def lr_at(step: int, lr: float, min_lr: float, warmup_steps: int, total_steps: int,
+          warmup_lr: float = 0.0) -> float:  # fmt: skip
+    """Linear warmup from ``warmup_lr`` to ``lr``, then cosine decay to ``min_lr`` at
+    ``total_steps``."""
     if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
+        return warmup_lr + (lr - warmup_lr) * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(progress, 1.0)))
 
@@ -51,7 +56,7 @@ def param_groups(model: nn.Module, weight_decay: float, decay_all: bool) -> list
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over :func:`param_groups`; the schedule sets its learning rate every step."""
     return torch.optim.AdamW(
-        param_groups(model, config.weight_decay, config.decay_all), lr=config.lr
+        param_groups(model, config.weight_decay, config.decay_all), lr=config.lr, eps=1e-8
     )
 
 
@@ -66,34 +71,40 @@ class Schedule:
 
     lr: float
     min_lr: float
+    warmup_lr: float
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
     step_limit: float  # no step at or past it (inf: a stream's epochs end when it does)
 
     @classmethod
-    def plan(cls, config: TrainConfig, steps_per_epoch: int | None) -> Schedule:
-        """The schedule for ``steps_per_epoch`` (None: a stream of unknown size).
+    def plan(cls, config: TrainConfig, batches_per_epoch: int | None, world_size: int = 1
+             ) -> Schedule:  # fmt: skip
+        """The schedule for ``batches_per_epoch`` (None: a stream of unknown size), with
+        ``config.accumulate`` batches to an optimizer step, on ``world_size`` processes.
 
         Exact for a map-style split, estimated for a stream of known size (its last batches
         per worker may be partial), else ``max_steps`` over ``epochs``.
         """
-        if steps_per_epoch is None:
+        if batches_per_epoch is None:
             steps_per_epoch = max(1, math.ceil(config.max_steps / config.epochs))
+        else:
+            steps_per_epoch = math.ceil(batches_per_epoch / config.accumulate)
         total_steps = config.epochs * steps_per_epoch
         if config.max_steps is not None:
             total_steps = min(total_steps, config.max_steps)
         # A map-style epoch has exactly steps_per_epoch steps; a stream's ends when it does.
         step_limit = (config.max_steps or math.inf) if config.streaming else total_steps
         warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
-        return cls(config.lr, config.min_lr, steps_per_epoch, total_steps, warmup_steps,
-                   step_limit)  # fmt: skip
+        return cls(config.scaled_lr(world_size), config.min_lr, config.warmup_lr,
+                   steps_per_epoch, total_steps, warmup_steps, step_limit)  # fmt: skip
 
     def lr_at(self, step: int) -> float:
         """The learning rate of step ``step`` (from 0)."""
-        return lr_at(step, self.lr, self.min_lr, self.warmup_steps, self.total_steps)
+        return lr_at(step, self.lr, self.min_lr, self.warmup_steps, self.total_steps,
+                     self.warmup_lr)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """What a checkpoint records of the schedule."""
-        return {"lr": self.lr, "min_lr": self.min_lr, "warmup_steps": self.warmup_steps,
-                "total_steps": self.total_steps}  # fmt: skip
+        return {"lr": self.lr, "min_lr": self.min_lr, "warmup_lr": self.warmup_lr,
+                "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}  # fmt: skip

@@ -19,6 +19,7 @@ from typing import Any
 from gfnet_cli.card import model_card
 from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine.train.config import TrainConfig
+from gfnet_cli.engine.train.lock import LOCK_NAME
 from gfnet_cli.errors import UsageError
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.push import push_folder
@@ -33,8 +34,24 @@ PUSHED_FILES = ("config.json", "model.safetensors", "README.md", RESULTS_NAME)
 
 
 @dataclass
+class Scores:
+    """One evaluation over every process: top-1 and top-5 (fractions), mean cross-entropy,
+    and how many labelled images were scored."""
+
+    top1: float
+    top5: float
+    loss: float
+    count: int
+
+
+@dataclass
 class EpochStats:
-    """One finished epoch (``epoch`` counts from 1, as printed)."""
+    """One finished epoch (``epoch`` counts from 1, as printed).
+
+    ``top1``/``top5``/``eval_loss`` are those of the weights the epoch keeps (``weights``:
+    ``raw``, or ``ema`` when the moving average scored better); with ``ema`` on,
+    ``raw_top1`` and ``ema_top1`` give both.
+    """
 
     epoch: int
     global_step: int
@@ -44,6 +61,9 @@ class EpochStats:
     eval_loss: float | None
     images_per_second: float
     is_best: bool
+    weights: str = "raw"
+    raw_top1: float | None = None
+    ema_top1: float | None = None
 
 
 @dataclass
@@ -57,12 +77,15 @@ class TrainResult:
     best_top1: float | None
     best_top5: float | None
     best_epoch: int | None
+    best_weights: str | None  # "raw" or "ema": the weights saved as the MODEL folder
+    head: str  # "kept": MODEL's classifier was trained on; "new": a fresh one
     train_loss: float | None
     train_runtime_s: float
     resumed_from_step: int
     num_train_samples: int | None  # None: a stream of unknown length
     num_eval_samples: int
     images_per_second: float
+    compile_time_s: float | None  # with compile: this session's first step, compiling included
     model: str
     dataset: str
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -106,7 +129,7 @@ def prepare_output_dir(output_dir: Path, config: TrainConfig) -> None:
                 old.unlink(missing_ok=True)
             (output_dir / METRICS_NAME).unlink(missing_ok=True)
         return
-    if any(output_dir.iterdir()):
+    if any(path.name != LOCK_NAME for path in output_dir.iterdir()):
         raise UsageError(
             f"output_dir {output_dir} is not empty: pass resume to continue its run, "
             "overwrite to start over, or choose another folder",
@@ -176,11 +199,12 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 def write_results(output_dir: Path, result: TrainResult, config: TrainConfig) -> None:
     """``train_results.json``: the result and the recipe that produced it."""
-    document = result.to_dict() | {"hyperparameters": config.hyperparameters()}
+    document = result.to_dict() | {"hyperparameters": config.hyperparameters(result.world_size)}
     write_text_atomic(output_dir / RESULTS_NAME, json.dumps(document, indent=2) + "\n")
 
 
-def training_card(model: GFNet, config: TrainConfig, stats: EpochStats) -> str:
+def training_card(model: GFNet, config: TrainConfig, stats: EpochStats, *, head: str,
+                  world_size: int = 1) -> str:  # fmt: skip
     """The model card, with how the model was trained and the epoch's evaluation."""
     eval_results = (
         {"top1": stats.top1, "top5": stats.top5, "loss": stats.eval_loss, "epoch": stats.epoch}
@@ -192,7 +216,11 @@ def training_card(model: GFNet, config: TrainConfig, stats: EpochStats) -> str:
         num_params=model.num_params,
         base_model=None if config.from_scratch else config.model,
         dataset=config.dataset,
-        hyperparameters=config.hyperparameters(),
+        hyperparameters={
+            **config.hyperparameters(world_size),
+            "head": "MODEL's classifier, trained on" if head == "kept" else "new classifier",
+            "weights": "EMA of the weights" if stats.weights == "ema" else "raw weights",
+        },
         eval_results=eval_results,
     )
 

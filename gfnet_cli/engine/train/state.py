@@ -5,7 +5,8 @@
 both to small functions instead of closing over local variables, so every piece of the step
 can be read, tested and extended on its own.
 
-A checkpoint is a :class:`Run`'s state dicts plus a :class:`RunState`, every process's RNG
+A checkpoint is a :class:`Run`'s state dicts (model, its EMA, optimizer, loss scaler) plus a
+:class:`RunState`, every process's RNG
 states and data positions, and the run's identity (model config, dataset), written by
 :mod:`gfnet_cli.engine.checkpoint` (atomic, weights-only loadable). Restoring all of it
 resumes a run to the bit: nothing in the loop draws from state a checkpoint does not hold.
@@ -34,8 +35,9 @@ from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine import distributed
 from gfnet_cli.engine.train.config import TrainConfig
 from gfnet_cli.engine.train.data import TrainSource
+from gfnet_cli.engine.train.ema import ModelEma
 from gfnet_cli.engine.train.optim import Schedule
-from gfnet_cli.engine.train.outputs import EpochStats, MetricsWriter, TrainCallbacks
+from gfnet_cli.engine.train.outputs import EpochStats, MetricsWriter, Scores, TrainCallbacks
 from gfnet_cli.errors import GFNetError
 from gfnet_cli.models.gfnet import GFNet
 
@@ -88,7 +90,11 @@ class Run:
     config: TrainConfig
     dist: distributed.DistInfo
     model: GFNet
-    train_model: nn.Module  # ``model``, or ``model`` wrapped in DistributedDataParallel
+    # what the steps run: ``model``, or ``ddp``, compiled with ``compile``
+    train_model: nn.Module
+    ddp: nn.parallel.DistributedDataParallel | None
+    ema: ModelEma | None
+    head: str  # "kept" or "new": what became of MODEL's classifier
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     schedule: Schedule
@@ -100,6 +106,7 @@ class Run:
     identity: dict[str, Any]  # what a checkpoint must match to be resumed by this run
     started: float  # time.perf_counter() when this process started the run
     stop: StopFlag = field(default_factory=StopFlag)
+    compile_time_s: float | None = None  # this session's first step, compilation included
 
     @property
     def device(self) -> torch.device:
@@ -128,6 +135,7 @@ class RunState:
     best_top1: float | None = None
     best_top5: float | None = None
     best_epoch: int | None = None  # counted from 1, as printed
+    best_weights: str | None = None  # "raw" or "ema": which weights the best epoch kept
     runtime_before_s: float = 0.0  # training time of the sessions before a resume
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from_step: int = 0
@@ -140,14 +148,23 @@ class RunState:
         self.step_in_epoch += 1
         self.last_loss = loss
 
-    def record_epoch(self, train_loss: float, images_per_second: float, top1: float | None,
-                     top5: float | None, eval_loss: float | None) -> EpochStats:  # fmt: skip
-        """The epoch's stats; keeps the best epoch by eval top-1 (the last one without eval)."""
+    def record_epoch(self, train_loss: float, images_per_second: float, raw: Scores | None,
+                     ema: Scores | None = None) -> EpochStats:  # fmt: skip
+        """The epoch's stats: the better of the raw and the EMA weights by eval top-1 (raw on
+        a tie); keeps the best epoch (the last one without evaluation)."""
+        weights, chosen = ("ema", ema) if ema and raw and ema.top1 > raw.top1 else ("raw", raw)
+        top1 = chosen.top1 if chosen else None
         is_best = top1 is None or self.best_top1 is None or top1 > self.best_top1
         if is_best:
-            self.best_top1, self.best_top5, self.best_epoch = top1, top5, self.epoch + 1
-        stats = EpochStats(self.epoch + 1, self.global_step, train_loss, top1, top5, eval_loss,
-                           images_per_second, is_best)  # fmt: skip
+            self.best_top1, self.best_epoch = top1, self.epoch + 1
+            self.best_top5 = chosen.top5 if chosen else None
+            self.best_weights = weights
+        stats = EpochStats(
+            self.epoch + 1, self.global_step, train_loss, top1,
+            chosen.top5 if chosen else None, chosen.loss if chosen else None,
+            images_per_second, is_best, weights=weights,
+            raw_top1=raw.top1 if raw and ema else None, ema_top1=ema.top1 if ema else None,
+        )  # fmt: skip
         self.history.append(asdict(stats))
         return stats
 
@@ -163,6 +180,7 @@ class RunState:
             "best_top1": self.best_top1,
             "best_top5": self.best_top5,
             "best_epoch": self.best_epoch,
+            "best_weights": self.best_weights,
             "history": json.dumps(self.history),
         }
 
@@ -176,6 +194,7 @@ class RunState:
             best_top1=saved["best_top1"],
             best_top5=saved["best_top5"],
             best_epoch=saved["best_epoch"],
+            best_weights=saved.get("best_weights"),
             runtime_before_s=float(saved["train_runtime_s"]),
             history=json.loads(saved["history"]),
             resumed_from_step=step,
@@ -222,6 +241,7 @@ def save_checkpoint(run: Run, state: RunState) -> None:
 def _checkpoint_contents(run: Run, state: RunState) -> dict[str, Any]:
     return {
         "model": run.model.state_dict(),
+        **({"ema": run.ema.state_dict()} if run.ema is not None else {}),
         "optimizer": run.optimizer.state_dict(),
         "scaler": run.scaler.state_dict(),
         "schedule": run.schedule.to_dict(),
@@ -243,6 +263,7 @@ def resume(run: Run) -> RunState:
     path, saved = found
     _check_same_run(saved, run.identity, path)
     run.model.load_state_dict(saved["model"])
+    _resume_ema(run, saved, path)
     run.optimizer.load_state_dict(saved["optimizer"])
     run.scaler.load_state_dict(saved["scaler"])
     state = RunState.from_checkpoint(saved)
@@ -250,6 +271,18 @@ def resume(run: Run) -> RunState:
     run.source.resume(saved.get("stream"), state.epoch, state.step_in_epoch, path)
     logger.info("resuming from %s (step %d)", path.name, state.global_step)
     return state
+
+
+def _resume_ema(run: Run, saved: dict[str, Any], path: Path) -> None:
+    """The checkpoint's moving average; one started now when the run had none before."""
+    if run.ema is None:
+        return
+    if "ema" in saved:
+        run.ema.load_state_dict(saved["ema"])
+        return
+    logger.warning("%s holds no EMA weights: the average starts from the resumed weights",
+                   path.name)  # fmt: skip
+    run.ema.load_state_dict(run.model.state_dict())
 
 
 def _check_same_run(saved: dict[str, Any], identity: dict[str, Any], path: Path) -> None:

@@ -1,0 +1,168 @@
+"""On a CUDA GPU: bf16 and fp16 fine-tuning, exact resume after a kill, evaluate / predict /
+profile, and the NCCL process group through torchrun (skipped without CUDA; never in CI).
+
+Run them with ``pytest -m gpu tests/gpu -v`` or ``scripts/gpu_check.sh``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gfnet_cli.engine import checkpoint as ckpt
+from gfnet_cli.engine.evaluate import evaluate
+from gfnet_cli.engine.train import TrainConfig, finetune
+from gfnet_cli.models import create_model
+from gfnet_cli.models.config import GFNetConfig
+from gfnet_cli.predict import predict
+from gfnet_cli.profiling import ProfileOptions, profile
+from gfnet_cli.serialization import save_model
+from tests.test_finetune import CLASSES, _env, _wait_for_checkpoint, _write_images
+
+HERE = Path(__file__).resolve().parent
+# Resume on CUDA is compared with the same tolerance as on the CPU; with deterministic
+# algorithms on (tests/gpu/deterministic_cli.py) the runs are expected to be bit-identical.
+RESUME_TOLERANCE = 1e-6
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("gpu_data")
+    for index, name in enumerate(CLASSES):
+        _write_images(root / "train" / name, 16, index, seed=0)
+        _write_images(root / "test" / name, 4, index, seed=1)
+    return root
+
+
+def _config(dataset: Path, out: Path, **changes) -> TrainConfig:
+    values = dict(
+        model="gfnet-ti", dataset=str(dataset), output_dir=out, from_scratch=True,
+        patch_size=8, embed_dim=32, depth=2, img_size=32, epochs=3, batch_size=8,
+        num_workers=2, lr=3e-3, device="cuda", checkpoint_every=0,
+    )  # fmt: skip
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+# ---------------------------------------------------------------------- precision
+def test_bf16_finetune_on_cuda(image_folder, tmp_path):
+    result = finetune(_config(image_folder, tmp_path / "bf16", precision="bf16"))
+    assert result.best_top1 is not None and result.best_top1 > 0.5
+    assert all(torch.isfinite(torch.tensor(e["train_loss"])) for e in result.history)
+    state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path / "bf16" / "checkpoints")[-1])
+    assert "cuda" in state["rng"][0]  # the CUDA generator is checkpointed too
+    assert all(v.device.type == "cpu" and v.dtype == torch.float32
+               for v in state["model"].values())  # fmt: skip
+
+
+def test_fp16_finetune_uses_the_grad_scaler(image_folder, tmp_path):
+    result = finetune(_config(image_folder, tmp_path / "fp16", precision="fp16", ema=0.9))
+    assert result.best_top1 is not None and result.best_top1 > 0.5
+    state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path / "fp16" / "checkpoints")[-1])
+    scaler = state["scaler"]
+    assert scaler and scaler["scale"] > 0  # an enabled GradScaler's state
+    assert "ema" in state
+
+
+def test_compile_and_grad_checkpointing_on_cuda(image_folder, tmp_path):
+    result = finetune(_config(image_folder, tmp_path / "compiled", precision="bf16",
+                              compile=True, grad_checkpointing=True, epochs=2))  # fmt: skip
+    assert result.compile_time_s is not None and result.best_top1 is not None
+
+
+# ---------------------------------------------------------------------- resume after a kill
+def _cli(*args) -> list[str]:
+    return [sys.executable, str(HERE / "deterministic_cli.py"), *[str(a) for a in args]]
+
+
+def test_resume_after_a_kill_on_cuda_gives_the_same_weights(image_folder, tmp_path):
+    common = ["finetune", "--model", "gfnet-ti", "--from-scratch", "--patch-size", "8",
+              "--embed-dim", "32", "--depth", "2", "--img-size", "32", "--dataset", image_folder,
+              "--epochs", "3", "--batch-size", "4", "--checkpoint-every", "3", "--drop-path",
+              "0.2", "--num-workers", "1", "--device", "cuda", "--precision", "bf16",
+              "--randaugment", "rand-m9-mstd0.5-inc1", "--reprob", "0.25", "--ema", "0.9",
+              "--accumulate", "2"]  # fmt: skip
+    done = subprocess.run(_cli(*common, "--output-dir", tmp_path / "ref"), env=_env(),
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    cut = tmp_path / "cut"
+    process = subprocess.Popen(_cli(*common, "--output-dir", cut), env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    assert _wait_for_checkpoint(process, cut, timeout=300), "ended before its first checkpoint"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    resumed = subprocess.run(_cli(*common, "--output-dir", cut, "--resume"), env=_env(),
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((cut / "train_results.json").read_text())["resumed_from_step"] > 0
+    first = load_file(str(tmp_path / "ref" / "model.safetensors"))
+    second = load_file(str(cut / "model.safetensors"))
+    worst = max((first[k] - second[k]).abs().max().item() for k in first)
+    assert worst <= RESUME_TOLERANCE, f"max |difference| {worst:.3e}"
+
+
+# ---------------------------------------------------------------------- inference commands
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("gpu_model")
+    config = GFNetConfig(patch_size=8, embed_dim=32, depth=2, img_size=32, num_classes=3,
+                         class_names=list(CLASSES))  # fmt: skip
+    torch.manual_seed(0)
+    save_model(create_model(config), folder)
+    return folder
+
+
+def test_evaluate_on_cuda_matches_the_cpu(tiny_model, image_folder):
+    on_gpu = evaluate(str(tiny_model), str(image_folder), device="cuda", num_workers=0)
+    on_cpu = evaluate(str(tiny_model), str(image_folder), device="cpu", num_workers=0)
+    assert on_gpu.num_samples == on_cpu.num_samples == 12
+    assert on_gpu.top1 == on_cpu.top1
+    assert on_gpu.loss == pytest.approx(on_cpu.loss, abs=1e-4)
+    bf16 = evaluate(str(tiny_model), str(image_folder), device="cuda", precision="bf16",
+                    num_workers=0)  # fmt: skip
+    assert bf16.loss == pytest.approx(on_cpu.loss, abs=5e-2)
+
+
+def test_predict_on_cuda_matches_the_cpu(tiny_model, image_folder):
+    images = sorted((image_folder / "test").rglob("*.png"))
+    on_gpu = predict(images, str(tiny_model), top_k=3, device="cuda")
+    on_cpu = predict(images, str(tiny_model), top_k=3, device="cpu")
+    for gpu, cpu in zip(on_gpu, on_cpu, strict=True):
+        assert gpu.ok and [p["index"] for p in gpu.predictions] == [
+            p["index"] for p in cpu.predictions
+        ]
+        for a, b in zip(gpu.predictions, cpu.predictions, strict=True):
+            assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_profile_on_cuda_measures_speed_and_peak_memory(precision):
+    options = ProfileOptions(batch_size=8, device="cuda", precision=precision, warmup=1,
+                             repeats=3)  # fmt: skip
+    (row,) = profile("gfnet-ti", [224], options=options)
+    assert row.error is None and row.device.startswith("cuda")
+    assert row.images_per_second > 0 and row.peak_memory_mb > 0
+
+
+# ---------------------------------------------------------------------- NCCL via torchrun
+def test_nccl_group_through_torchrun_with_one_process(image_folder, tmp_path):
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    command = [torchrun, "--standalone", "--nproc_per_node", "1", str(HERE / "nccl_probe.py"),
+               str(image_folder), str(tmp_path / "ddp")]  # fmt: skip
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "cpu:gloo" in report["backends"] and "cuda:nccl" in report["backends"]
+    assert report["cpu_sum"] == [1.0, 2.0] and report["gpu_sum"] == [3.0, 4.0]
+    assert report["gathered"] == [{"rank": 0}] and report["world_size"] == 1
+    # 48 images, micro-batches of 4, 2 per step: 6 steps an epoch
+    assert report["global_step"] == 12 and report["best_top1"] is not None
+    assert report["group_still_up"]  # finetune left the caller's group alone
