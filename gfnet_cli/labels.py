@@ -49,3 +49,8 @@ def read_label_file(path: str | Path) -> list[str]:
     if not names:
         raise UsageError(f"label file {file} lists no class names")
     return names
+
+
+def normalize_class_name(name: str) -> str:
+    """A class name as compared across datasets and models: case, ``_`` and ``-`` aside."""
+    return " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())

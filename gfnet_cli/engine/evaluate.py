@@ -33,7 +33,7 @@ from gfnet_cli.data.transforms import EvalTransform, eval_transform
 from gfnet_cli.device import autocast_context, check_precision, resolve_device
 from gfnet_cli.engine.inference import ProgressCallback, check_at_least, prepare_model
 from gfnet_cli.errors import GFNetError, UsageError
-from gfnet_cli.labels import imagenet_class_names, imagenet_synsets
+from gfnet_cli.labels import imagenet_class_names, imagenet_synsets, normalize_class_name
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.serialization import write_text_atomic
 
@@ -368,7 +368,7 @@ def match_labels(
     used: set[int] = set()
     unmatched: list[str] = []
     for label, name in enumerate(names):
-        index = lookup.get(_normalize(name))
+        index = lookup.get(normalize_class_name(name))
         if index is None or index in used:
             unmatched.append(name)
         else:
@@ -407,10 +407,6 @@ def _check_label_range(data: ImageDataset, num_classes: int) -> None:
         )
 
 
-def _normalize(name: str) -> str:
-    return " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())
-
-
 def _name_lookup(model_names: list[str]) -> dict[str, int]:
     """Model class index by normalized name, synonym (``a, b``) and ImageNet synset."""
     lookup: dict[str, int] = {}
@@ -423,8 +419,8 @@ def _name_lookup(model_names: list[str]) -> dict[str, int]:
 
     aliases: list[tuple[str, int]] = []
     for index, name in enumerate(model_names):
-        lookup[_normalize(name)] = index
-        aliases.extend((_normalize(part), index) for part in str(name).split(","))
+        lookup[normalize_class_name(name)] = index
+        aliases.extend((normalize_class_name(part), index) for part in str(name).split(","))
     if list(model_names) == imagenet_class_names():
         aliases.extend((synset.lower(), index) for index, synset in enumerate(imagenet_synsets()))
     full = dict(lookup)

@@ -17,7 +17,7 @@ from typing import Any
 
 from gfnet_cli.engine.train.config import TrainConfig
 from gfnet_cli.hub import load_model, resolve_config
-from gfnet_cli.labels import imagenet_class_names, imagenet_synsets
+from gfnet_cli.labels import imagenet_class_names, imagenet_synsets, normalize_class_name
 from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.models.gfnet import GFNet
 
@@ -76,15 +76,11 @@ def same_classes(class_names: list[str], model_config: GFNetConfig) -> bool:
     names = model_config.class_names
     if not names or len(names) != len(class_names) or model_config.num_classes != len(names):
         return False
-    if [_normalize(n) for n in class_names] == [_normalize(n) for n in names]:
+    if [normalize_class_name(n) for n in class_names] == [normalize_class_name(n) for n in names]:
         return True
     return names == imagenet_class_names() and [n.lower() for n in class_names] == [
         s.lower() for s in imagenet_synsets()
     ]
-
-
-def _normalize(name: str) -> str:
-    return " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())
 
 
 def _run_changes(config: TrainConfig) -> dict[str, Any]:
