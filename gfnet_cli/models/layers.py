@@ -7,19 +7,27 @@ Inference on the CPU (no autograd, eval mode) takes a fused path (docs/architect
 oneDNN's linear with GELU and residual-add post-ops, the FFT in channels-first memory so
 PyTorch's FFT makes no hidden copies, and under bf16 autocast weights cast once and cached.
 The arithmetic is the same as the plain path, which training and other devices use.
+
+For exporters and runtimes without FFT operators, ``filter_form("matmul")`` computes every
+global filter as products with precomputed DFT matrices instead: the same transform, exact up
+to float rounding (docs/export.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import weakref
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 _FUSED_ENABLED = True
+FILTER_FORMS = ("fft", "matmul")
+_FILTER_FORM = "fft"
 
 
 def _has_onednn_linear() -> bool:
@@ -43,6 +51,25 @@ def fused_inference(enabled: bool) -> Iterator[None]:
         yield
     finally:
         _FUSED_ENABLED = previous
+
+
+@contextlib.contextmanager
+def filter_form(form: str) -> Iterator[None]:
+    """Compute every :class:`GlobalFilter` with ``torch.fft`` (``"fft"``, the default) or as
+    products with DFT matrices (``"matmul"``).
+
+    The matmul form is what ``gfnet export --fft matmul`` traces: a graph of matrix products
+    that any ONNX runtime, TensorRT or mobile runtime runs, where FFT operators are missing
+    or wrong. It is the same arithmetic as the FFT form, up to float rounding.
+    """
+    global _FILTER_FORM
+    if form not in FILTER_FORMS:
+        raise ValueError(f"unknown filter form {form!r}: expected one of {', '.join(FILTER_FORMS)}")
+    previous, _FILTER_FORM = _FILTER_FORM, form
+    try:
+        yield
+    finally:
+        _FILTER_FORM = previous
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype | None:
@@ -121,6 +148,101 @@ def resize_pos_embed(
     )
 
 
+class DFTBases(NamedTuple):
+    """The real matrices of an orthonormal 2-D real DFT of a (rows, cols) grid and its inverse.
+
+    With ``k = cols // 2 + 1`` half-spectrum columns (what ``rfft2`` keeps):
+
+    - ``rows_forward`` (2·rows, rows): the full DFT over rows, real part stacked over imaginary;
+    - ``cols_forward`` (2·k, cols): the half-spectrum DFT over columns, likewise;
+    - ``cols_inverse`` (2·cols, k): the Hermitian inverse over columns, each bin weighted by
+      how many bins of the full spectrum it stands for (1 for DC and, with even ``cols``, the
+      Nyquist bin, else 2); their imaginary parts meet ``sin(0)`` and ``sin(pi*w)`` and drop
+      out, as ``irfft`` ignores them;
+    - ``rows_inverse`` (rows, 2·rows): the inverse over rows, keeping the real part.
+
+    Every matrix carries its axis's ``1/sqrt(n)`` (``norm="ortho"``).
+    """
+
+    rows_forward: torch.Tensor
+    cols_forward: torch.Tensor
+    cols_inverse: torch.Tensor
+    rows_inverse: torch.Tensor
+
+
+# Bases per (grid, device, dtype): a few KB each, shared by every filter of that grid.
+_DFT_BASES: dict[tuple, DFTBases] = {}
+
+
+def _phase(count: int, freqs: int, size: int) -> torch.Tensor:
+    """``2*pi*(f*t mod size)/size`` as a (freqs, count) float64 table; the exact integer
+    product keeps large angles from losing precision."""
+    products = torch.outer(torch.arange(freqs), torch.arange(count)) % size
+    return products.to(torch.float64) * (2 * math.pi / size)
+
+
+def dft_bases(grid: tuple[int, int], device: torch.device | str = "cpu") -> DFTBases:
+    """The :class:`DFTBases` of a token ``grid`` in float32 (computed in float64, cached).
+
+    Built outside a trace, they are real tensors an exporter embeds as constants. Inside one
+    (``torch.export``, ``torch.compile``) they are traced ops the exporter folds, and are not
+    cached: a traced table must never reach an eager forward.
+    """
+    rows, cols = (int(v) for v in grid)
+    key = (rows, cols, str(device))
+    bases = _DFT_BASES.get(key)
+    if bases is None:
+        half = cols // 2 + 1
+        row_phase = _phase(rows, rows, rows)  # (m, h)
+        col_phase = _phase(cols, half, cols)  # (k, w)
+        weight = torch.full((half,), 2.0, dtype=torch.float64)
+        weight[0] = 1.0
+        if cols % 2 == 0:
+            weight[-1] = 1.0
+        row_scale, col_scale = 1 / math.sqrt(rows), 1 / math.sqrt(cols)
+        col_inverse = col_phase.T  # (w, k)
+        tables = (
+            torch.cat((row_phase.cos(), -row_phase.sin())) * row_scale,
+            torch.cat((col_phase.cos(), -col_phase.sin())) * col_scale,
+            torch.cat((col_inverse.cos() * weight, col_inverse.sin() * weight)) * col_scale,
+            torch.cat((row_phase.T.cos(), -row_phase.T.sin()), dim=1) * row_scale,
+        )
+        bases = DFTBases(*(t.to(device=device, dtype=torch.float32) for t in tables))
+        if not torch.compiler.is_compiling():
+            _DFT_BASES[key] = bases
+    return bases
+
+
+def filter_by_matmul(x: torch.Tensor, weight: torch.Tensor, bases: DFTBases) -> torch.Tensor:
+    """``irfft2(rfft2(x) * weight)`` over axes 1-2 (``norm="ortho"``) as matrix products.
+
+    ``x``: (B, rows, cols, C) float32; ``weight``: the filter's (rows, cols//2+1, C, 2) real
+    and imaginary parts. No complex tensors and no transposes: the row passes contract the
+    rows axis of (B, rows, cols*C), the column passes broadcast over (B, 2, rows, cols, C).
+    Cost per image and channel: 4·rows²·cols + 8·rows·cols·(cols//2+1) multiply-adds.
+    """
+    batch, rows, cols, channels = x.shape
+    half = cols // 2 + 1
+    # rows: real input, complex output stacked on a new axis: (B, 2, rows, cols, C)
+    planes = torch.matmul(bases.rows_forward, x.reshape(batch, rows, cols * channels))
+    planes = planes.reshape(batch, 2, rows, cols, channels)
+    # columns: each of the real and imaginary planes times the real and imaginary bases
+    mixed = torch.matmul(bases.cols_forward, planes)  # (B, 2, rows, 2*half, C)
+    real = mixed[:, 0, :, :half] - mixed[:, 1, :, half:]
+    imag = mixed[:, 1, :, :half] + mixed[:, 0, :, half:]
+    # the filter: a complex product
+    weight_real, weight_imag = weight[..., 0], weight[..., 1]
+    spectrum = torch.stack(
+        (real * weight_real - imag * weight_imag, real * weight_imag + imag * weight_real), dim=1
+    )
+    # inverse over columns (complex result), then over rows keeping the real part
+    mixed = torch.matmul(bases.cols_inverse, spectrum)  # (B, 2, rows, 2*cols, C)
+    real = mixed[:, 0, :, :cols] - mixed[:, 1, :, cols:]
+    imag = mixed[:, 1, :, :cols] + mixed[:, 0, :, cols:]
+    stacked = torch.cat((real, imag), dim=1).reshape(batch, 2 * rows, cols * channels)
+    return torch.matmul(bases.rows_inverse, stacked).reshape(batch, rows, cols, channels)
+
+
 class _PerSizeCache:
     """Remembers tensors derived from a parameter, per input size, until the parameter changes.
 
@@ -174,6 +296,16 @@ class GlobalFilter(nn.Module):
             lambda: torch.view_as_complex(resize_filter(self.complex_weight.float(), grid)),
         )
 
+    def filter_planes(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The filter for ``grid`` as real and imaginary planes (rows, cols//2+1, C, 2)."""
+        if tuple(grid) == self.grid:
+            return self.complex_weight.float()
+        return self._resized.get(
+            self.complex_weight,
+            ("planes", *grid),
+            lambda: resize_filter(self.complex_weight.float(), grid),
+        )
+
     def filter_channels_first(self, grid: tuple[int, int]) -> torch.Tensor:
         """The filter as (C, rows, cols//2+1), for FFTs over the last two axes (cached)."""
         return self._resized.get(
@@ -185,6 +317,8 @@ class GlobalFilter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, rows, cols, _ = x.shape
         dtype = x.dtype
+        if _FILTER_FORM == "matmul":
+            return self._forward_matmul(x).to(dtype)
         compute_dtype = _compute_dtype(x)
         if compute_dtype is not None:
             # PyTorch's CPU FFT transforms the last axes: hand it (B, C, H, W) memory ourselves
@@ -201,6 +335,14 @@ class GlobalFilter(nn.Module):
         spectrum = spectrum * self.filter_for((rows, cols))
         x = torch.fft.irfft2(spectrum, s=(rows, cols), dim=(1, 2), norm="ortho")
         return x.to(dtype)
+
+    def _forward_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        grid = (x.shape[1], x.shape[2])
+        bases = dft_bases(grid, x.device)
+        if torch.is_autocast_enabled(x.device.type):  # the transform stays fp32, as the FFT does
+            with torch.autocast(x.device.type, enabled=False):
+                return filter_by_matmul(x.float(), self.filter_planes(grid), bases)
+        return filter_by_matmul(x.float(), self.filter_planes(grid), bases)
 
     def extra_repr(self) -> str:
         return f"grid={self.grid}, dim={self.complex_weight.shape[2]}"
