@@ -99,8 +99,18 @@ def test_dft_bases_invert_each_other(grid):
     torch.testing.assert_close(out, x, atol=2e-6, rtol=0)
     bases = dft_bases(grid)
     assert bases.rows_forward.shape == (2 * rows, rows)
-    assert bases.cols_forward.shape == (2 * (cols // 2 + 1), cols)
-    assert bases.cols_inverse.shape == (2 * cols, cols // 2 + 1)
+    half = cols // 2 + 1
+    assert bases.cols_forward.shape == (2 * half, 2 * cols)
+    assert bases.cols_inverse.shape == (2 * cols, 2 * half)
+    # the sine terms of DC (and Nyquist) are exact zeros, not 1e-16
+    real_bins = [0] + ([half - 1] if cols % 2 == 0 else [])
+    sines = torch.cat(
+        (
+            bases.cols_inverse[:cols, [half + k for k in real_bins]],
+            bases.cols_inverse[cols:, real_bins],
+        )
+    )
+    assert (sines == 0).all()
     assert bases.rows_inverse.shape == (rows, 2 * rows)
     assert bases.rows_forward.dtype == torch.float32
 

@@ -148,17 +148,27 @@ def resize_pos_embed(
     )
 
 
-class DFTBases(NamedTuple):
-    """The real matrices of an orthonormal 2-D real DFT of a (rows, cols) grid and its inverse.
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type without autocast (meta, for FLOP counting)
+        return False
 
+
+class DFTBases(NamedTuple):
+    """Real matrices of the orthonormal 2-D real DFT of a (rows, cols) grid and its inverse.
+
+    Complex values are pairs of reals, and each matrix multiplies such pairs in one product.
     With ``k = cols // 2 + 1`` half-spectrum columns (what ``rfft2`` keeps):
 
-    - ``rows_forward`` (2·rows, rows): the full DFT over rows, real part stacked over imaginary;
-    - ``cols_forward`` (2·k, cols): the half-spectrum DFT over columns, likewise;
-    - ``cols_inverse`` (2·cols, k): the Hermitian inverse over columns, each bin weighted by
+    - ``rows_forward`` (2·rows, rows): the full DFT over rows of a real input; output rows
+      interleave real and imaginary parts (``2m``, ``2m+1``), so (B, 2·rows, cols·C) reads as
+      (B, rows, 2·cols, C): each row's real plane, then its imaginary plane;
+    - ``cols_forward`` (2·k, 2·cols): the half-spectrum DFT over columns of those complex
+      rows, ``[[cos, sin], [-sin, cos]]`` blocks: real parts of the k bins, then imaginary;
+    - ``cols_inverse`` (2·cols, 2·k): the Hermitian inverse over columns, each bin weighted by
       how many bins of the full spectrum it stands for (1 for DC and, with even ``cols``, the
-      Nyquist bin, else 2); their imaginary parts meet ``sin(0)`` and ``sin(pi*w)`` and drop
-      out, as ``irfft`` ignores them;
+      Nyquist bin, else 2); their sine terms (sin 0, sin pi*w) are exact zeros;
     - ``rows_inverse`` (rows, 2·rows): the inverse over rows, keeping the real part.
 
     Every matrix carries its axis's ``1/sqrt(n)`` (``norm="ortho"``).
@@ -170,15 +180,27 @@ class DFTBases(NamedTuple):
     rows_inverse: torch.Tensor
 
 
-# Bases per (grid, device, dtype): a few KB each, shared by every filter of that grid.
+# Bases per (grid, device): a few KB each, shared by every filter of that grid.
 _DFT_BASES: dict[tuple, DFTBases] = {}
 
 
-def _phase(count: int, freqs: int, size: int) -> torch.Tensor:
-    """``2*pi*(f*t mod size)/size`` as a (freqs, count) float64 table; the exact integer
-    product keeps large angles from losing precision."""
+def _cos_sin(freqs: int, count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of ``2*pi*f*t/size`` as (freqs, count) float64 tables.
+
+    The phase is reduced exactly (``f*t mod size`` in integers) and values that are zero in
+    exact arithmetic (sin at 0 and pi, cos at pi/2) are set to zero, not left at 1e-16.
+    """
     products = torch.outer(torch.arange(freqs), torch.arange(count)) % size
-    return products.to(torch.float64) * (2 * math.pi / size)
+    phase = products.to(torch.float64) * (2 * math.pi / size)
+    cos, sin = phase.cos(), phase.sin()
+    cos[(4 * products) % (2 * size) == size] = 0.0  # 2*pi*p/size = pi/2 or 3*pi/2
+    sin[(2 * products) % size == 0] = 0.0  # 2*pi*p/size = 0 or pi
+    return cos, sin
+
+
+def _interleave(real: torch.Tensor, imag: torch.Tensor, dim: int) -> torch.Tensor:
+    """``real`` and ``imag`` alternating along ``dim``: r0, i0, r1, i1, ..."""
+    return torch.stack((real, imag), dim=dim + 1).flatten(dim, dim + 1)
 
 
 def dft_bases(grid: tuple[int, int], device: torch.device | str = "cpu") -> DFTBases:
@@ -193,19 +215,20 @@ def dft_bases(grid: tuple[int, int], device: torch.device | str = "cpu") -> DFTB
     bases = _DFT_BASES.get(key)
     if bases is None:
         half = cols // 2 + 1
-        row_phase = _phase(rows, rows, rows)  # (m, h)
-        col_phase = _phase(cols, half, cols)  # (k, w)
-        weight = torch.full((half,), 2.0, dtype=torch.float64)
+        row_cos, row_sin = _cos_sin(rows, rows, rows)  # (m, h), symmetric
+        col_cos, col_sin = _cos_sin(half, cols, cols)  # (k, w)
+        weight = torch.full((half, 1), 2.0, dtype=torch.float64)
         weight[0] = 1.0
         if cols % 2 == 0:
             weight[-1] = 1.0
-        row_scale, col_scale = 1 / math.sqrt(rows), 1 / math.sqrt(cols)
-        col_inverse = col_phase.T  # (w, k)
+        inv_cos, inv_sin = (col_cos * weight).T, (col_sin * weight).T  # (w, k)
         tables = (
-            torch.cat((row_phase.cos(), -row_phase.sin())) * row_scale,
-            torch.cat((col_phase.cos(), -col_phase.sin())) * col_scale,
-            torch.cat((col_inverse.cos() * weight, col_inverse.sin() * weight)) * col_scale,
-            torch.cat((row_phase.T.cos(), -row_phase.T.sin()), dim=1) * row_scale,
+            _interleave(row_cos, -row_sin, dim=0) / math.sqrt(rows),
+            torch.cat((torch.cat((col_cos, col_sin), 1), torch.cat((-col_sin, col_cos), 1)))
+            / math.sqrt(cols),
+            torch.cat((torch.cat((inv_cos, -inv_sin), 1), torch.cat((inv_sin, inv_cos), 1)))
+            / math.sqrt(cols),
+            _interleave(row_cos, -row_sin, dim=1) / math.sqrt(rows),
         )
         bases = DFTBases(*(t.to(device=device, dtype=torch.float32) for t in tables))
         if not torch.compiler.is_compiling():
@@ -217,30 +240,26 @@ def filter_by_matmul(x: torch.Tensor, weight: torch.Tensor, bases: DFTBases) -> 
     """``irfft2(rfft2(x) * weight)`` over axes 1-2 (``norm="ortho"``) as matrix products.
 
     ``x``: (B, rows, cols, C) float32; ``weight``: the filter's (rows, cols//2+1, C, 2) real
-    and imaginary parts. No complex tensors and no transposes: the row passes contract the
-    rows axis of (B, rows, cols*C), the column passes broadcast over (B, 2, rows, cols, C).
-    Cost per image and channel: 4·rows²·cols + 8·rows·cols·(cols//2+1) multiply-adds.
+    and imaginary parts. Four matrix products, no complex tensors, no transposes and no
+    splits: every intermediate is a view of the previous product's output. Multiply-adds
+    per image and channel: 4·rows²·cols + 8·rows·cols·(cols//2+1).
     """
     batch, rows, cols, channels = x.shape
     half = cols // 2 + 1
-    # rows: real input, complex output stacked on a new axis: (B, 2, rows, cols, C)
+    # over rows: (B, rows, cols*C) -> (B, 2*rows, cols*C) = (B, rows, [re, im] x cols, C)
     planes = torch.matmul(bases.rows_forward, x.reshape(batch, rows, cols * channels))
-    planes = planes.reshape(batch, 2, rows, cols, channels)
-    # columns: each of the real and imaginary planes times the real and imaginary bases
-    mixed = torch.matmul(bases.cols_forward, planes)  # (B, 2, rows, 2*half, C)
-    real = mixed[:, 0, :, :half] - mixed[:, 1, :, half:]
-    imag = mixed[:, 1, :, :half] + mixed[:, 0, :, half:]
-    # the filter: a complex product
-    weight_real, weight_imag = weight[..., 0], weight[..., 1]
-    spectrum = torch.stack(
-        (real * weight_real - imag * weight_imag, real * weight_imag + imag * weight_real), dim=1
-    )
-    # inverse over columns (complex result), then over rows keeping the real part
-    mixed = torch.matmul(bases.cols_inverse, spectrum)  # (B, 2, rows, 2*cols, C)
-    real = mixed[:, 0, :, :cols] - mixed[:, 1, :, cols:]
-    imag = mixed[:, 1, :, :cols] + mixed[:, 0, :, cols:]
-    stacked = torch.cat((real, imag), dim=1).reshape(batch, 2 * rows, cols * channels)
-    return torch.matmul(bases.rows_inverse, stacked).reshape(batch, rows, cols, channels)
+    planes = planes.reshape(batch, rows, 2 * cols, channels)
+    # over columns: (B, rows, [re, im] x half, C)
+    spectrum = torch.matmul(bases.cols_forward, planes).reshape(batch, rows, 2, half, channels)
+    # the filter, a complex product: (a + ib)(c + id) = [a, b] * [c, c] + [b, a] * [-d, d]
+    real, imag = weight[..., 0], weight[..., 1]  # (rows, half, C)
+    same = torch.stack((real, real), dim=1)  # (rows, 2, half, C)
+    swapped = torch.stack((-imag, imag), dim=1)
+    spectrum = spectrum * same + spectrum.flip(2) * swapped
+    # inverse over columns, then over rows keeping the real part
+    planes = torch.matmul(bases.cols_inverse, spectrum.reshape(batch, rows, 2 * half, channels))
+    planes = planes.reshape(batch, 2 * rows, cols * channels)
+    return torch.matmul(bases.rows_inverse, planes).reshape(batch, rows, cols, channels)
 
 
 class _PerSizeCache:
@@ -339,7 +358,7 @@ class GlobalFilter(nn.Module):
     def _forward_matmul(self, x: torch.Tensor) -> torch.Tensor:
         grid = (x.shape[1], x.shape[2])
         bases = dft_bases(grid, x.device)
-        if torch.is_autocast_enabled(x.device.type):  # the transform stays fp32, as the FFT does
+        if _autocast_enabled(x.device.type):  # the transform stays fp32, as the FFT does
             with torch.autocast(x.device.type, enabled=False):
                 return filter_by_matmul(x.float(), self.filter_planes(grid), bases)
         return filter_by_matmul(x.float(), self.filter_planes(grid), bases)
