@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -396,6 +399,26 @@ def test_an_onnx_file_not_written_by_gfnet_is_refused(tmp_path, data_dir, run_cl
     garbage.write_bytes(b"not a protobuf")
     result = run_cli("predict", data_dir / "preprocess_input.png", "--model", garbage)
     assert_one_line_error(result, 2, "cannot be loaded by onnxruntime")
+
+
+def test_the_documented_onnxruntime_snippet_predicts_like_gfnet(
+    folder_and_file, data_dir, tmp_path
+):
+    """docs/export.md's standalone snippet (onnxruntime, numpy, Pillow) gives gfnet's top-5."""
+    text = (Path(__file__).parents[1] / "docs" / "export.md").read_text(encoding="utf-8")
+    snippet = text.split("<!-- snippet: run-onnx -->")[1].split("```python")[1].split("```")[0]
+    _, onnx_file = folder_and_file
+    shutil.copy(onnx_file, tmp_path / "gfnet-xs.onnx")
+    shutil.copy(data_dir / "preprocess_input.png", tmp_path / "cat.jpg")
+    run = subprocess.run(
+        [sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    [expected] = predict([tmp_path / "cat.jpg"], str(onnx_file), top_k=5)
+    printed = [line.rsplit(" ", 1) for line in run.stdout.strip().splitlines()]
+    assert [label.strip() for label, _ in printed] == [p["label"] for p in expected.predictions]
+    for (_, score), p in zip(printed, expected.predictions, strict=True):
+        assert float(score) == pytest.approx(p["score"], abs=1e-3)
 
 
 # ------------------------------------------------------------------ the command
