@@ -139,32 +139,56 @@ def export_model(
     steps = _Steps(progress, total=1 + 2 * len(forms))
     net = _model_to_export(model, img_size)
     steps.done()
-    checks = _check_inputs(net, fixed_batch)
+    job = _Job(net, file_format, output, _check_inputs(net, fixed_batch), fixed_batch, opset)
+    missing = [p for p in (output.parent, *output.parent.parents) if not p.exists()]
+    try:
+        return _write_first_that_checks(job, forms, fft, overwrite, steps)
+    except BaseException:
+        for folder in missing:  # folders made for OUT go too: nothing is left behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+@dataclass
+class _Job:
+    """What every attempt at writing the file shares."""
+
+    net: GFNet
+    file_format: str
+    output: Path
+    checks: list[tuple[torch.Tensor, torch.Tensor]]  # (images, PyTorch's logits)
+    fixed_batch: int | None
+    opset: int | None
+
+
+def _write_first_that_checks(
+    job: _Job, forms: list[str], fft: str, overwrite: bool, steps: _Steps
+) -> ExportResult:
+    """Write each form in turn until one passes its check (``auto``: native, then matmul)."""
     rejected: str | None = None
     for form in forms:
         try:
-            staged, diff, opset_written = _write_checked(
-                net, form, file_format, output, checks, fixed_batch, opset, steps
-            )
+            staged, diff, opset_written = _write_checked(job, form, steps)
         except ExportCheckError as exc:
             if form != "native" or fft != "auto":
                 raise
             rejected = str(exc)
             logger.warning("native FFT export rejected (%s); exporting the matmul form", exc)
             continue
-        _publish(staged, output, overwrite)
+        _publish(staged, job.output, overwrite)
         steps.finish()
         return ExportResult(
-            output=output,
-            format=file_format,
+            output=job.output,
+            format=job.file_format,
             fft=form,
-            img_size=net.config.image_size,
+            img_size=job.net.config.image_size,
             max_abs_diff=diff,
-            batch_size=fixed_batch,
+            batch_size=job.fixed_batch,
             opset=opset_written,
-            checked_batch_sizes=tuple(len(x) for x, _ in checks),
+            checked_batch_sizes=tuple(len(x) for x, _ in job.checks),
             native_rejected=rejected,
-            metadata=export_metadata(net.config, fft=form, batch_size=fixed_batch),
+            metadata=export_metadata(job.net.config, fft=form, batch_size=job.fixed_batch),
         )
     raise AssertionError("unreachable: the last form raises")  # pragma: no cover
 
@@ -305,41 +329,34 @@ class _Steps:
             self.progress(self.total, self.total)
 
 
-def _write_checked(
-    net: GFNet,
-    form: str,
-    file_format: str,
-    output: Path,
-    checks: list[tuple[torch.Tensor, torch.Tensor]],
-    fixed_batch: int | None,
-    opset: int | None,
-    steps: _Steps,
-) -> tuple[Path, float, int | None]:
+def _write_checked(job: _Job, form: str, steps: _Steps) -> tuple[Path, float, int | None]:
     """Write ``form`` to a temporary file beside ``output`` and check it against PyTorch.
 
     Returns the file, the largest logit difference and the opset written; the file is
     removed when anything fails.
     """
+    net, output = job.net, job.output
     output.parent.mkdir(parents=True, exist_ok=True)
     # hidden, and ending in the format's suffix (torch.export.save insists on .pt2)
     handle, name = tempfile.mkstemp(
-        prefix=f".{output.name}.", suffix=f".partial.{file_format}", dir=output.parent
+        prefix=f".{output.name}.", suffix=f".partial.{job.file_format}", dir=output.parent
     )
     os.close(handle)
     staged = Path(name)
-    metadata = export_metadata(net.config, fft=form, batch_size=fixed_batch)
+    metadata = export_metadata(net.config, fft=form, batch_size=job.fixed_batch)
     try:
-        if file_format == "onnx":
-            opset_written = _write_onnx(net, form, staged, metadata, fixed_batch, opset)
+        if job.file_format == "onnx":
+            opset_written = _write_onnx(net, form, staged, metadata, job.fixed_batch, job.opset)
             steps.done()
-            diff = _check_onnx(staged, checks)
+            diff = _check_onnx(staged, job.checks)
         else:
             opset_written = None
-            _write_pt2(net, form, staged, metadata, fixed_batch)
+            _write_pt2(net, form, staged, metadata, job.fixed_batch)
             steps.done()
-            diff = _check_pt2(staged, checks)
+            diff = _check_pt2(staged, job.checks)
         steps.done()
-        tolerance = CHECK_TOLERANCE * max(1.0, max(float(ref.abs().max()) for _, ref in checks))
+        largest = max(float(ref.abs().max()) for _, ref in job.checks)
+        tolerance = CHECK_TOLERANCE * max(1.0, largest)
         if not diff <= tolerance:
             raise ExportCheckError(
                 f"the {form} export's logits differ from PyTorch's by {diff:.3g} "

@@ -165,6 +165,9 @@ class OnnxModel:
             raise UsageError(f"{self.path}: no such .onnx file")
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: warnings would clutter stderr
+        # Idle threads sleep instead of spinning: between batches the cores belong to the
+        # DataLoader workers decoding the next images (a spinning pool would take them).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads is not None:
             options.intra_op_num_threads = threads
         self.providers = _providers(ort, torch.device(device))
