@@ -390,6 +390,7 @@ def test_an_onnx_model_refuses_what_it_cannot_do(folder_and_file, data_dir, run_
     assert_one_line_error(run_cli("predict", image, "--model", "nowhere.onnx"), 2, "no such")
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.onnx's own deprecation notice
 def test_an_onnx_file_not_written_by_gfnet_is_refused(tmp_path, data_dir, run_cli):
     path = tmp_path / "other.onnx"
     torch.onnx.export(torch.nn.Linear(4, 2).eval(), (torch.randn(1, 4),), str(path), dynamo=True)
