@@ -108,7 +108,7 @@ def export_model(
     model: str | GFNet,
     output: str | Path,
     *,
-    format: str | None = None,  # noqa: A002 - the flag's name, as torch.onnx's
+    format: str | None = None,  # named like the --format flag
     img_size: int | tuple[int, int] | None = None,
     batch_size: int | None = None,
     dynamic_batch: bool | None = None,

@@ -422,6 +422,22 @@ def test_the_documented_onnxruntime_snippet_predicts_like_gfnet(
         assert float(score) == pytest.approx(p["score"], abs=1e-3)
 
 
+def test_predicting_with_a_folder_loads_no_onnx_library(tmp_path):
+    """onnxruntime and onnx load only for an .onnx MODEL (or an export), never otherwise."""
+    from tests.test_architecture import loaded_after
+
+    code = (
+        "from PIL import Image\n"
+        "from gfnet_cli.models import GFNet, GFNetConfig\n"
+        "from gfnet_cli.predict import predict\n"
+        "from gfnet_cli.serialization import save_model\n"
+        "config = GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=32, num_classes=3)\n"
+        f"save_model(GFNet(config), {str(tmp_path)!r})\n"
+        f"predict([Image.new('RGB', (40, 30))], {str(tmp_path)!r}, device='cpu')"
+    )
+    assert loaded_after(code, ("onnxruntime", "onnx", "onnxscript")) == []
+
+
 # ------------------------------------------------------------------ the command
 def test_export_json_is_the_documented_document(folder_and_file, tmp_path, run_cli):
     folder, _ = folder_and_file
