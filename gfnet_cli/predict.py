@@ -74,7 +74,7 @@ def predict(
         raise UsageError("no images given")
     torch_device = resolve_device(device)
     precision = check_precision(torch_device, precision)
-    net = prepare_model(model, img_size, torch_device, precision)
+    net = prepare_model(model, img_size, torch_device, precision, allow_onnx=True)
     transform = eval_transform(net.config, img_size)
     k = min(top_k, net.num_classes)
 

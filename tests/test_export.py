@@ -388,6 +388,11 @@ def test_an_onnx_model_refuses_what_it_cannot_do(folder_and_file, data_dir, run_
         "runs in fp32",
     )
     assert_one_line_error(run_cli("predict", image, "--model", "nowhere.onnx"), 2, "no such")
+    # commands that need the network itself (embeddings, gradients, filters) say so
+    result = run_cli(
+        "embed", image, "-m", onnx_file, "--output", onnx_file.with_suffix(".safetensors")
+    )
+    assert_one_line_error(result, 2, "is an exported ONNX file: this needs the PyTorch network")
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.onnx's own deprecation notice

@@ -144,7 +144,7 @@ def evaluate(
         )
     )
     _require_labels(data)
-    net = prepare_model(model, img_size, torch_device, precision)
+    net = prepare_model(model, img_size, torch_device, precision, allow_onnx=True)
     label_map, mapping = match_labels(data, net, label_order)
     transform = eval_transform(net.config, img_size)
     loader, total = _build_loader(

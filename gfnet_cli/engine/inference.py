@@ -31,17 +31,27 @@ def prepare_model(
     img_size: int | tuple[int, int] | None,
     device: torch.device,
     precision: str = "fp32",
+    *,
+    allow_onnx: bool = False,
 ) -> GFNet | OnnxModel:
     """Load MODEL at ``img_size`` on ``device`` in eval mode (a given model is not resized).
 
     A loaded :class:`GFNet` accepts any valid size at run time (its filters are resized and
-    cached per size), so a caller's model is used as is rather than changed. An exported
-    ``.onnx`` MODEL runs at its exported size only, in fp32.
+    cached per size), so a caller's model is used as is rather than changed. With
+    ``allow_onnx`` (commands that only need logits: ``predict``, ``evaluate``), an exported
+    ``.onnx`` MODEL is run by onnxruntime at its exported size, in fp32; other commands
+    need the network itself and refuse it.
     """
-    if isinstance(model, OnnxModel):
-        model.check_image_size(None if img_size is None else _size(img_size))
-        return model
-    if is_onnx_file(model):
+    if isinstance(model, OnnxModel) or is_onnx_file(model):
+        if not allow_onnx:
+            raise UsageError(
+                f"{model} is an exported ONNX file: this needs the PyTorch network (a MODEL "
+                "folder, Hub id or zoo name)",
+                param="model",
+            )
+        if isinstance(model, OnnxModel):
+            model.check_image_size(None if img_size is None else _size(img_size))
+            return model
         return load_onnx_model(str(model), img_size=img_size, device=device, precision=precision)
     if isinstance(model, GFNet):
         if img_size is not None:
