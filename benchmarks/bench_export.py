@@ -13,6 +13,8 @@ Not part of the test run. Three parts (each can be run alone):
   time per operator type.
 - ``--flops``: GMACs per image of the FFT and matmul forms at 224 and 448 px (the project's
   convention, docs/flops.md), the global filter's share, and the DFT matrices' size.
+- ``--dft``: onnxruntime's ``DFT`` operator alone, per transform, for grid lengths 14, 16,
+  28, 32 (what makes the native form slow on the CPU).
 - ``--verify``: every zoo architecture (random weights), exported in both forms at 224 and
   at 224x320, run in onnxruntime at batch 1 and 5: the largest logit difference from
   PyTorch (must be below 1e-4) and top-1 agreement; ``onnx.checker`` with full checks.
@@ -209,6 +211,36 @@ def flops(args: argparse.Namespace) -> None:
         )
 
 
+# ---------------------------------------------------------------------------- the DFT kernel
+def dft_kernel(args: argparse.Namespace) -> None:
+    """A one-node graph: ``DFT`` over axis 1 of (32·n, n, 384, 1) real signals (a batch-32
+    grid's worth of 1-D transforms), time per transform."""
+    from onnx import TensorProto, helper
+
+    print("\nonnxruntime DFT operator, full complex output, per 1-D transform:")
+    for length in (14, 16, 28, 32):
+        signal = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, length, 384, 1])
+        result = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+        axis = helper.make_tensor("axis", TensorProto.INT64, [], [1])
+        node = helper.make_node("DFT", ["x", "", "axis"], ["y"], onesided=0)
+        graph = helper.make_graph([node], "dft", [signal], [result], initializer=[axis])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+        session = ort.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        feed = {
+            "x": np.random.default_rng(0).standard_normal((32 * length, length, 384, 1), np.float32)
+        }
+        session.run(None, feed)
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            session.run(None, feed)
+            times.append(time.perf_counter() - start)
+        per = statistics.median(times) / (32 * length * 384)
+        print(f"  length {length:>3}: {per * 1e6:.2f} us")
+
+
 # ---------------------------------------------------------------------------- verification
 def verify(args: argparse.Namespace, folder: Path) -> None:
     print("\nzoo architectures, random weights: onnxruntime vs PyTorch (batch 1 and 5)")
@@ -259,11 +291,12 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="with --speed: session options")
     parser.add_argument("--profile", action="store_true", help="with --speed: time per operator")
     parser.add_argument("--flops", action="store_true")
+    parser.add_argument("--dft", action="store_true")
     parser.add_argument("--verify", action="store_true")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not (args.speed or args.flops or args.verify):
+    if not (args.speed or args.flops or args.verify or args.dft):
         args.speed = True
     print(
         f"torch {torch.__version__}, onnxruntime {ort.__version__}, onnx {onnx.__version__}, "
@@ -274,6 +307,8 @@ def main() -> None:
             flops(args)
         if args.speed:
             speed(args, Path(tmp))
+        if args.dft:
+            dft_kernel(args)
         if args.verify:
             verify(args, Path(tmp))
 
