@@ -49,6 +49,7 @@ from gfnet_cli.onnx_model import (
     INPUT_NAME,
     OUTPUT_NAME,
     PT2_EXTRA_FILE,
+    OnnxModel,
     export_metadata,
     import_onnxruntime,
     is_onnx_file,
@@ -105,7 +106,7 @@ class ExportCheckError(GFNetError):
 
 
 def export_model(
-    model: str | GFNet,
+    model: str | Path | GFNet,
     output: str | Path,
     *,
     format: str | None = None,  # named like the --format flag
@@ -268,7 +269,9 @@ def _require_onnx_exporter() -> None:
 
 
 # ---------------------------------------------------------------------------- the model
-def _model_to_export(model: str | GFNet, img_size: int | tuple[int, int] | None) -> GFNet:
+def _model_to_export(
+    model: str | Path | GFNet | OnnxModel, img_size: int | tuple[int, int] | None
+) -> GFNet:
     """A private copy in eval mode on the CPU, native at ``img_size``, without gradients.
 
     Native means the resized filters and position embedding are the weights: nothing is
@@ -276,7 +279,7 @@ def _model_to_export(model: str | GFNet, img_size: int | tuple[int, int] | None)
     """
     if isinstance(model, GFNet):
         net = copy.deepcopy(model).cpu()
-    elif is_onnx_file(model):
+    elif is_onnx_file(model) or isinstance(model, OnnxModel):
         raise UsageError(
             f"{model} is an exported file already: export from its MODEL folder", param="model"
         )
