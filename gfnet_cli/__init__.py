@@ -23,6 +23,7 @@ _EXPORTS = {
     "create_model": "gfnet_cli.hub",
     "embed": "gfnet_cli.embed",
     "evaluate": "gfnet_cli.engine.evaluate",
+    "export_model": "gfnet_cli.export",
     "filters": "gfnet_cli.analysis.filters",
     "get_zoo_entry": "gfnet_cli.models.zoo",
     "list_models": "gfnet_cli.models.zoo",
@@ -45,6 +46,7 @@ __all__ = [
     "create_model",
     "embed",
     "evaluate",
+    "export_model",
     "filters",
     "get_zoo_entry",
     "list_models",
@@ -68,6 +70,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from gfnet_cli.embed import embed
     from gfnet_cli.engine.evaluate import evaluate
     from gfnet_cli.errors import GFNetError, UsageError
+    from gfnet_cli.export import export_model
     from gfnet_cli.hub import GFNet, create_model, load_model, resolve_model
     from gfnet_cli.models.config import GFNetConfig
     from gfnet_cli.models.zoo import get_zoo_entry, list_models

@@ -63,7 +63,8 @@ def predict(
     """Top-``top_k`` classes for each image, in input order (one entry per expanded input).
 
     ``images``: paths, folders (searched recursively by image extension), glob patterns or PIL
-    images. ``model``: a MODEL argument or a loaded :class:`GFNet`. ``img_size`` runs the model
+    images. ``model``: a MODEL argument, a loaded :class:`GFNet`, or an ``.onnx`` file written
+    by ``gfnet export`` (run by onnxruntime at its exported size). ``img_size`` runs the model
     at another resolution (weights resized at load, transform at that size).
     """
     check_at_least("top_k", top_k, 1)
@@ -73,7 +74,7 @@ def predict(
         raise UsageError("no images given")
     torch_device = resolve_device(device)
     precision = check_precision(torch_device, precision)
-    net = prepare_model(model, img_size, torch_device)
+    net = prepare_model(model, img_size, torch_device, precision, allow_onnx=True)
     transform = eval_transform(net.config, img_size)
     k = min(top_k, net.num_classes)
 

@@ -38,6 +38,8 @@ CONTRACT = {
     "--precision=fp32 --device=auto --num-workers=2 --checkpoint-every=500 --resume "
     "--overwrite --push-to --train-split --eval-split --dataset-config --image-column "
     "--label-column --log-every=10 --streaming --shuffle-buffer=1000 --json",
+    "export": "MODEL! OUT! --format --img-size --dynamic-batch --batch-size --opset --fft=auto "
+    "--overwrite --json",
     "models": "--json",
     "predict": "IMAGE! --model/-m=gfnet-xs --top-k/-k=5 --img-size --batch-size/-b=32 "
     "--device=auto --precision=fp32 --json",

@@ -27,6 +27,7 @@ from gfnet_cli.cli import (
     download_cmd,
     embed_cmd,
     evaluate_cmd,
+    export_cmd,
     finetune_cmd,
     models_cmd,
     predict_cmd,
@@ -90,6 +91,7 @@ _COMMANDS = (
     push_cmd,
     visualize_cmd,
     robustness_cmd,
+    export_cmd,
 )
 for _module in _COMMANDS:
     _module.register(app)

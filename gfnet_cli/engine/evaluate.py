@@ -110,6 +110,9 @@ def evaluate(
 ) -> EvaluationResult:
     """Score ``model`` on one split of ``dataset`` (validation, then test, by default).
 
+    ``model``: a MODEL argument, a loaded :class:`GFNet`, or an ``.onnx`` file written by
+    ``gfnet export`` (run by onnxruntime, preprocessing and labels read from the file).
+
     ``label_order="auto"`` maps the dataset's classes to the model's by name (refusing
     classes it cannot match); ``"index"`` takes label ids as model class indices.
     ``max_samples`` takes evenly spaced samples (the first ones when streaming), so a
@@ -141,7 +144,7 @@ def evaluate(
         )
     )
     _require_labels(data)
-    net = prepare_model(model, img_size, torch_device)
+    net = prepare_model(model, img_size, torch_device, precision, allow_onnx=True)
     label_map, mapping = match_labels(data, net, label_order)
     transform = eval_transform(net.config, img_size)
     loader, total = _build_loader(

@@ -2,7 +2,9 @@
 
 ``predict`` and ``evaluate`` (and later commands that run a trained model) load MODEL here,
 at the image size and on the device the caller asked for, in eval mode. Devices and precision
-themselves live in :mod:`gfnet_cli.device`.
+themselves live in :mod:`gfnet_cli.device`. MODEL may also be a file written by ``gfnet
+export --format onnx``: it is then run by onnxruntime (:class:`OnnxModel`), which has the
+same ``config`` and is called the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from gfnet_cli.errors import UsageError
 from gfnet_cli.hub import load_model
 from gfnet_cli.models.config import to_pair
 from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.onnx_model import OnnxModel, is_onnx_file, load_onnx_model
 
 ProgressCallback = Callable[[int, int | None], None]
 """``progress(completed, total)``: work done so far, and the total when it is known.
@@ -24,13 +27,32 @@ Library functions that take a while accept one (default: silent); the CLI passes
 
 
 def prepare_model(
-    model: str | GFNet, img_size: int | tuple[int, int] | None, device: torch.device
-) -> GFNet:
+    model: str | GFNet | OnnxModel,
+    img_size: int | tuple[int, int] | None,
+    device: torch.device,
+    precision: str = "fp32",
+    *,
+    allow_onnx: bool = False,
+) -> GFNet | OnnxModel:
     """Load MODEL at ``img_size`` on ``device`` in eval mode (a given model is not resized).
 
     A loaded :class:`GFNet` accepts any valid size at run time (its filters are resized and
-    cached per size), so a caller's model is used as is rather than changed.
+    cached per size), so a caller's model is used as is rather than changed. With
+    ``allow_onnx`` (commands that only need logits: ``predict``, ``evaluate``), an exported
+    ``.onnx`` MODEL is run by onnxruntime at its exported size, in fp32; other commands
+    need the network itself and refuse it.
     """
+    if isinstance(model, OnnxModel) or is_onnx_file(model):
+        if not allow_onnx:
+            raise UsageError(
+                f"{model} is an exported ONNX file: this needs the PyTorch network (a MODEL "
+                "folder, Hub id or zoo name)",
+                param="model",
+            )
+        if isinstance(model, OnnxModel):
+            model.check_image_size(None if img_size is None else _size(img_size))
+            return model
+        return load_onnx_model(str(model), img_size=img_size, device=device, precision=precision)
     if isinstance(model, GFNet):
         if img_size is not None:
             model.config.check_image_size(_size(img_size))

@@ -7,19 +7,27 @@ Inference on the CPU (no autograd, eval mode) takes a fused path (docs/architect
 oneDNN's linear with GELU and residual-add post-ops, the FFT in channels-first memory so
 PyTorch's FFT makes no hidden copies, and under bf16 autocast weights cast once and cached.
 The arithmetic is the same as the plain path, which training and other devices use.
+
+For exporters and runtimes without FFT operators, ``filter_form("matmul")`` computes every
+global filter as products with precomputed DFT matrices instead: the same transform, exact up
+to float rounding (docs/export.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import weakref
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 _FUSED_ENABLED = True
+FILTER_FORMS = ("fft", "matmul")
+_FILTER_FORM = "fft"
 
 
 def _has_onednn_linear() -> bool:
@@ -43,6 +51,25 @@ def fused_inference(enabled: bool) -> Iterator[None]:
         yield
     finally:
         _FUSED_ENABLED = previous
+
+
+@contextlib.contextmanager
+def filter_form(form: str) -> Iterator[None]:
+    """Compute every :class:`GlobalFilter` with ``torch.fft`` (``"fft"``, the default) or as
+    products with DFT matrices (``"matmul"``).
+
+    The matmul form is what ``gfnet export --fft matmul`` traces: a graph of matrix products
+    that any ONNX runtime, TensorRT or mobile runtime runs, where FFT operators are missing
+    or wrong. It is the same arithmetic as the FFT form, up to float rounding.
+    """
+    global _FILTER_FORM
+    if form not in FILTER_FORMS:
+        raise ValueError(f"unknown filter form {form!r}: expected one of {', '.join(FILTER_FORMS)}")
+    previous, _FILTER_FORM = _FILTER_FORM, form
+    try:
+        yield
+    finally:
+        _FILTER_FORM = previous
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype | None:
@@ -121,6 +148,120 @@ def resize_pos_embed(
     )
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type without autocast (meta, for FLOP counting)
+        return False
+
+
+class DFTBases(NamedTuple):
+    """Real matrices of the orthonormal 2-D real DFT of a (rows, cols) grid and its inverse.
+
+    Complex values are pairs of reals, and each matrix multiplies such pairs in one product.
+    With ``k = cols // 2 + 1`` half-spectrum columns (what ``rfft2`` keeps):
+
+    - ``rows_forward`` (2·rows, rows): the full DFT over rows of a real input; output rows
+      interleave real and imaginary parts (``2m``, ``2m+1``), so (B, 2·rows, cols·C) reads as
+      (B, rows, 2·cols, C): each row's real plane, then its imaginary plane;
+    - ``cols_forward`` (2·k, 2·cols): the half-spectrum DFT over columns of those complex
+      rows, ``[[cos, sin], [-sin, cos]]`` blocks: real parts of the k bins, then imaginary;
+    - ``cols_inverse`` (2·cols, 2·k): the Hermitian inverse over columns, each bin weighted by
+      how many bins of the full spectrum it stands for (1 for DC and, with even ``cols``, the
+      Nyquist bin, else 2); their sine terms (sin 0, sin pi*w) are exact zeros;
+    - ``rows_inverse`` (rows, 2·rows): the inverse over rows, keeping the real part.
+
+    Every matrix carries its axis's ``1/sqrt(n)`` (``norm="ortho"``).
+    """
+
+    rows_forward: torch.Tensor
+    cols_forward: torch.Tensor
+    cols_inverse: torch.Tensor
+    rows_inverse: torch.Tensor
+
+
+# Bases per (grid, device): a few KB each, shared by every filter of that grid.
+_DFT_BASES: dict[tuple, DFTBases] = {}
+
+
+def _cos_sin(freqs: int, count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of ``2*pi*f*t/size`` as (freqs, count) float64 tables.
+
+    The phase is reduced exactly (``f*t mod size`` in integers) and values that are zero in
+    exact arithmetic (sin at 0 and pi, cos at pi/2) are set to zero, not left at 1e-16.
+    """
+    products = torch.outer(torch.arange(freqs), torch.arange(count)) % size
+    phase = products.to(torch.float64) * (2 * math.pi / size)
+    cos, sin = phase.cos(), phase.sin()
+    cos[(4 * products) % (2 * size) == size] = 0.0  # 2*pi*p/size = pi/2 or 3*pi/2
+    sin[(2 * products) % size == 0] = 0.0  # 2*pi*p/size = 0 or pi
+    return cos, sin
+
+
+def _interleave(real: torch.Tensor, imag: torch.Tensor, dim: int) -> torch.Tensor:
+    """``real`` and ``imag`` alternating along ``dim``: r0, i0, r1, i1, ..."""
+    return torch.stack((real, imag), dim=dim + 1).flatten(dim, dim + 1)
+
+
+def dft_bases(grid: tuple[int, int], device: torch.device | str = "cpu") -> DFTBases:
+    """The :class:`DFTBases` of a token ``grid`` in float32 (computed in float64, cached).
+
+    Built outside a trace, they are real tensors an exporter embeds as constants. Inside one
+    (``torch.export``, ``torch.compile``) they are traced ops the exporter folds, and are not
+    cached: a traced table must never reach an eager forward.
+    """
+    rows, cols = (int(v) for v in grid)
+    key = (rows, cols, str(device))
+    bases = _DFT_BASES.get(key)
+    if bases is None:
+        half = cols // 2 + 1
+        row_cos, row_sin = _cos_sin(rows, rows, rows)  # (m, h), symmetric
+        col_cos, col_sin = _cos_sin(half, cols, cols)  # (k, w)
+        weight = torch.full((half, 1), 2.0, dtype=torch.float64)
+        weight[0] = 1.0
+        if cols % 2 == 0:
+            weight[-1] = 1.0
+        inv_cos, inv_sin = (col_cos * weight).T, (col_sin * weight).T  # (w, k)
+        tables = (
+            _interleave(row_cos, -row_sin, dim=0) / math.sqrt(rows),
+            torch.cat((torch.cat((col_cos, col_sin), 1), torch.cat((-col_sin, col_cos), 1)))
+            / math.sqrt(cols),
+            torch.cat((torch.cat((inv_cos, -inv_sin), 1), torch.cat((inv_sin, inv_cos), 1)))
+            / math.sqrt(cols),
+            _interleave(row_cos, -row_sin, dim=1) / math.sqrt(rows),
+        )
+        bases = DFTBases(*(t.to(device=device, dtype=torch.float32) for t in tables))
+        if not torch.compiler.is_compiling():
+            _DFT_BASES[key] = bases
+    return bases
+
+
+def filter_by_matmul(x: torch.Tensor, weight: torch.Tensor, bases: DFTBases) -> torch.Tensor:
+    """``irfft2(rfft2(x) * weight)`` over axes 1-2 (``norm="ortho"``) as matrix products.
+
+    ``x``: (B, rows, cols, C) float32; ``weight``: the filter's (rows, cols//2+1, C, 2) real
+    and imaginary parts. Four matrix products, no complex tensors, no transposes and no
+    splits: every intermediate is a view of the previous product's output. Multiply-adds
+    per image and channel: 4·rows²·cols + 8·rows·cols·(cols//2+1).
+    """
+    batch, rows, cols, channels = x.shape
+    half = cols // 2 + 1
+    # over rows: (B, rows, cols*C) -> (B, 2*rows, cols*C) = (B, rows, [re, im] x cols, C)
+    planes = torch.matmul(bases.rows_forward, x.reshape(batch, rows, cols * channels))
+    planes = planes.reshape(batch, rows, 2 * cols, channels)
+    # over columns: (B, rows, [re, im] x half, C)
+    spectrum = torch.matmul(bases.cols_forward, planes).reshape(batch, rows, 2, half, channels)
+    # the filter, a complex product: (a + ib)(c + id) = [a, b] * [c, c] + [b, a] * [-d, d]
+    real, imag = weight[..., 0], weight[..., 1]  # (rows, half, C)
+    same = torch.stack((real, real), dim=1)  # (rows, 2, half, C)
+    swapped = torch.stack((-imag, imag), dim=1)
+    spectrum = spectrum * same + spectrum.flip(2) * swapped
+    # inverse over columns, then over rows keeping the real part
+    planes = torch.matmul(bases.cols_inverse, spectrum.reshape(batch, rows, 2 * half, channels))
+    planes = planes.reshape(batch, 2 * rows, cols * channels)
+    return torch.matmul(bases.rows_inverse, planes).reshape(batch, rows, cols, channels)
+
+
 class _PerSizeCache:
     """Remembers tensors derived from a parameter, per input size, until the parameter changes.
 
@@ -174,6 +315,16 @@ class GlobalFilter(nn.Module):
             lambda: torch.view_as_complex(resize_filter(self.complex_weight.float(), grid)),
         )
 
+    def filter_planes(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The filter for ``grid`` as real and imaginary planes (rows, cols//2+1, C, 2)."""
+        if tuple(grid) == self.grid:
+            return self.complex_weight.float()
+        return self._resized.get(
+            self.complex_weight,
+            ("planes", *grid),
+            lambda: resize_filter(self.complex_weight.float(), grid),
+        )
+
     def filter_channels_first(self, grid: tuple[int, int]) -> torch.Tensor:
         """The filter as (C, rows, cols//2+1), for FFTs over the last two axes (cached)."""
         return self._resized.get(
@@ -185,6 +336,8 @@ class GlobalFilter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, rows, cols, _ = x.shape
         dtype = x.dtype
+        if _FILTER_FORM == "matmul":
+            return self._forward_matmul(x).to(dtype)
         compute_dtype = _compute_dtype(x)
         if compute_dtype is not None:
             # PyTorch's CPU FFT transforms the last axes: hand it (B, C, H, W) memory ourselves
@@ -201,6 +354,14 @@ class GlobalFilter(nn.Module):
         spectrum = spectrum * self.filter_for((rows, cols))
         x = torch.fft.irfft2(spectrum, s=(rows, cols), dim=(1, 2), norm="ortho")
         return x.to(dtype)
+
+    def _forward_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        grid = (x.shape[1], x.shape[2])
+        bases = dft_bases(grid, x.device)
+        if _autocast_enabled(x.device.type):  # the transform stays fp32, as the FFT does
+            with torch.autocast(x.device.type, enabled=False):
+                return filter_by_matmul(x.float(), self.filter_planes(grid), bases)
+        return filter_by_matmul(x.float(), self.filter_planes(grid), bases)
 
     def extra_repr(self) -> str:
         return f"grid={self.grid}, dim={self.complex_weight.shape[2]}"

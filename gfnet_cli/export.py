@@ -1,0 +1,518 @@
+"""Exporting a GFNet for deployment: an ONNX file or a ``torch.export`` program (``.pt2``).
+
+The global filter's FFT is what keeps most GFNets from deploying: PyTorch's legacy ONNX
+exporter never supported ``rfft2``/``irfft2``, and runtimes implement ONNX's ``DFT`` late,
+partially or not at all. An export therefore carries the filter in one of two forms:
+
+- ``native``: the FFT as ONNX ``DFT`` operators (the dynamo exporter, via onnxscript), or as
+  ``aten`` FFT ops in a ``.pt2``;
+- ``matmul``: the same real 2-D DFT, filter product and inverse as products with DFT matrices
+  (``filter_form("matmul")`` in :mod:`gfnet_cli.models.layers`), which every runtime runs.
+
+``fft="auto"`` exports the native form, runs it (onnxruntime, or ``torch.export.load``)
+against PyTorch, and falls back to the matmul form when the installed runtime cannot load it
+or gets it wrong. Every file is checked the same way before it is renamed into place, so a
+failed export leaves nothing behind; the check's largest logit difference is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gfnet_cli import __version__
+from gfnet_cli.engine.inference import ProgressCallback
+from gfnet_cli.errors import (
+    ConfigError,
+    GFNetError,
+    MissingDependencyError,
+    UsageError,
+    first_line,
+)
+from gfnet_cli.hub import load_model
+from gfnet_cli.models.config import to_pair
+from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.layers import filter_form, fused_inference
+from gfnet_cli.onnx_model import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    PT2_EXTRA_FILE,
+    OnnxModel,
+    export_metadata,
+    import_onnxruntime,
+    is_onnx_file,
+    max_abs_diff,
+    metadata_props,
+)
+from gfnet_cli.serialization import publish_file
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "pt2")
+FFT_CHOICES = ("auto", "native", "matmul")
+SUFFIXES = {".onnx": "onnx", ".pt2": "pt2"}
+MIN_OPSET = 18  # the dynamo exporter's lowest; it silently writes 18 when asked for less
+MAX_DYNAMIC_BATCH = 4096
+# A check input per batch size: the dynamic graph is run at two sizes, neither the traced one.
+DYNAMIC_CHECK_BATCHES = (1, 3)
+TRACE_BATCH = 2
+# How far a runtime's logits may stray from PyTorch's before a form is rejected, relative to
+# the largest logit (at least 1). fp32 round-off is ~1e-6 of it; a wrong DFT is ~1e-1.
+CHECK_TOLERANCE = 1e-3
+
+
+@dataclass
+class ExportResult:
+    """What ``export_model`` wrote, and how closely the file reproduces PyTorch."""
+
+    output: Path
+    format: str
+    fft: str  # the filter's form in the file: native | matmul
+    img_size: tuple[int, int]
+    max_abs_diff: float  # largest |logit difference| between the file and PyTorch
+    batch_size: int | None  # None: dynamic
+    opset: int | None  # ONNX opset (None for .pt2)
+    checked_batch_sizes: tuple[int, ...] = ()
+    native_rejected: str | None = None  # why ``auto`` did not keep the native form
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``export --json`` document of docs/cli.md (plus batch size and opset)."""
+        return {
+            "output": str(self.output),
+            "format": self.format,
+            "fft": self.fft,
+            "img_size": list(self.img_size),
+            "max_abs_diff": self.max_abs_diff,
+            "batch_size": self.batch_size,
+            "opset": self.opset,
+        }
+
+
+class ExportCheckError(GFNetError):
+    """An exported file could not be run, or disagrees with PyTorch."""
+
+
+def export_model(
+    model: str | Path | GFNet,
+    output: str | Path,
+    *,
+    format: str | None = None,  # named like the --format flag
+    img_size: int | tuple[int, int] | None = None,
+    batch_size: int | None = None,
+    dynamic_batch: bool | None = None,
+    opset: int | None = None,
+    fft: str = "auto",
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> ExportResult:
+    """Export MODEL (or a loaded :class:`GFNet`) to ``output``, checked against PyTorch.
+
+    ``format``: ``onnx`` or ``pt2`` (default: from ``output``'s suffix, else ``onnx``).
+    ``img_size``: the input size built into the file (``N`` or ``(H, W)``; default: the
+    model's), weights resized as ``load_model(img_size=)`` does. The batch dimension is
+    dynamic unless ``batch_size`` fixes it. ``opset``: the ONNX opset (default: the
+    exporter's). ``fft``: ``auto``, ``native`` or ``matmul`` (module docstring). The file is
+    written under a temporary name, checked, and renamed into place; an existing ``output``
+    is replaced only with ``overwrite``. ``progress(done, total)`` counts the steps.
+    """
+    output = Path(output).expanduser()
+    file_format = _check_format(format, output)
+    _check_choice("fft", fft, FFT_CHOICES)
+    fixed_batch = _check_batch(batch_size, dynamic_batch)
+    opset = _check_opset(opset, file_format)
+    _check_output(output, overwrite)
+    if file_format == "onnx":
+        _require_onnx_exporter()
+    forms = ["native", "matmul"] if fft == "auto" else [fft]
+    steps = _Steps(progress, total=1 + 2 * len(forms))
+    net = _model_to_export(model, img_size)
+    steps.done()
+    job = _Job(net, file_format, output, _check_inputs(net, fixed_batch), fixed_batch, opset)
+    missing = [p for p in (output.parent, *output.parent.parents) if not p.exists()]
+    try:
+        return _write_first_that_checks(job, forms, fft, overwrite, steps)
+    except BaseException:
+        for folder in missing:  # folders made for OUT go too: nothing is left behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+@dataclass
+class _Job:
+    """What every attempt at writing the file shares."""
+
+    net: GFNet
+    file_format: str
+    output: Path
+    checks: list[tuple[torch.Tensor, torch.Tensor]]  # (images, PyTorch's logits)
+    fixed_batch: int | None
+    opset: int | None
+
+
+def _write_first_that_checks(
+    job: _Job, forms: list[str], fft: str, overwrite: bool, steps: _Steps
+) -> ExportResult:
+    """Write each form in turn until one passes its check (``auto``: native, then matmul)."""
+    rejected: str | None = None
+    for form in forms:
+        try:
+            staged, diff, opset_written = _write_checked(job, form, steps)
+        except ExportCheckError as exc:
+            if form != "native" or fft != "auto":
+                raise
+            rejected = str(exc)
+            logger.warning("native FFT export rejected (%s); exporting the matmul form", exc)
+            continue
+        _publish(staged, job.output, overwrite)
+        steps.finish()
+        return ExportResult(
+            output=job.output,
+            format=job.file_format,
+            fft=form,
+            img_size=job.net.config.image_size,
+            max_abs_diff=diff,
+            batch_size=job.fixed_batch,
+            opset=opset_written,
+            checked_batch_sizes=tuple(len(x) for x, _ in job.checks),
+            native_rejected=rejected,
+            metadata=export_metadata(job.net.config, fft=form, batch_size=job.fixed_batch),
+        )
+    raise AssertionError("unreachable: the last form raises")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------- arguments
+def _check_choice(param: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UsageError(
+            f"unknown {param} {value!r}: expected one of {', '.join(choices)}", param=param
+        )
+
+
+def _check_format(file_format: str | None, output: Path) -> str:
+    """The format asked for, or the one ``output``'s suffix names (ONNX by default)."""
+    implied = SUFFIXES.get(output.suffix.lower())
+    if file_format is None:
+        return implied or "onnx"
+    file_format = str(file_format).lower()
+    _check_choice("format", file_format, FORMATS)
+    if implied is not None and implied != file_format:
+        raise UsageError(
+            f"format {file_format} does not suit {output.name}, a .{implied} name: "
+            f"name the file .{file_format}",
+            param="format",
+        )
+    return file_format
+
+
+def _check_batch(batch_size: int | None, dynamic_batch: bool | None) -> int | None:
+    """The fixed batch size, or ``None`` for a dynamic batch dimension (the default)."""
+    if batch_size is not None and dynamic_batch:
+        raise UsageError(
+            "batch_size fixes the batch dimension, dynamic_batch leaves it free: pass one",
+            param=("batch_size", "dynamic_batch"),
+        )
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"batch_size must be at least 1, got {batch_size}", param="batch_size")
+    if batch_size is None and dynamic_batch is False:
+        return 1
+    return batch_size
+
+
+def _check_opset(opset: int | None, file_format: str) -> int | None:
+    if opset is None:
+        return None
+    if file_format != "onnx":
+        raise UsageError(f"opset applies to ONNX files, not {file_format}", param="opset")
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise UsageError(
+            f"opset must be from {MIN_OPSET} to {newest} (this onnx), got {opset}",
+            param="opset",
+        )
+    return opset
+
+
+def _check_output(output: Path, overwrite: bool) -> None:
+    if output.is_dir():
+        raise UsageError(f"{output} is a folder: name the file to write", param="output")
+    if output.exists() and not overwrite:
+        raise UsageError(
+            f"{output} already exists: choose another name or pass overwrite",
+            param=("output", "overwrite"),
+        )
+
+
+def _require_onnx_exporter() -> None:
+    """onnx and onnxscript (the dynamo exporter) and onnxruntime (the check), or exit 2."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError("exporting to ONNX", "export") from None
+    import_onnxruntime("exporting to ONNX")
+
+
+# ---------------------------------------------------------------------------- the model
+def _model_to_export(
+    model: str | Path | GFNet | OnnxModel, img_size: int | tuple[int, int] | None
+) -> GFNet:
+    """A private copy in eval mode on the CPU, native at ``img_size``, without gradients.
+
+    Native means the resized filters and position embedding are the weights: nothing is
+    resized inside the exported graph.
+    """
+    if isinstance(model, GFNet):
+        net = copy.deepcopy(model).cpu()
+    elif is_onnx_file(model) or isinstance(model, OnnxModel):
+        raise UsageError(
+            f"{model} is an exported file already: export from its MODEL folder", param="model"
+        )
+    else:
+        net = load_model(str(model), device="cpu")
+    net.eval()
+    net.requires_grad_(False)
+    if img_size is not None:
+        size = to_pair(img_size)
+        try:
+            net.config.check_image_size(size)
+        except ConfigError as exc:
+            raise ConfigError(str(exc), param="img_size") from None
+        if size != net.config.image_size:
+            net.set_image_size(size)
+            net.requires_grad_(False)
+    return net
+
+
+def _check_inputs(net: GFNet, fixed_batch: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Deterministic inputs (normalized images look standard normal) and PyTorch's logits.
+
+    The reference is the model as it runs eagerly (FFT form, the fast CPU path included).
+    """
+    generator = torch.Generator().manual_seed(0)
+    sizes = (fixed_batch,) if fixed_batch is not None else DYNAMIC_CHECK_BATCHES
+    checks = []
+    with torch.inference_mode():
+        for size in sizes:
+            images = torch.randn(
+                size, net.config.in_chans, *net.config.image_size, generator=generator
+            )
+            checks.append((images, net(images).float()))
+    return checks
+
+
+# ---------------------------------------------------------------------------- writing
+class _Steps:
+    def __init__(self, progress: ProgressCallback | None, total: int) -> None:
+        self.progress, self.total, self.count = progress, total, 0
+
+    def done(self) -> None:
+        self.count += 1
+        if self.progress is not None:
+            self.progress(min(self.count, self.total), self.total)
+
+    def finish(self) -> None:
+        """All done (``auto`` keeping the native form skips the fallback's steps)."""
+        if self.progress is not None and self.count < self.total:
+            self.progress(self.total, self.total)
+
+
+def _write_checked(job: _Job, form: str, steps: _Steps) -> tuple[Path, float, int | None]:
+    """Write ``form`` to a temporary file beside ``output`` and check it against PyTorch.
+
+    Returns the file, the largest logit difference and the opset written; the file is
+    removed when anything fails.
+    """
+    net, output = job.net, job.output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # hidden, and ending in the format's suffix (torch.export.save insists on .pt2)
+    handle, name = tempfile.mkstemp(
+        prefix=f".{output.name}.", suffix=f".partial.{job.file_format}", dir=output.parent
+    )
+    os.close(handle)
+    staged = Path(name)
+    metadata = export_metadata(net.config, fft=form, batch_size=job.fixed_batch)
+    try:
+        if job.file_format == "onnx":
+            opset_written = _write_onnx(net, form, staged, metadata, job.fixed_batch, job.opset)
+            steps.done()
+            diff = _check_onnx(staged, job.checks)
+        else:
+            opset_written = None
+            _write_pt2(net, form, staged, metadata, job.fixed_batch)
+            steps.done()
+            diff = _check_pt2(staged, job.checks)
+        steps.done()
+        largest = max(float(ref.abs().max()) for _, ref in job.checks)
+        tolerance = CHECK_TOLERANCE * max(1.0, largest)
+        if not diff <= tolerance:
+            raise ExportCheckError(
+                f"the {form} export's logits differ from PyTorch's by {diff:.3g} "
+                f"(tolerance {tolerance:.3g})"
+            )
+        return staged, diff, opset_written
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+
+
+def _trace_input(net: GFNet, fixed_batch: int | None) -> torch.Tensor:
+    batch = fixed_batch if fixed_batch is not None else TRACE_BATCH
+    return torch.zeros(batch, net.config.in_chans, *net.config.image_size)
+
+
+def _dynamic_shapes(fixed_batch: int | None) -> tuple[dict[int, Any]] | None:
+    if fixed_batch is not None:
+        return None
+    return ({0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)},)
+
+
+@contextlib.contextmanager
+def _traceable(net: GFNet, form: str, example: torch.Tensor) -> Iterator[None]:
+    """The plain graph of ``form``: fused CPU kernels off, the filter in ``form``, and the
+    exporters' chatter (warnings, logs, prints) kept off stdout and stderr."""
+    layer_form = "fft" if form == "native" else "matmul"
+    noisy = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript")]
+    levels = [log.level for log in noisy]
+    chatter = io.StringIO()
+    with fused_inference(False), filter_form(layer_form), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if layer_form == "matmul":
+            with torch.inference_mode():
+                net(example)  # DFT tables built eagerly: the trace embeds them as constants
+        for log in noisy:
+            log.setLevel(logging.ERROR)
+        try:
+            with contextlib.redirect_stdout(chatter):
+                yield
+        finally:
+            for log, level in zip(noisy, levels, strict=True):
+                log.setLevel(level)
+            if chatter.getvalue().strip():
+                logger.debug("exporter output:\n%s", chatter.getvalue())
+
+
+def _write_onnx(
+    net: GFNet,
+    form: str,
+    path: Path,
+    metadata: dict[str, Any],
+    fixed_batch: int | None,
+    opset: int | None,
+) -> int:
+    import onnx
+
+    example = _trace_input(net, fixed_batch)
+    try:
+        with _traceable(net, form, example):
+            program = torch.onnx.export(
+                net,
+                (example,),
+                dynamo=True,
+                dynamic_shapes=_dynamic_shapes(fixed_batch),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=opset,
+                verbose=False,
+            )
+            proto = program.model_proto
+    except Exception as exc:  # the exporter's many error types: one line, keep going
+        raise ExportCheckError(f"torch.onnx cannot export the {form} form: {_line(exc)}") from exc
+    for key, value in metadata_props(metadata).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = (
+        f"GFNet ({net.config.describe()}); global filter: {form}. Written by gfnet export."
+    )
+    proto.producer_name, proto.producer_version = "gfnet-cli", __version__
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        raise ExportCheckError(f"onnx.checker rejects the {form} form: {_line(exc)}") from exc
+    onnx.save_model(proto, str(path))
+    return next(entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx"))
+
+
+def _check_onnx(path: Path, checks: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Run the file in onnxruntime on the CPU; the largest difference from PyTorch."""
+    ort = import_onnxruntime("exporting to ONNX")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        diffs = [
+            max_abs_diff(ref, session.run(None, {INPUT_NAME: images.numpy()})[0])
+            for images, ref in checks
+        ]
+    except Exception as exc:  # onnxruntime's own exception types
+        raise ExportCheckError(
+            f"onnxruntime {ort.__version__} cannot run it: {_line(exc)}"
+        ) from exc
+    return max(diffs)
+
+
+def _write_pt2(
+    net: GFNet, form: str, path: Path, metadata: dict[str, Any], fixed_batch: int | None
+) -> None:
+    example = _trace_input(net, fixed_batch)
+    try:
+        with _traceable(net, form, example):
+            program = torch.export.export(
+                net, (example,), dynamic_shapes=_dynamic_shapes(fixed_batch)
+            )
+    except Exception as exc:
+        raise ExportCheckError(f"torch.export cannot export the {form} form: {_line(exc)}") from exc
+    torch.export.save(program, str(path), extra_files={PT2_EXTRA_FILE: json.dumps(metadata)})
+
+
+def _check_pt2(path: Path, checks: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Reload the program with ``torch.export.load`` and run it: the largest difference."""
+    try:
+        module = torch.export.load(str(path)).module()
+        with torch.inference_mode():
+            return max(max_abs_diff(ref, module(images)) for images, ref in checks)
+    except Exception as exc:
+        raise ExportCheckError(
+            f"the saved program cannot be reloaded and run: {_line(exc)}"
+        ) from exc
+
+
+def _publish(staged: Path, output: Path, overwrite: bool) -> None:
+    """Rename the checked file into place (an existing one only with ``overwrite``)."""
+    try:
+        if output.exists() and not overwrite:  # appeared while exporting
+            raise UsageError(
+                f"{output} already exists: choose another name or pass overwrite",
+                param=("output", "overwrite"),
+            )
+        publish_file(staged, output)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def _line(exc: BaseException) -> str:
+    """The informative line of an exporter's or runtime's long message.
+
+    torch.onnx wraps the cause in advice; its "Exception summary" names the cause.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if "## Exception summary" in lines[:-1]:
+        return lines[lines.index("## Exception summary") + 1][:300]
+    return first_line(exc)
