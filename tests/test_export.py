@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -287,6 +288,38 @@ def test_auto_falls_back_to_matmul_where_the_runtime_fails(tmp_path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx"]  # no partial files
 
 
+class _SlowSession(onnxruntime.InferenceSession):
+    """onnxruntime where the files with DFT ops (or, with ``slow_dft`` off, those without)
+    run slowly: what ``auto`` must notice."""
+
+    slow_dft = True
+
+    def __init__(self, path, *args, **kwargs):
+        has_dft = any(n.op_type == "DFT" for n in onnx.load(str(path)).graph.node)
+        self.slow = has_dft == self.slow_dft
+        super().__init__(path, *args, **kwargs)
+
+    def run(self, *args, **kwargs):
+        if self.slow:
+            time.sleep(0.05)
+        return super().run(*args, **kwargs)
+
+
+@pytest.mark.parametrize("slow_dft", [True, False], ids=["slow-dft", "slow-matmul"])
+def test_auto_keeps_the_faster_correct_onnx_form(tmp_path, monkeypatch, slow_dft):
+    monkeypatch.setattr(_SlowSession, "slow_dft", slow_dft)
+    monkeypatch.setattr(onnxruntime, "InferenceSession", _SlowSession)
+    result = export_model(_model(FLAT), tmp_path / "a.onnx")
+    faster = "matmul" if slow_dft else "native"
+    assert result.fft == faster and set(result.timings_ms) == {"native", "matmul"}
+    slower = "native" if slow_dft else "matmul"
+    assert result.timings_ms[slower] > result.timings_ms[faster] + 40
+    assert ("ms per batch" in (result.native_rejected or "")) == slow_dft
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx"]  # the other form is gone
+    session = onnxruntime.InferenceSession(str(tmp_path / "a.onnx"))
+    assert session.get_modelmeta().custom_metadata_map["fft"] == faster
+
+
 def test_native_that_the_runtime_gets_wrong_fails_and_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(onnxruntime, "InferenceSession", _WrongDFTSession)
     with pytest.raises(ExportCheckError, match="differ from PyTorch's by 0.5"):
@@ -325,8 +358,10 @@ def folder_and_file(tmp_path_factory):
     root = tmp_path_factory.mktemp("as_model")
     folder = save_model(_model(PYRAMID, seed=3), root / "tiny")
     result = export_model(str(folder), root / "tiny.onnx")
-    # onnxruntime runs the DFT ops correctly, so `auto` keeps the native form
-    assert result.fft == "native" and result.native_rejected is None
+    # both forms are correct in onnxruntime: `auto` kept the faster one and says so
+    assert set(result.timings_ms) == {"native", "matmul"}
+    assert result.fft == min(result.timings_ms, key=result.timings_ms.get)
+    assert (result.native_rejected is None) == (result.fft == "native")
     return folder, root / "tiny.onnx"
 
 

@@ -56,7 +56,7 @@ def export_command(
         "auto",
         "--fft",
         help="The global filter's form: native (ONNX DFT ops), matmul (DFT as matrix "
-        "products: any runtime) or auto (native where onnxruntime runs it correctly).",
+        "products: any runtime) or auto (the faster form onnxruntime runs correctly).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
     as_json: JsonOption = False,
