@@ -28,13 +28,7 @@ from gfnet_cli.device import check_precision, inference, resolve_device
 from gfnet_cli.engine.inference import ProgressCallback, check_at_least, prepare_model
 from gfnet_cli.errors import UsageError
 from gfnet_cli.models.gfnet import GFNet
-from gfnet_cli.predict import (
-    ImageInput,
-    ImagePrediction,
-    expand_images,
-    input_name,
-    read_images,
-)
+from gfnet_cli.predict import ImageInput, expand_images, image_batches
 from gfnet_cli.serialization import publish_file, save_weights
 
 logger = logging.getLogger(__name__)
@@ -111,18 +105,13 @@ def embed(
     rows: list[torch.Tensor] = []
     names: list[str] = []
     errors: list[dict[str, str]] = []
-    for start in range(0, len(inputs), batch_size):
-        chunk = inputs[start : start + batch_size]
-        entries = [
-            ImagePrediction(image=input_name(item, start + i)) for i, item in enumerate(chunk)
-        ]
-        tensors, ready = read_images(chunk, entries, transform)
-        if tensors:
-            rows.append(_embed_batch(net, torch.stack(tensors).to(torch_device), precision))
-            names.extend(entry.image for entry in ready)
-        errors.extend(entry.to_dict() for entry in entries if not entry.ok)
+    for batch in image_batches(inputs, batch_size, transform):
+        if batch.images is not None:
+            rows.append(_embed_batch(net, batch.images.to(torch_device), precision))
+            names.extend(entry.image for entry in batch.ready)
+        errors.extend(entry.to_dict() for entry in batch.entries if not entry.ok)
         if progress is not None:
-            progress(start + len(chunk), len(inputs))
+            progress(batch.end, len(inputs))
 
     embeddings = torch.cat(rows) if rows else torch.zeros(0, net.num_features)
     result = EmbeddingResult(_model_name(model), names, embeddings, errors)

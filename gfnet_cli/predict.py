@@ -7,7 +7,7 @@ still predicted, so one bad file never costs a user the rest of a folder.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,39 +79,49 @@ def predict(
     k = min(top_k, net.num_classes)
 
     results: list[ImagePrediction] = []
+    for batch in image_batches(inputs, batch_size, transform):
+        if batch.images is not None:
+            with inference(torch_device, precision):
+                logits = net(batch.images.to(torch_device))
+            _fill_top_k(batch.ready, logits, k, net.config.labels)
+        results.extend(batch.entries)
+    return results
+
+
+@dataclass
+class ImageBatch:
+    """One batch of inputs: an entry for each, the readable ones stacked in ``images``."""
+
+    entries: list[ImagePrediction]  # every input, in order; unreadable ones carry ``error``
+    ready: list[ImagePrediction]  # the entries of the rows of ``images``
+    images: torch.Tensor | None  # None when no input of the batch could be read
+    end: int  # how many inputs the batches so far cover
+
+
+def image_batches(
+    inputs: Sequence[ImageInput],
+    batch_size: int,
+    transform: Callable[[Image.Image], torch.Tensor],
+) -> Iterator[ImageBatch]:
+    """Open and transform ``inputs`` in batches; an unreadable one gets an ``error`` entry.
+
+    Shared with ``embed``: the same inputs, the same error entries.
+    """
     for start in range(0, len(inputs), batch_size):
         chunk = inputs[start : start + batch_size]
         entries = [
             ImagePrediction(image=input_name(item, start + i)) for i, item in enumerate(chunk)
         ]
-        tensors, ready = read_images(chunk, entries, transform)
-        if tensors:
-            batch = torch.stack(tensors).to(torch_device)
-            with inference(torch_device, precision):
-                logits = net(batch)
-            _fill_top_k(ready, logits, k, net.config.labels)
-        results.extend(entries)
-    return results
-
-
-def read_images(
-    chunk: Sequence[ImageInput],
-    entries: Sequence[ImagePrediction],
-    transform: Callable[[Image.Image], torch.Tensor],
-) -> tuple[list[torch.Tensor], list[ImagePrediction]]:
-    """Open and transform each input; an unreadable one gets its entry's ``error`` instead.
-
-    Shared with ``embed``: the same inputs, the same error entries.
-    """
-    tensors, ready = [], []
-    for item, entry in zip(chunk, entries, strict=True):
-        try:
-            tensors.append(transform(_open(item)))
-            ready.append(entry)
-        except ImageReadError as exc:
-            entry.error = exc.reason
-            logger.debug("cannot read %s: %s", entry.image, exc.reason)
-    return tensors, ready
+        tensors, ready = [], []
+        for item, entry in zip(chunk, entries, strict=True):
+            try:
+                tensors.append(transform(_open(item)))
+                ready.append(entry)
+            except ImageReadError as exc:
+                entry.error = exc.reason
+                logger.debug("cannot read %s: %s", entry.image, exc.reason)
+        images = torch.stack(tensors) if tensors else None
+        yield ImageBatch(entries, ready, images, start + len(chunk))
 
 
 def _fill_top_k(
