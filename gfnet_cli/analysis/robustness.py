@@ -62,7 +62,7 @@ from gfnet_cli.data.datasets import (
 )
 from gfnet_cli.data.transforms import pixel_transform
 from gfnet_cli.device import check_precision, resolve_device
-from gfnet_cli.engine.evaluate import LabelMismatchError, match_labels
+from gfnet_cli.engine.evaluate import LabelMismatchError, match_labels, require_labels
 from gfnet_cli.engine.inference import ProgressCallback, check_at_least, prepare_model
 from gfnet_cli.errors import GFNetError, UsageError
 from gfnet_cli.labels import imagenet_class_names
@@ -326,12 +326,7 @@ def _load(
 
 
 def _require_labels(data: ImageDataset) -> None:
-    if data.label_column is None:
-        raise DatasetError(
-            f"{data.name} ({data.split}) has no label column to measure accuracy against; "
-            "pass label_column",
-            param="label_column",
-        )
+    require_labels(data)
     if data.streaming:
         raise DatasetError(
             "robustness reads a dataset several times: load it without streaming",

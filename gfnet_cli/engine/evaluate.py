@@ -143,7 +143,7 @@ def evaluate(
             streaming=streaming,
         )
     )
-    _require_labels(data)
+    require_labels(data)
     net = prepare_model(model, img_size, torch_device, precision, allow_onnx=True)
     label_map, mapping = match_labels(data, net, label_order)
     transform = eval_transform(net.config, img_size)
@@ -195,10 +195,11 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------------- loading
-def _require_labels(data: ImageDataset) -> None:
+def require_labels(data: ImageDataset) -> None:
+    """Refuse a split without labels, before any model is loaded (shared with robustness)."""
     if data.label_column is None:
         raise DatasetError(
-            f"{data.name} ({data.split}) has no label column to evaluate against; "
+            f"{data.name} ({data.split}) has no label column to measure accuracy against; "
             "pass label_column",
             param="label_column",
         )
