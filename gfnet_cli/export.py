@@ -209,10 +209,10 @@ def _write_first_that_checks(
         keep = min(written, key=lambda item: timings.get(item.form, 0.0))
         if keep.form != "native" and rejected is None and timings:
             rejected = (
-                f"{timings['native']:.0f} ms per batch in onnxruntime against "
-                f"{timings['matmul']:.0f} ms for matmul"
+                f"slower: {timings['native']:.3g} ms per batch in onnxruntime against "
+                f"{timings['matmul']:.3g} ms for matmul"
             )
-            logger.info("keeping the matmul form: native runs slower here (%s)", rejected)
+            logger.info("keeping the matmul form: native is %s", rejected)
         _publish(keep.staged, job.output, overwrite)
     finally:
         for item in written:
