@@ -29,7 +29,7 @@ from gfnet_cli.engine.inference import ProgressCallback, check_at_least, prepare
 from gfnet_cli.errors import UsageError
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.predict import ImageInput, expand_images, image_batches
-from gfnet_cli.serialization import publish_file, save_weights
+from gfnet_cli.serialization import check_output_file, publish_file, save_weights
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,9 @@ def embed(
     is called after each batch.
     """
     check_at_least("batch_size", batch_size, 1)
-    target = check_output(output, overwrite)
+    target = check_output_file(
+        output, overwrite=overwrite, suffixes=tuple(FORMATS), parent_must_exist=False
+    )
     inputs = expand_images(images)
     if not inputs:
         raise UsageError("no images given", param="images")
@@ -129,25 +131,6 @@ def _embed_batch(net: GFNet, batch: torch.Tensor, precision: str) -> torch.Tenso
     if vectors.dim() == 4:  # a model built with global_pool="": pool here
         vectors = vectors.mean(dim=(2, 3))
     return vectors.float().cpu()
-
-
-def check_output(output: str | Path | None, overwrite: bool) -> Path | None:
-    """Refuse an output before any work: unknown suffix, a folder, or an existing file."""
-    if output is None:
-        return None
-    path = Path(output).expanduser()
-    if path.suffix.lower() not in FORMATS:
-        raise UsageError(
-            f"output {path} must end in .safetensors or .parquet (the format is chosen by it)",
-            param="output",
-        )
-    if path.is_dir():
-        raise UsageError(f"output {path} is a folder, not a file", param="output")
-    if path.exists() and not overwrite:
-        raise UsageError(
-            f"output {path} exists: pass overwrite to replace it", param=("output", "overwrite")
-        )
-    return path
 
 
 def write_embeddings(

@@ -61,7 +61,7 @@ from gfnet_cli.onnx_model import (
     max_abs_diff,
     metadata_props,
 )
-from gfnet_cli.serialization import publish_file
+from gfnet_cli.serialization import check_output_file, publish_file
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def export_model(
     _check_choice("fft", fft, FFT_CHOICES)
     fixed_batch = _check_batch(batch_size, dynamic_batch)
     opset = _check_opset(opset, file_format)
-    _check_output(output, overwrite)
+    check_output_file(output, overwrite=overwrite, parent_must_exist=False)
     if file_format == "onnx":
         _require_onnx_exporter()
     forms = ["native", "matmul"] if fft == "auto" else [fft]
@@ -306,16 +306,6 @@ def _check_opset(opset: int | None, file_format: str) -> int | None:
             param="opset",
         )
     return opset
-
-
-def _check_output(output: Path, overwrite: bool) -> None:
-    if output.is_dir():
-        raise UsageError(f"{output} is a folder: name the file to write", param="output")
-    if output.exists() and not overwrite:
-        raise UsageError(
-            f"{output} already exists: choose another name or pass overwrite",
-            param=("output", "overwrite"),
-        )
 
 
 def _require_onnx_exporter() -> None:

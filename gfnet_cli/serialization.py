@@ -61,6 +61,39 @@ def write_text_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def check_output_file(
+    path: str | Path | None,
+    param: str = "output",
+    *,
+    overwrite: bool,
+    suffixes: tuple[str, ...] = (),
+    parent_must_exist: bool = True,
+) -> Path | None:
+    """``path`` as a Path once it may be written, checked before any work is done.
+
+    Refused: a suffix outside ``suffixes`` (when given), a folder, a missing parent folder
+    (unless the writer makes it), and an existing file unless ``overwrite``: a result is
+    never lost to a repeated command. ``None`` passes through (nothing to write).
+    """
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise UsageError(
+            f"{param} must end in {' or '.join(suffixes)}, got {str(path)!r}", param=param
+        )
+    if path.is_dir():
+        raise UsageError(f"{param} {path} is a folder: name the file to write", param=param)
+    if parent_must_exist and not path.parent.is_dir():
+        raise UsageError(f"{param} {path}: folder {path.parent} does not exist", param=param)
+    if path.exists() and not overwrite:
+        raise UsageError(
+            f"{param} {path} already exists: choose another name or pass overwrite",
+            param=(param, "overwrite"),
+        )
+    return path
+
+
 def save_weights(
     state_dict: dict[str, torch.Tensor], path: Path, metadata: dict | None = None
 ) -> None:

@@ -110,7 +110,7 @@ def test_safetensors_and_parquet_files(tiny_model, images, tmp_path):
 def test_existing_output_needs_overwrite_and_is_kept_otherwise(tiny_model, images, tmp_path):
     out = tmp_path / "emb.safetensors"
     out.write_bytes(b"precious")
-    with pytest.raises(UsageError, match="exists: pass overwrite") as info:
+    with pytest.raises(UsageError, match="already exists: choose another name") as info:
         embed(images, str(tiny_model), output=out, device="cpu")
     assert info.value.params == ("output", "overwrite")
     assert out.read_bytes() == b"precious"
@@ -135,7 +135,7 @@ def test_cli_writes_the_file_and_reports_failures_after_everything(run_cli, tiny
     assert read_embeddings(out)[0].shape == (5, 16)
 
     again = run_cli("embed", images / "a.png", "-m", tiny_model, "-o", out)
-    assert_one_line_error(again, 2, "exists: pass --overwrite to replace it")
+    assert_one_line_error(again, 2, "already exists: choose another name or pass --overwrite")
     assert "--output" in again.stderr
     replaced = run_cli("embed", images / "a.png", "-m", tiny_model, "-o", out, "--overwrite")
     assert replaced.exit_code == 0, replaced.stderr
@@ -147,7 +147,7 @@ def test_cli_refuses_bad_outputs_and_writes_nothing_when_nothing_is_readable(
     run_cli, tiny_model, images, tmp_path
 ):
     result = run_cli("embed", images, "-m", tiny_model, "-o", tmp_path / "emb.npy")
-    assert_one_line_error(result, 2, "must end in .safetensors or .parquet")
+    assert_one_line_error(result, 2, "--output must end in .safetensors or .parquet")
     result = run_cli("embed", images, "-m", tiny_model, "-o", tmp_path)
     assert_one_line_error(result, 2)
     out = tmp_path / "none.safetensors"

@@ -36,11 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from gfnet_cli.analysis.outputs import check_output, require_matplotlib
+from gfnet_cli.analysis.outputs import require_matplotlib
 from gfnet_cli.engine.inference import check_at_least, prepare_model
 from gfnet_cli.errors import UsageError
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.models.layers import GlobalFilter
+from gfnet_cli.serialization import check_output_file
 
 logger = logging.getLogger(__name__)
 
@@ -183,8 +184,8 @@ def filters(
     check_at_least("channels", channels, 1)
     if scale not in SCALES:
         raise UsageError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}", param="scale")
-    output_path = check_output(output, "output", overwrite=overwrite, suffixes=(".png",))
-    data_path = check_output(data, "data", overwrite=overwrite, suffixes=(".safetensors",))
+    output_path = check_output_file(output, "output", overwrite=overwrite, suffixes=(".png",))
+    data_path = check_output_file(data, "data", overwrite=overwrite, suffixes=(".safetensors",))
     if output_path is not None and data_path is not None and output_path == data_path:
         raise UsageError("output and data name the same file", param=("data", "output"))
     if output_path is not None:

@@ -51,7 +51,7 @@ from gfnet_cli.analysis.corruptions import (
     corrupt_severities,
     parse_corruptions,
 )
-from gfnet_cli.analysis.outputs import check_output, require_matplotlib
+from gfnet_cli.analysis.outputs import require_matplotlib
 from gfnet_cli.data.datasets import (
     Batch,
     DatasetError,
@@ -67,7 +67,7 @@ from gfnet_cli.engine.inference import ProgressCallback, check_at_least, prepare
 from gfnet_cli.errors import GFNetError, UsageError
 from gfnet_cli.labels import imagenet_class_names
 from gfnet_cli.models.gfnet import GFNet
-from gfnet_cli.serialization import write_text_atomic
+from gfnet_cli.serialization import check_output_file, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -205,8 +205,8 @@ def robustness(
     check_at_least("batch_size", batch_size, 1)
     check_at_least("max_samples", max_samples, 1)
     check_at_least("num_workers", num_workers, 0)
-    output_path = check_output(output, "output", overwrite=overwrite, suffixes=(".json",))
-    plot_path = check_output(plot, "plot", overwrite=overwrite, suffixes=(".png",))
+    output_path = check_output_file(output, "output", overwrite=overwrite, suffixes=(".json",))
+    plot_path = check_output_file(plot, "plot", overwrite=overwrite, suffixes=(".png",))
     if plot_path is not None:
         require_matplotlib("plotting the robustness curves (plot)")
     if frost_textures is not None and not Path(frost_textures).is_dir():
