@@ -137,11 +137,11 @@ def export_model(
     is replaced only with ``overwrite``. ``progress(done, total)`` counts the steps.
     """
     output = Path(output).expanduser()
+    check_output_file(output, overwrite=overwrite, parent_must_exist=False)
     file_format = _check_format(format, output)
     _check_choice("fft", fft, FFT_CHOICES)
     fixed_batch = _check_batch(batch_size, dynamic_batch)
     opset = _check_opset(opset, file_format)
-    check_output_file(output, overwrite=overwrite, parent_must_exist=False)
     if file_format == "onnx":
         _require_onnx_exporter()
     forms = ["native", "matmul"] if fft == "auto" else [fft]
@@ -263,10 +263,16 @@ def _check_choice(param: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def _check_format(file_format: str | None, output: Path) -> str:
-    """The format asked for, or the one ``output``'s suffix names (ONNX by default)."""
+    """The format asked for, or the one ``output``'s suffix names (.onnx or .pt2)."""
     implied = SUFFIXES.get(output.suffix.lower())
     if file_format is None:
-        return implied or "onnx"
+        if implied is None:
+            raise UsageError(
+                f"output {output.name!r} names no format: end it in .onnx or .pt2, or pass "
+                "format",
+                param=("output", "format"),
+            )
+        return implied
     file_format = str(file_format).lower()
     _check_choice("format", file_format, FORMATS)
     if implied is not None and implied != file_format:

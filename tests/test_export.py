@@ -541,6 +541,8 @@ def test_bad_models_and_outputs_exit_2(folder_and_file, tmp_path, run_cli):
     )
     assert existing.read_bytes() == b"keep me"
     assert_one_line_error(run_cli("export", folder, tmp_path), 2, "is a folder")
+    no_format = run_cli("export", folder, tmp_path / "m.txt")
+    assert_one_line_error(no_format, 2, "end it in .onnx or .pt2, or pass --format")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.onnx", "photos"]
 
 
