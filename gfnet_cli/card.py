@@ -37,6 +37,7 @@ def model_card(
     config: GFNetConfig,
     *,
     source: str | None = None,
+    source_sha256: str | None = None,
     used_ema: bool = False,
     num_params: int | None = None,
     repo_id: str | None = None,
@@ -66,6 +67,7 @@ def model_card(
         title,
         config,
         source=source,
+        source_sha256=source_sha256,
         used_ema=used_ema,
         num_params=num_params,
         reference=repo_id or _zoo_reference(config, source),
@@ -156,6 +158,7 @@ def _body(
     config: GFNetConfig,
     *,
     source: str | None,
+    source_sha256: str | None,
     used_ema: bool,
     num_params: int | None,
     reference: str | None,
@@ -199,6 +202,8 @@ def _body(
         lines.append(f"- **Fine-tuned from:** [{base_model}](https://huggingface.co/{base_model})")
     if source:
         lines.append(f"- **Weights:** converted from {source}" + (" (EMA)" if used_ema else ""))
+        if source_sha256:
+            lines.append(f"- **Source file sha256:** `{source_sha256}`")
     lines += [
         f"- **Paper:** [Global Filter Networks for Image Classification]({PAPER_URL})",
         f"- **Original code:** {CODE_URL}",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import pickle
 import pickletools
 import re
@@ -29,18 +28,21 @@ from gfnet_cli.card import model_card
 from gfnet_cli.errors import CheckpointError, UsageError, first_line
 from gfnet_cli.labels import imagenet_class_names, read_label_file
 from gfnet_cli.models.config import GFNetConfig
-from gfnet_cli.models.gfnet import GFNet
-from gfnet_cli.models.zoo import ZOO, ZooEntry, get_zoo_entry, match_architecture
+from gfnet_cli.models.zoo import ZOO, get_zoo_entry, match_architecture
 from gfnet_cli.serialization import (
     atomic_directory,
     load_weights,
     model_from_state_dict,
     save_model,
 )
+from gfnet_cli.zoo_source import (
+    ZOO_MIRROR_ENV,
+    check_against_record,
+    file_sha256,
+    zoo_checkpoint_url,
+)
 
 logger = logging.getLogger(__name__)
-
-ZOO_MIRROR_ENV = "GFNET_ZOO_MIRROR"
 
 # Plain classes the authors' checkpoints carry besides tensors; none can run code.
 _SAFE_GLOBALS: list[Any] = [argparse.Namespace]
@@ -53,6 +55,8 @@ class ConversionResult:
     num_params: int
     source: str
     used_ema: bool
+    #: the checkpoint file's sha256 (what docs/trust.md pins for zoo names)
+    sha256: str | None = None
 
 
 # ---------------------------------------------------------------------------- reading
@@ -342,7 +346,12 @@ def convert_checkpoint(
     checkpoint_path, source_label, zoo_name = _resolve_source(source_text)
     if zoo_name and arch is None:
         arch = zoo_name
+    sha256 = None
+    if zoo_name:  # checked before a byte of it is unpickled
+        sha256 = file_sha256(checkpoint_path)
+        check_against_record(zoo_name, sha256, zoo_checkpoint_url(ZOO[zoo_name]))
     checkpoint = read_checkpoint(checkpoint_path)
+    sha256 = sha256 or file_sha256(checkpoint_path)
     state_dict, used_ema = extract_state_dict(checkpoint, use_ema=use_ema)
     config = infer_config(state_dict)
     if arch is not None:
@@ -354,7 +363,13 @@ def convert_checkpoint(
     class_names = _class_names(labels, config.num_classes)
     config = config.replace(class_names=class_names)
     model = model_from_state_dict(config, state_dict, source=source_label)
-    card = _card(model, source_label, used_ema)
+    card = model_card(
+        model.config,
+        source=source_label,
+        source_sha256=sha256,
+        used_ema=used_ema,
+        num_params=model.num_params,
+    )
     with atomic_directory(output_dir, overwrite=overwrite) as staging:
         save_model(model, staging, card=card)
     logger.info("converted %s -> %s (%s)", source_label, output_dir, config.describe())
@@ -364,15 +379,8 @@ def convert_checkpoint(
         num_params=model.num_params,
         source=source_label,
         used_ema=used_ema,
+        sha256=sha256,
     )
-
-
-def zoo_checkpoint_url(entry: ZooEntry) -> str:
-    """The authors' download link, or ``$GFNET_ZOO_MIRROR/<name>.pth`` when a mirror is set."""
-    mirror = os.environ.get(ZOO_MIRROR_ENV, "").strip()
-    if mirror:
-        return f"{mirror.rstrip('/')}/{entry.name}.pth"
-    return entry.url
 
 
 def _resolve_source(source: str) -> tuple[Path, str, str | None]:
@@ -400,10 +408,6 @@ def _class_names(labels: str | None, num_classes: int) -> list[str] | None:
     return names
 
 
-def _card(model: GFNet, source: str, used_ema: bool) -> str:
-    return model_card(model.config, source=source, used_ema=used_ema, num_params=model.num_params)
-
-
 def _reason(message: str) -> str:
     """The informative line of a torch.load error (skipping its weights_only preamble)."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
@@ -421,4 +425,5 @@ __all__ = [
     "infer_config",
     "read_checkpoint",
     "zoo_checkpoint_url",
+    "ZOO_MIRROR_ENV",
 ]

@@ -16,10 +16,12 @@ Hub downloads go through ``huggingface_hub.hf_hub_download`` into the standard H
 ``README.md``. Environment variables (``HF_HOME``, ``HF_HUB_CACHE``, ``HF_ENDPOINT``,
 ``HF_TOKEN``, ``HF_HUB_OFFLINE``) are read at call time (:mod:`gfnet_cli.cache`).
 
-Zoo names (``gfnet-xs``) map to ``$GFNET_HUB_ORG/<name>`` on the Hub. The authors never put
-their weights there, so when that repository does not exist the authors' checkpoint is
-downloaded once, converted (weights-only, no pickled code runs) and cached as a MODEL folder
-under ``$GFNET_CACHE`` (default ``$HF_HOME/gfnet``); later runs need no network.
+Zoo names (``gfnet-xs``) resolve only to sources the project controls (docs/trust.md,
+:mod:`gfnet_cli.zoo_source`): the authors' checkpoint (their link or ``$GFNET_ZOO_MIRROR``),
+downloaded once, checked against the sha256 recorded at its first use, converted
+(weights-only, no pickled code runs) and cached as a MODEL folder under ``$GFNET_CACHE``
+(default ``$HF_HOME/gfnet``); later runs need no network. A Hub repository is used only when
+the user names its organization (``GFNET_HUB_ORG``) or at a commit the package ships.
 """
 
 from __future__ import annotations
@@ -40,10 +42,9 @@ from gfnet_cli.cache import (
     hub_cache_dir,
     hub_endpoint,
     is_offline,
-    zoo_cache_dir,
 )
 from gfnet_cli.card import model_card
-from gfnet_cli.convert import convert_checkpoint, zoo_checkpoint_url
+from gfnet_cli.convert import convert_checkpoint
 from gfnet_cli.errors import CheckpointError, ConfigError, ModelNotFoundError, UsageError
 from gfnet_cli.hub_errors import (
     DownloadError,
@@ -70,11 +71,20 @@ from gfnet_cli.serialization import (
     safetensors_shapes,
     save_model,
 )
+from gfnet_cli.zoo_source import (
+    HUB_ORG_ENV,
+    PROJECT_HUB_ORG,
+    ChecksumMismatchError,
+    ZooSource,
+    converted_folder,
+    record_first_use,
+    zoo_checkpoint_url,
+    zoo_source,
+)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_HUB_ORG = "gfnet"
-HUB_ORG_ENV = "GFNET_HUB_ORG"
+DEFAULT_HUB_ORG = PROJECT_HUB_ORG  # deprecated name, kept for one release
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 ModelT = TypeVar("ModelT", bound="GFNet")
 
@@ -228,8 +238,11 @@ def create_model(
 
 # ---------------------------------------------------------------------------- settings
 def hub_org() -> str:
-    """The Hub organization holding the zoo models (``GFNET_HUB_ORG`` overrides it)."""
-    return os.environ.get(HUB_ORG_ENV, "").strip() or DEFAULT_HUB_ORG
+    """The Hub organization a zoo name's repository lives under (``GFNET_HUB_ORG``, else ours).
+
+    Only consulted where the Hub is trusted for zoo names (:func:`zoo_source`).
+    """
+    return os.environ.get(HUB_ORG_ENV, "").strip() or PROJECT_HUB_ORG
 
 
 def zoo_repo_id(name: str) -> str:
@@ -292,9 +305,10 @@ def resolve_config(model: str, revision: str | None = None) -> GFNetConfig:
         return GFNetConfig.load(path)
     name, revision = _revision(text, revision)
     if is_zoo_name(name):
-        if revision is None:
+        if revision is None:  # a zoo name's architecture is the package's own data
             return get_zoo_entry(name).config()
-        name = zoo_repo_id(name)
+        source = zoo_source(name, revision)  # a revision needs a Hub organization named
+        name, revision = source.location, source.revision
     if not _REPO_ID.match(name):
         raise _not_a_model(text, path)
     label = f"{name}@{revision}" if revision else name
@@ -312,6 +326,15 @@ def resolve_config(model: str, revision: str | None = None) -> GFNetConfig:
         return GFNetConfig.load(config_path)
     except ConfigError as exc:
         raise ConfigError(f"{label}: {exc}") from None
+
+
+def zoo_model_source(model: str, revision: str | None = None) -> ZooSource | None:
+    """Where a zoo-name MODEL's weights come from now; ``None`` for folders and Hub ids."""
+    text = str(model).strip()
+    if Path(text).expanduser().is_dir():
+        return None
+    name, revision = _revision(text, revision)
+    return zoo_source(name, revision) if is_zoo_name(name) else None
 
 
 def _revision(text: str, revision: str | None) -> tuple[str, str | None]:
@@ -430,39 +453,60 @@ def _resolve_zoo(
     local_files_only: bool,
     cache_dir: str | Path | None,
 ) -> Path:
-    """A zoo model: converted before, on the Hub, or converted now from the authors' link."""
-    converted = zoo_cache_dir() / entry.name
-    if revision is None and not force_download and _looks_complete(converted):
-        return converted
-    repo_id = zoo_repo_id(entry.name)
-    try:
-        return download_model(
-            repo_id,
-            revision,
+    """A zoo model from the one source :func:`zoo_source` trusts for it now."""
+    source = zoo_source(entry.name, revision)
+    if source.kind == "hub":
+        found = _zoo_from_hub(
+            entry,
+            source,
+            user_revision=revision is not None,
             token=token,
             force_download=force_download,
             local_files_only=local_files_only,
             cache_dir=cache_dir,
         )
+        if found is not None:
+            return found
+    converted = converted_folder(entry.name)
+    if not force_download and _looks_complete(converted):
+        return converted
+    return convert_zoo_checkpoint(entry, converted)
+
+
+def _zoo_from_hub(
+    entry: ZooEntry, source: ZooSource, *, user_revision: bool = False, **options: Any
+) -> Path | None:
+    """The zoo model's Hub repository; ``None`` where the authors' checkpoint should serve.
+
+    The authors' checkpoint stands in only where no revision was asked for and the repository
+    does not exist or cannot be reached: a revision asked for is never swapped for other
+    weights.
+    """
+    pinned = user_revision
+    try:
+        return download_model(source.location, source.revision, **options)
     except HubRepoNotFoundError:
-        if revision is not None:
+        if pinned:
             raise
-        logger.info("%s is not on the Hub: using the authors' checkpoint", repo_id)
+        logger.info("%s is not on the Hub: using the authors' checkpoint", source.location)
     except OfflineCacheMissError:
-        raise _offline_zoo_error(entry) from None
+        if pinned or not _looks_complete(converted_folder(entry.name)):
+            raise _offline_zoo_error(entry) from None
     except NetworkError as unreachable:
-        # Where the Hub is blocked the authors' own link may still answer.
-        if revision is not None:
+        if pinned:
             raise
+        # Where the Hub is blocked the authors' own link may still answer.
         logger.warning("%s; trying the authors' link for %s", unreachable, entry.name)
+        if _looks_complete(converted_folder(entry.name)):
+            return None
         try:
-            return convert_zoo_checkpoint(entry, converted)
+            return convert_zoo_checkpoint(entry, converted_folder(entry.name))
         except NetworkError:
             raise NetworkError(
                 f"{entry.name}: cannot reach the Hub ({hub_endpoint()}) nor the authors' link "
                 f"({zoo_checkpoint_url(entry)}): check your connection or proxy"
             ) from None
-    return convert_zoo_checkpoint(entry, converted)
+    return None
 
 
 def _looks_complete(folder: Path) -> bool:
@@ -477,14 +521,22 @@ def _offline_zoo_error(entry: ZooEntry) -> OfflineCacheMissError:
 
 
 def convert_zoo_checkpoint(entry: ZooEntry, target: Path) -> Path:
-    """Download the authors' checkpoint once, convert it into ``target`` (atomically)."""
+    """Download the authors' checkpoint, check it against its record, convert it into ``target``.
+
+    The file's sha256 is recorded the first time (trust on first use); a later download that
+    differs is refused (:class:`~gfnet_cli.zoo_source.ChecksumMismatchError`) before it is
+    read, and ``target`` is left as it was.
+    """
     if is_offline():
         raise _offline_zoo_error(entry)
     url = zoo_checkpoint_url(entry)
     logger.info("downloading %s from %s and converting it (once)", entry.name, url)
     try:
-        convert_checkpoint(entry.name, target, arch=entry.name, overwrite=True)
+        result = convert_checkpoint(entry.name, target, arch=entry.name, overwrite=True)
+        record_first_use(entry.name, result.sha256 or "", url, download_path(url).stat().st_size)
     except CheckpointError as exc:
+        if isinstance(exc, ChecksumMismatchError):
+            raise
         raise CheckpointError(
             f"the authors' checkpoint for {entry.name} ({url}) could not be converted: {exc}"
         ) from None
@@ -498,6 +550,7 @@ def convert_zoo_checkpoint(entry: ZooEntry, target: Path) -> Path:
 
 __all__ = [
     "DEFAULT_HUB_ORG",
+    "ChecksumMismatchError",
     "CorruptModelError",
     "DownloadError",
     "GFNet",
@@ -519,5 +572,7 @@ __all__ = [
     "resolve_model",
     "safetensors_shapes",
     "zoo_checkpoint_url",
+    "zoo_model_source",
     "zoo_repo_id",
+    "zoo_source",
 ]

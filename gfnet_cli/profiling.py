@@ -58,6 +58,7 @@ from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.models.layers import Mlp
 from gfnet_cli.models.zoo import ZOO
+from gfnet_cli.zoo_source import zoo_source
 
 log = logging.getLogger(__name__)
 
@@ -625,6 +626,8 @@ class ZooRow:
     img_size: int
     top1: float
     top5: float
+    #: where the weights come from now (gfnet_cli.zoo_source.ZooSource.to_dict())
+    source: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -645,6 +648,7 @@ def model_table() -> list[ZooRow]:
                 img_size=entry.img_size,
                 top1=entry.top1,
                 top5=entry.top5,
+                source=zoo_source(entry.name).to_dict(),
             )
         )
     return rows

@@ -52,6 +52,8 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.delenv("GFNET_CACHE", raising=False)
+    monkeypatch.delenv("GFNET_HUB_ORG", raising=False)  # zoo names: the authors' checkpoints
+    monkeypatch.delenv("GFNET_ZOO_MIRROR", raising=False)
     torch.manual_seed(0)
 
 

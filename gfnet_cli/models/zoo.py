@@ -24,6 +24,9 @@ class ZooEntry:
     top5: float
     url: str
     img_size: int = 224
+    #: the commit of the project's own Hub repository for this variant, once published
+    #: (docs/trust.md); ``None``: zoo names resolve to the authors' checkpoint
+    hub_revision: str | None = None
 
     @property
     def kind(self) -> str:
