@@ -235,7 +235,16 @@ def test_models_json_matches_reference(run_cli, data_dir):
         "gfnet-h-b",
     ]
     for row in rows:
-        assert set(row) == {"name", "kind", "params", "gflops", "img_size", "top1", "top5"}
+        assert set(row) == {
+            "name",
+            "kind",
+            "params",
+            "gflops",
+            "img_size",
+            "top1",
+            "top5",
+            "source",
+        }
         facts = zoo[f"{row['name']}@224"]
         assert row["params"] == facts["params"]
         assert row["kind"] == facts["architecture"]["kind"]
