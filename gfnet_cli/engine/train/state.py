@@ -105,6 +105,8 @@ class Run:
     callbacks: TrainCallbacks
     identity: dict[str, Any]  # what a checkpoint must match to be resumed by this run
     started: float  # time.perf_counter() when this process started the run
+    train_split: str  # "DATASET [split]", as messages name it
+    eval_split: str | None
     stop: StopFlag = field(default_factory=StopFlag)
     compile_time_s: float | None = None  # this session's first step, compilation included
 
@@ -142,11 +144,12 @@ class RunState:
     last_loss: float | None = None
     eval_count: int = 0  # labelled images the last evaluation scored, over all processes
 
-    def advance(self, loss: float) -> None:
-        """One optimizer step is done."""
+    def advance(self, loss: float | None) -> None:
+        """One optimizer step is done (``loss`` None: it had no image, the last loss stays)."""
         self.global_step += 1
         self.step_in_epoch += 1
-        self.last_loss = loss
+        if loss is not None:
+            self.last_loss = loss
 
     def record_epoch(self, train_loss: float, images_per_second: float, raw: Scores | None,
                      ema: Scores | None = None) -> EpochStats:  # fmt: skip
