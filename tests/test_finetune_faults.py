@@ -5,16 +5,20 @@ and the wait for rank 0's data preparation (issue 15; the GPU side is in tests/g
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine.evaluate import evaluate
 from gfnet_cli.engine.train import finetune
+from gfnet_cli.engine.train.state import resume_scaler
 from gfnet_cli.models import create_model
 from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.serialization import save_model
@@ -150,3 +154,70 @@ def test_evaluate_names_an_out_of_range_label_and_the_split(run_cli, tmp_path):
         assert "data [test]" in result.stderr
     with pytest.raises(Exception, match="label 4"):
         evaluate(str(model), str(dataset), split="test", num_workers=0, streaming=True)
+
+
+# ---------------------------------------------------------------------- precision on resume
+@pytest.fixture(scope="module")
+def fp32_checkpoint(tmp_path_factory) -> Path:
+    """A real checkpoint of an fp32 run on the CPU (its loss scaler disabled: state {})."""
+    root = tmp_path_factory.mktemp("fp32_run")
+    for index, name in enumerate(CLASSES):
+        _write_images(root / "data" / "train" / name, 4, index, seed=0)
+        _write_images(root / "data" / "test" / name, 2, index, seed=1)
+    finetune(_config(root / "data", root / "out", epochs=1, device="cpu"))
+    return ckpt.list_checkpoints(root / "out" / "checkpoints")[-1]
+
+
+def test_fp16_resuming_an_fp32_checkpoint_starts_a_fresh_loss_scale(fp32_checkpoint, caplog):
+    """The scaler logic of a resume into fp16 with the real GradScaler. fp16 training itself
+    needs a GPU (refused on the CPU), so the end-to-end run is tests/gpu's; torch's CPU
+    GradScaler behaves as the CUDA one here (was: RuntimeError, 'the source state dict is
+    empty', from loading the disabled scaler's {} into an enabled one)."""
+    saved = ckpt.load_checkpoint(fp32_checkpoint)
+    assert saved["scaler"] == {} and saved["precision"] == "fp32"
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    with caplog.at_level(logging.WARNING):
+        resume_scaler(scaler, saved, "fp16", fp32_checkpoint)
+    assert scaler.get_scale() == 65536.0  # GradScaler's initial scale
+    assert "precision fp32; continuing in fp16" in caplog.text
+    assert "no fp16 loss scale" in caplog.text
+
+
+def test_an_fp16_loss_scale_is_kept_and_dropped_when_leaving_fp16(fp32_checkpoint, caplog):
+    path = fp32_checkpoint
+    trained = torch.amp.GradScaler("cpu", init_scale=512.0, enabled=True)
+    saved = {"scaler": trained.state_dict(), "precision": "fp16"}
+    again = torch.amp.GradScaler("cpu", enabled=True)
+    with caplog.at_level(logging.WARNING):
+        resume_scaler(again, saved, "fp16", path)
+    assert again.get_scale() == 512.0 and caplog.text == ""  # same precision: exact resume
+    disabled = torch.amp.GradScaler("cpu", enabled=False)
+    resume_scaler(disabled, saved, "bf16", path)  # bf16 needs no scale: nothing loaded
+    assert not disabled.is_enabled() and "continuing in bf16" in caplog.text
+    old = {"scaler": {}}  # a checkpoint from before the precision was recorded
+    resume_scaler(torch.amp.GradScaler("cpu", enabled=True), old, "fp16", path)
+
+
+def test_resume_with_another_precision_continues_the_run(run_cli, image_folder_2, tmp_path):
+    out = tmp_path / "run"
+    first = run_cli("finetune", *TINY_ARGS, "--dataset", image_folder_2, "--output-dir", out,
+                    "--epochs", "1", "--batch-size", "4", "--device", "cpu")  # fmt: skip
+    assert first.exit_code == 0, first.stderr
+    resumed = run_cli("finetune", *TINY_ARGS, "--dataset", image_folder_2, "--output-dir", out,
+                      "--epochs", "2", "--batch-size", "4", "--device", "cpu", "--precision",
+                      "bf16", "--resume")  # fmt: skip
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "continuing in bf16" in " ".join(resumed.stderr.split())
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["resumed_from_step"] == 2 and results["global_step"] == 4
+    last = ckpt.load_checkpoint(ckpt.list_checkpoints(out / "checkpoints")[-1])
+    assert last["precision"] == "bf16"
+
+
+@pytest.fixture(scope="module")
+def image_folder_2(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("two_classes")
+    for index, name in enumerate(CLASSES):
+        _write_images(root / "train" / name, 4, index, seed=0)
+        _write_images(root / "test" / name, 2, index, seed=1)
+    return root

@@ -247,6 +247,7 @@ def _checkpoint_contents(run: Run, state: RunState) -> dict[str, Any]:
         **({"ema": run.ema.state_dict()} if run.ema is not None else {}),
         "optimizer": run.optimizer.state_dict(),
         "scaler": run.scaler.state_dict(),
+        "precision": run.config.precision,
         "schedule": run.schedule.to_dict(),
         **state.to_checkpoint(),
         "train_runtime_s": run.runtime_s(state),
@@ -268,7 +269,7 @@ def resume(run: Run) -> RunState:
     run.model.load_state_dict(saved["model"])
     _resume_ema(run, saved, path)
     run.optimizer.load_state_dict(saved["optimizer"])
-    run.scaler.load_state_dict(saved["scaler"])
+    resume_scaler(run.scaler, saved, run.config.precision, path)
     state = RunState.from_checkpoint(saved)
     _restore_rng(saved["rng"], run.dist.rank, run.config.seed + run.dist.rank)
     run.source.resume(saved.get("stream"), state.epoch, state.step_in_epoch, path)
@@ -286,6 +287,27 @@ def _resume_ema(run: Run, saved: dict[str, Any], path: Path) -> None:
     logger.warning("%s holds no EMA weights: the average starts from the resumed weights",
                    path.name)  # fmt: skip
     run.ema.load_state_dict(run.model.state_dict())
+
+
+def resume_scaler(scaler: torch.amp.GradScaler, saved: dict[str, Any], precision: str,
+                  path: Path) -> None:  # fmt: skip
+    """The checkpoint's fp16 loss scale, or a fresh one where the checkpoint has none.
+
+    Precision is not part of a run's identity: changing it on resume is legitimate (a run
+    started on a CPU in bf16 continues on a GPU in fp16). A checkpoint written in fp32 or bf16
+    holds a disabled scaler's empty state, which an enabled GradScaler refuses to load, so
+    fp16 then starts from GradScaler's initial scale (it adapts within a few steps). Leaving
+    fp16 drops the scale: nothing else uses it.
+    """
+    before = saved.get("precision")  # absent from checkpoints written before it was recorded
+    state = saved.get("scaler") or {}
+    if before is not None and before != precision:
+        logger.warning("%s was written in precision %s; continuing in %s", path.name, before,
+                       precision)  # fmt: skip
+    if scaler.is_enabled() and not state:
+        logger.warning("%s holds no fp16 loss scale: it starts afresh", path.name)
+        return
+    scaler.load_state_dict(state)
 
 
 def _check_same_run(saved: dict[str, Any], identity: dict[str, Any], path: Path) -> None:
