@@ -16,9 +16,11 @@ import torch
 from PIL import Image
 
 from gfnet_cli.engine import checkpoint as ckpt
+from gfnet_cli.engine import distributed
 from gfnet_cli.engine.evaluate import evaluate
 from gfnet_cli.engine.train import finetune
 from gfnet_cli.engine.train.state import resume_scaler
+from gfnet_cli.errors import UsageError
 from gfnet_cli.models import create_model
 from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.serialization import save_model
@@ -221,3 +223,62 @@ def image_folder_2(tmp_path_factory) -> Path:
         _write_images(root / "train" / name, 4, index, seed=0)
         _write_images(root / "test" / name, 2, index, seed=1)
     return root
+
+
+# ---------------------------------------------------------------------- devices of processes
+@pytest.mark.parametrize(
+    ("requested", "local_rank", "world_size", "gpus", "local_world_size", "refused"),
+    [
+        ("cuda:1", 0, 2, 2, None, "every one of the 2 processes would train on that one GPU"),
+        ("CUDA:1", 0, 2, 0, None, "every one of the 2 processes"),  # refused without a GPU too
+        ("cuda:0", 0, 2, 2, None, None),  # this process's own GPU (device=f"cuda:{rank}")
+        ("cuda", 2, 3, 2, 3, "3 processes on this machine but 2 GPU(s)"),
+        ("auto", 0, 4, 2, 4, "--nproc_per_node 2"),  # every process refuses, rank 0 too
+        ("cuda", 2, 3, 2, None, "3 processes on this machine"),  # no LOCAL_WORLD_SIZE
+        ("cuda", 1, 4, 2, 2, None),  # two machines of two GPUs
+        ("auto", 1, 2, 0, 2, None),  # no GPU: the CPU, gloo
+        ("cpu", 1, 8, 2, 8, None),
+        ("cuda:1", 0, 1, 2, None, None),  # one process may take any GPU
+    ],
+)
+def test_processes_never_share_a_gpu(requested, local_rank, world_size, gpus, local_world_size,
+                                     refused):  # fmt: skip
+    args = (requested, local_rank, world_size, gpus, local_world_size)
+    if refused is None:
+        distributed.check_rank_device(*args)
+        return
+    with pytest.raises(UsageError) as error:
+        distributed.check_rank_device(*args)
+    assert refused in str(error.value) and error.value.param == "device"
+
+
+def test_torchrun_with_an_explicit_gpu_exits_2_before_joining(run_cli, image_folder_2, tmp_path,
+                                                              monkeypatch):  # fmt: skip
+    # what torchrun gives rank 1 of 2; refused before init_process_group (which would wait
+    # for the other process) and before anything is written
+    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1",
+                        "LOCAL_WORLD_SIZE": "2"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "out"
+    result = run_cli("finetune", *TINY_ARGS, "--dataset", image_folder_2, "--output-dir", out,
+                     "--device", "cuda:0")  # fmt: skip
+    assert_one_line_error(result, 2, "--device cuda:0: every one of the 2 processes")
+    assert "use --device cuda" in result.stderr and not out.exists()
+
+
+def test_one_process_on_an_explicit_gpu_makes_it_the_current_device(monkeypatch):
+    """``--device cuda:1`` without torchrun: drop path draws from the current device's
+    generator, which a checkpoint saves, so GPU 1 must be current (was: set only under
+    torchrun, so cuda:0's generator was saved while cuda:1's was used). With the GPU calls
+    recorded instead of made: this machine has none (tests/gpu runs it for real)."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", calls.append)
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    info = distributed.setup("cuda:1")
+    assert info.device == torch.device("cuda", 1) and not info.distributed
+    assert calls == [torch.device("cuda", 1)]
+    distributed.setup("cpu")
+    assert calls == [torch.device("cuda", 1)]  # the CPU changes nothing

@@ -212,12 +212,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _restore_rng(saved: list[dict[str, Any]], rank: int, fallback_seed: int) -> None:
+def _restore_rng(saved: list[dict[str, Any]], rank: int, fallback_seed: int,
+                 device: torch.device) -> None:  # fmt: skip
     if rank >= len(saved):
         logger.warning("checkpoint has no RNG state for this process; seeding afresh")
         seed_everything(fallback_seed)
     else:
-        ckpt.restore_rng_state(saved[rank])
+        ckpt.restore_rng_state(saved[rank], device)
 
 
 # ====================================================================== checkpoints
@@ -251,7 +252,7 @@ def _checkpoint_contents(run: Run, state: RunState) -> dict[str, Any]:
         "schedule": run.schedule.to_dict(),
         **state.to_checkpoint(),
         "train_runtime_s": run.runtime_s(state),
-        "rng": distributed.all_gather_objects(ckpt.capture_rng_state()),
+        "rng": distributed.all_gather_objects(ckpt.capture_rng_state(run.device)),
         "stream": distributed.all_gather_objects(run.source.state()),
         "identity": json.dumps(run.identity, sort_keys=True),
         "world_size": run.dist.world_size,
@@ -271,7 +272,7 @@ def resume(run: Run) -> RunState:
     run.optimizer.load_state_dict(saved["optimizer"])
     resume_scaler(run.scaler, saved, run.config.precision, path)
     state = RunState.from_checkpoint(saved)
-    _restore_rng(saved["rng"], run.dist.rank, run.config.seed + run.dist.rank)
+    _restore_rng(saved["rng"], run.dist.rank, run.config.seed + run.dist.rank, run.device)
     run.source.resume(saved.get("stream"), state.epoch, state.step_in_epoch, path)
     logger.info("resuming from %s (step %d)", path.name, state.global_step)
     return state
