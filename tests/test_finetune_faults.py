@@ -8,6 +8,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -282,3 +283,44 @@ def test_one_process_on_an_explicit_gpu_makes_it_the_current_device(monkeypatch)
     assert calls == [torch.device("cuda", 1)]
     distributed.setup("cpu")
     assert calls == [torch.device("cuda", 1)]  # the CPU changes nothing
+
+
+# ---------------------------------------------------------------------- waiting for rank 0
+def _probe(out: Path, *args: float) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed beside this Python")
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2",
+               str(Path(__file__).with_name("prepare_wait_probe.py")), *map(str, args),
+               str(out)]  # fmt: skip
+    done = subprocess.run(command, env=_env() | {"OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    return done, [json.loads(path.read_text()) for path in sorted(out.glob("rank-*.json"))]
+
+
+@pytest.mark.slow
+def test_the_wait_for_rank_0_outlasts_the_training_groups_timeout(tmp_path):
+    # rank 0 prepares for 5 s; the default group's timeout is 2 s, the wait's 1 minute
+    done, lines = _probe(tmp_path, 5, 1, 2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(line["rank"] for line in lines) == [0, 1]
+    assert all(line["ok"] and line["waited"] >= 4.5 for line in lines)
+
+
+@pytest.mark.slow
+def test_the_wait_for_rank_0_ends_at_prepare_timeout_with_a_message(tmp_path):
+    # rank 0 prepares for 20 s; the wait is 3 s (0.05 minutes), the default group's 60 s
+    started = time.monotonic()
+    done, lines = _probe(tmp_path, 20, 0.05, 60)
+    assert done.returncode != 0 and time.monotonic() - started < 19
+    (failed,) = [line for line in lines if line["rank"] == 1]
+    assert failed["param"] == "prepare_timeout"
+    assert "did not finish preparing the data within 0.05 minutes" in failed["error"]
+
+
+def test_prepare_timeout_must_be_positive(run_cli, image_folder_2, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("finetune", *TINY_ARGS, "--dataset", image_folder_2, "--output-dir", out,
+                     "--prepare-timeout", "0")  # fmt: skip
+    assert_one_line_error(result, 2, "--prepare-timeout must be a positive number of minutes")
+    assert not out.exists()

@@ -16,15 +16,18 @@ through, moves a tensor to a device the group can reduce on when it lacks a back
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from gfnet_cli.device import resolve_device
-from gfnet_cli.errors import UsageError
+from gfnet_cli.errors import GFNetError, UsageError, first_line
 
 
 @dataclass
@@ -189,3 +192,43 @@ def barrier() -> None:
     """Wait for every process (a no-op in a single process)."""
     if _group_active():
         dist.barrier()
+
+
+@contextlib.contextmanager
+def main_process_first(timeout: timedelta) -> Iterator[None]:
+    """Run the block in process 0 first, then in the others (a plain block in one process).
+
+    The others wait on a gloo group of their own whose timeout is ``timeout``, not on the
+    training group: process 0's first load of ImageNet-scale data (an image folder's cache is
+    built then) outlasts NCCL's 10-minute default, while the training's collectives keep that
+    shorter watchdog, so a hang in training is still caught quickly. Process 0 releases the
+    others even when its block fails: they then fail alike, each with its own message.
+    """
+    if not _group_active() or dist.get_world_size() == 1:
+        yield
+        return
+    group = dist.new_group(backend="gloo", timeout=timeout)
+    try:
+        if dist.get_rank() != 0:
+            _wait_for_main(group, timeout)
+        try:
+            yield
+        finally:
+            if dist.get_rank() == 0:
+                dist.barrier(group=group)
+    finally:
+        dist.destroy_process_group(group)
+
+
+def _wait_for_main(group: Any, timeout: timedelta) -> None:
+    try:
+        dist.barrier(group=group)
+    except RuntimeError as exc:  # gloo's timeout, or process 0 gone
+        minutes = timeout.total_seconds() / 60
+        text = first_line(exc)
+        why = f"within {minutes:g} minutes" if "timed out" in text.lower() else f"({text})"
+        raise GFNetError(
+            f"process 0 did not finish preparing the data {why}; if it was still working, give "
+            f"it longer with prepare_timeout (minutes)",
+            param="prepare_timeout",
+        ) from None

@@ -15,6 +15,7 @@ import logging
 import math
 import signal
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -56,17 +57,15 @@ def prepare_data(
     config: TrainConfig, dist: distributed.DistInfo
 ) -> tuple[ImageDataset, ImageDataset | None, list[str]]:
     """The train and eval splits and the class names, with the pre-flight data checks."""
-    # Rank 0 first: concurrent first loads of an image folder would race on the cache.
-    if not dist.is_main:
-        distributed.barrier()
-    splits = load_splits(
-        config.dataset,
-        dataset_config=config.dataset_config,
-        streaming=config.streaming,
-        num_shards=STREAM_SHARDS if config.streaming else None,
-    )
-    if dist.is_main:
-        distributed.barrier()
+    # Rank 0 first: concurrent first loads of an image folder would race on the cache. The
+    # others wait up to prepare_timeout for it (an ImageNet folder's first load is long).
+    with distributed.main_process_first(timedelta(minutes=config.prepare_timeout)):
+        splits = load_splits(
+            config.dataset,
+            dataset_config=config.dataset_config,
+            streaming=config.streaming,
+            num_shards=STREAM_SHARDS if config.streaming else None,
+        )
     train_name, eval_name = _choose_splits(list(splits), config)
     train = _image_dataset(splits, train_name, config)
     _check_train_split(train, config)
