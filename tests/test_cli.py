@@ -170,6 +170,7 @@ def test_cli_constants_match_the_library():
     # options.py holds torch-free copies so that --help needs no torch; they must agree.
     from gfnet_cli.data.augment import DEFAULT_CROP_SCALE
     from gfnet_cli.data.streaming import DEFAULT_SHUFFLE_BUFFER
+    from gfnet_cli.engine.train.config import DEFAULT_PREPARE_TIMEOUT
     from gfnet_cli.predict import DEFAULT_MODEL
     from gfnet_cli.profiling import BASELINES
 
@@ -177,6 +178,7 @@ def test_cli_constants_match_the_library():
     assert options.BASELINES == BASELINES
     assert options.DEFAULT_CROP_SCALE == DEFAULT_CROP_SCALE
     assert options.DEFAULT_SHUFFLE_BUFFER == DEFAULT_SHUFFLE_BUFFER
+    assert options.DEFAULT_PREPARE_TIMEOUT == DEFAULT_PREPARE_TIMEOUT
 
 
 # ----------------------------------------------------------------- errors name the flag

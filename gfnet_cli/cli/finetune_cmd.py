@@ -11,6 +11,7 @@ import typer
 from gfnet_cli.cli._common import State, emit_json, stderr, stdout
 from gfnet_cli.cli.options import (
     DEFAULT_CROP_SCALE,
+    DEFAULT_PREPARE_TIMEOUT,
     DEFAULT_SHUFFLE_BUFFER,
     DatasetConfigOption,
     DatasetOption,
@@ -147,6 +148,10 @@ def finetune_command(
     shuffle_buffer: int = typer.Option(
         DEFAULT_SHUFFLE_BUFFER, "--shuffle-buffer", help="With --streaming: rows shuffled at once."
     ),
+    prepare_timeout: float = typer.Option(
+        DEFAULT_PREPARE_TIMEOUT, "--prepare-timeout",
+        help="Under torchrun: minutes the other processes wait for rank 0 to load the data.",
+    ),  # fmt: skip
     as_json: JsonOption = False,
 ) -> None:
     """Fine-tune MODEL on DATASET (or train its architecture from scratch).

@@ -20,6 +20,7 @@ DEFAULT_MODEL = "gfnet-xs"  # gfnet_cli.predict.DEFAULT_MODEL
 BASELINES = ("vit", "resmlp")  # gfnet_cli.profiling.BASELINES
 DEFAULT_CROP_SCALE = (0.6, 1.0)  # gfnet_cli.data.augment.DEFAULT_CROP_SCALE
 DEFAULT_SHUFFLE_BUFFER = 1000  # gfnet_cli.data.streaming.DEFAULT_SHUFFLE_BUFFER
+DEFAULT_PREPARE_TIMEOUT = 60.0  # gfnet_cli.engine.train.config.DEFAULT_PREPARE_TIMEOUT
 
 MODEL_HELP = "MODEL: a local folder, a Hub repo id (org/name or org/name@rev), or a zoo name."
 

@@ -311,13 +311,23 @@ def _sample(
     except ImageReadError as exc:
         return None, str(exc), index
     label = -1
-    if view.label_column is not None and row[view.label_column] is not None:
-        value = row[view.label_column]
-        label_ids = getattr(view, "label_ids", None)
-        label = label_ids.get(str(value), -1) if label_ids is not None else int(value)
-        if view.label_map is not None:
-            label = view.label_map.get(label, -1)
+    if view.label_column is not None:
+        label = label_index(row[view.label_column], getattr(view, "label_ids", None),
+                            view.label_map)  # fmt: skip
     return tensor, label, index
+
+
+def label_index(value: Any, label_ids: dict[str, int] | None = None,
+                label_map: dict[int, int] | None = None) -> int:  # fmt: skip
+    """The class index a label column's ``value`` becomes (-1: none): text through
+    ``label_ids``, then another split's ids through ``label_map``. The loaders and the
+    up-front label checks use this one rule, so they agree."""
+    if value is None:
+        return -1
+    label = label_ids.get(str(value), -1) if label_ids is not None else int(value)
+    if label_map is not None:
+        label = label_map.get(label, -1)
+    return label
 
 
 @dataclass

@@ -105,8 +105,12 @@ def clean_temporary_files(directory: Path) -> None:
 
 
 # ---------------------------------------------------------------------- RNG states
-def capture_rng_state() -> dict[str, Any]:
-    """This process's RNG states as tensors and plain types (loadable with weights_only)."""
+def capture_rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """This process's RNG states as tensors and plain types (loadable with weights_only).
+
+    The CUDA generator saved is ``device``'s when it is a GPU (the one the run draws from),
+    else the current device's.
+    """
     np_state = np.random.get_state()
     py_version, py_internal, py_gauss = random.getstate()
     state: dict[str, Any] = {
@@ -124,12 +128,17 @@ def capture_rng_state() -> dict[str, Any]:
         },
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state()
+        state["cuda"] = torch.cuda.get_rng_state(_cuda_generator_device(device))
     return state
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Set this process's RNGs to what :func:`capture_rng_state` recorded."""
+def _cuda_generator_device(device: torch.device | None) -> torch.device | str:
+    return device if device is not None and device.type == "cuda" else "cuda"
+
+
+def restore_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Set this process's RNGs to what :func:`capture_rng_state` recorded (the CUDA one
+    into ``device``'s generator when it is a GPU)."""
     torch.set_rng_state(state["torch"])
     np_state = state["numpy"]
     np.random.set_state(
@@ -145,7 +154,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     internal = tuple(int(v) for v in py_state["internal"].tolist())
     random.setstate((py_state["version"], internal, py_state["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"], _cuda_generator_device(device))
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -16,14 +16,18 @@ through, moves a tensor to a device the group can reduce on when it lacks a back
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from gfnet_cli.device import resolve_device
+from gfnet_cli.errors import GFNetError, UsageError, first_line
 
 
 @dataclass
@@ -70,10 +74,51 @@ def join_group(device: torch.device, rank: int, world_size: int) -> None:
     )
 
 
+def check_rank_device(requested: str | torch.device | None, local_rank: int, world_size: int,
+                      device_count: int, local_world_size: int | None = None) -> None:  # fmt: skip
+    """Refuse, with several processes, a device choice that puts two of them on one GPU.
+
+    ``cuda:N`` is the same string in every process, so each would train on GPU N (only
+    ``N == local_rank`` is this process's own); and ``cuda``/``auto`` with more processes on
+    the machine (``local_world_size``) than GPUs would double processes up on a GPU, which
+    NCCL refuses or runs at a fraction of the speed. A pure function of its arguments, so the
+    rule is tested without GPUs. Raises :class:`UsageError` (``param="device"``).
+    """
+    if world_size <= 1:
+        return
+    text = str(requested or "auto").strip().lower()
+    kind, _, index = text.partition(":")
+    if kind == "cuda" and index and index.strip() != str(local_rank):
+        raise UsageError(
+            f"device {text}: every one of the {world_size} processes would train on that one "
+            "GPU; use device cuda, and each process takes the GPU of its LOCAL_RANK",
+            param="device",
+        )
+    if kind not in ("cuda", "auto") or device_count == 0:
+        return  # the CPU (gloo), or no GPU: resolve_device says what it can run on
+    processes = max(local_world_size or world_size, local_rank + 1)
+    if processes > device_count:
+        raise UsageError(
+            f"{processes} processes on this machine but {device_count} GPU(s): two processes "
+            f"would share a GPU; start at most {device_count} (torchrun --nproc_per_node "
+            f"{device_count})",
+            param="device",
+        )
+
+
 def setup(device: str = "auto") -> DistInfo:
-    """Join the process group when launched by ``torchrun``; pick the device."""
+    """Join the process group when launched by ``torchrun``; pick the device.
+
+    A CUDA device becomes the current one in every case (one process too): the default CUDA
+    generator, which drop path draws from and a checkpoint saves, is the current device's.
+    """
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not _group_active():  # a caller's group: the caller chose each process's device
+        check_rank_device(device, local_rank, world_size_from_env(), _cuda_device_count(),
+                          _local_world_size())  # fmt: skip
     target = resolve_device(device, local_rank)
+    if target.type == "cuda":
+        torch.cuda.set_device(target)
     if _group_active():  # created by the caller: use it, leave it to them
         return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, target, group=True)
     world_size = world_size_from_env()
@@ -82,6 +127,16 @@ def setup(device: str = "auto") -> DistInfo:
         join_group(target, rank, world_size)
         return DistInfo(rank, world_size, local_rank, target, group=True, owns_group=True)
     return DistInfo(rank, world_size, local_rank, target)
+
+
+def _cuda_device_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _local_world_size() -> int | None:
+    """Processes ``torchrun`` started on this machine (None outside it)."""
+    value = os.environ.get("LOCAL_WORLD_SIZE")
+    return int(value) if value else None
 
 
 def cleanup(info: DistInfo | None = None) -> None:
@@ -137,3 +192,43 @@ def barrier() -> None:
     """Wait for every process (a no-op in a single process)."""
     if _group_active():
         dist.barrier()
+
+
+@contextlib.contextmanager
+def main_process_first(timeout: timedelta) -> Iterator[None]:
+    """Run the block in process 0 first, then in the others (a plain block in one process).
+
+    The others wait on a gloo group of their own whose timeout is ``timeout``, not on the
+    training group: process 0's first load of ImageNet-scale data (an image folder's cache is
+    built then) outlasts NCCL's 10-minute default, while the training's collectives keep that
+    shorter watchdog, so a hang in training is still caught quickly. Process 0 releases the
+    others even when its block fails: they then fail alike, each with its own message.
+    """
+    if not _group_active() or dist.get_world_size() == 1:
+        yield
+        return
+    group = dist.new_group(backend="gloo", timeout=timeout)
+    try:
+        if dist.get_rank() != 0:
+            _wait_for_main(group, timeout)
+        try:
+            yield
+        finally:
+            if dist.get_rank() == 0:
+                dist.barrier(group=group)
+    finally:
+        dist.destroy_process_group(group)
+
+
+def _wait_for_main(group: Any, timeout: timedelta) -> None:
+    try:
+        dist.barrier(group=group)
+    except RuntimeError as exc:  # gloo's timeout, or process 0 gone
+        minutes = timeout.total_seconds() / 60
+        text = first_line(exc)
+        why = f"within {minutes:g} minutes" if "timed out" in text.lower() else f"({text})"
+        raise GFNetError(
+            f"process 0 did not finish preparing the data {why}; if it was still working, give "
+            f"it longer with prepare_timeout (minutes)",
+            param="prepare_timeout",
+        ) from None

@@ -164,7 +164,8 @@ def evaluate(
     )
 
     start = time.perf_counter()
-    tally = _score(net, loader, torch_device, precision, max_samples, total, report)
+    tally = _score(net, loader, torch_device, precision, max_samples, total, report,
+                   f"{data.name} [{data.split}]")  # fmt: skip
     elapsed = time.perf_counter() - start
 
     if tally.count == 0:
@@ -275,15 +276,17 @@ def _score(
     max_samples: int | None,
     total: int | None,
     progress: ProgressCallback | None,
+    split: str = "the dataset",
 ) -> _Tally:
-    """Run every batch of ``loader`` through ``net``, stopping after ``max_samples``."""
+    """Run every batch of ``loader`` through ``net``, stopping after ``max_samples``;
+    ``split`` names the data in messages."""
     tally = _Tally(net.num_classes)
     with torch.inference_mode():
         for batch in loader:
             if max_samples is not None and tally.seen + batch.rows > max_samples:
                 batch = _truncate(batch, max_samples - tally.seen)
             tally.seen += batch.rows
-            _score_batch(net, batch, tally, device, precision)
+            _score_batch(net, batch, tally, device, precision, split)
             if progress is not None:
                 progress(tally.seen, total)
             if max_samples is not None and tally.seen >= max_samples:
@@ -292,9 +295,14 @@ def _score(
 
 
 def _score_batch(
-    net: GFNet, batch: Batch, tally: _Tally, device: torch.device, precision: str
+    net: GFNet, batch: Batch, tally: _Tally, device: torch.device, precision: str,
+    split: str = "the dataset",
 ) -> None:
-    """Count the batch's unreadable and unlabelled samples as skipped; score the rest."""
+    """Count the batch's unreadable and unlabelled samples as skipped; score the rest.
+
+    Labels are range-checked here, on the host: on a GPU an out-of-range label would be a
+    device-side assert instead of a message naming it.
+    """
     for index, reason in batch.failures:
         tally.skip(index, reason)
     labelled = batch.labels >= 0
@@ -305,7 +313,8 @@ def _score_batch(
     labels = batch.labels[labelled]
     if int(labels.max()) >= net.num_classes:
         raise LabelMismatchError(
-            f"label {int(labels.max())} is out of range: the model has {net.num_classes} classes"
+            f"{split}: label {int(labels.max())} is out of range: the model has "
+            f"{net.num_classes} classes (0 to {net.num_classes - 1})"
         )
     images = batch.images[labelled].to(device, non_blocking=True)
     targets = labels.to(device, non_blocking=True)
@@ -406,8 +415,10 @@ def _check_label_range(data: ImageDataset, num_classes: int) -> None:
         return  # unknown up front; the evaluation loop refuses out-of-range ids
     values = [v for v in data.dataset.unique(data.label_column) if v is not None]
     if values and (max(values) >= num_classes or min(values) < -1):
+        bad = max(values) if max(values) >= num_classes else min(values)
         raise LabelMismatchError(
-            f"labels range from {min(values)} to {max(values)}, the model has {num_classes} classes"
+            f"{data.name} [{data.split}]: label {bad} is out of range (labels range from "
+            f"{min(values)} to {max(values)}): the model has {num_classes} classes"
         )
 
 

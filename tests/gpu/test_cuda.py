@@ -20,12 +20,14 @@ from safetensors.torch import load_file
 from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine.evaluate import evaluate
 from gfnet_cli.engine.train import TrainConfig, finetune
+from gfnet_cli.errors import UsageError
 from gfnet_cli.models import create_model
 from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.predict import predict
 from gfnet_cli.profiling import ProfileOptions, profile
 from gfnet_cli.serialization import save_model
 from tests.test_finetune import CLASSES, _env, _wait_for_checkpoint, _write_images
+from tests.test_finetune_faults import _labelled
 
 HERE = Path(__file__).resolve().parent
 # Resume on CUDA is compared with the same tolerance as on the CPU; with deterministic
@@ -166,3 +168,96 @@ def test_nccl_group_through_torchrun_with_one_process(image_folder, tmp_path):
     # 48 images, micro-batches of 4, 2 per step: 6 steps an epoch
     assert report["global_step"] == 12 and report["best_top1"] is not None
     assert report["group_still_up"]  # finetune left the caller's group alone
+
+
+# ---------------------------------------------------------------------- issue 15 on a GPU
+def test_resuming_in_fp16_from_fp32_and_bf16_checkpoints(image_folder, tmp_path):
+    """A precision change on resume keeps the run and starts a fresh fp16 loss scale (was:
+    RuntimeError loading the disabled scaler's empty state into an enabled GradScaler)."""
+    for before in ("fp32", "bf16"):
+        out = tmp_path / before
+        finetune(_config(image_folder, out, epochs=1, precision=before))
+        result = finetune(_config(image_folder, out, epochs=2, precision="fp16", resume=True))
+        assert result.resumed_from_step > 0 and result.epochs == 2
+        state = ckpt.load_checkpoint(ckpt.list_checkpoints(out / "checkpoints")[-1])
+        assert state["precision"] == "fp16" and state["scaler"]["scale"] > 0
+
+
+def test_resume_on_an_explicit_gpu_index_gives_the_same_weights(image_folder, tmp_path):
+    """--device cuda:N in one process: N is made the current device, so the drop-path masks
+    and the checkpointed CUDA generator are the same GPU's (was: cuda:0's saved while
+    cuda:N's drew). The last GPU: cuda:1 or higher where there are several, else cuda:0
+    through the same code path."""
+    index = torch.cuda.device_count() - 1
+    common = ["finetune", "--model", "gfnet-ti", "--from-scratch", "--patch-size", "8",
+              "--embed-dim", "32", "--depth", "2", "--img-size", "32", "--dataset", image_folder,
+              "--epochs", "2", "--batch-size", "4", "--checkpoint-every", "3", "--drop-path",
+              "0.3", "--num-workers", "1", "--device", f"cuda:{index}"]  # fmt: skip
+    done = subprocess.run(_cli(*common, "--output-dir", tmp_path / "ref"), env=_env(),
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    cut = tmp_path / "cut"
+    process = subprocess.Popen(_cli(*common, "--output-dir", cut), env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    assert _wait_for_checkpoint(process, cut, timeout=300), "ended before its first checkpoint"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    resumed = subprocess.run(_cli(*common, "--output-dir", cut, "--resume"), env=_env(),
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    first = load_file(str(tmp_path / "ref" / "model.safetensors"))
+    second = load_file(str(cut / "model.safetensors"))
+    worst = max((first[k] - second[k]).abs().max().item() for k in first)
+    assert worst <= RESUME_TOLERANCE, f"max |difference| {worst:.3e}"
+    finetune(_config(image_folder, tmp_path / "inproc", epochs=1, device=f"cuda:{index}"))
+    assert torch.cuda.current_device() == index
+
+
+def test_out_of_range_labels_stop_on_the_host_not_in_a_device_assert(tmp_path):
+    """An eval label the training split never had, streamed so only the batch check can see
+    it: a one-line UsageError, and the CUDA context is still usable afterwards (a device-side
+    assert would have poisoned it)."""
+    dataset = _labelled(tmp_path, "data", [0, 1, 0, 1], [0, 7], test_class_label=False)
+    with pytest.raises(UsageError, match=r"\[test\]: label 7 is out of range"):
+        finetune(_config(dataset, tmp_path / "out", epochs=1, batch_size=2, streaming=True,
+                         num_workers=0))  # fmt: skip
+    config = GFNetConfig(patch_size=8, embed_dim=32, depth=2, img_size=32, num_classes=2)
+    model = save_model(create_model(config), tmp_path / "model")
+    with pytest.raises(UsageError, match="label 7 is out of range"):
+        evaluate(str(model), str(dataset), split="test", device="cuda", num_workers=0,
+                 streaming=True)  # fmt: skip
+    assert torch.ones(4, device="cuda").sum().item() == 4.0
+
+
+def test_a_batch_of_unreadable_images_on_cuda(tmp_path):
+    root = tmp_path / "data"
+    for index, name in enumerate(("cat", "dog")):
+        _write_images(root / "train" / name, 3, index, seed=0)
+        _write_images(root / "test" / name, 2, index, seed=1)
+    (root / "train" / "cat" / "broken.png").write_bytes(b"not an image")
+    (root / "test" / "dog" / "broken.png").write_bytes(b"not an image")
+    result = finetune(_config(root, tmp_path / "out", epochs=2, batch_size=1, num_workers=0,
+                              precision="fp16"))  # fmt: skip
+    assert result.global_step == 14 and result.best_top1 is not None
+
+
+def _torchrun_gfnet(nproc: int, image_folder: Path, out: Path, device: str
+                    ) -> subprocess.CompletedProcess:  # fmt: skip
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    command = [torchrun, "--standalone", "--nproc_per_node", str(nproc), "-m", "gfnet_cli",
+               "finetune", "--model", "gfnet-ti", "--from-scratch", "--patch-size", "8",
+               "--embed-dim", "32", "--depth", "2", "--img-size", "32", "--dataset",
+               str(image_folder), "--output-dir", str(out), "--epochs", "1", "--device",
+               device]  # fmt: skip
+    return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+
+
+def test_torchrun_refuses_processes_sharing_a_gpu(image_folder, tmp_path):
+    gpus = torch.cuda.device_count()
+    more = _torchrun_gfnet(gpus + 1, image_folder, tmp_path / "more", "cuda")
+    assert more.returncode != 0
+    assert f"{gpus + 1} processes on this machine but {gpus} GPU(s)" in more.stderr
+    assert "Traceback" not in more.stderr.split("ChildFailedError")[0]
+    same = _torchrun_gfnet(2, image_folder, tmp_path / "same", "cuda:0")
+    assert same.returncode != 0 and "--device cuda:0: every one of the 2" in same.stderr
+    assert not (tmp_path / "more" / "checkpoints").exists()

@@ -35,6 +35,10 @@ _HYPERPARAMETERS = (
     "img_size", "from_scratch", "new_head", "streaming", "compile", "grad_checkpointing",
 )  # fmt: skip
 
+# Minutes the other processes wait for rank 0 to load and prepare the data (docs/training.md):
+# ImageNet's first load as an image folder takes far longer than NCCL's 10-minute default.
+DEFAULT_PREPARE_TIMEOUT = 60.0
+
 # The authors' optimizer (timm's create_optimizer for "adamw"): betas and eps are AdamW's
 # defaults, written out so --print-config shows them.
 OPTIMIZER = {"optimizer": "adamw", "opt_eps": 1e-8, "opt_betas": [0.9, 0.999]}
@@ -99,6 +103,7 @@ class TrainConfig:
     log_every: int = 10
     streaming: bool = False
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
+    prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT  # minutes the others wait for rank 0's data
 
     @classmethod
     def from_recipe(cls, recipe: str | None, **values: Any) -> TrainConfig:
@@ -185,6 +190,11 @@ def check_config(config: TrainConfig, device: torch.device) -> None:
     if config.num_workers < 0:
         raise UsageError(
             f"num_workers must be 0 or more, got {config.num_workers}", param="num_workers"
+        )
+    if not (math.isfinite(config.prepare_timeout) and config.prepare_timeout > 0):
+        raise UsageError(
+            f"prepare_timeout must be a positive number of minutes, got {config.prepare_timeout}",
+            param="prepare_timeout",
         )
     if config.push_to:  # refused now, not after hours of training
         check_push_target(config.push_to)

@@ -15,6 +15,7 @@ import logging
 import math
 import signal
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +34,7 @@ from gfnet_cli.data.datasets import (
     choose_split,
     collate_skipping_failures,
     find_columns,
+    label_index,
     load_splits,
 )
 from gfnet_cli.data.streaming import StreamPosition, TrainStream, pass_through, split_num_examples
@@ -55,17 +57,15 @@ def prepare_data(
     config: TrainConfig, dist: distributed.DistInfo
 ) -> tuple[ImageDataset, ImageDataset | None, list[str]]:
     """The train and eval splits and the class names, with the pre-flight data checks."""
-    # Rank 0 first: concurrent first loads of an image folder would race on the cache.
-    if not dist.is_main:
-        distributed.barrier()
-    splits = load_splits(
-        config.dataset,
-        dataset_config=config.dataset_config,
-        streaming=config.streaming,
-        num_shards=STREAM_SHARDS if config.streaming else None,
-    )
-    if dist.is_main:
-        distributed.barrier()
+    # Rank 0 first: concurrent first loads of an image folder would race on the cache. The
+    # others wait up to prepare_timeout for it (an ImageNet folder's first load is long).
+    with distributed.main_process_first(timedelta(minutes=config.prepare_timeout)):
+        splits = load_splits(
+            config.dataset,
+            dataset_config=config.dataset_config,
+            streaming=config.streaming,
+            num_shards=STREAM_SHARDS if config.streaming else None,
+        )
     train_name, eval_name = _choose_splits(list(splits), config)
     train = _image_dataset(splits, train_name, config)
     _check_train_split(train, config)
@@ -75,6 +75,7 @@ def prepare_data(
             f"{config.dataset} [{train_name}] has {len(class_names)} class: a classifier "
             "needs at least 2"
         )
+    _check_label_column(train, class_names)
     evaluation = None
     if eval_name is not None:
         evaluation = _image_dataset(splits, eval_name, config)
@@ -82,6 +83,8 @@ def prepare_data(
             raise DatasetError(f"{config.dataset} [{eval_name}] has no label column")
         if _is_empty(evaluation):
             raise DatasetError(f"{config.dataset}: the {eval_name!r} split is empty")
+        _check_label_column(evaluation, class_names, _label_map(evaluation, class_names),
+                            evaluation=True)
     return train, evaluation, class_names
 
 
@@ -147,6 +150,55 @@ def _class_names_from_values(data: ImageDataset) -> list[str]:
     if values and values[0] < 0:
         raise DatasetError(f"label column {data.label_column!r} holds negative labels")
     return [str(i) for i in range(values[-1] + 1)] if values else []
+
+
+# ====================================================================== label ranges
+def where(data: ImageDataset) -> str:
+    """``DATASET [split]``: how messages name a split."""
+    return f"{data.name} [{data.split}]"
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, split: str, *,
+                 evaluation: bool = False) -> None:  # fmt: skip
+    """Refuse a class index outside ``[0, num_classes)`` while it is still on the host.
+
+    On a GPU such a label reaches ``cross_entropy`` as a device-side assert, which kills the
+    process without saying which label and leaves the other DDP processes waiting. Cheap: a
+    min and a max of a CPU tensor per batch. A negative evaluation label (unlabelled, or a class
+    the training split lacks) is skipped by the evaluation, so it passes there; a negative
+    training label (a sample without a label) does not.
+    """
+    if not len(labels):
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if high >= num_classes:
+        fix = ("evaluate on a split with the training split's classes (eval_split)" if evaluation
+               else "check the label column")  # fmt: skip
+        raise DatasetError(
+            f"{split}: label {high} is out of range: training has {num_classes} classes "
+            f"(0 to {num_classes - 1}); {fix}",
+            param="eval_split" if evaluation else "label_column",
+        )
+    if low < 0 and not evaluation:
+        raise DatasetError(
+            f"{split}: label {low} is not a class index (a sample without a label?): every "
+            "training image needs one of the classes",
+            param="label_column",
+        )
+
+
+def _check_label_column(data: ImageDataset, class_names: list[str],
+                        label_map: dict[int, int] | None = None, *,
+                        evaluation: bool = False) -> None:  # fmt: skip
+    """:func:`check_labels` once over a map-style split's distinct labels, before training:
+    every process reads the same column, so every process stops, and none waits for the
+    others in a collective. A stream is checked batch by batch instead."""
+    if data.streaming:
+        return
+    values = data.dataset.unique(data.label_column)
+    labels = torch.tensor([label_index(v, data.label_ids, label_map) for v in values],
+                          dtype=torch.long)  # fmt: skip
+    check_labels(labels, len(class_names), where(data), evaluation=evaluation)
 
 
 def _label_map(data: ImageDataset, class_names: list[str]) -> dict[int, int] | None:

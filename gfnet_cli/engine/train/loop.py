@@ -2,10 +2,12 @@
 
     set up      check the recipe, lock the output folder, seed, load data and model (its
                 head kept or new), wrap (DDP, compile), plan the schedule, resume
-    each step   learning rate -> for each of the ``accumulate`` micro-batches: mixing ->
-                forward/loss -> backward (gradients synchronized on the last one only)
-                -> the one all-reduce -> finite check -> clip/step -> EMA -> metrics
-                -> Ctrl-C and checkpoint cadence
+    each step   learning rate -> for each of the ``accumulate`` micro-batches: labels
+                checked on the host -> to the device (a stand-in image when none was
+                readable) -> mixing -> forward/loss -> backward (gradients synchronized on
+                the last one only) -> the one all-reduce -> finite check -> clip/step -> EMA
+                (both skipped when no process had an image) -> metrics -> Ctrl-C and
+                checkpoint cadence
     each epoch  evaluate (the raw weights and the EMA) -> keep the best MODEL -> checkpoint
     the end     train_results.json, push
 
@@ -28,7 +30,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from gfnet_cli.data.datasets import Batch
 from gfnet_cli.data.mix import Mixer, step_rng
@@ -36,7 +37,7 @@ from gfnet_cli.device import autocast_context
 from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine import distributed
 from gfnet_cli.engine.train.config import TrainConfig, check_config
-from gfnet_cli.engine.train.data import eval_loader, prepare_data, train_source
+from gfnet_cli.engine.train.data import check_labels, eval_loader, prepare_data, train_source, where
 from gfnet_cli.engine.train.ema import ModelEma
 from gfnet_cli.engine.train.lock import locked_output_dir
 from gfnet_cli.engine.train.model import build_model
@@ -133,6 +134,8 @@ def _set_up(config: TrainConfig, dist: distributed.DistInfo, callbacks: TrainCal
         identity={"model": config.model, "dataset": config.dataset,
                   "model_config": model.config.to_dict()},  # fmt: skip
         started=started,
+        train_split=where(train_data),
+        eval_split=where(eval_data) if eval_data is not None else None,
     )
 
 
@@ -248,9 +251,10 @@ def _train_epoch(run: Run, state: RunState) -> EpochSummary:
         local = _accumulate_gradients(run, batches, state.global_step)
         step = _all_reduce(local, run)
         _check_finite(run, state, step.loss)
-        _optimizer_step(run, local.micro_batches)
-        _update_ema(run)
-        state.advance(step.loss)
+        if step.images:  # else no process had a readable image: nothing to learn from
+            _optimizer_step(run, local.micro_batches)
+            _update_ema(run)
+        state.advance(step.loss if step.images else None)
         meter.add(step)
         _time_compilation(run, meter)
         _report_step(run, state, step, lr, meter)
@@ -275,7 +279,9 @@ def _accumulate_gradients(run: Run, batches: Lookahead, step: int) -> LocalStep:
     accumulate = run.config.accumulate
     local = LocalStep(torch.zeros((), device=run.device))
     for index in range(accumulate):
-        images, labels = _to_device(batches.pop(), run.device)
+        batch = batches.pop()
+        check_labels(batch.labels, run.model.num_classes, run.train_split)  # on the host
+        images, labels = _to_device(_images_or_stand_in(run, batch), batch.labels, run.device)
         last = index == accumulate - 1 or not batches
         images, targets = _mix(run, images, labels, step * accumulate + index)
         with _gradient_sync(run, last):
@@ -295,9 +301,22 @@ def _gradient_sync(run: Run, last: bool) -> contextlib.AbstractContextManager:
     return run.ddp.no_sync()
 
 
-def _to_device(batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    return (batch.images.to(device, non_blocking=True),
-            batch.labels.to(device, non_blocking=True))  # fmt: skip
+def _images_or_stand_in(run: Run, batch: Batch) -> torch.Tensor:
+    """The batch's images, or one black image when none of them could be read.
+
+    A process without images must still run forward and backward: under DDP the others wait
+    for its share of the gradient all-reduce. The stand-in's loss is multiplied by 0 (its
+    gradients are zeros) and it counts as no image, so the loss and metrics leave it out.
+    """
+    if len(batch.labels):
+        return batch.images
+    height, width = run.model.config.image_size
+    return torch.zeros(1, run.model.config.in_chans, height, width)
+
+
+def _to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device
+               ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
 
 def _mix(run: Run, images: torch.Tensor, labels: torch.Tensor, micro_step: int
@@ -316,7 +335,7 @@ def _forward_loss(run: Run, images: torch.Tensor, labels: torch.Tensor,
     with autocast_context(run.device, run.config.precision):
         logits = run.train_model(images)
     if not len(labels):
-        return logits.sum() * 0.0  # every image of the batch was unreadable: join the step
+        return logits.sum() * 0.0  # the stand-in of an unreadable batch: zero gradients
     if targets is not None:
         return F.cross_entropy(logits.float(), targets)  # probability targets (mixed)
     return F.cross_entropy(logits.float(), labels, label_smoothing=run.config.label_smoothing)
@@ -389,7 +408,7 @@ def _report_step(run: Run, state: RunState, step: StepStats, lr: float,
         return
     ips = meter.images_per_second()
     run.callbacks.on_step(state.global_step, state.epoch, step.loss, lr, ips)
-    if state.global_step % run.config.log_every == 0:
+    if state.global_step % run.config.log_every == 0 and step.images:
         run.metrics.write({"type": "train", "step": state.global_step, "epoch": state.epoch,
                            "loss": step.loss, "lr": lr, "images_per_second": ips})  # fmt: skip
 
@@ -420,9 +439,9 @@ def _end_epoch(run: Run, state: RunState, summary: EpochSummary) -> None:
     then checkpoint the epoch boundary."""
     raw = ema = None
     if run.eval_loader is not None:
-        raw = _evaluate(run.model, run.eval_loader, run.device, run.config.precision)
+        raw = _evaluate(run, run.model)
         if run.ema is not None:
-            ema = _evaluate(run.ema.module, run.eval_loader, run.device, run.config.precision)
+            ema = _evaluate(run, run.ema.module)
         state.eval_count = raw.count
     stats = state.record_epoch(summary.train_loss, summary.images_per_second, raw, ema)
     if run.dist.is_main:
@@ -438,19 +457,21 @@ def _end_epoch(run: Run, state: RunState, summary: EpochSummary) -> None:
 
 
 @torch.no_grad()
-def _evaluate(model: GFNet, loader: DataLoader, device: torch.device, precision: str) -> Scores:
+def _evaluate(run: Run, model: GFNet) -> Scores:
     """Top-1, top-5, mean cross-entropy and how many labelled images were scored, summed over
-    every process's shard (labels the training classes lack, -1, are skipped)."""
+    every process's shard (labels the training classes lack, -1, are skipped; a batch of
+    unreadable images has none to score)."""
     model.eval()
+    device, precision = run.device, run.config.precision
     totals = torch.zeros(4, dtype=torch.float64)  # correct@1, correct@5, loss sum, count
-    for batch in loader:
-        labels = batch.labels.to(device)
-        keep = labels >= 0
+    for batch in run.eval_loader:
+        check_labels(batch.labels, model.num_classes, run.eval_split, evaluation=True)
+        keep = batch.labels >= 0
         if not bool(keep.any()):
             continue
         with autocast_context(device, precision):
-            logits = model(batch.images.to(device)[keep]).float()
-        labels = labels[keep]
+            logits = model(batch.images[keep].to(device)).float()
+        labels = batch.labels[keep].to(device)
         hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
         totals[0] += hits[:, 0].sum().item()
         totals[1] += hits.any(dim=1).sum().item()

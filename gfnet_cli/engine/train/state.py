@@ -105,6 +105,8 @@ class Run:
     callbacks: TrainCallbacks
     identity: dict[str, Any]  # what a checkpoint must match to be resumed by this run
     started: float  # time.perf_counter() when this process started the run
+    train_split: str  # "DATASET [split]", as messages name it
+    eval_split: str | None
     stop: StopFlag = field(default_factory=StopFlag)
     compile_time_s: float | None = None  # this session's first step, compilation included
 
@@ -142,11 +144,12 @@ class RunState:
     last_loss: float | None = None
     eval_count: int = 0  # labelled images the last evaluation scored, over all processes
 
-    def advance(self, loss: float) -> None:
-        """One optimizer step is done."""
+    def advance(self, loss: float | None) -> None:
+        """One optimizer step is done (``loss`` None: it had no image, the last loss stays)."""
         self.global_step += 1
         self.step_in_epoch += 1
-        self.last_loss = loss
+        if loss is not None:
+            self.last_loss = loss
 
     def record_epoch(self, train_loss: float, images_per_second: float, raw: Scores | None,
                      ema: Scores | None = None) -> EpochStats:  # fmt: skip
@@ -209,12 +212,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _restore_rng(saved: list[dict[str, Any]], rank: int, fallback_seed: int) -> None:
+def _restore_rng(saved: list[dict[str, Any]], rank: int, fallback_seed: int,
+                 device: torch.device) -> None:  # fmt: skip
     if rank >= len(saved):
         logger.warning("checkpoint has no RNG state for this process; seeding afresh")
         seed_everything(fallback_seed)
     else:
-        ckpt.restore_rng_state(saved[rank])
+        ckpt.restore_rng_state(saved[rank], device)
 
 
 # ====================================================================== checkpoints
@@ -244,10 +248,11 @@ def _checkpoint_contents(run: Run, state: RunState) -> dict[str, Any]:
         **({"ema": run.ema.state_dict()} if run.ema is not None else {}),
         "optimizer": run.optimizer.state_dict(),
         "scaler": run.scaler.state_dict(),
+        "precision": run.config.precision,
         "schedule": run.schedule.to_dict(),
         **state.to_checkpoint(),
         "train_runtime_s": run.runtime_s(state),
-        "rng": distributed.all_gather_objects(ckpt.capture_rng_state()),
+        "rng": distributed.all_gather_objects(ckpt.capture_rng_state(run.device)),
         "stream": distributed.all_gather_objects(run.source.state()),
         "identity": json.dumps(run.identity, sort_keys=True),
         "world_size": run.dist.world_size,
@@ -265,9 +270,9 @@ def resume(run: Run) -> RunState:
     run.model.load_state_dict(saved["model"])
     _resume_ema(run, saved, path)
     run.optimizer.load_state_dict(saved["optimizer"])
-    run.scaler.load_state_dict(saved["scaler"])
+    resume_scaler(run.scaler, saved, run.config.precision, path)
     state = RunState.from_checkpoint(saved)
-    _restore_rng(saved["rng"], run.dist.rank, run.config.seed + run.dist.rank)
+    _restore_rng(saved["rng"], run.dist.rank, run.config.seed + run.dist.rank, run.device)
     run.source.resume(saved.get("stream"), state.epoch, state.step_in_epoch, path)
     logger.info("resuming from %s (step %d)", path.name, state.global_step)
     return state
@@ -283,6 +288,27 @@ def _resume_ema(run: Run, saved: dict[str, Any], path: Path) -> None:
     logger.warning("%s holds no EMA weights: the average starts from the resumed weights",
                    path.name)  # fmt: skip
     run.ema.load_state_dict(run.model.state_dict())
+
+
+def resume_scaler(scaler: torch.amp.GradScaler, saved: dict[str, Any], precision: str,
+                  path: Path) -> None:  # fmt: skip
+    """The checkpoint's fp16 loss scale, or a fresh one where the checkpoint has none.
+
+    Precision is not part of a run's identity: changing it on resume is legitimate (a run
+    started on a CPU in bf16 continues on a GPU in fp16). A checkpoint written in fp32 or bf16
+    holds a disabled scaler's empty state, which an enabled GradScaler refuses to load, so
+    fp16 then starts from GradScaler's initial scale (it adapts within a few steps). Leaving
+    fp16 drops the scale: nothing else uses it.
+    """
+    before = saved.get("precision")  # absent from checkpoints written before it was recorded
+    state = saved.get("scaler") or {}
+    if before is not None and before != precision:
+        logger.warning("%s was written in precision %s; continuing in %s", path.name, before,
+                       precision)  # fmt: skip
+    if scaler.is_enabled() and not state:
+        logger.warning("%s holds no fp16 loss scale: it starts afresh", path.name)
+        return
+    scaler.load_state_dict(state)
 
 
 def _check_same_run(saved: dict[str, Any], identity: dict[str, Any], path: Path) -> None:
