@@ -228,29 +228,41 @@ def image_folder_2(tmp_path_factory) -> Path:
 
 # ---------------------------------------------------------------------- devices of processes
 @pytest.mark.parametrize(
-    ("requested", "local_rank", "world_size", "gpus", "local_world_size", "refused"),
+    ("requested", "local_rank", "world_size", "refused"),
     [
-        ("cuda:1", 0, 2, 2, None, "every one of the 2 processes would train on that one GPU"),
-        ("CUDA:1", 0, 2, 0, None, "every one of the 2 processes"),  # refused without a GPU too
-        ("cuda:0", 0, 2, 2, None, None),  # this process's own GPU (device=f"cuda:{rank}")
-        ("cuda", 2, 3, 2, 3, "3 processes on this machine but 2 GPU(s)"),
-        ("auto", 0, 4, 2, 4, "--nproc_per_node 2"),  # every process refuses, rank 0 too
-        ("cuda", 2, 3, 2, None, "3 processes on this machine"),  # no LOCAL_WORLD_SIZE
-        ("cuda", 1, 4, 2, 2, None),  # two machines of two GPUs
-        ("auto", 1, 2, 0, 2, None),  # no GPU: the CPU, gloo
-        ("cpu", 1, 8, 2, 8, None),
-        ("cuda:1", 0, 1, 2, None, None),  # one process may take any GPU
+        ("cuda:1", 0, 2, "every one of the 2 processes would train on that one GPU"),
+        ("CUDA:1", 0, 2, "every one of the 2 processes"),  # refused without a GPU too
+        ("cuda:0", 0, 2, None),  # this process's own GPU (device=f"cuda:{rank}")
+        ("cuda", 2, 3, None),  # left to the GPUs' own answer (shared_gpus)
+        ("auto", 1, 2, None),
+        ("cpu", 1, 8, None),
+        ("cuda:1", 0, 1, None),  # one process may take any GPU
     ],
 )
-def test_processes_never_share_a_gpu(requested, local_rank, world_size, gpus, local_world_size,
-                                     refused):  # fmt: skip
-    args = (requested, local_rank, world_size, gpus, local_world_size)
+def test_a_device_string_never_names_one_gpu_for_all(requested, local_rank, world_size,
+                                                      refused):  # fmt: skip
+    args = (requested, local_rank, world_size)
     if refused is None:
         distributed.check_rank_device(*args)
         return
     with pytest.raises(UsageError) as error:
         distributed.check_rank_device(*args)
     assert refused in str(error.value) and error.value.param == "device"
+
+
+@pytest.mark.parametrize(
+    ("gpu_ids", "shared"),
+    [
+        (["GPU-a", "GPU-b"], []),
+        (["GPU-a", "GPU-b", "GPU-a"], [[0, 2]]),  # 3 processes, 2 GPUs
+        (["GPU-a"] * 3 + ["GPU-b"] * 2, [[0, 1, 2], [3, 4]]),
+        # each process sees one GPU, cuda:0, through its own CUDA_VISIBLE_DEVICES: no sharing
+        (["GPU-a", "GPU-b", "GPU-c", "GPU-d"], []),
+        ([], []),
+    ],
+)
+def test_processes_sharing_a_gpu_are_found_by_its_uuid(gpu_ids, shared):
+    assert distributed.shared_gpus(gpu_ids) == shared
 
 
 def test_torchrun_with_an_explicit_gpu_exits_2_before_joining(run_cli, image_folder_2, tmp_path,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -74,15 +74,15 @@ def join_group(device: torch.device, rank: int, world_size: int) -> None:
     )
 
 
-def check_rank_device(requested: str | torch.device | None, local_rank: int, world_size: int,
-                      device_count: int, local_world_size: int | None = None) -> None:  # fmt: skip
-    """Refuse, with several processes, a device choice that puts two of them on one GPU.
+def check_rank_device(requested: str | torch.device | None, local_rank: int,
+                      world_size: int) -> None:  # fmt: skip
+    """Refuse, with several processes, a device string that names one GPU for all of them.
 
     ``cuda:N`` is the same string in every process, so each would train on GPU N (only
-    ``N == local_rank`` is this process's own); and ``cuda``/``auto`` with more processes on
-    the machine (``local_world_size``) than GPUs would double processes up on a GPU, which
-    NCCL refuses or runs at a fraction of the speed. A pure function of its arguments, so the
-    rule is tested without GPUs. Raises :class:`UsageError` (``param="device"``).
+    ``N == local_rank`` is this process's own). A pure function of its arguments, so the rule
+    is tested without GPUs; processes that land on one GPU some other way (more processes than
+    GPUs) are found after joining, by :func:`shared_gpus`. Raises :class:`UsageError`
+    (``param="device"``).
     """
     if world_size <= 1:
         return
@@ -94,16 +94,38 @@ def check_rank_device(requested: str | torch.device | None, local_rank: int, wor
             "GPU; use device cuda, and each process takes the GPU of its LOCAL_RANK",
             param="device",
         )
-    if kind not in ("cuda", "auto") or device_count == 0:
-        return  # the CPU (gloo), or no GPU: resolve_device says what it can run on
-    processes = max(local_world_size or world_size, local_rank + 1)
-    if processes > device_count:
-        raise UsageError(
-            f"{processes} processes on this machine but {device_count} GPU(s): two processes "
-            f"would share a GPU; start at most {device_count} (torchrun --nproc_per_node "
-            f"{device_count})",
-            param="device",
-        )
+
+
+def shared_gpus(gpu_ids: Sequence[str]) -> list[list[int]]:
+    """The ranks that train on one GPU together, by each rank's GPU UUID (rank order).
+
+    Asked of the GPUs themselves rather than counted: a launcher that gives every process
+    its own ``CUDA_VISIBLE_DEVICES`` shows each one GPU, ``cuda:0``, and shares nothing.
+    """
+    ranks_by_gpu: dict[str, list[int]] = {}
+    for rank, gpu in enumerate(gpu_ids):
+        ranks_by_gpu.setdefault(gpu, []).append(rank)
+    return [ranks for ranks in ranks_by_gpu.values() if len(ranks) > 1]
+
+
+def _refuse_shared_gpus(device: torch.device) -> None:
+    """Stop every process, with one message, if two of them train on one GPU.
+
+    NCCL refuses a GPU shared by two ranks only at the first gradient reduction, with an
+    internal error; the UUIDs go over gloo (the group's CPU backend), which never minds.
+    """
+    shared = shared_gpus(all_gather_objects(str(torch.cuda.get_device_properties(device).uuid)))
+    if not shared:
+        return
+    dist.destroy_process_group()
+    first = shared[0]
+    ranks = ", ".join(str(rank) for rank in first[:-1]) + f" and {first[-1]}"
+    raise UsageError(
+        f"processes {ranks} would train on one GPU ({len(shared)} GPU(s) shared): start at "
+        "most one process per GPU (torchrun --nproc_per_node with the number of GPUs), or give "
+        "each its own with CUDA_VISIBLE_DEVICES",
+        param="device",
+    )
 
 
 def setup(device: str = "auto") -> DistInfo:
@@ -114,8 +136,7 @@ def setup(device: str = "auto") -> DistInfo:
     """
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not _group_active():  # a caller's group: the caller chose each process's device
-        check_rank_device(device, local_rank, world_size_from_env(), _cuda_device_count(),
-                          _local_world_size())  # fmt: skip
+        check_rank_device(device, local_rank, world_size_from_env())
     target = resolve_device(device, local_rank)
     if target.type == "cuda":
         torch.cuda.set_device(target)
@@ -125,18 +146,10 @@ def setup(device: str = "auto") -> DistInfo:
     rank = int(os.environ.get("RANK", "0"))
     if world_size > 1:
         join_group(target, rank, world_size)
+        if target.type == "cuda":
+            _refuse_shared_gpus(target)
         return DistInfo(rank, world_size, local_rank, target, group=True, owns_group=True)
     return DistInfo(rank, world_size, local_rank, target)
-
-
-def _cuda_device_count() -> int:
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def _local_world_size() -> int | None:
-    """Processes ``torchrun`` started on this machine (None outside it)."""
-    value = os.environ.get("LOCAL_WORLD_SIZE")
-    return int(value) if value else None
 
 
 def cleanup(info: DistInfo | None = None) -> None:
