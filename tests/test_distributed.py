@@ -4,6 +4,7 @@ a group the caller created is used (DDP, collectives, one gradient all-reduce pe
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 import torch
@@ -56,6 +57,8 @@ def test_setup_on_a_gpu_machine_under_torchrun_passes_the_mapping(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.update(device=device))
     monkeypatch.setattr(dist, "init_process_group", lambda **kwargs: calls.update(kwargs))
+    gpu = types.SimpleNamespace(uuid="GPU-1")  # processes compare GPUs after joining
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: gpu)
     for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
         monkeypatch.setenv(name, value)
     info = distributed.setup("auto")
