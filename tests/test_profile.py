@@ -190,6 +190,50 @@ def test_allocation_failure_becomes_an_error_row(monkeypatch):
     assert row.error == OUT_OF_MEMORY and row.latency_ms is None
 
 
+# --------------------------------------------------------------------------- --compile
+def test_compile_measures_peak_memory_on_the_compiled_model(monkeypatch):
+    """The memory row of ``--compile`` is the compiled model's: the child process gets the
+    request, compiles, and measures that runner (eager backend here: no C++ toolchain)."""
+    import io
+    import json
+    import subprocess
+    from contextlib import redirect_stdout
+
+    import gfnet_cli.profiling as profiling
+
+    compiled: list[torch.nn.Module] = []
+    calls: list[str] = []
+
+    def eager_compile(model):
+        def counting_backend(graph, example_inputs):
+            calls.append("graph")
+            return graph.forward
+
+        runner = torch.compile(model, backend=counting_backend)
+        compiled.append(runner)
+        return runner
+
+    requests: list[dict] = []
+
+    def run_child_here(command, **kwargs):
+        requests.append(json.loads(command[-1]))
+        out = io.StringIO()
+        with redirect_stdout(out):
+            profiling._child_main(command[-1])
+        return subprocess.CompletedProcess(command, 0, out.getvalue(), "")
+
+    monkeypatch.setattr(profiling, "_compiled", eager_compile)
+    monkeypatch.setattr(profiling.subprocess, "run", run_child_here)
+    torch._dynamo.reset()
+    options = ProfileOptions(batch_size=2, repeats=1, warmup=1, compile=True)
+    row = profile_row(tiny_spec(), 48, options, torch.device("cpu"))  # 48: not the native 32
+    torch._dynamo.reset()
+    assert [r["compile"] for r in requests] == [True]
+    assert len(compiled) == 2  # the timed runner here, the measured one in the child
+    assert calls == ["graph", "graph"]  # one graph each: no breaks at a non-native size
+    assert row.error is None and row.peak_memory_mb is not None and row.compile_s is not None
+
+
 # --------------------------------------------------------------------------- what is read
 @pytest.fixture
 def hub(monkeypatch):
