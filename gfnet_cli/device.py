@@ -91,6 +91,12 @@ def check_precision(device: torch.device, precision: str) -> str:
     return precision
 
 
+def accumulator_dtype(device: torch.device) -> torch.dtype:
+    """The dtype for running sums kept on ``device``: float64, or float32 on MPS (it has no
+    float64, and moving a float64 tensor there fails)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """The autocast dtype of ``precision``, ``None`` for fp32 (no autocast)."""
     dtype = precision_dtype(precision)
