@@ -33,7 +33,7 @@ from torch import nn
 
 from gfnet_cli.data.datasets import Batch
 from gfnet_cli.data.mix import Mixer, step_rng
-from gfnet_cli.device import accumulator_dtype, autocast_context
+from gfnet_cli.device import accumulator_dtype, autocast_context, deterministic_algorithms
 from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine import distributed
 from gfnet_cli.engine.train.config import TrainConfig, check_config
@@ -70,12 +70,17 @@ logger = logging.getLogger(__name__)
 
 
 def finetune(config: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainResult:
-    """Train MODEL on DATASET into ``config.output_dir``; returns what train_results.json says."""
-    dist = distributed.setup(config.device)
-    try:
-        return _train(config, dist, callbacks or TrainCallbacks())
-    finally:
-        distributed.cleanup(dist)
+    """Train MODEL on DATASET into ``config.output_dir``; returns what train_results.json says.
+
+    With ``config.deterministic`` PyTorch's deterministic mode is on for the whole call (set
+    before CUDA starts) and the previous settings are restored when it returns.
+    """
+    with deterministic_algorithms(config.deterministic):
+        dist = distributed.setup(config.device)
+        try:
+            return _train(config, dist, callbacks or TrainCallbacks())
+        finally:
+            distributed.cleanup(dist)
 
 
 def _train(config: TrainConfig, dist: distributed.DistInfo, callbacks: TrainCallbacks
@@ -113,7 +118,7 @@ def _set_up(config: TrainConfig, dist: distributed.DistInfo, callbacks: TrainCal
     if eval_data is not None:
         evaluation = eval_loader(eval_data, model.config, class_names, config, dist)
     model.to(dist.device)
-    ddp = _parallel(model, dist)
+    ddp = _parallel(model, dist, config.deterministic)
     return Run(
         config=config,
         dist=dist,
@@ -139,15 +144,23 @@ def _set_up(config: TrainConfig, dist: distributed.DistInfo, callbacks: TrainCal
     )
 
 
-def _parallel(model: nn.Module, dist: distributed.DistInfo
+def _parallel(model: nn.Module, dist: distributed.DistInfo, deterministic: bool = False
               ) -> nn.parallel.DistributedDataParallel | None:  # fmt: skip
-    """DistributedDataParallel over ``model`` when a process group is active."""
+    """DistributedDataParallel over ``model`` when a process group is active.
+
+    ``deterministic``: DDP regroups its gradient buckets in backward order after the first
+    step of every session, so a resumed run would all-reduce its first step in other buckets
+    (another summation order over 3+ processes) than the original run did at that step. With
+    ``find_unused_parameters`` the reducer never rebuilds them: the same buckets every step,
+    at the cost of one walk over the autograd graph per step.
+    """
     if not dist.distributed:
         return None
     device = dist.device
     return nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None
-    )
+        model, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=deterministic,
+    )  # fmt: skip
 
 
 def _compiled(module: nn.Module, compile_model: bool) -> nn.Module:
