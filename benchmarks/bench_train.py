@@ -5,7 +5,9 @@ shared), reported as medians of per-step times:
 
 - default: ``gfnet finetune``'s loop (JPEGs decoded and augmented in DataLoader workers, the
   loss all-reduce, clipping, the schedule) beside the bare forward + backward + AdamW step of
-  the same model on ready tensors. The gap is the loop's overhead.
+  the same model on ready tensors. The gap is the loop's overhead. On CUDA the loop runs its
+  real data path: pinned batches copied ``non_blocking``, one host sync per step; compare two
+  versions of the loop by running this on each, on the same GPU.
 - ``--reference``: the bare training step of our GFNet beside the same step of a GFNet written
   the authors' way (benchmarks/bench_inference.py's RefGFNet, the same weights), in fp32 and
   bf16 autocast: our step time against the authors' code's, and bf16 against fp32.

@@ -370,7 +370,9 @@ def time_forward(
     return statistics.median(times), first
 
 
-def _cuda_peak_mb(model: nn.Module, inputs: torch.Tensor, precision: str) -> float:
+def _cuda_peak_mb(
+    model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, precision: str
+) -> float:
     device = inputs.device
     torch.cuda.synchronize(device)
     before = torch.cuda.memory_allocated(device)
@@ -422,14 +424,24 @@ def _child_environment() -> dict[str, str]:
 
 
 def measure_cpu_memory_in_child(
-    spec: ModelSpec, resolution: int, batch_size: int, precision: str, timeout: float = 900
+    spec: ModelSpec,
+    resolution: int,
+    batch_size: int,
+    precision: str,
+    timeout: float = 900,
+    compile_model: bool = False,
 ) -> float:
-    """Peak memory of one CPU forward, measured in a fresh Python process (MB)."""
+    """Peak memory of one CPU forward, measured in a fresh Python process (MB).
+
+    With ``compile_model`` the child compiles the model as ``profile`` does and measures the
+    compiled forward (compilation itself happens in the untimed warm-up call).
+    """
     request = {
         "spec": dataclasses.asdict(spec),
         "resolution": resolution,
         "batch_size": batch_size,
         "precision": precision,
+        "compile": compile_model,
     }
     proc = subprocess.run(
         [sys.executable, "-m", "gfnet_cli.profiling", json.dumps(request)],
@@ -453,13 +465,15 @@ def _child_main(request_json: str) -> None:
     spec = ModelSpec(**request["spec"])
     resolution, precision = request["resolution"], request["precision"]
     model = spec.build(resolution).eval()
+    runner = _compiled(model) if request.get("compile") else model
     inputs = torch.randn(request["batch_size"], 3, resolution, resolution)
 
     def forward() -> None:
         with inference(inputs.device, precision):
-            model(inputs)
+            runner(inputs)
 
-    forward()  # one-time costs (filter resizes, kernel caches) are not the forward's peak
+    # One-time costs (compilation, filter resizes, kernel caches) are not the forward's peak.
+    forward()
     peak = cpu_peak_rise_mb(forward)
     sys.stdout.write(json.dumps({"peak_memory_mb": peak}) + "\n")
 
@@ -568,11 +582,14 @@ def _measure(
     row.images_per_second = round(options.batch_size / median_s, 2)
     if not options.measure_memory:
         return
+    # The runner that was timed is the one measured: a compiled graph's buffers are not eager's.
     if device.type == "cuda":
-        row.peak_memory_mb = round(_cuda_peak_mb(model, inputs, options.precision), 2)
+        row.peak_memory_mb = round(_cuda_peak_mb(runner, inputs, options.precision), 2)
     elif device.type == "cpu":
         del model, runner, inputs  # the child measures; free this process's copy first
-        peak = measure_cpu_memory_in_child(spec, resolution, options.batch_size, options.precision)
+        peak = measure_cpu_memory_in_child(
+            spec, resolution, options.batch_size, options.precision, compile_model=options.compile
+        )
         row.peak_memory_mb = round(peak, 2)
 
 

@@ -207,3 +207,47 @@ def test_truncated_files_are_reported(tmp_path):
         cut.write_bytes(data[: len(data) // 2])
         with pytest.raises(ImageReadError, match="truncated"):
             open_image(cut)
+
+
+# ---------------------------------------------------------------------- batches on a GPU
+def _batch():
+    from gfnet_cli.data.datasets import Batch
+
+    return Batch(torch.arange(4 * 3 * 2 * 2, dtype=torch.float32).reshape(4, 3, 2, 2),
+                 torch.tensor([1, -1, 0, 2]), torch.tensor([10, 11, 12, 13]),
+                 [(14, "unreadable")], worker=3)  # fmt: skip
+
+
+def test_dataloader_pinning_pins_a_batch_and_keeps_its_fields(monkeypatch):
+    """DataLoader's pin_memory thread calls ``.pin_memory()`` on custom types and returns any
+    other object unpinned. A CPU-only build cannot pin (tests/gpu checks is_pinned()), so
+    pinning is recorded here."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    from gfnet_cli.data.datasets import Batch
+
+    pinned: list[torch.Tensor] = []
+
+    def fake_pin(tensor, *args, **kwargs):
+        copy = tensor.clone()
+        pinned.append(copy)
+        return copy
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    batch = _batch()
+    result = pin_memory(batch, "cuda")  # what the DataLoader's pin thread runs per batch
+    assert isinstance(result, Batch) and result is not batch
+    assert result.images is pinned[0] and result.labels is pinned[1]  # the tensors that travel
+    assert torch.equal(result.images, batch.images) and torch.equal(result.labels, batch.labels)
+    assert result.indices is batch.indices  # stays on the host
+    assert result.failures == batch.failures and result.worker == 3 and result.rows == 5
+
+
+def test_labelled_rows_are_picked_after_the_transfer():
+    batch = _batch()
+    images, labels = batch.labelled_to(torch.device("cpu"))
+    assert labels.tolist() == [1, 0, 2]
+    assert torch.equal(images, batch.images[[0, 2, 3]])
+    batch.labels = torch.tensor([0, 1, 2, 3])
+    images, labels = batch.labelled_to(torch.device("cpu"))
+    assert images.data_ptr() == batch.images.data_ptr()  # every row labelled: no copy

@@ -136,3 +136,35 @@ def test_finetune_in_a_callers_group_wraps_ddp_and_reduces_once_per_step(
     assert dist.is_initialized()  # the caller's group is left to the caller
     saved = json.loads((out / "train_results.json").read_text())
     assert saved["hyperparameters"]["global_batch_size"] == 8
+
+
+def test_deterministic_ddp_keeps_its_buckets_and_the_mode_only_for_the_run(
+    image_folder, tmp_path, one_process_group, monkeypatch
+):
+    """--deterministic: DDP never regroups its buckets (a resumed run all-reduces alike), and
+    PyTorch's deterministic switches hold during the run and are restored after it."""
+    from gfnet_cli.engine.train import TrainCallbacks
+
+    seen: dict = {}
+    original_init = torch.nn.parallel.DistributedDataParallel.__init__
+
+    def recording_init(self, *args, **kwargs):
+        seen["find_unused_parameters"] = kwargs.get("find_unused_parameters")
+        original_init(self, *args, **kwargs)
+
+    class ModeProbe(TrainCallbacks):
+        def on_step(self, step, epoch, loss, lr, ips) -> None:
+            seen.setdefault("modes", []).append((torch.are_deterministic_algorithms_enabled(),
+                                                 torch.backends.cudnn.deterministic))  # fmt: skip
+
+    monkeypatch.setattr(torch.nn.parallel.DistributedDataParallel, "__init__", recording_init)
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # unset, restored after
+    result = finetune(_config(image_folder, tmp_path / "det", deterministic=True), ModeProbe())
+    assert result.global_step == 12
+    assert seen["find_unused_parameters"] is True
+    assert set(seen["modes"]) == {(True, True)}
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert not torch.backends.cudnn.deterministic
+    import os
+
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # set before CUDA could start

@@ -532,3 +532,41 @@ def test_torchrun_two_processes_on_cpu(image_folder, tmp_path):
     # 24 images, 4 per process per step, 2 processes: 3 steps an epoch
     assert results["global_step"] == 6 and results["num_eval_samples"] == 6
     assert (out / "model.safetensors").is_file()
+
+
+# ---------------------------------------------------------------------- the loop's plumbing
+def test_sampled_workers_persist_across_epochs(image_folder, tmp_path):
+    """Map-style training keeps its DataLoader workers from one epoch to the next (forking
+    them anew each epoch cost a start-up per epoch); the epochs' batches are unchanged."""
+    from gfnet_cli.engine import distributed
+    from gfnet_cli.engine.train.data import prepare_data, train_source
+
+    config = _config(image_folder, tmp_path / "out", num_workers=1, batch_size=8)
+    dist = distributed.setup("cpu")
+    train, _, classes = prepare_data(config, dist)
+    model_config = GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=32,
+                               num_classes=len(classes))  # fmt: skip
+    source = train_source(train, model_config, config, dist)
+    assert source.loader.persistent_workers
+    first = [b.indices.tolist() for b in source.batches(0, 0)]
+    iterator = source.loader._iterator
+    second = [b.indices.tolist() for b in source.batches(1, 0)]
+    resumed = [b.indices.tolist() for b in source.batches(1, 1)]  # skipping one batch
+    assert source.loader._iterator is iterator  # the same workers, reset for the epoch
+    assert first != second and resumed == second[1:]
+    in_process = train_source(train, model_config, _config(image_folder, tmp_path / "o2",
+                                                           batch_size=8), dist)  # fmt: skip
+    assert not in_process.loader.persistent_workers  # num_workers 0: nothing to keep
+    assert [b.indices.tolist() for b in in_process.batches(1, 0)] == second
+
+
+def test_checkpoint_state_is_moved_to_the_host_without_changing_it():
+    optimizer = {"state": {0: {"step": torch.tensor(3.0)}},
+                 "param_groups": [{"lr": 0.1, "params": [0]}]}  # fmt: skip
+    state = {"model": {"w": torch.ones(2)}, "optimizer": optimizer, "rng": [{"seed": 1}],
+             "n": None}  # fmt: skip
+    moved = ckpt.to_host(state)  # tests/gpu: CUDA tensors come back on the CPU, equal
+    assert moved["model"]["w"] is state["model"]["w"]  # CPU tensors are left as they are
+    assert moved["optimizer"]["state"][0]["step"] is state["optimizer"]["state"][0]["step"]
+    assert moved["optimizer"]["param_groups"] == state["optimizer"]["param_groups"]
+    assert moved["rng"] == [{"seed": 1}] and moved["n"] is None

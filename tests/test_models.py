@@ -158,6 +158,31 @@ def test_resized_filters_are_cached_at_inference_only():
     assert model.pos_embed.grad is not None
 
 
+@pytest.mark.parametrize("kind", ["flat", "pyramid"])
+def test_compiling_at_another_size_gives_one_graph_without_breaks(kind):
+    # The per-size cache (a dict keyed by _version/data_ptr) would break the graph at every
+    # filter and at the position embedding; under compilation it is bypassed.
+    import torch._dynamo
+    from torch._dynamo.testing import CompileCounter
+
+    size = 32 if kind == "flat" else 64
+    config = GFNetConfig(patch_size=4, embed_dim=[8, 8, 8, 8] if kind == "pyramid" else 16,
+                         depth=[1, 1, 1, 1] if kind == "pyramid" else 2, img_size=size,
+                         kind=kind, num_classes=3)  # fmt: skip
+    model = GFNet(config).eval()
+    inputs = torch.randn(2, 3, size + size // 2, size + size // 2)  # not the native size
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        explained = torch._dynamo.explain(model)(inputs)
+        counter = CompileCounter()
+        compiled = torch.compile(model, backend=counter, fullgraph=True)
+        expected = model(inputs)
+        torch.testing.assert_close(compiled(inputs), expected)
+    torch._dynamo.reset()
+    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+    assert explained.graph_count == 1 and counter.frame_count == 1
+
+
 def test_training_step_at_another_size_changes_weights():
     model = create_model(
         GFNetConfig(patch_size=8, embed_dim=16, depth=2, img_size=32, num_classes=4)

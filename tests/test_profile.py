@@ -190,6 +190,50 @@ def test_allocation_failure_becomes_an_error_row(monkeypatch):
     assert row.error == OUT_OF_MEMORY and row.latency_ms is None
 
 
+# --------------------------------------------------------------------------- --compile
+def test_compile_measures_peak_memory_on_the_compiled_model(monkeypatch):
+    """The memory row of ``--compile`` is the compiled model's: the child process gets the
+    request, compiles, and measures that runner (eager backend here: no C++ toolchain)."""
+    import io
+    import json
+    import subprocess
+    from contextlib import redirect_stdout
+
+    import gfnet_cli.profiling as profiling
+
+    compiled: list[torch.nn.Module] = []
+    calls: list[str] = []
+
+    def eager_compile(model):
+        def counting_backend(graph, example_inputs):
+            calls.append("graph")
+            return graph.forward
+
+        runner = torch.compile(model, backend=counting_backend)
+        compiled.append(runner)
+        return runner
+
+    requests: list[dict] = []
+
+    def run_child_here(command, **kwargs):
+        requests.append(json.loads(command[-1]))
+        out = io.StringIO()
+        with redirect_stdout(out):
+            profiling._child_main(command[-1])
+        return subprocess.CompletedProcess(command, 0, out.getvalue(), "")
+
+    monkeypatch.setattr(profiling, "_compiled", eager_compile)
+    monkeypatch.setattr(profiling.subprocess, "run", run_child_here)
+    torch._dynamo.reset()
+    options = ProfileOptions(batch_size=2, repeats=1, warmup=1, compile=True)
+    row = profile_row(tiny_spec(), 48, options, torch.device("cpu"))  # 48: not the native 32
+    torch._dynamo.reset()
+    assert [r["compile"] for r in requests] == [True]
+    assert len(compiled) == 2  # the timed runner here, the measured one in the child
+    assert calls == ["graph", "graph"]  # one graph each: no breaks at a non-native size
+    assert row.error is None and row.peak_memory_mb is not None and row.compile_s is not None
+
+
 # --------------------------------------------------------------------------- what is read
 @pytest.fixture
 def hub(monkeypatch):
@@ -256,3 +300,85 @@ def test_resolve_device_and_autocast_context():
         assert torch.is_autocast_enabled("cpu")
     with pytest.raises(UsageError):
         check_precision(torch.device("cpu"), "fp16")
+
+
+def test_deterministic_algorithms_switch_on_then_restore(monkeypatch):
+    from gfnet_cli.device import deterministic_algorithms
+
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # unset, restored after
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.fp32_precision,
+              torch.backends.cudnn.conv.fp32_precision)  # fmt: skip
+    with deterministic_algorithms():
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()  # strict
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert torch.backends.cuda.matmul.fp32_precision == "ieee"  # no TF32
+        assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+        import os
+
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        torch.fft.irfft2(torch.fft.rfft2(torch.randn(2, 4, 4)))  # FFTs are allowed
+    after = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.fp32_precision,
+             torch.backends.cudnn.conv.fp32_precision)  # fmt: skip
+    assert after == before
+    with deterministic_algorithms(False):
+        assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_deterministic_refuses_a_nondeterministic_cublas_workspace(monkeypatch):
+    from gfnet_cli.device import deterministic_algorithms
+
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":0:0")
+    with pytest.raises(UsageError, match="CUBLAS_WORKSPACE_CONFIG") as error:
+        with deterministic_algorithms():
+            pass
+    assert error.value.param == "deterministic"
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+@pytest.mark.parametrize("version", ["13.6.1", "12.7", "10.15.7"])
+def test_mps_before_macos_14_is_refused_in_one_line(version):
+    from gfnet_cli.device import check_mps_macos
+
+    with pytest.raises(UsageError, match="macOS 14") as error:
+        check_mps_macos(version)
+    assert error.value.param == "device" and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("version", ["14.0", "15.3.1", "26.0", ""])
+def test_mps_on_macos_14_or_later_or_elsewhere_passes(version):
+    from gfnet_cli.device import check_mps_macos
+
+    check_mps_macos(version)  # "": not macOS (mac_ver() is empty there)
+
+
+def test_explicit_mps_on_an_old_macos_exits_2(run_cli, monkeypatch):
+    import gfnet_cli.device as device
+
+    monkeypatch.setattr(device, "_mps_available", lambda: True)
+    monkeypatch.setattr(device.platform, "mac_ver", lambda: ("13.6", ("", "", ""), "arm64"))
+    with pytest.raises(UsageError, match="macOS 14"):
+        resolve_device("mps")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type == "cpu"  # auto passes an unusable MPS over
+    result = run_cli("profile", "--model", "gfnet-ti", "--device", "mps")
+    assert_one_line_error(result, 2, "macOS 14")
+
+
+def test_bf16_is_refused_on_a_gpu_that_only_emulates_it(monkeypatch):
+    """torch.cuda.is_bf16_supported() counts emulation (pre-Ampere GPUs); only native counts."""
+    asked: list[bool] = []
+
+    def emulating(including_emulation: bool = True) -> bool:
+        asked.append(including_emulation)
+        return including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", emulating)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    with pytest.raises(UsageError, match="native bfloat16") as error:
+        check_precision(torch.device("cuda", 0), "bf16")
+    assert error.value.param == "precision" and asked == [False]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert check_precision(torch.device("cuda", 0), "bf16") == "bf16"

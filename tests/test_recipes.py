@@ -169,3 +169,10 @@ def test_the_clis_recipe_names_are_the_librarys():
     from gfnet_cli.cli.finetune_cmd import RECIPE_NAMES
 
     assert RECIPE_NAMES == tuple(RECIPES)
+
+
+def test_deterministic_reaches_the_config_and_print_config(run_cli):
+    assert _print_config(run_cli)["deterministic"] is False
+    assert _print_config(run_cli, "--deterministic")["deterministic"] is True
+    assert TrainConfig.from_recipe("transfer", model="m", dataset="d", output_dir="o",
+                                   deterministic=True).deterministic  # fmt: skip

@@ -133,6 +133,10 @@ def finetune_command(
     grad_checkpointing: bool = typer.Option(
         False, "--grad-checkpointing", help="Recompute activations in backward: less memory."
     ),
+    deterministic: bool = typer.Option(
+        False, "--deterministic",
+        help="PyTorch's deterministic mode: bit-identical --resume on GPUs (slower).",
+    ),  # fmt: skip
     num_workers: NumWorkersOption = 2,
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps (0: epochs)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint."),

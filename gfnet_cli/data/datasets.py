@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -332,6 +332,8 @@ def label_index(value: Any, label_ids: dict[str, int] | None = None,
 
 @dataclass
 class Batch:
+    """A collated batch: the readable samples' tensors, the unreadable ones' (index, reason)."""
+
     images: torch.Tensor
     labels: torch.Tensor
     indices: torch.Tensor
@@ -342,6 +344,33 @@ class Batch:
     def rows(self) -> int:
         """Rows of the dataset this batch consumed, readable or not."""
         return len(self.labels) + len(self.failures)
+
+    def pin_memory(self) -> Batch:
+        """This batch with the tensors that go to the GPU in page-locked memory.
+
+        DataLoader's ``pin_memory=True`` calls ``pin_memory()`` on a custom batch type and
+        hands anything without it back unpinned, which turns every ``non_blocking`` copy to
+        the GPU into an ordinary synchronous one. ``indices`` never leave the host.
+        """
+        return replace(
+            self, images=self.images.pin_memory(), labels=self.labels.pin_memory()
+        )
+
+    def labelled_to(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and labels of the labelled rows (label >= 0) on ``device``.
+
+        The whole batch is copied first (``non_blocking``: from pinned memory, the copy
+        overlaps the device's work) and the rows are picked there; indexing on the host first
+        would make a new, unpinned tensor and a synchronous copy. The mask is read on the host,
+        so nothing waits for the device.
+        """
+        images = self.images.to(device, non_blocking=True)
+        labels = self.labels.to(device, non_blocking=True)
+        keep = self.labels >= 0
+        if bool(keep.all()):
+            return images, labels
+        rows = keep.nonzero().squeeze(1).to(device, non_blocking=True)
+        return images.index_select(0, rows), labels.index_select(0, rows)
 
 
 def collate_skipping_failures(items: list[tuple]) -> Batch:

@@ -30,7 +30,12 @@ from gfnet_cli.data.datasets import (
     load_image_dataset,
 )
 from gfnet_cli.data.transforms import EvalTransform, eval_transform
-from gfnet_cli.device import autocast_context, check_precision, resolve_device
+from gfnet_cli.device import (
+    accumulator_dtype,
+    autocast_context,
+    check_precision,
+    resolve_device,
+)
 from gfnet_cli.engine.inference import ProgressCallback, check_at_least, prepare_model
 from gfnet_cli.errors import GFNetError, UsageError
 from gfnet_cli.labels import imagenet_class_names, imagenet_synsets, normalize_class_name
@@ -291,6 +296,7 @@ def _score(
                 progress(tally.seen, total)
             if max_samples is not None and tally.seen >= max_samples:
                 break
+    tally.finish()
     return tally
 
 
@@ -305,7 +311,7 @@ def _score_batch(
     """
     for index, reason in batch.failures:
         tally.skip(index, reason)
-    labelled = batch.labels >= 0
+    labelled = batch.labels >= 0  # the labels stay on the host: reading them costs no sync
     for index in batch.indices[~labelled].tolist():
         tally.skip(index, "no label")
     if not labelled.any():
@@ -316,8 +322,7 @@ def _score_batch(
             f"{split}: label {int(labels.max())} is out of range: the model has "
             f"{net.num_classes} classes (0 to {net.num_classes - 1})"
         )
-    images = batch.images[labelled].to(device, non_blocking=True)
-    targets = labels.to(device, non_blocking=True)
+    images, targets = batch.labelled_to(device)  # indexed after the (pinned) transfer
     with autocast_context(device, precision):
         logits = net(images)
     tally.add(logits.float(), targets)
@@ -454,7 +459,12 @@ def _few(names: list[str], count: int = 4) -> str:
 
 # ---------------------------------------------------------------------------------- tallies
 class _Tally:
-    """Running sums: correct top-1/top-5, summed cross-entropy, per-class counts, skips."""
+    """Running sums: correct top-1/top-5, summed cross-entropy, per-class counts, skips.
+
+    The sums stay on the logits' device and are read once, by :meth:`finish`: reading them
+    after every batch (``.item()``, ``.cpu()``) would make the host wait for the device each
+    time. ``count`` and the skips are host numbers, known without the device.
+    """
 
     def __init__(self, num_classes: int) -> None:
         self.k = min(5, num_classes)
@@ -464,20 +474,33 @@ class _Tally:
         self.class_top1 = torch.zeros(num_classes, dtype=torch.long)
         self.class_top5 = torch.zeros(num_classes, dtype=torch.long)
         self.skipped: list[dict[str, Any]] = []
+        self._loss_sum: torch.Tensor | None = None  # on the device, in accumulator_dtype
+        self._class_hits: torch.Tensor | None = None  # (3, classes): total, top-1, top-5
 
     def add(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        self.loss += float(F.cross_entropy(logits, targets, reduction="sum"))
+        if self._class_hits is None:
+            device = logits.device
+            self._loss_sum = torch.zeros((), dtype=accumulator_dtype(device), device=device)
+            self._class_hits = torch.zeros(3, len(self.class_total), dtype=torch.long,
+                                           device=device)  # fmt: skip
+        self._loss_sum += F.cross_entropy(logits, targets, reduction="sum")
         top = logits.topk(self.k, dim=-1).indices
-        hit1 = (top[:, 0] == targets).cpu()
-        hit5 = (top == targets[:, None]).any(dim=-1).cpu()
-        targets = targets.cpu()
-        size = len(self.class_total)
-        self.class_total += torch.bincount(targets, minlength=size)
-        self.class_top1 += torch.bincount(targets[hit1], minlength=size)
-        self.class_top5 += torch.bincount(targets[hit5], minlength=size)
+        hits = torch.stack(
+            [torch.ones_like(targets, dtype=torch.bool), top[:, 0] == targets,
+             (top == targets[:, None]).any(dim=-1)]
+        ).long()  # fmt: skip
+        # scatter_add_ has a deterministic CUDA kernel (bincount with weights has none).
+        self._class_hits.scatter_add_(1, targets.expand(3, -1), hits)
         self.count += len(targets)
-        self.correct1 += int(hit1.sum())
-        self.correct5 += int(hit5.sum())
+
+    def finish(self) -> None:
+        """Read the device's sums into ``loss``, ``correct1/5`` and the per-class counts."""
+        if self._class_hits is None or self._loss_sum is None:
+            return
+        hits = self._class_hits.cpu()
+        self.loss = float(self._loss_sum)
+        self.class_total, self.class_top1, self.class_top5 = hits[0], hits[1], hits[2]
+        self.correct1, self.correct5 = int(hits[1].sum()), int(hits[2].sum())
 
     def skip(self, index: int, reason: str) -> None:
         self.num_skipped += 1

@@ -266,14 +266,17 @@ class _PerSizeCache:
     """Remembers tensors derived from a parameter, per input size, until the parameter changes.
 
     Resizing filters on every forward would waste time at inference; caching them while
-    gradients flow would cut the graph, so the cache is used only outside autograd.
+    gradients flow would cut the graph, so the cache is used only outside autograd. Under
+    ``torch.compile`` it is bypassed too: reading ``_version``/``data_ptr()`` and a dict keyed
+    by them breaks the graph at every layer (and recompiles), while the resize traced into the
+    graph is computed once per call at negligible cost.
     """
 
     def __init__(self) -> None:
         self._entries: dict[tuple, torch.Tensor] = {}
 
     def get(self, param: torch.Tensor, key: tuple, compute) -> torch.Tensor:
-        if torch.is_grad_enabled() and param.requires_grad:
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and param.requires_grad):
             return compute()
         full_key = (key, param._version, param.data_ptr(), param.dtype, param.device)
         value = self._entries.get(full_key)

@@ -33,6 +33,7 @@ _HYPERPARAMETERS = (
     "eval_mode", "clip_grad", "augment", "crop_scale", "hflip", "randaugment", "color_jitter",
     "reprob", "mixup", "cutmix", "mix_prob", "mix_switch_prob", "ema", "seed", "precision",
     "img_size", "from_scratch", "new_head", "streaming", "compile", "grad_checkpointing",
+    "deterministic",
 )  # fmt: skip
 
 # Minutes the other processes wait for rank 0 to load and prepare the data (docs/training.md):
@@ -90,6 +91,9 @@ class TrainConfig:
     device: str = "auto"
     compile: bool = False
     grad_checkpointing: bool = False
+    # PyTorch's deterministic mode for the run (device.deterministic_algorithms): what a
+    # bit-identical resume on a GPU needs; slower. The CPU is exact without it.
+    deterministic: bool = False
     num_workers: int = 2
     checkpoint_every: int = 500
     resume: bool = False

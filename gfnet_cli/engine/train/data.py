@@ -273,7 +273,11 @@ class SampledSource:
         self.sampler = ResumableSampler(
             self.dataset, num_replicas=dist.world_size, rank=dist.rank, seed=config.seed
         )
-        self.loader = _loader(self.dataset, self.sampler, config, dist.device)
+        # Workers kept between epochs (not forked anew each epoch): the sampler runs in this
+        # process and each sample's augmentation is seeded by (seed, epoch, index), so a
+        # worker holds nothing an epoch changes.
+        self.loader = _loader(self.dataset, self.sampler, config, dist.device,
+                              persistent_workers=config.num_workers > 0)  # fmt: skip
         self.batch_size = config.batch_size
 
     def batches_per_epoch(self) -> int:
@@ -311,6 +315,9 @@ class StreamSource:
         self.rank, self.world_size, self.batch_size = dist.rank, dist.world_size, config.batch_size
         # datasets gives each worker whole shards: more workers than shards would idle.
         self.workers = max(1, min(config.num_workers, self.stream.num_shards))
+        # Not persistent: begin() sets the epoch's position on the stream in this process, and
+        # only workers forked after it (a new iterator each epoch) see it; kept workers would
+        # replay the previous epoch's copy.
         self.loader = _loader(
             self.stream, None, config, dist.device,
             batch_size=None, num_workers=min(config.num_workers, self.workers),
@@ -406,6 +413,7 @@ def _loader(
     batch_size: int | None | str = "config",
     num_workers: int | None = None,
     collate_fn: Any = collate_skipping_failures,
+    persistent_workers: bool = False,
 ) -> DataLoader:
     return DataLoader(
         dataset,
@@ -417,8 +425,8 @@ def _loader(
         # drop-path masks after a resume would differ from an uninterrupted run's.
         generator=torch.Generator().manual_seed(config.seed),
         worker_init_fn=_ignore_sigint,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
+        pin_memory=device.type == "cuda",  # Batch.pin_memory(): non_blocking copies overlap
+        persistent_workers=persistent_workers,
     )
 
 

@@ -5,9 +5,9 @@
     each step   learning rate -> for each of the ``accumulate`` micro-batches: labels
                 checked on the host -> to the device (a stand-in image when none was
                 readable) -> mixing -> forward/loss -> backward (gradients synchronized on
-                the last one only) -> the one all-reduce -> finite check -> clip/step -> EMA
-                (both skipped when no process had an image) -> metrics -> Ctrl-C and
-                checkpoint cadence
+                the last one only) -> the one all-reduce (the step's one wait for the
+                device) -> finite check -> clip/step -> EMA (both skipped when no process
+                had an image) -> metrics -> Ctrl-C and checkpoint cadence
     each epoch  evaluate (the raw weights and the EMA) -> keep the best MODEL -> checkpoint
     the end     train_results.json, push
 
@@ -33,7 +33,7 @@ from torch import nn
 
 from gfnet_cli.data.datasets import Batch
 from gfnet_cli.data.mix import Mixer, step_rng
-from gfnet_cli.device import autocast_context
+from gfnet_cli.device import accumulator_dtype, autocast_context, deterministic_algorithms
 from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine import distributed
 from gfnet_cli.engine.train.config import TrainConfig, check_config
@@ -70,12 +70,17 @@ logger = logging.getLogger(__name__)
 
 
 def finetune(config: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainResult:
-    """Train MODEL on DATASET into ``config.output_dir``; returns what train_results.json says."""
-    dist = distributed.setup(config.device)
-    try:
-        return _train(config, dist, callbacks or TrainCallbacks())
-    finally:
-        distributed.cleanup(dist)
+    """Train MODEL on DATASET into ``config.output_dir``; returns what train_results.json says.
+
+    With ``config.deterministic`` PyTorch's deterministic mode is on for the whole call (set
+    before CUDA starts) and the previous settings are restored when it returns.
+    """
+    with deterministic_algorithms(config.deterministic):
+        dist = distributed.setup(config.device)
+        try:
+            return _train(config, dist, callbacks or TrainCallbacks())
+        finally:
+            distributed.cleanup(dist)
 
 
 def _train(config: TrainConfig, dist: distributed.DistInfo, callbacks: TrainCallbacks
@@ -113,7 +118,7 @@ def _set_up(config: TrainConfig, dist: distributed.DistInfo, callbacks: TrainCal
     if eval_data is not None:
         evaluation = eval_loader(eval_data, model.config, class_names, config, dist)
     model.to(dist.device)
-    ddp = _parallel(model, dist)
+    ddp = _parallel(model, dist, config.deterministic)
     return Run(
         config=config,
         dist=dist,
@@ -139,15 +144,23 @@ def _set_up(config: TrainConfig, dist: distributed.DistInfo, callbacks: TrainCal
     )
 
 
-def _parallel(model: nn.Module, dist: distributed.DistInfo
+def _parallel(model: nn.Module, dist: distributed.DistInfo, deterministic: bool = False
               ) -> nn.parallel.DistributedDataParallel | None:  # fmt: skip
-    """DistributedDataParallel over ``model`` when a process group is active."""
+    """DistributedDataParallel over ``model`` when a process group is active.
+
+    ``deterministic``: DDP regroups its gradient buckets in backward order after the first
+    step of every session, so a resumed run would all-reduce its first step in other buckets
+    (another summation order over 3+ processes) than the original run did at that step. With
+    ``find_unused_parameters`` the reducer never rebuilds them: the same buckets every step,
+    at the cost of one walk over the autograd graph per step.
+    """
     if not dist.distributed:
         return None
     device = dist.device
     return nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None
-    )
+        model, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=deterministic,
+    )  # fmt: skip
 
 
 def _compiled(module: nn.Module, compile_model: bool) -> nn.Module:
@@ -249,7 +262,7 @@ def _train_epoch(run: Run, state: RunState) -> EpochSummary:
     while state.global_step < run.schedule.step_limit and batches:
         lr = _set_lr(run, state.global_step)
         local = _accumulate_gradients(run, batches, state.global_step)
-        step = _all_reduce(local, run)
+        step = _all_reduce(local, run)  # the step's one wait for the device
         _check_finite(run, state, step.loss)
         if step.images:  # else no process had a readable image: nothing to learn from
             _optimizer_step(run, local.micro_batches)
@@ -343,7 +356,12 @@ def _forward_loss(run: Run, images: torch.Tensor, labels: torch.Tensor,
 
 def _all_reduce(local: LocalStep, run: Run) -> StepStats:
     """The step's one collective: loss sum, image count and Ctrl-C, summed over processes
-    (a CPU tensor: gloo carries it even when the gradients go over NCCL)."""
+    (a CPU tensor: gloo carries it even when the gradients go over NCCL).
+
+    Reading the loss is the step's only host synchronization (fp16's GradScaler adds its own
+    inf check in its step); it comes after backward and before clipping and the optimizer
+    step, so a non-finite loss is never applied.
+    """
     totals = torch.tensor(
         [local.loss_sum.item(), local.images, float(run.stop.requested)], dtype=torch.float64
     )
@@ -376,9 +394,9 @@ def _optimizer_step(run: Run, micro_batches: int) -> None:
     rescaled so it is their mean, as a full step's is.
     """
     if micro_batches < run.config.accumulate:
-        for param in run.model.parameters():
-            if param.grad is not None:
-                param.grad.mul_(run.config.accumulate / micro_batches)
+        grads = [p.grad for p in run.model.parameters() if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, run.config.accumulate / micro_batches)
     if run.config.clip_grad > 0:
         run.scaler.unscale_(run.optimizer)
         nn.utils.clip_grad_norm_(run.model.parameters(), run.config.clip_grad)
@@ -460,23 +478,30 @@ def _end_epoch(run: Run, state: RunState, summary: EpochSummary) -> None:
 def _evaluate(run: Run, model: GFNet) -> Scores:
     """Top-1, top-5, mean cross-entropy and how many labelled images were scored, summed over
     every process's shard (labels the training classes lack, -1, are skipped; a batch of
-    unreadable images has none to score)."""
+    unreadable images has none to score).
+
+    The sums stay on the device and are read once, after the last batch: reading them per
+    batch would make the host wait for the device after every batch.
+    """
     model.eval()
     device, precision = run.device, run.config.precision
-    totals = torch.zeros(4, dtype=torch.float64)  # correct@1, correct@5, loss sum, count
+    loss_sum = torch.zeros((), dtype=accumulator_dtype(device), device=device)
+    hits = torch.zeros(2, dtype=torch.long, device=device)  # correct@1, correct@5
+    count = 0
     for batch in run.eval_loader:
         check_labels(batch.labels, model.num_classes, run.eval_split, evaluation=True)
-        keep = batch.labels >= 0
-        if not bool(keep.any()):
+        kept = int((batch.labels >= 0).sum())  # host labels: no device sync
+        if not kept:
             continue
+        images, labels = batch.labelled_to(device)
         with autocast_context(device, precision):
-            logits = model(batch.images[keep].to(device)).float()
-        labels = batch.labels[keep].to(device)
-        hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
-        totals[0] += hits[:, 0].sum().item()
-        totals[1] += hits.any(dim=1).sum().item()
-        totals[2] += F.cross_entropy(logits, labels, reduction="sum").item()
-        totals[3] += len(labels)
+            logits = model(images).float()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
+        hits += torch.stack([top[:, 0].sum(), top.any(dim=1).sum()])
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        count += kept
+    # The one read of the device; the reduction runs on a CPU tensor (gloo), as the step's.
+    totals = torch.tensor([*hits.tolist(), float(loss_sum), count], dtype=torch.float64)
     distributed.all_reduce_sum(totals)
     count = max(totals[3].item(), 1)
     return Scores(totals[0].item() / count, totals[1].item() / count, totals[2].item() / count,

@@ -224,7 +224,8 @@ def _restore_rng(saved: list[dict[str, Any]], rank: int, fallback_seed: int,
 # ====================================================================== checkpoints
 def save_checkpoint(run: Run, state: RunState) -> None:
     """Checkpoint the run: every process joins the gathers, rank 0 writes the file."""
-    if not all(torch.isfinite(p).all() for p in run.model.parameters()):
+    # One flag read off the device for all parameters, not one wait per parameter.
+    if not bool(torch.stack([p.isfinite().all() for p in run.model.parameters()]).all()):
         raise TrainingDivergedError(
             f"weights became NaN/Inf at step {state.global_step}; not checkpointing them. "
             f"Lower lr; the last good checkpoint is in {run.checkpoint_dir}",
@@ -233,7 +234,7 @@ def save_checkpoint(run: Run, state: RunState) -> None:
     contents = _checkpoint_contents(run, state)
     if run.dist.is_main:
         try:
-            ckpt.save_checkpoint(contents, run.checkpoint_dir, state.global_step)
+            ckpt.save_checkpoint(ckpt.to_host(contents), run.checkpoint_dir, state.global_step)
         except OSError as exc:
             raise GFNetError(
                 f"could not write a checkpoint to {run.checkpoint_dir} ({exc.strerror or exc}); "
