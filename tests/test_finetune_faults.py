@@ -58,6 +58,9 @@ def test_a_batch_of_unreadable_images_neither_crashes_nor_counts(run_cli, corrup
     assert result.exit_code == 0, result.stderr
     results = json.loads((out / "train_results.json").read_text())
     assert results["global_step"] == 14  # 7 files an epoch, one step each
+    assert results["unreadable_train_images"] == 2  # the broken file, once an epoch
+    told = " ".join(result.stderr.split())  # and the user is told which
+    assert "skipped unreadable image 3" in told and "broken.png" in told
     lines = _metric_lines(out)
     train = [line for line in lines if line["type"] == "train"]
     # the empty steps write no loss line: a loss of 0 would be a lie about a step without data
@@ -89,6 +92,7 @@ def test_torchrun_where_one_rank_gets_only_unreadable_images(corrupt_folder, tmp
     results = json.loads((out / "train_results.json").read_text())
     # 7 files over 2 processes: 4 each (the sampler pads), one per step
     assert results["world_size"] == 2 and results["global_step"] == 8
+    assert results["unreadable_train_images"] >= 2  # summed over the processes
     train = [line for line in _metric_lines(out) if line["type"] == "train"]
     assert len(train) == 8 and all(np.isfinite(line["loss"]) for line in train)
     assert results["best_top1"] is not None

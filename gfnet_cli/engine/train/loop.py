@@ -67,6 +67,7 @@ from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.serialization import save_model
 
 logger = logging.getLogger(__name__)
+UNREADABLE_NAMED = 10  # unreadable training images named in the log before counting only
 
 
 def finetune(config: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainResult:
@@ -293,6 +294,7 @@ def _accumulate_gradients(run: Run, batches: Lookahead, step: int) -> LocalStep:
     local = LocalStep(torch.zeros((), device=run.device))
     for index in range(accumulate):
         batch = batches.pop()
+        _note_unreadable(run, batch)
         check_labels(batch.labels, run.model.num_classes, run.train_split)  # on the host
         images, labels = _to_device(_images_or_stand_in(run, batch), batch.labels, run.device)
         last = index == accumulate - 1 or not batches
@@ -304,6 +306,21 @@ def _accumulate_gradients(run: Run, batches: Lookahead, step: int) -> LocalStep:
         if last:
             break
     return local
+
+
+def _note_unreadable(run: Run, batch: Batch) -> None:
+    """Say which training images were skipped: the first few by name, then how many.
+
+    Training goes on without them (evaluation counts them likewise), but a user must learn
+    that part of the data never reached the model.
+    """
+    for index, reason in batch.failures:
+        run.unreadable += 1
+        if run.unreadable <= UNREADABLE_NAMED:
+            logger.warning("%s: skipped unreadable image %d (%s)", run.train_split, index, reason)
+        if run.unreadable == UNREADABLE_NAMED:
+            logger.warning("%s: further unreadable images are skipped without a message; the "
+                           "count is in train_results.json", run.train_split)  # fmt: skip
 
 
 def _gradient_sync(run: Run, last: bool) -> contextlib.AbstractContextManager:
@@ -533,6 +550,9 @@ def _finish(run: Run, state: RunState) -> TrainResult:
         model=run.config.model,
         dataset=run.config.dataset,
         history=state.history,
+        unreadable_train_images=int(
+            distributed.all_reduce_sum(torch.tensor([run.unreadable], dtype=torch.int64)).item()
+        ),
     )
     if run.dist.is_main:
         write_results(run.output_dir, result, run.config)

@@ -89,6 +89,8 @@ class TrainResult:
     model: str
     dataset: str
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: training images no process could read, skipped (this session, all processes)
+    unreadable_train_images: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -109,6 +109,7 @@ class Run:
     eval_split: str | None
     stop: StopFlag = field(default_factory=StopFlag)
     compile_time_s: float | None = None  # this session's first step, compilation included
+    unreadable: int = 0  # training images this process could not read (and skipped)
 
     @property
     def device(self) -> torch.device:
