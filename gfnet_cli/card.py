@@ -9,12 +9,16 @@ a ``model-index`` with results) is what the Hub indexes; the body is what a user
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from gfnet_cli.errors import GFNetError
 from gfnet_cli.flops import config_gflops
 from gfnet_cli.models.config import GFNetConfig
-from gfnet_cli.models.zoo import ZOO
+from gfnet_cli.models.zoo import ZOO, is_zoo_name
+from gfnet_cli.zoo_source import zoo_source
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +26,8 @@ LIBRARY_NAME = "gfnet-cli"
 PAPER_URL = "https://arxiv.org/abs/2107.00645"
 CODE_URL = "https://github.com/raoyongming/GFNet"
 IMAGENET_DATASET = "imagenet-1k"
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_DATASET_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[\w.-]+$")  # canonical ones have no org
 
 CITATION = """@inproceedings{rao2021global,
   title={Global Filter Networks for Image Classification},
@@ -59,10 +65,14 @@ def model_card(
     title = repo_id.split("/")[-1] if repo_id else name
     published = _published_results(config, source) if eval_results is None else None
     results = eval_results or published
-    datasets = _unique([dataset, results.get("dataset") if results else None])
+    result_dataset = results.get("dataset") if results else None
+    datasets = _unique([_hub_id(dataset, _DATASET_ID), _hub_id(result_dataset, _DATASET_ID)])
     if published or (not datasets and config.num_classes == 1000 and not base_model):
         datasets = _unique(datasets + [IMAGENET_DATASET])
-    data = _card_data(title, config, license, datasets, base_model, results, published is not None)
+    base_model_id = _base_model_id(base_model)
+    data = _card_data(
+        title, config, license, datasets, base_model_id, results, published is not None
+    )
     body = _body(
         title,
         config,
@@ -199,7 +209,12 @@ def _body(
     if dataset or results:
         lines.append(f"- **Dataset:** {dataset or results.get('dataset')}")  # type: ignore[union-attr]
     if base_model:
-        lines.append(f"- **Fine-tuned from:** [{base_model}](https://huggingface.co/{base_model})")
+        linked = _base_model_id(base_model)
+        lines.append(
+            f"- **Fine-tuned from:** [{linked}](https://huggingface.co/{linked})"
+            if linked
+            else f"- **Fine-tuned from:** `{base_model}`"
+        )
     if source:
         lines.append(f"- **Weights:** converted from {source}" + (" (EMA)" if used_ema else ""))
         if source_sha256:
@@ -284,6 +299,32 @@ def _value(value: Any) -> str:
 
 def _floats(values: list[float]) -> str:
     return "(" + ", ".join(f"{v:g}" for v in values) + ")"
+
+
+def _hub_id(reference: Any, pattern: re.Pattern[str]) -> str | None:
+    """``reference`` as the Hub's metadata takes it (a repository id, revision dropped), or
+    ``None`` for a local path: the Hub refuses a card whose ``base_model`` is not a model id,
+    and a path on the trainer's disk means nothing to a reader."""
+    if not reference:
+        return None
+    text = str(reference).strip()
+    if Path(text).expanduser().exists():
+        return None
+    name = text.partition("@")[0]
+    return name if pattern.match(name) else None
+
+
+def _base_model_id(base_model: str | None) -> str | None:
+    """The Hub model a fine-tuned model came from: a zoo name only when it was read from a
+    Hub repository (``GFNET_HUB_ORG``); the authors' checkpoint is not on the Hub."""
+    name, _, revision = (base_model or "").partition("@")
+    if is_zoo_name(name):
+        try:
+            source = zoo_source(name, revision or None)
+        except GFNetError:  # a card never fails over a reference it cannot place
+            return None
+        return source.location if source.kind == "hub" else None
+    return _hub_id(base_model, _MODEL_ID)
 
 
 def _unique(values: list[Any]) -> list[str]:

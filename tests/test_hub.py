@@ -375,6 +375,39 @@ def test_card_for_a_fine_tuned_model_has_training_and_results():
     assert 'load_model("me/tiny-cifar")' in card.text
 
 
+@pytest.mark.parametrize(
+    ("base_model", "dataset", "metadata", "datasets"),
+    [
+        ("org/base@v1", "org/pets", "org/base", ["org/pets"]),  # the revision is no model id
+        ("LOCAL", "LOCAL", None, None),  # paths on the trainer's disk are not Hub ids
+        ("gfnet-ti", "cifar10", None, ["cifar10"]),  # the authors' checkpoint: not on the Hub
+    ],
+)
+def test_card_metadata_names_only_hub_repositories(tmp_path, monkeypatch, base_model, dataset,
+                                                   metadata, datasets):  # fmt: skip
+    """The Hub refuses a card whose base_model is not a model id, so a fine-tuned model's
+    card names its base and dataset in the metadata only when they are Hub repositories."""
+    from gfnet_cli.card import model_card
+
+    local = tmp_path / "runs" / "base"
+    local.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    base_model = "runs/base" if base_model == "LOCAL" else base_model  # looks like org/name
+    dataset = "runs" if dataset == "LOCAL" else dataset
+    card = ModelCard(model_card(TINY, base_model=base_model, dataset=dataset))
+    assert card.data.base_model == metadata
+    assert card.data.datasets == datasets
+    assert f"Fine-tuned from `{base_model}`" in card.text  # the body still says where from
+    assert ("https://huggingface.co/org/base)" in card.text) == (metadata is not None)
+
+
+def test_card_links_a_zoo_base_read_from_a_named_organization(monkeypatch):
+    from gfnet_cli.card import model_card
+
+    monkeypatch.setenv("GFNET_HUB_ORG", "myorg")
+    assert ModelCard(model_card(TINY, base_model="gfnet-ti")).data.base_model == "myorg/gfnet-ti"
+
+
 # ---------------------------------------------------------------------------- push
 def push_folder_fixture(tmp_path: Path) -> tuple[Path, list[str]]:
     folder = tmp_path / "run"
