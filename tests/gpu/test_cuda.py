@@ -82,13 +82,9 @@ def _cli(*args) -> list[str]:
     return [sys.executable, "-m", "gfnet_cli", *[str(a) for a in args]]
 
 
-def test_resume_after_a_kill_on_cuda_gives_the_same_weights(image_folder, tmp_path):
-    common = ["finetune", "--model", "gfnet-ti", "--from-scratch", "--patch-size", "8",
-              "--embed-dim", "32", "--depth", "2", "--img-size", "32", "--dataset", image_folder,
-              "--epochs", "3", "--batch-size", "4", "--checkpoint-every", "3", "--drop-path",
-              "0.2", "--num-workers", "1", "--device", "cuda", "--precision", "bf16",
-              "--randaugment", "rand-m9-mstd0.5-inc1", "--reprob", "0.25", "--ema", "0.9",
-              "--accumulate", "2", "--deterministic"]  # fmt: skip
+def _assert_kill_and_resume_is_bit_identical(common: list, tmp_path: Path) -> None:
+    """Run ``common`` through; run it again, SIGKILL it after its first checkpoint and resume
+    it: with --deterministic both MODELs must be equal bit for bit."""
     done = subprocess.run(_cli(*common, "--output-dir", tmp_path / "ref"), env=_env(),
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -106,6 +102,16 @@ def test_resume_after_a_kill_on_cuda_gives_the_same_weights(image_folder, tmp_pa
     second = load_file(str(cut / "model.safetensors"))
     different = [k for k in first if not torch.equal(first[k], second[k])]
     assert not different, f"not bit-identical with --deterministic: {different[:5]}"
+
+
+def test_resume_after_a_kill_on_cuda_gives_the_same_weights(image_folder, tmp_path):
+    common = ["finetune", "--model", "gfnet-ti", "--from-scratch", "--patch-size", "8",
+              "--embed-dim", "32", "--depth", "2", "--img-size", "32", "--dataset", image_folder,
+              "--epochs", "3", "--batch-size", "4", "--checkpoint-every", "3", "--drop-path",
+              "0.2", "--num-workers", "1", "--device", "cuda", "--precision", "bf16",
+              "--randaugment", "rand-m9-mstd0.5-inc1", "--reprob", "0.25", "--ema", "0.9",
+              "--accumulate", "2", "--deterministic"]  # fmt: skip
+    _assert_kill_and_resume_is_bit_identical(common, tmp_path)
 
 
 # ---------------------------------------------------------------------- inference commands
@@ -191,22 +197,7 @@ def test_resume_on_an_explicit_gpu_index_gives_the_same_weights(image_folder, tm
               "--epochs", "2", "--batch-size", "4", "--checkpoint-every", "3", "--drop-path",
               "0.3", "--num-workers", "1", "--device", f"cuda:{index}",
               "--deterministic"]  # fmt: skip
-    done = subprocess.run(_cli(*common, "--output-dir", tmp_path / "ref"), env=_env(),
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    cut = tmp_path / "cut"
-    process = subprocess.Popen(_cli(*common, "--output-dir", cut), env=_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    assert _wait_for_checkpoint(process, cut, timeout=300), "ended before its first checkpoint"
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-    resumed = subprocess.run(_cli(*common, "--output-dir", cut, "--resume"), env=_env(),
-                             capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    first = load_file(str(tmp_path / "ref" / "model.safetensors"))
-    second = load_file(str(cut / "model.safetensors"))
-    different = [k for k in first if not torch.equal(first[k], second[k])]
-    assert not different, f"not bit-identical with --deterministic: {different[:5]}"
+    _assert_kill_and_resume_is_bit_identical(common, tmp_path)
     finetune(_config(image_folder, tmp_path / "inproc", epochs=1, device=f"cuda:{index}"))
     assert torch.cuda.current_device() == index
 
