@@ -567,9 +567,8 @@ def _attack_batch(
     """Clean and adversarial predictions of one batch."""
     labelled = run.usable(batch, len(run.clean.per_class), count_skips=True)
     if labelled.any():
-        images = batch.images[labelled].to(device, non_blocking=True)
-        targets = batch.labels[labelled].to(device, non_blocking=True)
-        run.class_total += torch.bincount(targets.cpu(), minlength=len(run.class_total))
+        images, targets = batch.labelled_to(device)  # rows picked after the (pinned) copy
+        run.class_total += torch.bincount(batch.labels[labelled], minlength=len(run.class_total))
         run.clean.add(_predict(model, images), targets)
         generator = torch.Generator().manual_seed(seed * 1_000_003 + int(batch.indices.min()))
         for (name, eps), counts in run.attacks.items():
