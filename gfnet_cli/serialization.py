@@ -17,11 +17,12 @@ import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.utils._pytree import tree_map_only
 
 from gfnet_cli.errors import ConfigError, UsageError, first_line
 from gfnet_cli.models.config import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, GFNetConfig
@@ -94,13 +95,35 @@ def check_output_file(
     return path
 
 
+def to_host(state: Any) -> Any:
+    """``state`` (nested dicts/lists of tensors and plain values) with every tensor on the CPU.
+
+    ``torch.save`` or safetensors of GPU tensors copy each to the host and wait for it: one
+    device sync per parameter (and optimizer moment). Here every copy is queued
+    asynchronously (into pinned memory, where the device supports it) and the host waits
+    once, per device: checkpoints and the best MODEL of each epoch.
+    """
+    devices: set[torch.device] = set()
+
+    def move(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.device.type == "cpu":
+            return tensor
+        devices.add(tensor.device)
+        return tensor.detach().to("cpu", non_blocking=True)
+
+    moved = tree_map_only(torch.Tensor, move, state)
+    for device in devices:
+        torch.accelerator.synchronize(device)
+    return moved
+
+
 def save_weights(
     state_dict: dict[str, torch.Tensor], path: Path, metadata: dict | None = None
 ) -> None:
     """Write tensors as safetensors via a temporary file and an atomic rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    tensors = {k: v.contiguous() for k, v in to_host(state_dict).items()}
     try:
         save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
         publish_file(tmp, path)

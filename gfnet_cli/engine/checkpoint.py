@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils._pytree import tree_map_only
 
 from gfnet_cli.errors import CheckpointError, first_line
+from gfnet_cli.serialization import to_host as to_host  # one host transfer for a state
 
 logger = logging.getLogger(__name__)
 
@@ -61,27 +61,6 @@ def save_checkpoint(state: dict[str, Any], directory: Path, step: int, keep: int
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return path
-
-
-def to_host(state: Any) -> Any:
-    """``state`` (nested dicts/lists of tensors and plain values) with every tensor on the CPU.
-
-    ``torch.save`` of GPU tensors copies each to the host and waits for it: one device sync per
-    parameter and optimizer moment. Here every copy is queued asynchronously (into pinned
-    memory, where the device supports it) and the host waits once, per device.
-    """
-    devices: set[torch.device] = set()
-
-    def move(tensor: torch.Tensor) -> torch.Tensor:
-        if tensor.device.type == "cpu":
-            return tensor
-        devices.add(tensor.device)
-        return tensor.detach().to("cpu", non_blocking=True)
-
-    moved = tree_map_only(torch.Tensor, move, state)
-    for device in devices:
-        torch.accelerator.synchronize(device)
-    return moved
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
