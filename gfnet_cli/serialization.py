@@ -133,6 +133,12 @@ def save_weights(
 
 def save_model(model: GFNet, directory: str | Path, card: str | None = None) -> Path:
     """Write ``model`` into ``directory`` as a MODEL folder (files replaced atomically)."""
+    if getattr(model, "pruned", False):
+        raise UsageError(
+            "this model was cut by prune_intermediate_layers: its weights no longer match its "
+            "config, so a MODEL folder of it could not be loaded; save the model before "
+            "pruning (or save its state_dict with safetensors yourself)"
+        )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_weights(model.state_dict(), directory / WEIGHTS_NAME)

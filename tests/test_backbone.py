@@ -230,6 +230,18 @@ def test_pruning_leaves_no_unused_parameters(name):
             assert pruned(x).shape[1] == pruned.num_features
 
 
+def test_a_pruned_model_is_not_saved_as_a_model_folder(tmp_path):
+    """A cut model's weights no longer match its config: the folder would not load again."""
+    model = hub_create_model("gfnet-ti", img_size=32, num_classes=3)
+    model.prune_intermediate_layers([len(model.feature_info) - 1])  # the head only: still whole
+    model.save_pretrained(tmp_path / "whole")
+    assert load_model(str(tmp_path / "whole")).num_classes == 0
+    model.prune_intermediate_layers([0])
+    with pytest.raises(UsageError, match="prune_intermediate_layers"):
+        model.save_pretrained(tmp_path / "cut")
+    assert not (tmp_path / "cut").exists()
+
+
 # --------------------------------------------------------------- features_only, any size
 @pytest.mark.parametrize(
     ("kind", "size"), [("pyramid", (96, 160)), ("pyramid", (384, 512)), ("flat", (48, 80))]

@@ -101,6 +101,8 @@ class GFNet(nn.Module):
                 )
         self.norm = nn.LayerNorm(widths[-1], eps=1e-6)
         self.grad_checkpointing = False
+        #: ``prune_intermediate_layers`` cut it: no longer what ``config`` describes
+        self.pruned = False
         self.head = (
             nn.Linear(widths[-1], config.num_classes) if config.num_classes else nn.Identity()
         )
@@ -327,6 +329,7 @@ class GFNet(nn.Module):
         """
         taken, last = feature_take_indices(len(self.blocks), indices)
         cut_stages = self.config.kind == "pyramid" and last < len(self.blocks) - 1
+        self.pruned = self.pruned or last < len(self.blocks) - 1 or prune_norm
         self.blocks = self.blocks[: last + 1]
         if self.config.kind == "pyramid":
             self.patch_embed = self.patch_embed[: last + 1]
