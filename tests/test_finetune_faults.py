@@ -340,3 +340,29 @@ def test_prepare_timeout_must_be_positive(run_cli, image_folder_2, tmp_path):
                      "--prepare-timeout", "0")  # fmt: skip
     assert_one_line_error(result, 2, "--prepare-timeout must be a positive number of minutes")
     assert not out.exists()
+
+
+def test_evaluation_classes_training_lacks_are_named_and_skipped(run_cli, tmp_path):
+    import datasets
+
+    image = Image.new("RGB", (32, 32), (200, 10, 10))
+
+    def split(names: list[str], labels: list[int]) -> datasets.Dataset:
+        features = datasets.Features({"image": datasets.Image(),
+                                      "label": datasets.ClassLabel(names=names)})  # fmt: skip
+        return datasets.Dataset.from_dict({"image": [image] * len(labels), "label": labels},
+                                          features=features)  # fmt: skip
+
+    folder = tmp_path / "data"
+    datasets.DatasetDict({"train": split(["cat", "dog"], [0, 1, 0, 1]),
+                          "test": split(["cat", "dog", "fox"], [0, 1, 2, 2])}  # fox: unseen
+                         ).save_to_disk(str(folder))  # fmt: skip
+    out = tmp_path / "out"
+    result = run_cli("finetune", *TINY_ARGS, "--dataset", folder, "--output-dir", out,
+                     "--epochs", "1")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    told = " ".join(result.stderr.split())
+    assert "has 1 class(es) the training split lacks ('fox')" in told
+    assert json.loads((out / "train_results.json").read_text())["num_eval_samples"] == 4
+    evals = [line for line in _metric_lines(out) if line["type"] == "eval"]
+    assert evals[-1]["top1"] * 2 == round(evals[-1]["top1"] * 2)  # scored over the 2 others

@@ -83,6 +83,8 @@ def prepare_data(
             raise DatasetError(f"{config.dataset} [{eval_name}] has no label column")
         if _is_empty(evaluation):
             raise DatasetError(f"{config.dataset}: the {eval_name!r} split is empty")
+        if dist.is_main:
+            _warn_unseen_classes(evaluation, class_names)
         _check_label_column(evaluation, class_names, _label_map(evaluation, class_names),
                             evaluation=True)
     return train, evaluation, class_names
@@ -207,6 +209,17 @@ def _label_map(data: ImageDataset, class_names: list[str]) -> dict[int, int] | N
         return None
     position = {name: i for i, name in enumerate(class_names)}
     return {i: position.get(name, -1) for i, name in enumerate(data.class_names)}
+
+
+def _warn_unseen_classes(data: ImageDataset, class_names: list[str]) -> None:
+    """An evaluation class the training split lacks is skipped (-1): say so, or the accuracy
+    reads as if every image had been scored."""
+    known = set(class_names)
+    unseen = [name for name in data.class_names or [] if name not in known]
+    if unseen:
+        shown = ", ".join(repr(name) for name in unseen[:5]) + (" ..." if len(unseen) > 5 else "")
+        logger.warning("%s has %d class(es) the training split lacks (%s): their images are "
+                       "not evaluated", where(data), len(unseen), shown)  # fmt: skip
 
 
 # ====================================================================== training sources
