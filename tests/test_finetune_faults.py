@@ -232,26 +232,50 @@ def image_folder_2(tmp_path_factory) -> Path:
 
 # ---------------------------------------------------------------------- devices of processes
 @pytest.mark.parametrize(
-    ("requested", "local_rank", "world_size", "refused"),
+    ("requested", "local_rank", "world_size", "gpus", "local_world_size", "visible", "refused"),
     [
-        ("cuda:1", 0, 2, "every one of the 2 processes would train on that one GPU"),
-        ("CUDA:1", 0, 2, "every one of the 2 processes"),  # refused without a GPU too
-        ("cuda:0", 0, 2, None),  # this process's own GPU (device=f"cuda:{rank}")
-        ("cuda", 2, 3, None),  # left to the GPUs' own answer (shared_gpus)
-        ("auto", 1, 2, None),
-        ("cpu", 1, 8, None),
-        ("cuda:1", 0, 1, None),  # one process may take any GPU
+        ("cuda:1", 0, 2, 2, None, None, "every one of the 2 processes would train on that one"),
+        ("CUDA:1", 0, 2, 0, None, None, "every one of the 2 processes"),  # without a GPU too
+        ("cuda:0", 0, 2, 2, None, None, None),  # this process's own GPU (device=f"cuda:{rank}")
+        ("cuda", 2, 3, 2, 3, None, "3 processes on this machine but 2 GPU(s)"),
+        ("auto", 0, 4, 2, 4, None, "--nproc_per_node 2"),  # every process refuses, rank 0 too
+        ("cuda", 2, 3, 2, None, None, "3 processes on this machine"),  # no LOCAL_WORLD_SIZE
+        ("cuda", 1, 4, 2, 2, None, None),  # two machines of two GPUs
+        ("cuda", 3, 16, 8, None, None, None),  # srun on two machines: no LOCAL_WORLD_SIZE
+        # each process given its own GPU through CUDA_VISIBLE_DEVICES: it sees one, cuda:0
+        ("cuda", 3, 4, 1, 4, "3", None),
+        ("cuda", 1, 2, 1, 2, "0,1", "2 processes on this machine but 1 GPU(s)"),
+        ("auto", 1, 2, 0, 2, None, None),  # no GPU: the CPU, gloo
+        ("cpu", 1, 8, 2, 8, None, None),
+        ("cuda:1", 0, 1, 2, None, None, None),  # one process may take any GPU
     ],
 )
-def test_a_device_string_never_names_one_gpu_for_all(requested, local_rank, world_size,
-                                                      refused):  # fmt: skip
-    args = (requested, local_rank, world_size)
+def test_processes_never_share_a_gpu(requested, local_rank, world_size, gpus, local_world_size,
+                                     visible, refused):  # fmt: skip
+    args = (requested, local_rank, world_size, gpus, local_world_size, visible)
     if refused is None:
         distributed.check_rank_device(*args)
         return
     with pytest.raises(UsageError) as error:
         distributed.check_rank_device(*args)
     assert refused in str(error.value) and error.value.param == "device"
+
+
+def test_more_processes_than_gpus_exit_2_before_joining(run_cli, image_folder_2, tmp_path,
+                                                        monkeypatch):  # fmt: skip
+    """What torchrun --nproc_per_node 2 gives rank 1 on a one-GPU machine (the GPU count
+    answered by a stand-in: this machine has none): refused before init_process_group."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1",
+                        "LOCAL_WORLD_SIZE": "2"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "out"
+    result = run_cli("finetune", *TINY_ARGS, "--dataset", image_folder_2, "--output-dir", out,
+                     "--device", "cuda")  # fmt: skip
+    assert_one_line_error(result, 2, "2 processes on this machine but 1 GPU(s)")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(

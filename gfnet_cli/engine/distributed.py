@@ -74,15 +74,19 @@ def join_group(device: torch.device, rank: int, world_size: int) -> None:
     )
 
 
-def check_rank_device(requested: str | torch.device | None, local_rank: int,
-                      world_size: int) -> None:  # fmt: skip
-    """Refuse, with several processes, a device string that names one GPU for all of them.
+def check_rank_device(requested: str | torch.device | None, local_rank: int, world_size: int,
+                      device_count: int = 0, local_world_size: int | None = None,
+                      visible_devices: str | None = None) -> None:  # fmt: skip
+    """Refuse, with several processes, a device choice that puts two of them on one GPU.
 
     ``cuda:N`` is the same string in every process, so each would train on GPU N (only
-    ``N == local_rank`` is this process's own). A pure function of its arguments, so the rule
-    is tested without GPUs; processes that land on one GPU some other way (more processes than
-    GPUs) are found after joining, by :func:`shared_gpus`. Raises :class:`UsageError`
-    (``param="device"``).
+    ``N == local_rank`` is this process's own). With ``cuda``/``auto``, more processes on the
+    machine (``local_world_size``, else at least ``local_rank + 1``) than ``device_count``
+    GPUs would take ``local_rank % device_count`` and double up — unless each process was
+    given its own GPU (``visible_devices``, its ``CUDA_VISIBLE_DEVICES``, naming exactly the one
+    GPU it sees). A pure function of its arguments, so the rule is tested without GPUs; sharing
+    it cannot see is found after joining, by the GPUs' UUIDs (:func:`shared_gpus`). Raises
+    :class:`UsageError` (``param="device"``).
     """
     if world_size <= 1:
         return
@@ -92,6 +96,17 @@ def check_rank_device(requested: str | torch.device | None, local_rank: int,
         raise UsageError(
             f"device {text}: every one of the {world_size} processes would train on that one "
             "GPU; use device cuda, and each process takes the GPU of its LOCAL_RANK",
+            param="device",
+        )
+    if kind not in ("cuda", "auto") or device_count == 0 or index:
+        return  # the CPU (gloo), no GPU (resolve_device says), or this process's own cuda:N
+    processes = max(local_world_size or 0, local_rank + 1)
+    own_gpu = device_count == 1 and len([d for d in (visible_devices or "").split(",") if d]) == 1
+    if processes > device_count and not own_gpu:
+        raise UsageError(
+            f"{processes} processes on this machine but {device_count} GPU(s): two processes "
+            f"would share a GPU; start at most {device_count} (torchrun --nproc_per_node "
+            f"{device_count}), or give each its own with CUDA_VISIBLE_DEVICES",
             param="device",
         )
 
@@ -136,7 +151,8 @@ def setup(device: str = "auto") -> DistInfo:
     """
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not _group_active():  # a caller's group: the caller chose each process's device
-        check_rank_device(device, local_rank, world_size_from_env())
+        check_rank_device(device, local_rank, world_size_from_env(), _cuda_device_count(),
+                          _local_world_size(), os.environ.get("CUDA_VISIBLE_DEVICES"))  # fmt: skip
     target = resolve_device(device, local_rank)
     if target.type == "cuda":
         torch.cuda.set_device(target)
@@ -150,6 +166,16 @@ def setup(device: str = "auto") -> DistInfo:
             _refuse_shared_gpus(target)
         return DistInfo(rank, world_size, local_rank, target, group=True, owns_group=True)
     return DistInfo(rank, world_size, local_rank, target)
+
+
+def _cuda_device_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _local_world_size() -> int | None:
+    """Processes ``torchrun`` started on this machine (None outside it)."""
+    value = os.environ.get("LOCAL_WORLD_SIZE", "").strip()
+    return int(value) if value.isdigit() else None
 
 
 def cleanup(info: DistInfo | None = None) -> None:

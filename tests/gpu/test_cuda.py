@@ -230,23 +230,28 @@ def test_a_batch_of_unreadable_images_on_cuda(tmp_path):
     assert result.global_step == 14 and result.best_top1 is not None
 
 
-def _torchrun_gfnet(nproc: int, image_folder: Path, out: Path, device: str
-                    ) -> subprocess.CompletedProcess:  # fmt: skip
+def _torchrun_gfnet(nproc: int, image_folder: Path, out: Path, device: str,
+                    **env: str) -> subprocess.CompletedProcess:  # fmt: skip
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
     command = [torchrun, "--standalone", "--nproc_per_node", str(nproc), "-m", "gfnet_cli",
                "finetune", "--model", "gfnet-ti", "--from-scratch", "--patch-size", "8",
                "--embed-dim", "32", "--depth", "2", "--img-size", "32", "--dataset",
                str(image_folder), "--output-dir", str(out), "--epochs", "1", "--device",
                device]  # fmt: skip
-    return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, env=_env() | env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
 
 
 def test_torchrun_refuses_processes_sharing_a_gpu(image_folder, tmp_path):
     gpus = torch.cuda.device_count()
     more = _torchrun_gfnet(gpus + 1, image_folder, tmp_path / "more", "cuda")
     assert more.returncode != 0
-    assert "would train on one GPU" in more.stderr and "CUDA_VISIBLE_DEVICES" in more.stderr
+    assert f"{gpus + 1} processes on this machine but {gpus} GPU(s)" in more.stderr
     assert "Traceback" not in more.stderr.split("ChildFailedError")[0]
+    # both processes given the one GPU 0: each sees one GPU, so only the UUIDs tell
+    shared = _torchrun_gfnet(2, image_folder, tmp_path / "shared", "cuda",
+                             CUDA_VISIBLE_DEVICES="0")  # fmt: skip
+    assert shared.returncode != 0 and "processes 0 and 1 would train on one GPU" in shared.stderr
     same = _torchrun_gfnet(2, image_folder, tmp_path / "same", "cuda:0")
     assert same.returncode != 0 and "--device cuda:0: every one of the 2" in same.stderr
     assert not (tmp_path / "more" / "checkpoints").exists()
