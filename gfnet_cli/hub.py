@@ -459,7 +459,7 @@ def _resolve_zoo(
         found = _zoo_from_hub(
             entry,
             source,
-            user_revision=revision is not None,
+            pinned=revision is not None,
             token=token,
             force_download=force_download,
             local_files_only=local_files_only,
@@ -474,15 +474,14 @@ def _resolve_zoo(
 
 
 def _zoo_from_hub(
-    entry: ZooEntry, source: ZooSource, *, user_revision: bool = False, **options: Any
+    entry: ZooEntry, source: ZooSource, *, pinned: bool, **options: Any
 ) -> Path | None:
     """The zoo model's Hub repository; ``None`` where the authors' checkpoint should serve.
 
-    The authors' checkpoint stands in only where no revision was asked for and the repository
-    does not exist or cannot be reached: a revision asked for is never swapped for other
-    weights.
+    The authors' checkpoint stands in only where no revision was asked for (``pinned``) and
+    the repository does not exist or cannot be reached: a revision asked for is never swapped
+    for other weights.
     """
-    pinned = user_revision
     try:
         return download_model(source.location, source.revision, **options)
     except HubRepoNotFoundError:
