@@ -27,7 +27,6 @@ the user names its organization (``GFNET_HUB_ORG``) or at a commit the package s
 from __future__ import annotations
 
 import logging
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -72,11 +71,14 @@ from gfnet_cli.serialization import (
     save_model,
 )
 from gfnet_cli.zoo_source import (
-    HUB_ORG_ENV,
+    HUB_ORG_ENV as HUB_ORG_ENV,  # re-exported: it lived here before zoo_source.py
+)
+from gfnet_cli.zoo_source import (
     PROJECT_HUB_ORG,
     ChecksumMismatchError,
     ZooSource,
     converted_folder,
+    hub_org_override,
     record_first_use,
     zoo_checkpoint_url,
     zoo_source,
@@ -242,7 +244,7 @@ def hub_org() -> str:
 
     Only consulted where the Hub is trusted for zoo names (:func:`zoo_source`).
     """
-    return os.environ.get(HUB_ORG_ENV, "").strip() or PROJECT_HUB_ORG
+    return hub_org_override() or PROJECT_HUB_ORG
 
 
 def zoo_repo_id(name: str) -> str:
