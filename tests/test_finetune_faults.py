@@ -100,14 +100,17 @@ def test_torchrun_where_one_rank_gets_only_unreadable_images(corrupt_folder, tmp
 
 # ---------------------------------------------------------------------- label ranges
 def _labelled(tmp_path: Path, name: str, train: list, test: list, *, class_label: bool = True,
-              test_class_label: bool | None = None) -> Path:  # fmt: skip
-    """A save_to_disk dataset of plain images with the given labels (None: missing)."""
+              test_class_label: bool | None = None,
+              test_names: list[str] | None = None) -> Path:  # fmt: skip
+    """A save_to_disk dataset of plain images with the given labels (None: missing); the
+    classes are c0 and c1, or ``test_names`` in the test split."""
     import datasets
 
     image = Image.new("RGB", (32, 32), (200, 10, 10))
 
-    def split(labels: list, named: bool) -> datasets.Dataset:
-        label = datasets.ClassLabel(names=["c0", "c1"]) if named else datasets.Value("int64")
+    def split(labels: list, named: bool, names: list[str] | None = None) -> datasets.Dataset:
+        label = (datasets.ClassLabel(names=names or ["c0", "c1"]) if named
+                 else datasets.Value("int64"))  # fmt: skip
         features = datasets.Features({"image": datasets.Image(), "label": label})
         return datasets.Dataset.from_dict({"image": [image] * len(labels), "label": labels},
                                           features=features)  # fmt: skip
@@ -115,7 +118,8 @@ def _labelled(tmp_path: Path, name: str, train: list, test: list, *, class_label
     named_test = class_label if test_class_label is None else test_class_label
     folder = tmp_path / name
     datasets.DatasetDict({"train": split(train, class_label),
-                          "test": split(test, named_test)}).save_to_disk(str(folder))  # fmt: skip
+                          "test": split(test, named_test, test_names)}
+                         ).save_to_disk(str(folder))  # fmt: skip
     return folder
 
 
@@ -367,20 +371,8 @@ def test_prepare_timeout_must_be_positive(run_cli, image_folder_2, tmp_path):
 
 
 def test_evaluation_classes_training_lacks_are_named_and_skipped(run_cli, tmp_path):
-    import datasets
-
-    image = Image.new("RGB", (32, 32), (200, 10, 10))
-
-    def split(names: list[str], labels: list[int]) -> datasets.Dataset:
-        features = datasets.Features({"image": datasets.Image(),
-                                      "label": datasets.ClassLabel(names=names)})  # fmt: skip
-        return datasets.Dataset.from_dict({"image": [image] * len(labels), "label": labels},
-                                          features=features)  # fmt: skip
-
-    folder = tmp_path / "data"
-    datasets.DatasetDict({"train": split(["cat", "dog"], [0, 1, 0, 1]),
-                          "test": split(["cat", "dog", "fox"], [0, 1, 2, 2])}  # fox: unseen
-                         ).save_to_disk(str(folder))  # fmt: skip
+    folder = _labelled(tmp_path, "data", [0, 1, 0, 1], [0, 1, 2, 2],
+                       test_names=["c0", "c1", "fox"])  # fox: never seen in training
     out = tmp_path / "out"
     result = run_cli("finetune", *TINY_ARGS, "--dataset", folder, "--output-dir", out,
                      "--epochs", "1")  # fmt: skip
