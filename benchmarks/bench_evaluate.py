@@ -5,7 +5,7 @@ alternating, to share the machine's load fairly:
 
 * forward: ``model(x)`` on ready-made 224 px batches (no decoding, no transform);
 * decode: JPEG decode + the evaluation transform alone, one core (the pipeline's ceiling);
-* evaluate: :func:`gfnet_cli.engine.evaluate.evaluate` on the folder (JPEG decode, resize,
+* evaluate: :func:`gfnet_cli.commands.evaluate.evaluate` on the folder (JPEG decode, resize,
   crop, normalize in DataLoader workers, then the same forward).
 
 The gap between the two is the input pipeline's share. Medians of ``--repeats`` runs.
@@ -30,9 +30,9 @@ import torch
 from PIL import Image
 
 from gfnet_cli import create_model
+from gfnet_cli.commands.evaluate import evaluate
 from gfnet_cli.data.datasets import TorchImageDataset, load_image_dataset
 from gfnet_cli.data.transforms import eval_transform
-from gfnet_cli.engine.evaluate import evaluate
 
 
 def make_jpegs(root: Path, count: int, classes: int = 4, size=(500, 375)) -> Path:

@@ -42,7 +42,7 @@ import torch
 
 from gfnet_cli import create_model, export_model, list_models
 from gfnet_cli.device import autocast_context
-from gfnet_cli.flops import count_flops
+from gfnet_cli.models.flops import count_flops
 from gfnet_cli.models.layers import filter_form
 
 

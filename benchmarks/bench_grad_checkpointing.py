@@ -59,7 +59,7 @@ def _training_step(request: dict):
 
 def child(request: dict) -> dict:
     """One measurement in this (fresh) process: a case's peak memory, or both modes' times."""
-    from gfnet_cli.profiling import cpu_peak_rise_mb
+    from gfnet_cli.commands.profile import cpu_peak_rise_mb
 
     step = _training_step(request)
     if request["measure"] == "memory":

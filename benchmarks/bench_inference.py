@@ -162,7 +162,7 @@ def _bench(args: argparse.Namespace, name: str) -> None:
             if i >= args.warmup:
                 times[label].append(elapsed)
     medians = {label: statistics.median(values) for label, values in times.items()}
-    from gfnet_cli.flops import config_gflops
+    from gfnet_cli.models.flops import config_gflops
 
     macs = config_gflops(ours.config) * 1e9 * args.batch_size
     base = medians["reference fp32"]

@@ -29,7 +29,7 @@ import torch
 
 from gfnet_cli.analysis.attacks import PixelModel, fgsm, pgd
 from gfnet_cli.analysis.corruptions import CORRUPTIONS, corrupt_severities, plasma_fractal
-from gfnet_cli.hub import create_model, load_model
+from gfnet_cli.hub.resolve import create_model, load_model
 
 
 def build(model: str, img_size: int | None) -> torch.nn.Module:

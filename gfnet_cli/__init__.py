@@ -12,52 +12,37 @@ from typing import TYPE_CHECKING
 from gfnet_cli._lazy import lazy_exports
 
 __version__ = "0.1.0"
+__all__ = ["__version__"]  # and every name of _EXPORTS, added by lazy_exports
 
-# public name -> the module that defines it
+# the one list of public names: module -> the names it defines (``__all__`` is derived)
 _EXPORTS = {
-    "GFNet": "gfnet_cli.hub",
-    "GFNetConfig": "gfnet_cli.models.config",
-    "GFNetError": "gfnet_cli.errors",
-    "UsageError": "gfnet_cli.errors",
-    "convert_checkpoint": "gfnet_cli.convert",
-    "create_model": "gfnet_cli.hub",
-    "embed": "gfnet_cli.embed",
-    "evaluate": "gfnet_cli.engine.evaluate",
-    "export_model": "gfnet_cli.export",
-    "filters": "gfnet_cli.analysis.filters",
-    "get_zoo_entry": "gfnet_cli.models.zoo",
-    "list_models": "gfnet_cli.models.zoo",
-    "load_model": "gfnet_cli.hub",
-    "model_table": "gfnet_cli.profiling",
-    "predict": "gfnet_cli.predict",
-    "push_folder": "gfnet_cli.push",
-    "resolve_model": "gfnet_cli.hub",
-    "robustness": "gfnet_cli.analysis.robustness",
-    "save_model": "gfnet_cli.serialization",
+    "gfnet_cli.analysis.filters": ("filters",),
+    "gfnet_cli.analysis.robustness": ("robustness",),
+    "gfnet_cli.commands.embed": ("embed",),
+    "gfnet_cli.commands.evaluate": ("evaluate",),
+    "gfnet_cli.commands.export": ("export_model",),
+    "gfnet_cli.commands.predict": ("predict",),
+    "gfnet_cli.commands.profile": ("model_table", "profile"),
+    "gfnet_cli.engine.train": ("TrainConfig", "finetune"),
+    "gfnet_cli.errors": (
+        "GFNetError",
+        "UsageError",
+    ),
+    "gfnet_cli.hub.convert": ("convert_checkpoint",),
+    "gfnet_cli.hub.push": ("push_folder",),
+    "gfnet_cli.hub.resolve": (
+        "GFNet",
+        "create_model",
+        "load_model",
+        "resolve_model",
+    ),
+    "gfnet_cli.hub.serialization": ("save_model",),
+    "gfnet_cli.models.config": ("GFNetConfig",),
+    "gfnet_cli.models.zoo": (
+        "get_zoo_entry",
+        "list_models",
+    ),
 }
-
-__all__ = [
-    "GFNet",
-    "GFNetConfig",
-    "GFNetError",
-    "UsageError",
-    "__version__",
-    "convert_checkpoint",
-    "create_model",
-    "embed",
-    "evaluate",
-    "export_model",
-    "filters",
-    "get_zoo_entry",
-    "list_models",
-    "load_model",
-    "model_table",
-    "predict",
-    "push_folder",
-    "resolve_model",
-    "robustness",
-    "save_model",
-]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
@@ -66,15 +51,16 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from gfnet_cli.analysis.filters import filters
     from gfnet_cli.analysis.robustness import robustness
-    from gfnet_cli.convert import convert_checkpoint
-    from gfnet_cli.embed import embed
-    from gfnet_cli.engine.evaluate import evaluate
+    from gfnet_cli.commands.embed import embed
+    from gfnet_cli.commands.evaluate import evaluate
+    from gfnet_cli.commands.export import export_model
+    from gfnet_cli.commands.predict import predict
+    from gfnet_cli.commands.profile import model_table, profile
+    from gfnet_cli.engine.train import TrainConfig, finetune
     from gfnet_cli.errors import GFNetError, UsageError
-    from gfnet_cli.export import export_model
-    from gfnet_cli.hub import GFNet, create_model, load_model, resolve_model
+    from gfnet_cli.hub.convert import convert_checkpoint
+    from gfnet_cli.hub.push import push_folder
+    from gfnet_cli.hub.resolve import GFNet, create_model, load_model, resolve_model
+    from gfnet_cli.hub.serialization import save_model
     from gfnet_cli.models.config import GFNetConfig
     from gfnet_cli.models.zoo import get_zoo_entry, list_models
-    from gfnet_cli.predict import predict
-    from gfnet_cli.profiling import model_table
-    from gfnet_cli.push import push_folder
-    from gfnet_cli.serialization import save_model

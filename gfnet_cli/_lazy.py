@@ -16,9 +16,9 @@ from typing import Any
 class _LazyPackage(types.ModuleType):
     """A package where a submodule never shadows the public name it shares.
 
-    Importing ``gfnet_cli.predict`` (the module) makes Python set the package attribute
-    ``predict`` to that module, after which ``gfnet_cli.predict(...)`` would no longer be the
-    function. The binding is redirected to the exported object of the same name.
+    Importing ``gfnet_cli.analysis.filters`` (the module) makes Python set the package attribute
+    ``filters`` to that module, after which ``gfnet_cli.analysis.filters(...)`` would no longer
+    be the function. The binding is redirected to the exported object of the same name.
     """
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -33,17 +33,22 @@ class _LazyPackage(types.ModuleType):
 
 
 def lazy_exports(
-    package: str, exports: dict[str, str], namespace: dict[str, Any]
+    package: str, exports: dict[str, tuple[str, ...]], namespace: dict[str, Any]
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``(__getattr__, __dir__)`` for ``package``, whose ``exports`` map name -> module.
+    """``(__getattr__, __dir__)`` for ``package``; ``exports`` maps module -> its public names.
 
-    Call it from the package's ``__init__`` with ``__name__`` and ``globals()``.
+    The one list of a package's public names: ``__all__`` and the lookup table are derived
+    from it. Call it from the package's ``__init__`` with ``__name__`` and ``globals()``.
     """
-    namespace["__lazy_exports__"] = exports
+    where = {name: module for module, names in exports.items() for name in names}
+    if len(where) != sum(len(names) for names in exports.values()):
+        raise ValueError(f"{package}: a public name is exported by two modules")
+    namespace["__lazy_exports__"] = where
+    namespace["__all__"] = sorted(set(namespace.get("__all__", ())) | set(where))
     sys.modules[package].__class__ = _LazyPackage
 
     def __getattr__(name: str) -> Any:  # noqa: N807
-        module = exports.get(name)
+        module = where.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(module), name)
@@ -51,6 +56,6 @@ def lazy_exports(
         return value
 
     def __dir__() -> list[str]:  # noqa: N807
-        return sorted(set(namespace) | set(exports))
+        return sorted(set(namespace) | set(where))
 
     return __getattr__, __dir__

@@ -156,7 +156,7 @@ def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
 # ---------------------------------------------------------------------------- the rules
 def test_the_graph_sees_imports_inside_functions():
     graph = import_graph()
-    assert "gfnet_cli.models.config" in graph["gfnet_cli.hub"]
+    assert "gfnet_cli.models.config" in graph["gfnet_cli.hub.resolve"]
     # cli/main.py defers every command module into functions; those imports still count
     assert any(edge.startswith("gfnet_cli.cli.") for edge in graph["gfnet_cli.cli.main"])
 
@@ -216,7 +216,7 @@ def loaded_after(code: str, modules: tuple[str, ...]) -> list[str]:
 
 
 def test_importing_models_loads_no_hub_datasets_or_card():
-    above = ("card", "hub", "push", "serialization", "convert", "flops")
+    above = ("hub", "engine", "commands", "tasks", "data", "models.flops")
     banned = ("huggingface_hub", "datasets", *(f"{PACKAGE}.{name}" for name in above))
     assert loaded_after("import gfnet_cli.models", banned) == []
 
@@ -224,8 +224,8 @@ def test_importing_models_loads_no_hub_datasets_or_card():
 @pytest.mark.parametrize(
     "module, source, expected",
     [
-        ("gfnet_cli.hub", "import gfnet_cli.models.config", {f"{MODELS}", f"{MODELS}.config"}),
-        ("gfnet_cli.hub", "from gfnet_cli.models import zoo", {f"{MODELS}", f"{MODELS}.zoo"}),
+        ("gfnet_cli.hub.resolve", "import gfnet_cli.models.config", {MODELS, f"{MODELS}.config"}),
+        ("gfnet_cli.hub.resolve", "from gfnet_cli.models import zoo", {MODELS, f"{MODELS}.zoo"}),
         ("gfnet_cli.models.gfnet", "import gfnet_cli.models.config", {"gfnet_cli.models.config"}),
         ("gfnet_cli.models.gfnet", "from gfnet_cli.models import zoo", {"gfnet_cli.models.zoo"}),
         ("gfnet_cli.models.gfnet", "from gfnet_cli import errors", {"gfnet_cli.errors"}),
@@ -233,8 +233,13 @@ def test_importing_models_loads_no_hub_datasets_or_card():
         ("gfnet_cli.models.gfnet", "from .config import GFNetConfig", {"gfnet_cli.models.config"}),
         ("gfnet_cli.models.gfnet", "import gfnet_cli.models", set()),
         ("gfnet_cli.models", "from .zoo import ZOO", {"gfnet_cli.models.zoo"}),
-        ("gfnet_cli.hub", "if TYPE_CHECKING:\n    import gfnet_cli.push", set()),
-        ("gfnet_cli.hub", "def f():\n    from gfnet_cli.push import push", {"gfnet_cli.push"}),
+        ("gfnet_cli.hub.resolve", "if TYPE_CHECKING:\n    import gfnet_cli.hub.push", set()),
+        ("gfnet_cli.hub.resolve", "def f():\n    from .push import push", {"gfnet_cli.hub.push"}),
+        (
+            "gfnet_cli.engine.inference",
+            "from gfnet_cli.hub.push import push",
+            {"gfnet_cli.hub", "gfnet_cli.hub.push"},
+        ),
     ],
 )
 def test_edges_follow_python_import_semantics(tmp_path, module, source, expected):
@@ -249,13 +254,13 @@ def test_edges_follow_python_import_semantics(tmp_path, module, source, expected
 
 
 def test_loading_a_local_model_stays_light(tmp_path):
-    """predict/evaluate on a local folder go through gfnet_cli.hub without paying for the Hub,
-    and building the model on the meta device draws no random numbers there (which would
+    """predict/evaluate on a local folder go through gfnet_cli.hub.resolve without paying for
+    the Hub, and building the model on the meta device draws no random numbers there (which would
     import PyTorch's compiler and sympy: most of a second of start-up)."""
     code = (
-        "from gfnet_cli.hub import load_model\n"
+        "from gfnet_cli.hub.resolve import load_model\n"
         "from gfnet_cli.models import GFNet, GFNetConfig\n"
-        "from gfnet_cli.serialization import save_model\n"
+        "from gfnet_cli.hub.serialization import save_model\n"
         "config = GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=32, num_classes=3)\n"
         f"save_model(GFNet(config), {str(tmp_path)!r})\n"
         f"load_model({str(tmp_path)!r})"
@@ -265,13 +270,82 @@ def test_loading_a_local_model_stays_light(tmp_path):
 
 
 def test_a_submodule_never_shadows_the_public_name_it_shares():
-    """``gfnet_cli.predict`` stays the function after the module of that name is imported."""
+    """``gfnet_cli.analysis.filters`` stays the function after its module is imported."""
     code = (
-        "import gfnet_cli.predict, gfnet_cli.embed\n"
-        "import gfnet_cli\n"
-        "assert callable(gfnet_cli.predict) and gfnet_cli.predict.__name__ == 'predict'\n"
-        "assert callable(gfnet_cli.embed) and gfnet_cli.embed.__name__ == 'embed'\n"
-        "from gfnet_cli import predict\n"
-        "assert predict is gfnet_cli.predict\n"
+        "import gfnet_cli.analysis.filters, gfnet_cli.analysis.robustness\n"
+        "import gfnet_cli.analysis as analysis\n"
+        "assert callable(analysis.filters) and analysis.filters.__name__ == 'filters'\n"
+        "assert callable(analysis.robustness) and analysis.robustness.__name__ == 'robustness'\n"
+        "from gfnet_cli import robustness\n"
+        "assert robustness is analysis.robustness\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# The package's layers, bottom first (docs/architecture.md): a module may import its own layer
+# and those below, never one above.
+LAYERS = (
+    ("gfnet_cli.errors", "gfnet_cli.labels", "gfnet_cli.device", "gfnet_cli._lazy"),
+    ("gfnet_cli.models",),
+    ("gfnet_cli.data",),
+    ("gfnet_cli.tasks",),
+    ("gfnet_cli.hub",),
+    ("gfnet_cli.engine",),
+    ("gfnet_cli.commands", "gfnet_cli.analysis"),
+    ("gfnet_cli.cli",),
+)
+
+
+def layer_of(module: str) -> int | None:
+    for rank, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return rank
+    return None
+
+
+def test_every_module_has_a_layer_and_imports_only_downwards():
+    graph = import_graph()
+    unplaced = [
+        m for m in graph if m not in (PACKAGE, f"{PACKAGE}.__main__") and layer_of(m) is None
+    ]
+    assert not unplaced, f"modules outside the documented layers: {unplaced}"
+    upward = [
+        f"{module} -> {edge}"
+        for module, edges in graph.items()
+        if module not in (PACKAGE, f"{PACKAGE}.__main__")
+        for edge in edges
+        if layer_of(edge) is not None and layer_of(edge) > layer_of(module)
+    ]
+    assert not upward, upward
+
+
+def test_the_package_root_keeps_few_public_modules():
+    public = sorted(p.stem for p in ROOT.glob("*.py") if not p.stem.startswith("_"))
+    assert len(public) <= 8, public
+
+
+LAZY_PACKAGES = ("gfnet_cli", "gfnet_cli.data", "gfnet_cli.analysis")
+
+
+def _type_checking_imports(path: Path) -> dict[str, set[str]]:
+    imports: dict[str, set[str]] = {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.body:
+                if isinstance(child, ast.ImportFrom):
+                    imports.setdefault(child.module, set()).update(a.name for a in child.names)
+    return imports
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_public_names_are_written_once_and_all_import(package):
+    """``__all__`` comes from ``_EXPORTS``; the IDE imports list the same names; each imports."""
+    import importlib
+
+    module = importlib.import_module(package)
+    table = {mod: set(names) for mod, names in module._EXPORTS.items()}
+    assert _type_checking_imports(MODULES[package]) == table
+    exported = {name for names in table.values() for name in names}
+    assert set(module.__all__) - {"__version__"} == exported
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from gfnet_cli.errors import ConfigError, UsageError
-from gfnet_cli.hub import create_model as hub_create_model
-from gfnet_cli.hub import load_model
+from gfnet_cli.hub.resolve import create_model as hub_create_model
+from gfnet_cli.hub.resolve import load_model
+from gfnet_cli.hub.serialization import save_model
 from gfnet_cli.models import (
     ZOO,
     FeatureExtractor,
@@ -28,7 +29,6 @@ from gfnet_cli.models import (
     GFNetConfig,
     create_model,
 )
-from gfnet_cli.serialization import save_model
 
 ZOO_NAMES = list(ZOO)
 

@@ -168,11 +168,11 @@ def test_a_shared_option_reads_the_same_in_every_command(param, flag):
 
 def test_cli_constants_match_the_library():
     # options.py holds torch-free copies so that --help needs no torch; they must agree.
+    from gfnet_cli.commands.predict import DEFAULT_MODEL
+    from gfnet_cli.commands.profile import BASELINES
     from gfnet_cli.data.augment import DEFAULT_CROP_SCALE
     from gfnet_cli.data.streaming import DEFAULT_SHUFFLE_BUFFER
     from gfnet_cli.engine.train.config import DEFAULT_PREPARE_TIMEOUT
-    from gfnet_cli.predict import DEFAULT_MODEL
-    from gfnet_cli.profiling import BASELINES
 
     assert options.DEFAULT_MODEL == DEFAULT_MODEL
     assert options.BASELINES == BASELINES
@@ -246,7 +246,7 @@ def test_evaluate_passes_a_progress_callback_unless_quiet(run_cli, monkeypatch, 
             progress(2, 2)
         return SimpleNamespace(summary=lambda: {"model": model, "dataset": dataset})
 
-    monkeypatch.setattr("gfnet_cli.engine.evaluate.evaluate", fake_evaluate)
+    monkeypatch.setattr("gfnet_cli.commands.evaluate.evaluate", fake_evaluate)
     result = run_cli(*quiet, "evaluate", "-m", "tiny", "-d", "data", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout) == {"model": "tiny", "dataset": "data"}  # stdout: JSON only

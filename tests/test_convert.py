@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from gfnet_cli import GFNetConfig, convert_checkpoint, create_model, load_model
-from gfnet_cli.convert import extract_state_dict
 from gfnet_cli.errors import CheckpointError
+from gfnet_cli.hub.convert import extract_state_dict
 from gfnet_cli.models import GFNet
 from tests.conftest import assert_one_line_error
 
@@ -282,7 +282,7 @@ def _reference_variants():
 @pytest.mark.parametrize("variant", list(_reference_variants()))
 def test_architecture_inferred_from_every_authors_checkpoint_layout(variant):
     """The authors' full-size checkpoints (shapes only): kind, widths, depths, size, class count."""
-    from gfnet_cli.convert import apply_arch, infer_config
+    from gfnet_cli.hub.convert import apply_arch, infer_config
     from gfnet_cli.models.zoo import match_architecture
 
     shapes = _reference_variants()[variant]

@@ -113,8 +113,8 @@ def test_negative_num_workers_is_a_usage_error(run_cli, tiny_model, text_dataset
 # ------------------------------------------------------------------------------- convert
 def test_convert_a_checkpoint_holding_only_model_ema(tmp_path):
     # Was: "the checkpoint holds no tensors" (exit 2) although the EMA weights were there.
-    from gfnet_cli.convert import convert_checkpoint
-    from gfnet_cli.hub import load_model
+    from gfnet_cli.hub.convert import convert_checkpoint
+    from gfnet_cli.hub.resolve import load_model
 
     ema = create_model(GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=32, num_classes=3))
     path = tmp_path / "ema_only.pth"

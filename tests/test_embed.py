@@ -14,12 +14,12 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
+from gfnet_cli.commands.embed import embed, read_embeddings
+from gfnet_cli.commands.predict import predict
 from gfnet_cli.data.transforms import eval_transform
-from gfnet_cli.embed import embed, read_embeddings
 from gfnet_cli.errors import UsageError
+from gfnet_cli.hub.serialization import save_model
 from gfnet_cli.models import create_model
-from gfnet_cli.predict import predict
-from gfnet_cli.serialization import save_model
 from tests.conftest import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def images(tmp_path) -> Path:
 
 def _expected(model_dir: Path, paths: list[Path]) -> torch.Tensor:
     """What the model's own API gives: forward_head(forward_features(x), pre_logits=True)."""
-    from gfnet_cli.hub import load_model
+    from gfnet_cli.hub.resolve import load_model
 
     model = load_model(str(model_dir))
     transform = eval_transform(model.config)
@@ -163,7 +163,7 @@ def test_cli_refuses_bad_outputs_and_writes_nothing_when_nothing_is_readable(
 def test_embed_is_a_public_function():
     code = "import gfnet_cli; f = gfnet_cli.embed; print(callable(f), f.__module__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["True", "gfnet_cli.embed"]
+    assert done.stdout.split() == ["True", "gfnet_cli.commands.embed"]
 
 
 # ------------------------------------------------------------------- a linear probe

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from gfnet_cli import GFNetConfig, create_model, save_model
+from gfnet_cli.commands.evaluate import LabelMismatchError, evaluate
 from gfnet_cli.data.images import open_image
 from gfnet_cli.data.transforms import eval_transform
-from gfnet_cli.engine.evaluate import LabelMismatchError, evaluate
 from gfnet_cli.errors import UsageError
 from tests.conftest import assert_one_line_error
 
@@ -212,21 +212,10 @@ def _output_besides_logging(capsys, run) -> tuple[str, str]:
     return tuple(capsys.readouterr())
 
 
-def test_boolean_progress_is_deprecated_and_draws_nothing(tiny, tmp_path, capsys):
-    folder, _ = tiny
-    disk = _disk_dataset(tmp_path / "disk", CLASSES, [(_png(0), 0)])
-    for value in (True, False):
-        with pytest.warns(DeprecationWarning, match="callback"):
-            output = _output_besides_logging(
-                capsys, lambda v=value: evaluate(folder, str(disk), num_workers=0, progress=v)
-            )
-        assert output == ("", "")
-
-
 def test_unmatched_class_names_stop_before_evaluating(tiny, tmp_path, run_cli, monkeypatch):
     folder, _ = tiny
     disk = _disk_dataset(tmp_path / "disk", ["cat", "dog", "plane"], [(_png(0), 2)])
-    import gfnet_cli.engine.evaluate as module
+    import gfnet_cli.commands.evaluate as module
 
     def no_loader(*args, **kwargs):
         raise AssertionError("evaluation started")
@@ -270,8 +259,8 @@ def test_usage_errors(tiny, tmp_path, run_cli):
 def test_scores_kept_on_the_device_equal_a_hand_computation():
     """The tally sums on the logits' device and reads them once (finish); unlabelled rows of a
     batch are dropped after the transfer."""
+    from gfnet_cli.commands.evaluate import _score_batch, _Tally
     from gfnet_cli.data.datasets import Batch
-    from gfnet_cli.engine.evaluate import _score_batch, _Tally
 
     torch.manual_seed(0)
     model = create_model(GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=32,

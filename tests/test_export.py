@@ -25,17 +25,17 @@ import torch
 from PIL import Image
 
 from gfnet_cli import GFNetConfig, create_model, evaluate, export_model, predict, save_model
-from gfnet_cli.errors import GFNetError, UsageError
-from gfnet_cli.export import ExportCheckError
-from gfnet_cli.models import GFNet, layers
-from gfnet_cli.models.layers import GlobalFilter, dft_bases, filter_form, fused_inference
-from gfnet_cli.onnx_model import (
+from gfnet_cli.commands.export import ExportCheckError
+from gfnet_cli.engine.onnx_model import (
     METADATA_KEYS,
     PT2_EXTRA_FILE,
     OnnxModel,
     config_from_metadata,
     decode_metadata,
 )
+from gfnet_cli.errors import GFNetError, UsageError
+from gfnet_cli.models import GFNet, layers
+from gfnet_cli.models.layers import GlobalFilter, dft_bases, filter_form, fused_inference
 from tests.conftest import assert_one_line_error
 
 CLASSES = ["cat", "dog", "bird", "fish", "frog", "horse"]
@@ -469,8 +469,8 @@ def test_predicting_with_a_folder_loads_no_onnx_library(tmp_path):
     code = (
         "from PIL import Image\n"
         "from gfnet_cli.models import GFNet, GFNetConfig\n"
-        "from gfnet_cli.predict import predict\n"
-        "from gfnet_cli.serialization import save_model\n"
+        "from gfnet_cli.commands.predict import predict\n"
+        "from gfnet_cli.hub.serialization import save_model\n"
         "config = GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=32, num_classes=3)\n"
         f"save_model(GFNet(config), {str(tmp_path)!r})\n"
         f"predict([Image.new('RGB', (40, 30))], {str(tmp_path)!r}, device='cpu')"

@@ -28,9 +28,9 @@ from gfnet_cli.engine.train import (
     param_groups,
 )
 from gfnet_cli.errors import UsageError
+from gfnet_cli.hub.serialization import save_model
 from gfnet_cli.models import create_model
 from gfnet_cli.models.config import GFNetConfig
-from gfnet_cli.serialization import save_model
 from tests.conftest import assert_one_line_error
 from tests.hub_server import FakeHub
 

@@ -29,10 +29,10 @@ from gfnet_cli.engine.train import (
 )
 from gfnet_cli.engine.train.lock import LOCK_NAME, RunLock, locked_output_dir
 from gfnet_cli.engine.train.model import same_classes
+from gfnet_cli.hub.serialization import save_model
 from gfnet_cli.labels import imagenet_class_names, imagenet_synsets
 from gfnet_cli.models import create_model
 from gfnet_cli.models.config import GFNetConfig
-from gfnet_cli.serialization import save_model
 from tests.conftest import assert_one_line_error
 from tests.test_finetune import (
     CLASSES,

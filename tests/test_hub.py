@@ -16,7 +16,7 @@ import torch
 from huggingface_hub import ModelCard, snapshot_download
 
 from gfnet_cli import GFNet, GFNetConfig, convert_checkpoint, load_model
-from gfnet_cli.serialization import save_model
+from gfnet_cli.hub.serialization import save_model
 from tests.conftest import assert_one_line_error
 from tests.hub_server import FakeHub
 
@@ -121,7 +121,7 @@ def test_revisions_by_suffix_and_option(hub, run_cli, tmp_path):
 
 
 def test_resolve_config_fetches_only_the_config(hub, tmp_path):
-    from gfnet_cli.hub import resolve_config
+    from gfnet_cli.hub.resolve import resolve_config
 
     hub.add_repo("org/tiny", model_files(tmp_path))
     assert resolve_config("org/tiny") == TINY
@@ -132,7 +132,7 @@ def test_resolve_config_fetches_only_the_config(hub, tmp_path):
 
 
 def test_resolve_config_of_a_folder_and_of_a_pinned_zoo_name(hub, tmp_path):
-    from gfnet_cli.hub import resolve_config
+    from gfnet_cli.hub.resolve import resolve_config
 
     folder = tmp_path / "m"
     save_model(tiny_model(), folder)
@@ -317,7 +317,7 @@ def test_authors_link_failures(hub, run_cli, authors_checkpoint, cut):
 
 def test_two_different_revisions_name_the_parameter():
     from gfnet_cli.errors import UsageError
-    from gfnet_cli.hub import resolve_model
+    from gfnet_cli.hub.resolve import resolve_model
 
     with pytest.raises(UsageError, match="pins 'v1', but revision is 'v2'") as info:
         resolve_model("org/tiny@v1", revision="v2")
@@ -347,7 +347,7 @@ def test_card_written_by_convert_loads_and_validates(data_dir, tmp_path):
 
 
 def test_card_for_a_fine_tuned_model_has_training_and_results():
-    from gfnet_cli.card import model_card
+    from gfnet_cli.hub.card import model_card
 
     text = model_card(
         TINY,
@@ -387,7 +387,7 @@ def test_card_metadata_names_only_hub_repositories(tmp_path, monkeypatch, base_m
                                                    metadata, datasets):  # fmt: skip
     """The Hub refuses a card whose base_model is not a model id, so a fine-tuned model's
     card names its base and dataset in the metadata only when they are Hub repositories."""
-    from gfnet_cli.card import model_card
+    from gfnet_cli.hub.card import model_card
 
     local = tmp_path / "runs" / "base"
     local.mkdir(parents=True)
@@ -402,7 +402,7 @@ def test_card_metadata_names_only_hub_repositories(tmp_path, monkeypatch, base_m
 
 
 def test_card_links_a_zoo_base_read_from_a_named_organization(monkeypatch):
-    from gfnet_cli.card import model_card
+    from gfnet_cli.hub.card import model_card
 
     monkeypatch.setenv("GFNET_HUB_ORG", "myorg")
     assert ModelCard(model_card(TINY, base_model="gfnet-ti")).data.base_model == "myorg/gfnet-ti"

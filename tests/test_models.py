@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from gfnet_cli import GFNetConfig, create_model, list_models
-from gfnet_cli.convert import extract_state_dict, infer_config, read_checkpoint
 from gfnet_cli.device import autocast_context
 from gfnet_cli.errors import ConfigError
-from gfnet_cli.flops import config_gflops
+from gfnet_cli.hub.convert import extract_state_dict, infer_config, read_checkpoint
+from gfnet_cli.hub.serialization import model_from_state_dict
 from gfnet_cli.models import GFNet, adapt_state_dict, layers
+from gfnet_cli.models.flops import config_gflops
 from gfnet_cli.models.layers import GlobalFilter, Mlp, fused_inference
-from gfnet_cli.serialization import model_from_state_dict
 
 TINY = GFNetConfig(patch_size=8, embed_dim=32, depth=2, img_size=32, num_classes=10)
 

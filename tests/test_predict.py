@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from gfnet_cli import GFNetConfig, create_model, save_model
+from gfnet_cli.commands.predict import ImagePrediction, predict
 from gfnet_cli.data.images import open_image
 from gfnet_cli.data.transforms import eval_transform
 from gfnet_cli.errors import UsageError
-from gfnet_cli.predict import ImagePrediction, predict
 from tests.conftest import assert_one_line_error
 
 CLASSES = ["cat", "dog", "bird"]
@@ -179,9 +179,10 @@ def _imported_after(modules: str, candidates: tuple[str, ...]) -> list[str]:
 
 def test_predict_and_evaluate_do_not_import_the_datasets_library():
     """Start-up time: datasets loads only when a DATASET is read, never for predict."""
-    assert _imported_after("gfnet_cli.predict, gfnet_cli.engine.evaluate", ("datasets",)) == []
+    modules = "gfnet_cli.commands.predict, gfnet_cli.commands.evaluate"
+    assert _imported_after(modules, ("datasets",)) == []
 
 
 def test_predict_and_evaluate_do_not_import_huggingface_hub():
-    modules = "gfnet_cli.predict, gfnet_cli.engine.evaluate"
+    modules = "gfnet_cli.commands.predict, gfnet_cli.commands.evaluate"
     assert _imported_after(modules, ("huggingface_hub",)) == []

@@ -8,19 +8,18 @@ import pytest
 import torch
 
 from gfnet_cli import GFNetConfig, create_model, save_model
-from gfnet_cli.device import autocast_context, check_precision, resolve_device
-from gfnet_cli.errors import UsageError
-from gfnet_cli.flops import config_gflops, model_gflops
-from gfnet_cli.models import GFNet
-from gfnet_cli.profiling import (
+from gfnet_cli.commands.profile import (
     OUT_OF_MEMORY,
     ModelSpec,
     ProfileOptions,
-    ZooRow,
     model_table,
     profile,
     profile_row,
 )
+from gfnet_cli.device import autocast_context, check_precision, resolve_device
+from gfnet_cli.errors import UsageError
+from gfnet_cli.models import GFNet
+from gfnet_cli.models.flops import config_gflops, model_gflops
 from tests.conftest import assert_one_line_error
 
 SPEC_KEYS = {
@@ -180,7 +179,7 @@ def test_quadratic_baselines_run_out_of_memory_first(tmp_path):
 
 
 def test_allocation_failure_becomes_an_error_row(monkeypatch):
-    import gfnet_cli.profiling as profiling
+    import gfnet_cli.commands.profile as profiling
 
     def fail(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 TB")
@@ -199,7 +198,7 @@ def test_compile_measures_peak_memory_on_the_compiled_model(monkeypatch):
     import subprocess
     from contextlib import redirect_stdout
 
-    import gfnet_cli.profiling as profiling
+    import gfnet_cli.commands.profile as profiling
 
     compiled: list[torch.nn.Module] = []
     calls: list[str] = []
@@ -263,24 +262,6 @@ def test_profile_and_the_zoo_table_read_no_weights(hub, tmp_path):
     table = model_table()
     assert [row.name for row in table][:2] == ["gfnet-ti", "gfnet-xs"]
     assert len(hub.requests) == before  # zoo architectures need nothing downloaded
-
-
-def test_renamed_profiling_names_keep_deprecated_aliases():
-    import importlib
-    import sys
-
-    spec = tiny_spec()
-    with pytest.warns(DeprecationWarning, match="with_mixer"):
-        assert spec.with_kind("vit") == spec.with_mixer("vit")
-    with pytest.warns(DeprecationWarning, match="mixer"):
-        assert spec.kind == "gfnet"
-    sys.modules.pop("gfnet_cli.zoo_info", None)
-    with pytest.warns(DeprecationWarning, match="gfnet_cli.profiling"):
-        old = importlib.import_module("gfnet_cli.zoo_info")
-    assert old.model_table is model_table and old.ZooRow is ZooRow
-    import gfnet_cli
-
-    assert gfnet_cli.model_table is model_table
 
 
 # --------------------------------------------------------------------------- precision helpers

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from gfnet_cli import GFNet, load_model
+from gfnet_cli.hub.serialization import save_model
 from gfnet_cli.models.zoo import ZOO, get_zoo_entry
-from gfnet_cli.serialization import save_model
 from tests.conftest import assert_one_line_error
 from tests.hub_server import FakeHub
 

@@ -15,28 +15,25 @@ from typing import TYPE_CHECKING
 
 from gfnet_cli._lazy import lazy_exports
 
-# public name -> the module that defines it
+# the one list of public names: module -> the names it defines (``__all__`` is derived)
 _EXPORTS = {
-    "CORRUPTIONS": "gfnet_cli.analysis.corruptions",
-    "FilterResult": "gfnet_cli.analysis.filters",
-    "RobustnessResult": "gfnet_cli.analysis.robustness",
-    "corrupt": "gfnet_cli.analysis.corruptions",
-    "fgsm": "gfnet_cli.analysis.attacks",
-    "filters": "gfnet_cli.analysis.filters",
-    "pgd": "gfnet_cli.analysis.attacks",
-    "robustness": "gfnet_cli.analysis.robustness",
+    "gfnet_cli.analysis.attacks": (
+        "fgsm",
+        "pgd",
+    ),
+    "gfnet_cli.analysis.corruptions": (
+        "CORRUPTIONS",
+        "corrupt",
+    ),
+    "gfnet_cli.analysis.filters": (
+        "FilterResult",
+        "filters",
+    ),
+    "gfnet_cli.analysis.robustness": (
+        "RobustnessResult",
+        "robustness",
+    ),
 }
-
-__all__ = [
-    "CORRUPTIONS",
-    "FilterResult",
-    "RobustnessResult",
-    "corrupt",
-    "fgsm",
-    "filters",
-    "pgd",
-    "robustness",
-]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -39,9 +39,9 @@ import torch
 from gfnet_cli.analysis.outputs import require_matplotlib
 from gfnet_cli.engine.inference import check_at_least, prepare_model
 from gfnet_cli.errors import UsageError
+from gfnet_cli.hub.serialization import check_output_file
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.models.layers import GlobalFilter
-from gfnet_cli.serialization import check_output_file
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class FilterResult:
         Keys: ``<parameter prefix>.frequency`` and ``.spatial`` (``blocks.3.filter.frequency``);
         the metadata's ``layers`` holds the JSON summary of each, ``layout`` the conventions.
         """
-        from gfnet_cli.serialization import save_weights
+        from gfnet_cli.hub.serialization import save_weights
 
         tensors: dict[str, torch.Tensor] = {}
         for layer in self.layers:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gfnet_cli.errors import MissingDependencyError
-from gfnet_cli.serialization import publish_file
+from gfnet_cli.hub.serialization import publish_file
 
 
 def require_matplotlib(feature: str) -> None:

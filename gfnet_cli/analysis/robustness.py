@@ -52,6 +52,7 @@ from gfnet_cli.analysis.corruptions import (
     parse_corruptions,
 )
 from gfnet_cli.analysis.outputs import require_matplotlib
+from gfnet_cli.commands.evaluate import LabelMismatchError, match_labels, require_labels
 from gfnet_cli.data.datasets import (
     Batch,
     DatasetError,
@@ -62,12 +63,11 @@ from gfnet_cli.data.datasets import (
 )
 from gfnet_cli.data.transforms import pixel_transform
 from gfnet_cli.device import check_precision, resolve_device
-from gfnet_cli.engine.evaluate import LabelMismatchError, match_labels, require_labels
 from gfnet_cli.engine.inference import ProgressCallback, check_at_least, prepare_model
 from gfnet_cli.errors import GFNetError, UsageError
+from gfnet_cli.hub.serialization import check_output_file, write_text_atomic
 from gfnet_cli.labels import imagenet_class_names
 from gfnet_cli.models.gfnet import GFNet
-from gfnet_cli.serialization import check_output_file, write_text_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ def convert(
     The checkpoint is read without executing pickled code; the architecture is inferred from
     its tensor shapes.
     """
-    from gfnet_cli.convert import convert_checkpoint
+    from gfnet_cli.hub.convert import convert_checkpoint
 
     result = convert_checkpoint(
         source, out_dir, arch=arch, use_ema=use_ema, labels=labels, overwrite=overwrite

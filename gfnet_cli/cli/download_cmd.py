@@ -22,7 +22,7 @@ def download_command(
     is the authors' checkpoint, converted once and pinned by its sha256 (docs/trust.md); the
     source is said on stderr (and under "source" with --json).
     """
-    from gfnet_cli.hub import download, zoo_model_source
+    from gfnet_cli.hub.resolve import download, zoo_model_source
 
     folder = download(model, revision, force_download=force_download)
     source = zoo_model_source(model, revision)

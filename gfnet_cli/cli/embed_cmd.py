@@ -51,7 +51,7 @@ def embed_command(
     For retrieval, clustering and linear probes. Exits with status 2 after embedding the rest
     if any input could not be read.
     """
-    from gfnet_cli.embed import embed
+    from gfnet_cli.commands.embed import embed
 
     with progress_bar("embedding", "images", enabled=not State.quiet) as progress:
         result = embed(

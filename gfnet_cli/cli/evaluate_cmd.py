@@ -56,7 +56,7 @@ def evaluate_command(
     Class names are matched to the model's; unreadable images are skipped and counted.
     Without --num-workers, one DataLoader worker per spare core decodes images.
     """
-    from gfnet_cli.engine.evaluate import evaluate
+    from gfnet_cli.commands.evaluate import evaluate
 
     with progress_bar("evaluating", "images", enabled=not State.quiet) as progress:
         result = evaluate(

@@ -13,8 +13,8 @@ from gfnet_cli.cli.options import JsonOption, ModelArgument
 from gfnet_cli.cli.progress import progress_bar
 from gfnet_cli.errors import UsageError
 
-FORMATS = ("onnx", "pt2")  # gfnet_cli.export.FORMATS
-FFT_CHOICES = ("auto", "native", "matmul")  # gfnet_cli.export.FFT_CHOICES
+FORMATS = ("onnx", "pt2")  # gfnet_cli.commands.export.FORMATS
+FFT_CHOICES = ("auto", "native", "matmul")  # gfnet_cli.commands.export.FFT_CHOICES
 
 
 def parse_img_size(text: str | None) -> int | tuple[int, int] | None:
@@ -67,7 +67,7 @@ def export_command(
     PyTorch before it is renamed into place (the largest logit difference is reported).
     `gfnet predict` and `gfnet evaluate` take an exported .onnx file as MODEL.
     """
-    from gfnet_cli.export import export_model
+    from gfnet_cli.commands.export import export_model
 
     with progress_bar("exporting", "steps", enabled=not State.quiet) as progress:
         result = export_model(

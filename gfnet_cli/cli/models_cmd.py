@@ -12,7 +12,7 @@ from gfnet_cli.cli.options import JsonOption
 def models(as_json: JsonOption = False) -> None:
     """List the authors' ImageNet-1k variants: params, GFLOPs at 224 px, published accuracy,
     and where each one's weights come from."""
-    from gfnet_cli.profiling import model_table
+    from gfnet_cli.commands.profile import model_table
 
     rows = model_table()
     if as_json:

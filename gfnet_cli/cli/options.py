@@ -16,8 +16,8 @@ from typing import Annotated
 import typer
 
 # Defaults shown in --help; the library's copies are named in the comments.
-DEFAULT_MODEL = "gfnet-xs"  # gfnet_cli.predict.DEFAULT_MODEL
-BASELINES = ("vit", "resmlp")  # gfnet_cli.profiling.BASELINES
+DEFAULT_MODEL = "gfnet-xs"  # gfnet_cli.commands.predict.DEFAULT_MODEL
+BASELINES = ("vit", "resmlp")  # gfnet_cli.commands.profile.BASELINES
 DEFAULT_CROP_SCALE = (0.6, 1.0)  # gfnet_cli.data.augment.DEFAULT_CROP_SCALE
 DEFAULT_SHUFFLE_BUFFER = 1000  # gfnet_cli.data.streaming.DEFAULT_SHUFFLE_BUFFER
 DEFAULT_PREPARE_TIMEOUT = 60.0  # gfnet_cli.engine.train.config.DEFAULT_PREPARE_TIMEOUT

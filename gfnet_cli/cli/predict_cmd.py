@@ -21,15 +21,16 @@ from gfnet_cli.cli.options import (
 from gfnet_cli.errors import UsageError
 
 if TYPE_CHECKING:
-    from gfnet_cli.predict import ImagePrediction
+    from gfnet_cli.commands.predict import ImagePrediction
 
 
 def predict(*args: Any, **kwargs: Any) -> list[ImagePrediction]:
-    """:func:`gfnet_cli.predict.predict`, imported when a prediction runs, not for ``--help``.
+    """:func:`gfnet_cli.commands.predict.predict`, imported when a prediction runs, not for
+    ``--help``.
 
     A module-level name so that tests can stand in for the library call.
     """
-    from gfnet_cli.predict import predict as predict_images
+    from gfnet_cli.commands.predict import predict as predict_images
 
     return predict_images(*args, **kwargs)
 
@@ -75,7 +76,7 @@ def predict_command(
             for rank, item in enumerate(result.predictions, 1):
                 table.add_row(str(rank), escape(item["label"]), f"{item['score']:.4f}")
             stdout.print(table)
-    from gfnet_cli.predict import count_failures
+    from gfnet_cli.commands.predict import count_failures
 
     failed = count_failures(results)
     if failed:

@@ -65,7 +65,7 @@ def profile_command(
         raise UsageError(f"--plot writes a PNG file: {plot!r} does not end in .png")
     if warmup < 0 or repeats < 1:
         raise UsageError("--warmup must be >= 0 and --repeats >= 1")
-    from gfnet_cli.profiling import ProfileOptions, plot_rows, profile
+    from gfnet_cli.commands.profile import ProfileOptions, plot_rows, profile
 
     options = ProfileOptions(
         batch_size=batch_size,

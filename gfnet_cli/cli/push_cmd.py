@@ -28,7 +28,7 @@ def push(
     Checkpoints, pickles, hidden and temporary files are never sent. The token comes from
     HF_TOKEN or `hf auth login`.
     """
-    from gfnet_cli.push import push_folder
+    from gfnet_cli.hub.push import push_folder
 
     result = push_folder(
         directory,

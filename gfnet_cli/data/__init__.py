@@ -11,26 +11,22 @@ from typing import TYPE_CHECKING
 
 from gfnet_cli._lazy import lazy_exports
 
-# public name -> the module that defines it
+# the one list of public names: module -> the names it defines (``__all__`` is derived)
 _EXPORTS = {
-    "EvalTransform": "gfnet_cli.data.transforms",
-    "ImageDataset": "gfnet_cli.data.datasets",
-    "ImageReadError": "gfnet_cli.data.images",
-    "eval_transform": "gfnet_cli.data.transforms",
-    "expand_inputs": "gfnet_cli.data.images",
-    "load_image_dataset": "gfnet_cli.data.datasets",
-    "open_image": "gfnet_cli.data.images",
+    "gfnet_cli.data.datasets": (
+        "ImageDataset",
+        "load_image_dataset",
+    ),
+    "gfnet_cli.data.images": (
+        "ImageReadError",
+        "expand_inputs",
+        "open_image",
+    ),
+    "gfnet_cli.data.transforms": (
+        "EvalTransform",
+        "eval_transform",
+    ),
 }
-
-__all__ = [
-    "EvalTransform",
-    "ImageDataset",
-    "ImageReadError",
-    "eval_transform",
-    "expand_inputs",
-    "load_image_dataset",
-    "open_image",
-]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

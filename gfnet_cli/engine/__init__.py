@@ -1,5 +1,7 @@
-"""Engines: the loops behind the commands (``engine.train``, ``engine.evaluate``).
+"""How things run: the scoring loop, checkpoints, processes, training.
 
-Import from the submodules (``from gfnet_cli.engine.evaluate import evaluate``): re-exporting
-the functions here would shadow the submodules of the same names.
+``inference`` (a MODEL ready to run),
+``onnx_model`` (an exported file run where a GFNet runs), ``scoring`` (the one loop that scores a
+model over batches), ``checkpoint``, ``distributed`` and ``train`` (finetune). Import from the
+submodules.
 """

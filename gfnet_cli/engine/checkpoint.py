@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from gfnet_cli.errors import CheckpointError, first_line
-from gfnet_cli.serialization import to_host as to_host  # one host transfer for a state
+from gfnet_cli.hub.serialization import to_host as to_host  # one host transfer for a state
 
 logger = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from collections.abc import Callable
 
 import torch
 
+from gfnet_cli.engine.onnx_model import OnnxModel, is_onnx_file, load_onnx_model
 from gfnet_cli.errors import UsageError
-from gfnet_cli.hub import load_model
+from gfnet_cli.hub.resolve import load_model
 from gfnet_cli.models.config import to_pair
 from gfnet_cli.models.gfnet import GFNet
-from gfnet_cli.onnx_model import OnnxModel, is_onnx_file, load_onnx_model
 
 ProgressCallback = Callable[[int, int | None], None]
 """``progress(completed, total)``: work done so far, and the total when it is known.

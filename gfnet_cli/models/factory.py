@@ -1,6 +1,6 @@
 """Building architectures: a zoo name or a config, with fields overridden.
 
-Weights are not this package's business: :func:`gfnet_cli.hub.load_model` and
+Weights are not this package's business: :func:`gfnet_cli.hub.resolve.load_model` and
 ``gfnet_cli.create_model(..., pretrained=True)`` fetch them and build on these functions.
 """
 

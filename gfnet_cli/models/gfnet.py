@@ -41,7 +41,7 @@ class GFNet(nn.Module):
     """A Global Filter Network built from a :class:`GFNetConfig` (flat or pyramid).
 
     The plain architecture: it knows nothing of files or the Hub. ``gfnet_cli.GFNet``
-    (:class:`gfnet_cli.hub.GFNet`) adds ``from_pretrained`` / ``save_pretrained`` /
+    (:class:`gfnet_cli.hub.resolve.GFNet`) adds ``from_pretrained`` / ``save_pretrained`` /
     ``push_to_hub`` on top.
 
     ``global_pool``: ``"avg"`` (the authors' head: mean over the token grid) or ``""`` (no

@@ -17,15 +17,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from gfnet_cli.commands.evaluate import evaluate
+from gfnet_cli.commands.predict import predict
+from gfnet_cli.commands.profile import ProfileOptions, profile
 from gfnet_cli.engine import checkpoint as ckpt
-from gfnet_cli.engine.evaluate import evaluate
 from gfnet_cli.engine.train import TrainConfig, finetune
 from gfnet_cli.errors import UsageError
+from gfnet_cli.hub.serialization import save_model
 from gfnet_cli.models import create_model
 from gfnet_cli.models.config import GFNetConfig
-from gfnet_cli.predict import predict
-from gfnet_cli.profiling import ProfileOptions, profile
-from gfnet_cli.serialization import save_model
 from tests.test_finetune import CLASSES, _env, _wait_for_checkpoint, _write_images
 from tests.test_finetune_faults import _labelled
 
@@ -311,7 +311,7 @@ def test_evaluation_reads_the_gpu_once_not_per_batch(tiny_model, image_folder):
     from gfnet_cli.data.transforms import eval_transform
     from gfnet_cli.engine.train.data import _loader
     from gfnet_cli.engine.train.loop import _evaluate
-    from gfnet_cli.hub import load_model
+    from gfnet_cli.hub.resolve import load_model
 
     model = load_model(str(tiny_model)).cuda()
     data = load_image_dataset(str(image_folder), "train")  # 48 images
@@ -343,7 +343,7 @@ def test_checkpoint_state_comes_to_the_host_in_one_pass():
 
 # ---------------------------------------------------------------------- compiled profiling
 def test_profile_compile_measures_the_compiled_model_at_another_size(monkeypatch):
-    import gfnet_cli.profiling as profiling
+    import gfnet_cli.commands.profile as profiling
 
     measured = []
     original = profiling._cuda_peak_mb

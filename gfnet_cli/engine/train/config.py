@@ -24,8 +24,8 @@ from gfnet_cli.data.streaming import DEFAULT_SHUFFLE_BUFFER
 from gfnet_cli.device import check_precision, resolve_device
 from gfnet_cli.engine.distributed import world_size_from_env
 from gfnet_cli.errors import UsageError
-from gfnet_cli.hub import resolve_config
-from gfnet_cli.push import check_push_target
+from gfnet_cli.hub.push import check_push_target
+from gfnet_cli.hub.resolve import resolve_config
 
 _HYPERPARAMETERS = (
     "recipe", "epochs", "batch_size", "accumulate", "lr", "lr_base_batch", "min_lr",

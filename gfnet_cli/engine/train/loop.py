@@ -63,8 +63,8 @@ from gfnet_cli.engine.train.state import (
     save_checkpoint,
     seed_everything,
 )
+from gfnet_cli.hub.serialization import save_model
 from gfnet_cli.models.gfnet import GFNet
-from gfnet_cli.serialization import save_model
 
 logger = logging.getLogger(__name__)
 UNREADABLE_NAMED = 10  # unreadable training images named in the log before counting only

@@ -1,7 +1,7 @@
 """The starting model: MODEL's architecture with fresh weights, or its weights and its head
 when the dataset has MODEL's classes, or a new head.
 
-``from_scratch`` reads only MODEL's ``config.json`` (:func:`gfnet_cli.hub.resolve_config`;
+``from_scratch`` reads only MODEL's ``config.json`` (:func:`gfnet_cli.hub.resolve.resolve_config`;
 a zoo name needs nothing downloaded) and may change the patch size, widths and depths.
 Otherwise MODEL is loaded with its weights, resized to ``img_size`` the authors' way. Its
 trained classifier is kept when the dataset lists MODEL's classes in MODEL's order (by name,
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gfnet_cli.engine.train.config import TrainConfig
-from gfnet_cli.hub import load_model, resolve_config
+from gfnet_cli.hub.resolve import load_model, resolve_config
 from gfnet_cli.labels import imagenet_class_names, imagenet_synsets, normalize_class_name
 from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.models.gfnet import GFNet

@@ -16,14 +16,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gfnet_cli.card import model_card
 from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine.train.config import TrainConfig
 from gfnet_cli.engine.train.lock import LOCK_NAME
 from gfnet_cli.errors import UsageError
+from gfnet_cli.hub.card import model_card
+from gfnet_cli.hub.push import push_folder
+from gfnet_cli.hub.serialization import write_text_atomic
 from gfnet_cli.models.gfnet import GFNet
-from gfnet_cli.push import push_folder
-from gfnet_cli.serialization import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def training_card(model: GFNet, config: TrainConfig, stats: EpochStats, *, head:
 
 
 def push_output(output_dir: Path, repo_id: str) -> None:
-    """Push the MODEL files (not checkpoints) with ``gfnet_cli.push.push_folder``."""
+    """Push the MODEL files (not checkpoints) with ``gfnet_cli.hub.push.push_folder``."""
     with tempfile.TemporaryDirectory(prefix="gfnet-push-") as staging:
         for name in PUSHED_FILES:
             if (output_dir / name).is_file():

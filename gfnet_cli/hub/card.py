@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from gfnet_cli.errors import GFNetError
-from gfnet_cli.flops import config_gflops
+from gfnet_cli.hub.zoo_source import zoo_source
 from gfnet_cli.models.config import GFNetConfig
+from gfnet_cli.models.flops import config_gflops
 from gfnet_cli.models.zoo import ZOO, is_zoo_name
-from gfnet_cli.zoo_source import zoo_source
 
 logger = logging.getLogger(__name__)
 

@@ -23,24 +23,24 @@ from typing import Any
 
 import torch
 
-from gfnet_cli.cache import download_url
-from gfnet_cli.card import model_card
 from gfnet_cli.errors import CheckpointError, UsageError, first_line
-from gfnet_cli.labels import imagenet_class_names, read_label_file
-from gfnet_cli.models.config import GFNetConfig
-from gfnet_cli.models.zoo import ZOO, get_zoo_entry, match_architecture
-from gfnet_cli.serialization import (
+from gfnet_cli.hub.cache import download_url
+from gfnet_cli.hub.card import model_card
+from gfnet_cli.hub.serialization import (
     atomic_directory,
     load_weights,
     model_from_state_dict,
     save_model,
 )
-from gfnet_cli.zoo_source import (
+from gfnet_cli.hub.zoo_source import (
     ZOO_MIRROR_ENV,
     check_against_record,
     file_sha256,
     zoo_checkpoint_url,
 )
+from gfnet_cli.labels import imagenet_class_names, read_label_file
+from gfnet_cli.models.config import GFNetConfig
+from gfnet_cli.models.zoo import ZOO, get_zoo_entry, match_architecture
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Where downloads come from and go: cache folders, the Hub endpoint, offline mode, raw URLs.
 
-Shared by ``gfnet_cli.hub`` (Hub repositories, zoo names), ``gfnet_cli.convert`` (an
-authors' checkpoint link) and ``gfnet_cli.push``. The environment (``HF_HOME``,
+Shared by ``gfnet_cli.hub.resolve`` (Hub repositories, zoo names), ``gfnet_cli.hub.convert`` (an
+authors' checkpoint link) and ``gfnet_cli.hub.push``. The environment (``HF_HOME``,
 ``HF_HUB_CACHE``, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``GFNET_CACHE``) is read at call time,
 since huggingface_hub reads it once at its import and tests or long-lived processes change it.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gfnet_cli.errors import first_line
-from gfnet_cli.hub_errors import (
+from gfnet_cli.hub.errors import (
     DownloadError,
     HubAccessError,
     NetworkError,

@@ -1,7 +1,7 @@
 """What can go wrong talking to the Hub, as one-line errors a user can act on.
 
-One translator, :func:`hub_error`, serves downloads (``gfnet_cli.hub``) and uploads
-(``gfnet_cli.push``): huggingface_hub's exceptions, HTTP statuses and transport failures
+One translator, :func:`hub_error`, serves downloads (``gfnet_cli.hub.resolve``) and uploads
+(``gfnet_cli.hub.push``): huggingface_hub's exceptions, HTTP statuses and transport failures
 become the errors below, all exit code 2 (docs/cli.md). It only reads exception types and
 attributes; huggingface_hub is imported when an error is actually translated.
 """

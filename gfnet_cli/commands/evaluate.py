@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +37,9 @@ from gfnet_cli.device import (
 )
 from gfnet_cli.engine.inference import ProgressCallback, check_at_least, prepare_model
 from gfnet_cli.errors import GFNetError, UsageError
+from gfnet_cli.hub.serialization import write_text_atomic
 from gfnet_cli.labels import imagenet_class_names, imagenet_synsets, normalize_class_name
 from gfnet_cli.models.gfnet import GFNet
-from gfnet_cli.serialization import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ def evaluate(
             f"label_order must be one of {', '.join(LABEL_ORDERS)}, got {label_order!r}",
             param="label_order",
         )
-    report = _progress_callback(progress)
+    report = progress
     torch_device = resolve_device(device)
     precision = check_precision(torch_device, precision)
     data = (
@@ -333,19 +332,6 @@ def _truncate(batch: Batch, keep: int) -> Batch:
     failures = batch.failures[:keep]
     rest = max(0, keep - len(failures))
     return Batch(batch.images[:rest], batch.labels[:rest], batch.indices[:rest], failures)
-
-
-def _progress_callback(progress: ProgressCallback | bool | None) -> ProgressCallback | None:
-    """``progress`` once took a bool and drew a bar; that form is deprecated and draws nothing."""
-    if isinstance(progress, bool):
-        warnings.warn(
-            "evaluate(progress=True/False) is deprecated: pass a callback "
-            "progress(completed, total), or nothing for a silent evaluation",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        return None
-    return progress
 
 
 def _model_name(model: str | GFNet) -> str:

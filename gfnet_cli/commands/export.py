@@ -39,18 +39,7 @@ import torch
 
 from gfnet_cli import __version__
 from gfnet_cli.engine.inference import ProgressCallback
-from gfnet_cli.errors import (
-    ConfigError,
-    GFNetError,
-    MissingDependencyError,
-    UsageError,
-    first_line,
-)
-from gfnet_cli.hub import load_model
-from gfnet_cli.models.config import to_pair
-from gfnet_cli.models.gfnet import GFNet
-from gfnet_cli.models.layers import filter_form, fused_inference
-from gfnet_cli.onnx_model import (
+from gfnet_cli.engine.onnx_model import (
     INPUT_NAME,
     OUTPUT_NAME,
     PT2_EXTRA_FILE,
@@ -61,7 +50,18 @@ from gfnet_cli.onnx_model import (
     max_abs_diff,
     metadata_props,
 )
-from gfnet_cli.serialization import check_output_file, publish_file
+from gfnet_cli.errors import (
+    ConfigError,
+    GFNetError,
+    MissingDependencyError,
+    UsageError,
+    first_line,
+)
+from gfnet_cli.hub.resolve import load_model
+from gfnet_cli.hub.serialization import check_output_file, publish_file
+from gfnet_cli.models.config import to_pair
+from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.layers import filter_form, fused_inference
 
 logger = logging.getLogger(__name__)
 

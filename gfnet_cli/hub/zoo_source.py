@@ -26,8 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from gfnet_cli.cache import zoo_cache_dir
 from gfnet_cli.errors import CheckpointError, UsageError
+from gfnet_cli.hub.cache import zoo_cache_dir
 from gfnet_cli.models.zoo import ZooEntry, get_zoo_entry
 
 ZOO_MIRROR_ENV = "GFNET_ZOO_MIRROR"

@@ -14,10 +14,10 @@ Models come back as :class:`GFNet`, the architecture of :mod:`gfnet_cli.models` 
 Hub downloads go through ``huggingface_hub.hf_hub_download`` into the standard Hub cache
 (``HF_HUB_CACHE`` / ``HF_HOME``), fetching only ``config.json``, ``model.safetensors`` and
 ``README.md``. Environment variables (``HF_HOME``, ``HF_HUB_CACHE``, ``HF_ENDPOINT``,
-``HF_TOKEN``, ``HF_HUB_OFFLINE``) are read at call time (:mod:`gfnet_cli.cache`).
+``HF_TOKEN``, ``HF_HUB_OFFLINE``) are read at call time (:mod:`gfnet_cli.hub.cache`).
 
 Zoo names (``gfnet-xs``) resolve only to sources the project controls (docs/trust.md,
-:mod:`gfnet_cli.zoo_source`): the authors' checkpoint (their link or ``$GFNET_ZOO_MIRROR``),
+:mod:`gfnet_cli.hub.zoo_source`): the authors' checkpoint (their link or ``$GFNET_ZOO_MIRROR``),
 downloaded once, checked against the sha256 recorded at its first use, converted
 (weights-only, no pickled code runs) and cached as a MODEL folder under ``$GFNET_CACHE``
 (default ``$HF_HOME/gfnet``); later runs need no network. A Hub repository is used only when
@@ -34,7 +34,8 @@ from typing import Any, TypeVar
 
 import torch
 
-from gfnet_cli.cache import (
+from gfnet_cli.errors import CheckpointError, ConfigError, ModelNotFoundError, UsageError
+from gfnet_cli.hub.cache import (
     cache_dir,
     download_path,
     download_url,
@@ -42,10 +43,9 @@ from gfnet_cli.cache import (
     hub_endpoint,
     is_offline,
 )
-from gfnet_cli.card import model_card
-from gfnet_cli.convert import convert_checkpoint
-from gfnet_cli.errors import CheckpointError, ConfigError, ModelNotFoundError, UsageError
-from gfnet_cli.hub_errors import (
+from gfnet_cli.hub.card import model_card
+from gfnet_cli.hub.convert import convert_checkpoint
+from gfnet_cli.hub.errors import (
     DownloadError,
     HubAccessError,
     HubFileMissingError,
@@ -56,13 +56,8 @@ from gfnet_cli.hub_errors import (
     OfflineCacheMissError,
     hub_error,
 )
-from gfnet_cli.models import gfnet as architecture
-from gfnet_cli.models.config import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, GFNetConfig
-from gfnet_cli.models.factory import model_config
-from gfnet_cli.models.features import FeatureExtractor, Indices, features_only_model
-from gfnet_cli.models.zoo import ZOO, ZooEntry, get_zoo_entry, is_zoo_name
-from gfnet_cli.push import push_folder
-from gfnet_cli.serialization import (
+from gfnet_cli.hub.push import push_folder
+from gfnet_cli.hub.serialization import (
     REWRITE_HINT,
     CorruptModelError,
     check_model_folder,
@@ -70,10 +65,10 @@ from gfnet_cli.serialization import (
     safetensors_shapes,
     save_model,
 )
-from gfnet_cli.zoo_source import (
+from gfnet_cli.hub.zoo_source import (
     HUB_ORG_ENV as HUB_ORG_ENV,  # re-exported: it lived here before zoo_source.py
 )
-from gfnet_cli.zoo_source import (
+from gfnet_cli.hub.zoo_source import (
     PROJECT_HUB_ORG,
     ChecksumMismatchError,
     ZooSource,
@@ -83,10 +78,14 @@ from gfnet_cli.zoo_source import (
     zoo_checkpoint_url,
     zoo_source,
 )
+from gfnet_cli.models import gfnet as architecture
+from gfnet_cli.models.config import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, GFNetConfig
+from gfnet_cli.models.factory import model_config
+from gfnet_cli.models.features import FeatureExtractor, Indices, features_only_model
+from gfnet_cli.models.zoo import ZOO, ZooEntry, get_zoo_entry, is_zoo_name
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_HUB_ORG = PROJECT_HUB_ORG  # deprecated name, kept for one release
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 ModelT = TypeVar("ModelT", bound="GFNet")
 
@@ -139,7 +138,7 @@ class GFNet(architecture.GFNet):
 
         ``config`` is accepted for huggingface_hub's signature and ignored: the model's own
         ``GFNetConfig`` (as it is now, after any ``set_image_size``) is what is saved.
-        ``model_card_kwargs`` go to :func:`gfnet_cli.card.model_card`. With ``push_to_hub``,
+        ``model_card_kwargs`` go to :func:`gfnet_cli.hub.card.model_card`. With ``push_to_hub``,
         the folder is then pushed to ``repo_id`` (default: the folder's name).
         """
         card = model_card(self.config, num_params=self.num_params, **(model_card_kwargs or {}))
@@ -165,7 +164,7 @@ class GFNet(architecture.GFNet):
     ) -> str | None:
         """Upload this model (config, safetensors, card) to ``repo_id`` in one commit.
 
-        The same upload as ``gfnet push`` (:func:`gfnet_cli.push.push_folder`). Returns the
+        The same upload as ``gfnet push`` (:func:`gfnet_cli.hub.push.push_folder`). Returns the
         commit URL.
         """
         card_kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
@@ -525,7 +524,7 @@ def convert_zoo_checkpoint(entry: ZooEntry, target: Path) -> Path:
     """Download the authors' checkpoint, check it against its record, convert it into ``target``.
 
     The file's sha256 is recorded the first time (trust on first use); a later download that
-    differs is refused (:class:`~gfnet_cli.zoo_source.ChecksumMismatchError`) before it is
+    differs is refused (:class:`~gfnet_cli.hub.zoo_source.ChecksumMismatchError`) before it is
     read, and ``target`` is left as it was.
     """
     if is_offline():
@@ -550,7 +549,6 @@ def convert_zoo_checkpoint(entry: ZooEntry, target: Path) -> Path:
 
 
 __all__ = [
-    "DEFAULT_HUB_ORG",
     "ChecksumMismatchError",
     "CorruptModelError",
     "DownloadError",

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gfnet_cli.cache import hub_endpoint
-from gfnet_cli.card import LIBRARY_NAME, model_card
 from gfnet_cli.errors import UsageError, first_line
-from gfnet_cli.hub_errors import HubAccessError, HubRequest, hub_error
+from gfnet_cli.hub.cache import hub_endpoint
+from gfnet_cli.hub.card import LIBRARY_NAME, model_card
+from gfnet_cli.hub.errors import HubAccessError, HubRequest, hub_error
+from gfnet_cli.hub.serialization import check_model_folder, count_parameters, safetensors_shapes
 from gfnet_cli.models.config import CARD_NAME, WEIGHTS_NAME
-from gfnet_cli.serialization import check_model_folder, count_parameters, safetensors_shapes
 
 logger = logging.getLogger(__name__)
 

@@ -23,13 +23,13 @@ from typing import Any
 
 import torch
 
+from gfnet_cli.commands.predict import ImageInput, expand_images, image_batches
 from gfnet_cli.data.transforms import eval_transform
 from gfnet_cli.device import check_precision, inference, resolve_device
 from gfnet_cli.engine.inference import ProgressCallback, check_at_least, prepare_model
 from gfnet_cli.errors import UsageError
+from gfnet_cli.hub.serialization import check_output_file, publish_file, save_weights
 from gfnet_cli.models.gfnet import GFNet
-from gfnet_cli.predict import ImageInput, expand_images, image_batches
-from gfnet_cli.serialization import check_output_file, publish_file, save_weights
 
 logger = logging.getLogger(__name__)
 

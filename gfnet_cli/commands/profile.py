@@ -14,7 +14,7 @@ self-attention, or a token-mixing MLP. The zoo table of ``gfnet models``
 
 How things are measured (docs/benchmarks.md):
 
-- GFLOPs: :mod:`gfnet_cli.flops` on the meta device (no weights, no arithmetic), per image.
+- GFLOPs: :mod:`gfnet_cli.models.flops` on the meta device (no weights, no arithmetic), per image.
 - Latency: median wall time of a batch forward after warm-up, inside ``torch.inference_mode``
   (CUDA: synchronized around each run, never inside the forward); images/s = batch / latency.
 - Peak memory: CUDA, the caching allocator's peak over one forward minus what was allocated
@@ -37,7 +37,6 @@ import statistics
 import subprocess
 import sys
 import time
-import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -52,13 +51,13 @@ from torch.utils._pytree import tree_flatten
 from gfnet_cli.device import check_precision, inference, resolve_device
 from gfnet_cli.engine.inference import ProgressCallback, check_at_least
 from gfnet_cli.errors import GFNetError, UsageError
-from gfnet_cli.flops import count_flops
-from gfnet_cli.hub import resolve_config
+from gfnet_cli.hub.resolve import resolve_config
+from gfnet_cli.hub.zoo_source import zoo_source
 from gfnet_cli.models.config import GFNetConfig
+from gfnet_cli.models.flops import count_flops
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.models.layers import Mlp
 from gfnet_cli.models.zoo import ZOO
-from gfnet_cli.zoo_source import zoo_source
 
 log = logging.getLogger(__name__)
 
@@ -242,24 +241,11 @@ class ModelSpec:
         """The baseline with ``mixer`` of this spec's width and depth, named after its mixer."""
         return ModelSpec(name=mixer, mixer=mixer, config=self.config)
 
-    @property
-    def kind(self) -> str:
-        """Deprecated: the token mixer was called ``kind`` (use :attr:`mixer`)."""
-        warnings.warn("ModelSpec.kind is now ModelSpec.mixer", DeprecationWarning, stacklevel=2)
-        return self.mixer
-
-    def with_kind(self, kind: str) -> ModelSpec:
-        """Deprecated alias of :meth:`with_mixer`."""
-        warnings.warn(
-            "ModelSpec.with_kind is now ModelSpec.with_mixer", DeprecationWarning, stacklevel=2
-        )
-        return self.with_mixer(kind)
-
 
 def model_spec(model: str, revision: str | None = None) -> ModelSpec:
     """The architecture of MODEL: a zoo name, a local folder or a Hub id.
 
-    Only the config is read (:func:`gfnet_cli.hub.resolve_config`): a Hub repository's
+    Only the config is read (:func:`gfnet_cli.hub.resolve.resolve_config`): a Hub repository's
     ``config.json``, never its weights.
     """
     config = resolve_config(model, revision)
@@ -444,7 +430,7 @@ def measure_cpu_memory_in_child(
         "compile": compile_model,
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "gfnet_cli.profiling", json.dumps(request)],
+        [sys.executable, "-m", "gfnet_cli.commands.profile", json.dumps(request)],
         capture_output=True,
         text=True,
         env=_child_environment(),
@@ -643,7 +629,7 @@ class ZooRow:
     img_size: int
     top1: float
     top5: float
-    #: where the weights come from now (gfnet_cli.zoo_source.ZooSource.to_dict())
+    #: where the weights come from now (gfnet_cli.hub.zoo_source.ZooSource.to_dict())
     source: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
