@@ -356,8 +356,11 @@ class Batch:
             self, images=self.images.pin_memory(), labels=self.labels.pin_memory()
         )
 
-    def labelled_to(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The images and labels of the labelled rows (label >= 0) on ``device``.
+    def rows_to(
+        self, device: torch.device, keep: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and labels of the rows ``keep`` selects (a host bool vector; default:
+        the labelled rows, label >= 0) on ``device``.
 
         The whole batch is copied first (``non_blocking``: from pinned memory, the copy
         overlaps the device's work) and the rows are picked there; indexing on the host first
@@ -366,11 +369,20 @@ class Batch:
         """
         images = self.images.to(device, non_blocking=True)
         labels = self.labels.to(device, non_blocking=True)
-        keep = self.labels >= 0
+        keep = self.labels >= 0 if keep is None else keep
         if bool(keep.all()):
             return images, labels
         rows = keep.nonzero().squeeze(1).to(device, non_blocking=True)
         return images.index_select(0, rows), labels.index_select(0, rows)
+
+    def first(self, count: int) -> Batch:
+        """The first ``count`` samples (failures first: they were read first)."""
+        failures = self.failures[:count]
+        rest = max(0, count - len(failures))
+        return replace(
+            self, images=self.images[:rest], labels=self.labels[:rest],
+            indices=self.indices[:rest], failures=failures,
+        )  # fmt: skip
 
 
 def collate_skipping_failures(items: list[tuple]) -> Batch:

@@ -23,6 +23,8 @@ CARD_NAME = "README.md"
 FORMAT_VERSION = 1
 # PIL resampling filters the evaluation transform accepts (gfnet_cli.data.transforms).
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming")
+# The tasks this package builds networks for (gfnet_cli.tasks says what each one means).
+MODEL_TASKS = ("classification",)
 PYRAMID_STAGES = 4
 # A pyramid model halves its grid three times after a patch-4 stem: inputs must divide by 32.
 PYRAMID_DOWNSAMPLE = 8
@@ -64,6 +66,7 @@ class GFNetConfig:
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
     architecture: str | None = None
+    task: str = "classification"
     model_type: str = "gfnet"
     format_version: int = FORMAT_VERSION
 
@@ -151,6 +154,10 @@ class GFNetConfig:
     def _check_architecture(self) -> None:
         if self.kind not in ("flat", "pyramid"):
             raise ConfigError(f"unknown model kind {self.kind!r}: expected 'flat' or 'pyramid'")
+        if self.task not in MODEL_TASKS:
+            raise ConfigError(
+                f"unknown task {self.task!r}: this version knows {', '.join(MODEL_TASKS)}"
+            )
         if self.model_type != "gfnet":
             raise ConfigError(f"config.json describes a {self.model_type!r} model, not a GFNet")
         for name in _PER_STAGE:

@@ -276,7 +276,7 @@ def test_dataloader_batches_arrive_pinned(image_folder):
                             collate_fn=collate_skipping_failures)  # fmt: skip
         batch = next(iter(loader))
         assert batch.images.is_pinned() and batch.labels.is_pinned()
-        images, labels = batch.labelled_to(torch.device("cuda"))
+        images, labels = batch.rows_to(torch.device("cuda"))
         assert images.is_cuda and torch.equal(labels.cpu(), batch.labels)
 
 

@@ -28,14 +28,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from gfnet_cli.data.datasets import Batch
+from gfnet_cli.data.datasets import Batch, DatasetError
 from gfnet_cli.data.mix import Mixer, step_rng
-from gfnet_cli.device import accumulator_dtype, autocast_context, deterministic_algorithms
+from gfnet_cli.device import autocast_context, deterministic_algorithms
 from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine import distributed
+from gfnet_cli.engine.scoring import score
 from gfnet_cli.engine.train.config import TrainConfig, check_config
 from gfnet_cli.engine.train.data import check_labels, eval_loader, prepare_data, train_source, where
 from gfnet_cli.engine.train.ema import ModelEma
@@ -45,7 +45,6 @@ from gfnet_cli.engine.train.optim import Schedule, build_optimizer, build_scaler
 from gfnet_cli.engine.train.outputs import (
     METRICS_NAME,
     MetricsWriter,
-    Scores,
     TrainCallbacks,
     TrainResult,
     prepare_output_dir,
@@ -65,6 +64,8 @@ from gfnet_cli.engine.train.state import (
 )
 from gfnet_cli.hub.serialization import save_model
 from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.tasks.base import MetricResult
+from gfnet_cli.tasks.classification import LabelRangeError
 
 logger = logging.getLogger(__name__)
 UNREADABLE_NAMED = 10  # unreadable training images named in the log before counting only
@@ -366,9 +367,9 @@ def _forward_loss(run: Run, images: torch.Tensor, labels: torch.Tensor,
         logits = run.train_model(images)
     if not len(labels):
         return logits.sum() * 0.0  # the stand-in of an unreadable batch: zero gradients
-    if targets is not None:
-        return F.cross_entropy(logits.float(), targets)  # probability targets (mixed)
-    return F.cross_entropy(logits.float(), labels, label_smoothing=run.config.label_smoothing)
+    # probability targets when mixed, else the labels
+    return run.task.loss(logits, labels if targets is None else targets,
+                         label_smoothing=run.config.label_smoothing)  # fmt: skip
 
 
 def _all_reduce(local: LocalStep, run: Run) -> StepStats:
@@ -492,37 +493,26 @@ def _end_epoch(run: Run, state: RunState, summary: EpochSummary) -> None:
 
 
 @torch.no_grad()
-def _evaluate(run: Run, model: GFNet) -> Scores:
-    """Top-1, top-5, mean cross-entropy and how many labelled images were scored, summed over
-    every process's shard (labels the training classes lack, -1, are skipped; a batch of
-    unreadable images has none to score).
+def _evaluate(run: Run, model: GFNet) -> MetricResult:
+    """The task's metrics summed over every process's shard (rows without a target, such as
+    classes the training split lacks, are skipped; unreadable images have none to score).
 
-    The sums stay on the device and are read once, after the last batch: reading them per
-    batch would make the host wait for the device after every batch.
+    The sums stay on the device and are read once, after the last batch; the reduction runs
+    on that CPU copy (gloo), as the step's does.
     """
     model.eval()
-    device, precision = run.device, run.config.precision
-    loss_sum = torch.zeros((), dtype=accumulator_dtype(device), device=device)
-    hits = torch.zeros(2, dtype=torch.long, device=device)  # correct@1, correct@5
-    count = 0
-    for batch in run.eval_loader:
-        check_labels(batch.labels, model.num_classes, run.eval_split, evaluation=True)
-        kept = int((batch.labels >= 0).sum())  # host labels: no device sync
-        if not kept:
-            continue
-        images, labels = batch.labelled_to(device)
-        with autocast_context(device, precision):
-            logits = model(images).float()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
-        hits += torch.stack([top[:, 0].sum(), top.any(dim=1).sum()])
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-        count += kept
-    # The one read of the device; the reduction runs on a CPU tensor (gloo), as the step's.
-    totals = torch.tensor([*hits.tolist(), float(loss_sum), count], dtype=torch.float64)
+    metric = run.task.metric(model.num_classes)
+    try:
+        score(model, run.eval_loader, run.task, metric, num_classes=model.num_classes,
+              device=run.device, precision=run.config.precision, where=run.eval_split)  # fmt: skip
+    except LabelRangeError as exc:
+        raise DatasetError(
+            f"{exc}; evaluate on a split with the training split's classes (eval_split)",
+            param="eval_split",
+        ) from None
+    totals = metric.totals()
     distributed.all_reduce_sum(totals)
-    count = max(totals[3].item(), 1)
-    return Scores(totals[0].item() / count, totals[1].item() / count, totals[2].item() / count,
-                  int(totals[3].item()))  # fmt: skip
+    return metric.summarize(totals, None)
 
 
 # ====================================================================== the end
@@ -533,8 +523,9 @@ def _finish(run: Run, state: RunState) -> TrainResult:
         epochs=state.epoch,
         global_step=state.global_step,
         world_size=run.dist.world_size,
-        best_top1=state.best_top1,
-        best_top5=state.best_top5,
+        best_top1=state.best_metrics.get("top1"),
+        best_top5=state.best_metrics.get("top5"),
+        best_metrics=state.best_metrics,
         best_epoch=state.best_epoch,
         best_weights=state.best_weights,
         head=run.head,

@@ -34,23 +34,13 @@ PUSHED_FILES = ("config.json", "model.safetensors", "README.md", RESULTS_NAME)
 
 
 @dataclass
-class Scores:
-    """One evaluation over every process: top-1 and top-5 (fractions), mean cross-entropy,
-    and how many labelled images were scored."""
-
-    top1: float
-    top5: float
-    loss: float
-    count: int
-
-
-@dataclass
 class EpochStats:
     """One finished epoch (``epoch`` counts from 1, as printed).
 
-    ``top1``/``top5``/``eval_loss`` are those of the weights the epoch keeps (``weights``:
-    ``raw``, or ``ema`` when the moving average scored better); with ``ema`` on,
-    ``raw_top1`` and ``ema_top1`` give both.
+    ``metrics`` are the task's figures for the weights the epoch keeps (``weights``: ``raw``,
+    or ``ema`` when the moving average scored better on the task's primary metric);
+    ``top1``/``top5``/``eval_loss`` repeat a classification's. With ``ema`` on, ``raw_top1``
+    and ``ema_top1`` give both weights' primary metric.
     """
 
     epoch: int
@@ -64,6 +54,7 @@ class EpochStats:
     weights: str = "raw"
     raw_top1: float | None = None
     ema_top1: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,6 +82,8 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     #: training images no process could read, skipped (this session, all processes)
     unreadable_train_images: int = 0
+    #: every figure of the best epoch's evaluation (the task's metrics)
+    best_metrics: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
