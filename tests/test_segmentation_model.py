@@ -38,6 +38,7 @@ from gfnet_cli.models import create_model as create_architecture
 from gfnet_cli.models.flops import config_gflops, count_flops
 from gfnet_cli.models.layers import resize_filter
 from gfnet_cli.models.segmentation import sync_batchnorm
+from tests.conftest import assert_one_line_error
 
 PYRAMID = GFNetConfig(
     kind="pyramid",
@@ -430,3 +431,21 @@ def test_mask_pngs_carry_the_fixed_palette_and_their_indices(tmp_path):
     np.testing.assert_array_equal(colorize(mask)[1, 1], colours[255])
     wide = mask_image(np.array([[0, 300]]))
     assert wide.mode == "I;16"
+
+
+def test_profile_command_task_segmentation(run_cli, tmp_path):
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    PYRAMID.save(folder)
+    result = run_cli(
+        "profile", "--model", folder, "--task", "segmentation", "--num-classes", CLASSES,
+        "--resolution", "64", "--compare", "vit", "--warmup", "0", "--repeats", "1",
+        "--no-memory", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    rows = result.json()
+    assert [r["model"] for r in rows] == ["tiny+fpn", "vit+fpn"]
+    built = create_architecture(PYRAMID, task="segmentation", num_classes=CLASSES)
+    assert rows[0]["params"] == built.num_params
+    bad = run_cli("profile", "--model", folder, "--task", "detection")
+    assert_one_line_error(bad, 2, contains="--task")
