@@ -33,7 +33,7 @@ from gfnet_cli.errors import MissingDependencyError, UsageError
 
 #: The oldest transformers release this module is tested with (the v5 loading: meta-device
 #: init, ``PreTrainedConfig``, ``transformers.initialization``).
-MIN_TRANSFORMERS = "5.0.0"
+MIN_TRANSFORMERS = "5.20.0"
 EXTRA = "transformers"
 
 

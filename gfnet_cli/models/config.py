@@ -45,6 +45,7 @@ TRANSFORMERS_KEYS = frozenset(
         "tie_word_embeddings",
         "torch_dtype",
         "transformers_version",
+        "use_cache",
     }
 )
 # A pyramid model halves its grid three times after a patch-4 stem: inputs must divide by 32.
