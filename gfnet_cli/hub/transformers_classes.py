@@ -22,6 +22,7 @@ prefix, ``AutoModelForSemanticSegmentation`` in :data:`~gfnet_cli.hub.remote_cod
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import numpy as np
@@ -38,13 +39,9 @@ EXTRA = "transformers"
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
-    parts = []
-    for piece in version.split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit()) or "0"
-        parts.append(int(digits))
-        if not piece.isdigit():
-            break
-    return tuple(parts)
+    """``"5.25.0"`` -> ``(5, 25, 0)``; pre-release tails (``rc1``, ``.dev0``) are ignored."""
+    match = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", version)
+    return tuple(int(part or 0) for part in match.groups()) if match else (0,)
 
 
 def require_transformers() -> Any:
@@ -115,7 +112,7 @@ class GFNetConfig(PretrainedConfig):
             if name in FIELDS:
                 setattr(self, name, value)
 
-    def gfnet_config(self) -> gfnet_config.GFNetConfig:
+    def to_gfnet_config(self) -> gfnet_config.GFNetConfig:
         """gfnet's config for this model: our fields, the classes from ``id2label``."""
         data = {name: getattr(self, name) for name in FIELDS}
         data["num_classes"] = int(self.num_labels or 0)
@@ -124,19 +121,20 @@ class GFNetConfig(PretrainedConfig):
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
-        checked = self.gfnet_config()
+        checked = self.to_gfnet_config()
         output["num_classes"] = checked.num_classes
         output["class_names"] = checked.class_names
         return output
 
 
 def _class_names(id2label: dict | None, count: int) -> list[str] | None:
-    """``id2label``'s names in class order, or ``None`` when they are transformers'
-    placeholders (``LABEL_0``...) or do not cover the classes."""
+    """``id2label``'s names in class order, or ``None`` when they are placeholders
+    (transformers' ``LABEL_0``..., gfnet's ``class_0``...) or do not cover the classes."""
     if not id2label or count == 0:
         return None
     names = [str(id2label.get(i, id2label.get(str(i), ""))) for i in range(count)]
-    if not all(names) or names == [f"LABEL_{i}" for i in range(count)]:
+    placeholders = [[f"{stem}_{i}" for i in range(count)] for stem in ("LABEL", "class")]
+    if not all(names) or names in placeholders:
         return None
     return names
 
@@ -183,7 +181,7 @@ class GFNetForImageClassification(GFNetPreTrainedModel):
 
     def __init__(self, config: GFNetConfig) -> None:
         super().__init__(config)
-        self.gfnet = GFNet(config.gfnet_config())
+        self.gfnet = GFNet(config.to_gfnet_config())
         self.post_init()
 
     def forward(
