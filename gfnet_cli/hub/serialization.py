@@ -1,4 +1,5 @@
-"""MODEL folders on disk: ``config.json`` + ``model.safetensors`` (+ ``README.md`` card).
+"""MODEL folders on disk: ``config.json`` + ``model.safetensors`` (+ ``README.md`` card), and
+the files transformers loads them with (:mod:`gfnet_cli.hub.remote_code`).
 
 Weights are only ever written as safetensors; every file is written to a temporary name and
 renamed into place, so an interrupted write never leaves a half-written file that a later run
@@ -25,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils._pytree import tree_map_only
 
 from gfnet_cli.errors import ConfigError, UsageError, first_line
+from gfnet_cli.hub.remote_code import config_data, to_json, transformers_files
 from gfnet_cli.models.config import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, GFNetConfig
 from gfnet_cli.models.factory import build_model
 from gfnet_cli.models.gfnet import GFNet
@@ -33,6 +35,9 @@ from gfnet_cli.models.segmentation import GFNetForSegmentation
 ModelT = TypeVar("ModelT", bound=GFNet)
 _MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 REWRITE_HINT = "write the MODEL folder again (gfnet convert / finetune)"
+# transformers saves the model under this attribute (transformers_classes): its checkpoint
+# keys carry the prefix, which loading reads past.
+TRANSFORMERS_PREFIX = "gfnet."
 
 
 class CorruptModelError(ConfigError):
@@ -146,14 +151,12 @@ def save_model(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_weights(model.state_dict(), directory / WEIGHTS_NAME)
-    write_text_atomic(directory / CONFIG_NAME, _config_json(model.config))
+    write_text_atomic(directory / CONFIG_NAME, to_json(config_data(model.config)))
+    for name, text in transformers_files(model.config).items():
+        write_text_atomic(directory / name, text)
     if card is not None:
         write_text_atomic(directory / CARD_NAME, card)
     return directory
-
-
-def _config_json(config: GFNetConfig) -> str:
-    return json.dumps(config.to_dict(), indent=2) + "\n"
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -161,12 +164,19 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ConfigError(f"{path} not found: a MODEL folder needs a model.safetensors")
     try:
-        return load_file(str(path))
+        return without_transformers_prefix(load_file(str(path)))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ConfigError(
             f"{path} is not a readable safetensors file ({first_line(exc)}); "
             "it may be truncated or corrupt: download or convert it again"
         ) from None
+
+
+def without_transformers_prefix(tensors: dict[str, Any]) -> dict[str, Any]:
+    """Keys as gfnet names them: transformers' ``gfnet.`` prefix dropped where every key has it."""
+    if tensors and all(key.startswith(TRANSFORMERS_PREFIX) for key in tensors):
+        return {key[len(TRANSFORMERS_PREFIX) :]: value for key, value in tensors.items()}
+    return tensors
 
 
 def load_model_folder(
@@ -348,7 +358,7 @@ def _header_shapes(header: dict) -> tuple[dict[str, tuple[int, ...]], int]:
         _, stop = info["data_offsets"]
         end = max(end, int(stop))
         shapes[key] = tuple(int(d) for d in info["shape"])
-    return shapes, end
+    return without_transformers_prefix(shapes), end
 
 
 def _expected_shapes(config: GFNetConfig) -> dict[str, tuple[int, ...]]:

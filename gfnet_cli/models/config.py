@@ -24,6 +24,30 @@ FORMAT_VERSION = 1
 # PIL resampling filters the evaluation transform accepts (gfnet_cli.data.transforms).
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming")
 PYRAMID_STAGES = 4
+# What transformers keeps in config.json beside our fields (PreTrainedConfig's own keys, and
+# the ones gfnet writes for it: docs/transformers.md). Read past, so a folder saved by either
+# library loads in both; the labels come from ``class_names``, kept in step with ``id2label``.
+TRANSFORMERS_KEYS = frozenset(
+    {
+        "_name_or_path",
+        "architectures",
+        "auto_map",
+        "chunk_size_feed_forward",
+        "dtype",
+        "id2label",
+        "is_encoder_decoder",
+        "label2id",
+        "num_labels",
+        "output_attentions",
+        "output_hidden_states",
+        "problem_type",
+        "return_dict",
+        "tie_word_embeddings",
+        "torch_dtype",
+        "transformers_version",
+        "use_cache",
+    }
+)
 # A pyramid model halves its grid three times after a patch-4 stem: inputs must divide by 32.
 PYRAMID_DOWNSAMPLE = 8
 # Fields holding one value per stage (a single value for a flat model), and their types.
@@ -266,6 +290,7 @@ class GFNetConfig:
     def from_dict(cls, data: dict[str, Any]) -> GFNetConfig:
         if not isinstance(data, dict):
             raise ConfigError("config.json must hold a JSON object")
+        data = _without_transformers_keys(data)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -310,6 +335,22 @@ class GFNetConfig:
         if self.is_segmentation:
             return f"{arch}, Semantic FPN, {size} px crops, {self.num_classes} classes"
         return f"{arch}, {size} px, {self.num_classes} classes"
+
+
+def _without_transformers_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without :data:`TRANSFORMERS_KEYS`; ``id2label`` names the classes when
+    ``class_names`` does not (a config.json written for transformers alone)."""
+    ours = {key: value for key, value in data.items() if key not in TRANSFORMERS_KEYS}
+    id2label = data.get("id2label")
+    if ours.get("class_names") is None and isinstance(id2label, dict) and id2label:
+        try:
+            names = [str(id2label[key]) for key in sorted(id2label, key=int)]
+        except (TypeError, ValueError):
+            return ours
+        placeholders = {f"{stem}_{i}" for i in range(len(names)) for stem in ("LABEL", "class")}
+        if len(names) == ours.get("num_classes") and not set(names) <= placeholders:
+            ours["class_names"] = names
+    return ours
 
 
 def _as_list(value: Any, length: int, kind: type) -> list:
