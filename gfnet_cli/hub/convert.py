@@ -168,10 +168,26 @@ def extract_state_dict(
             if state is checkpoint:
                 continue  # stray metadata beside a bare state dict
             raise CheckpointError(f"the checkpoint's weights hold a non-tensor under {key!r}")
+        _check_storage(str(key), value)
         tensors[_strip_prefix(str(key))] = value
     if not tensors:
         raise CheckpointError("the checkpoint holds no tensors")
     return tensors, used_ema
+
+
+def _check_storage(key: str, tensor: torch.Tensor) -> None:
+    """Refuse a tensor that claims more values than its file stores.
+
+    A pickle can hold an expanded view (stride 0) or overlapping strides: 100 KB on disk that
+    becomes gigabytes once a MODEL folder is written. Real weights never share values that way.
+    """
+    needed = tensor.numel() * tensor.element_size()
+    if needed > tensor.untyped_storage().nbytes():
+        raise CheckpointError(
+            f"the checkpoint stores {key!r} ({'x'.join(map(str, tensor.shape))}) as a view of "
+            f"{tensor.untyped_storage().nbytes():,} bytes (expanded or overlapping strides); "
+            "refusing to materialise it: save real tensors (.contiguous()) instead"
+        )
 
 
 def _strip_prefix(key: str) -> str:

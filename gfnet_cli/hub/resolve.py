@@ -392,6 +392,10 @@ def download_model(
     }
     label = f"{repo_id}@{revision}" if revision else repo_id
     config_path = _fetch(repo_id, CONFIG_NAME, revision, label=label, **options)
+    try:  # a config that cannot describe a GFNet is refused before its weights are fetched
+        GFNetConfig.load(config_path)
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
     commit = config_path.parent.name
     _fetch(repo_id, WEIGHTS_NAME, commit, label=label, **options)
     try:
