@@ -28,6 +28,7 @@ from gfnet_cli.hub.cache import download_url
 from gfnet_cli.hub.card import model_card
 from gfnet_cli.hub.serialization import (
     atomic_directory,
+    check_output_dir,
     load_weights,
     model_from_state_dict,
     save_model,
@@ -36,6 +37,7 @@ from gfnet_cli.hub.zoo_source import (
     ZOO_MIRROR_ENV,
     check_against_record,
     file_sha256,
+    first_use_lock,
     zoo_checkpoint_url,
 )
 from gfnet_cli.labels import imagenet_class_names, read_label_file
@@ -357,7 +359,32 @@ def convert_checkpoint(
     labels: str | None = None,
     overwrite: bool = False,
 ) -> ConversionResult:
-    """Convert an authors' checkpoint (a file, an http(s) URL or a zoo name) to a MODEL folder."""
+    """Convert an authors' checkpoint (a file, an http(s) URL or a zoo name) to a MODEL folder.
+
+    ``output_dir`` is checked before anything is downloaded or read, and written under its
+    lock (:func:`~gfnet_cli.hub.serialization.atomic_directory`). A zoo name's download,
+    check against its record and conversion hold the zoo entry's lock
+    (:func:`~gfnet_cli.hub.zoo_source.first_use_lock`).
+    """
+    check_output_dir(output_dir, overwrite=overwrite)
+    options = {"arch": arch, "use_ema": use_ema, "labels": labels, "overwrite": overwrite}
+    zoo_name = _zoo_name(str(source))
+    if zoo_name is None:
+        return convert_source(source, output_dir, **options)
+    with first_use_lock(zoo_name):
+        return convert_source(source, output_dir, **options)
+
+
+def convert_source(
+    source: str | Path,
+    output_dir: str | Path,
+    *,
+    arch: str | None = None,
+    use_ema: bool = False,
+    labels: str | None = None,
+    overwrite: bool = False,
+) -> ConversionResult:
+    """:func:`convert_checkpoint`, for a caller that holds a zoo name's lock already."""
     source_text = str(source)
     checkpoint_path, source_label, zoo_name = _resolve_source(source_text)
     if zoo_name and arch is None:
@@ -397,6 +424,13 @@ def convert_checkpoint(
         used_ema=used_ema,
         sha256=sha256,
     )
+
+
+def _zoo_name(source: str) -> str | None:
+    """The zoo entry ``source`` names (a zoo name that is not a local file), if any."""
+    if source.lower() in ZOO and not Path(source).exists():
+        return ZOO[source.lower()].name
+    return None
 
 
 def _resolve_source(source: str) -> tuple[Path, str, str | None]:
