@@ -8,8 +8,10 @@ command (after imports) and the process's peak RSS, against the limits below.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -17,10 +19,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from gfnet_cli import GFNet
+from gfnet_cli.hub.locks import writing
 from gfnet_cli.hub.serialization import save_model
 from gfnet_cli.models.config import GFNetConfig
+from gfnet_cli.models.zoo import get_zoo_entry
 from tests.conftest import assert_one_line_error
 from tests.hub_server import FakeHub
 
@@ -171,3 +176,128 @@ def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> No
     deadline = time.monotonic() + seconds
     while not path.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------- 2. first-use races
+def _authors_file(seed: int, path: Path) -> bytes:
+    """A gfnet-ti-shaped checkpoint saved the way the authors' script saves one."""
+    torch.manual_seed(seed)
+    model = GFNet(get_zoo_entry("gfnet-ti").config(img_size=32, num_classes=4))
+    torch.save({"model": model.state_dict(), "epoch": 1}, path)
+    return path.read_bytes()
+
+
+@pytest.fixture
+def slow_mirror(tmp_path):
+    """A loopback mirror of the authors' files that takes a second to answer: two first
+    uses started together overlap."""
+    server = FakeHub().start()
+    answer = server._answer
+
+    def slowly(handler, body):
+        if handler.path.startswith("/mirror"):
+            time.sleep(1.0)
+        answer(handler, body)
+
+    server._answer = slowly
+    server.files["/mirror/a/gfnet-ti.pth"] = _authors_file(1, tmp_path / "a.pth")
+    server.files["/mirror/b/gfnet-ti.pth"] = _authors_file(5, tmp_path / "b.pth")
+    yield server
+    server.stop()
+
+
+def _gfnet(*args: object, **env: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "gfnet_cli", *map(str, args)],
+                            env=_env(HF_HUB_DISABLE_PROGRESS_BARS="1", **env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _both(*processes: subprocess.Popen) -> list[tuple[int, str, str]]:
+    return [(p.wait(timeout=300), *p.communicate()) for p in processes]
+
+
+@pytest.mark.slow
+def test_two_first_uses_of_a_zoo_name_download_once_and_both_succeed(slow_mirror, tmp_path):
+    env = {"HF_HOME": str(tmp_path / "hf"), "GFNET_ZOO_MIRROR": f"{slow_mirror.url}/mirror/a"}
+    results = _both(_gfnet("download", "gfnet-ti", **env), _gfnet("download", "gfnet-ti", **env))
+    for code, _, err in results:
+        assert code == 0, err
+        assert "Traceback" not in err
+    assert results[0][1] == results[1][1]  # the same folder
+    downloads = [p for method, p in slow_mirror.requests if method == "GET" and "mirror" in p]
+    assert len(downloads) == 1, downloads  # the second waited and reused the first's
+    zoo = tmp_path / "hf" / "gfnet" / "zoo"
+    assert sorted(p.name for p in zoo.iterdir()) == ["gfnet-ti", "gfnet-ti.source.json"]
+
+
+@pytest.mark.slow
+def test_first_uses_from_different_bytes_keep_the_record_true_to_the_cache(slow_mirror, tmp_path):
+    """Two mirrors serving different files: whichever is converted is the one recorded."""
+    home, mirror = str(tmp_path / "hf"), f"{slow_mirror.url}/mirror"
+    results = _both(
+        _gfnet("download", "gfnet-ti", HF_HOME=home, GFNET_ZOO_MIRROR=f"{mirror}/a"),
+        _gfnet("download", "gfnet-ti", HF_HOME=home, GFNET_ZOO_MIRROR=f"{mirror}/b"),
+    )
+    assert [code for code, _, _ in results] == [0, 0], results
+    record = json.loads((tmp_path / "hf/gfnet/zoo/gfnet-ti.source.json").read_text())
+    converted = load_file(str(tmp_path / "hf/gfnet/zoo/gfnet-ti/model.safetensors"))
+    for name in ("a", "b"):
+        body = slow_mirror.files[f"/mirror/{name}/gfnet-ti.pth"]
+        if hashlib.sha256(body).hexdigest() == record["sha256"]:
+            expected = torch.load(tmp_path / f"{name}.pth", weights_only=True)["model"]
+            break
+    else:
+        pytest.fail(f"the record pins neither file: {record}")
+    assert all(torch.equal(converted[k], expected[k].float()) for k in converted)
+
+
+# ---------------------------------------------------------------------- 3. convert races
+def _checkpoint(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.pth"
+    torch.save({"model": GFNet(GFNetConfig(**_tiny_config())).state_dict()}, path)
+    return path
+
+
+@pytest.mark.slow
+def test_two_converts_into_one_new_folder_one_wins_the_other_exits_2(tmp_path):
+    source, out = _checkpoint(tmp_path), tmp_path / "out"
+    results = _both(_gfnet("convert", source, out), _gfnet("convert", source, out))
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 2], results
+    loser = next(err for code, _, err in results if code == 2)
+    assert "Traceback" not in loser and ("already exists" in loser or "another process" in loser)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tiny.pth"]
+
+
+def test_a_convert_into_a_folder_being_written_is_refused_naming_the_writer(run_cli, tmp_path):
+    source, out = _checkpoint(tmp_path), tmp_path / "out"
+    with writing(out, param="output_dir"):
+        result = _both(_gfnet("convert", source, out))[0]
+    assert result[0] == 2, result
+    assert f"pid {os.getpid()} on {socket.gethostname()}" in result[2]
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------- 8. stale partials
+_KILLED_WRITER = """
+import os, signal, sys
+from gfnet_cli.hub.serialization import atomic_directory
+with atomic_directory(sys.argv[1]) as staging:
+    (staging / "config.json").write_text("{}")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_converts_partial_folder_is_removed_by_the_next_convert(run_cli, tmp_path):
+    out = tmp_path / "out"
+    killed = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(out)], env=_env())
+    assert killed.returncode == -9
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out."))
+    assert any(name.endswith(".partial") for name in left), left
+    assert run_cli("convert", _checkpoint(tmp_path), out).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tiny.pth"]
