@@ -39,7 +39,8 @@ from gfnet_cli.engine.inference import (
 )
 from gfnet_cli.engine.scoring import Skips, score
 from gfnet_cli.errors import GFNetError, UsageError
-from gfnet_cli.hub.serialization import write_text_atomic
+from gfnet_cli.hub.locks import writing
+from gfnet_cli.hub.serialization import check_output_file, write_text_atomic
 from gfnet_cli.labels import imagenet_class_names, imagenet_synsets, normalize_class_name
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.tasks import get_task
@@ -88,11 +89,17 @@ class EvaluationResult:
         """Everything, per-class accuracy included: the ``--output`` file."""
         return {"task": "image-classification", **asdict(self)}
 
-    def save(self, path: str | Path) -> Path:
-        """Write :meth:`to_dict` as JSON (atomically: a reader never sees half a file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write :meth:`to_dict` as JSON (atomically: a reader never sees half a file).
+
+        An existing file is replaced only with ``overwrite``; the file's lock is held while
+        it is written (stale partial files of an interrupted write are removed first).
+        """
+        path = check_output_file(path, overwrite=overwrite, parent_must_exist=False)
+        assert path is not None
+        with writing(path, param="output"):
+            check_output_file(path, overwrite=overwrite, parent_must_exist=False)
+            write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
 
@@ -113,6 +120,8 @@ def evaluate(
     streaming: bool = False,
     label_order: str = "auto",
     progress: ProgressCallback | None = None,
+    output: str | Path | None = None,
+    overwrite: bool = False,
 ) -> EvaluationResult:
     """Score ``model`` on one split of ``dataset`` (validation, then test, by default).
 
@@ -125,7 +134,10 @@ def evaluate(
     class-sorted folder is still covered. ``num_workers=None`` picks one per spare core.
     ``progress(completed, total)`` is called after each batch (``total`` is ``None`` when a
     stream's length is unknown); without it, evaluation is silent apart from logging.
+    ``output``: also write the full result there as JSON (:meth:`EvaluationResult.save`);
+    an existing file is refused before any work unless ``overwrite``.
     """
+    check_output_file(output, overwrite=overwrite, parent_must_exist=False)
     check_at_least("batch_size", batch_size, 1)
     check_at_least("max_samples", max_samples, 1)
     check_at_least("num_workers", num_workers, 0)
@@ -184,7 +196,7 @@ def evaluate(
         )
     if skips.count:
         logger.warning("skipped %d unreadable or unlabelled sample(s)", skips.count)
-    return EvaluationResult(
+    result = EvaluationResult(
         model=model_name(model),
         dataset=data.name,
         split=data.split,
@@ -204,6 +216,9 @@ def evaluate(
         precision=precision,
         elapsed_s=elapsed,
     )
+    if output is not None:
+        result.save(output, overwrite=overwrite)
+    return result
 
 
 # ---------------------------------------------------------------------------------- loading

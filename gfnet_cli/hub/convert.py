@@ -28,6 +28,7 @@ from gfnet_cli.hub.cache import download_url
 from gfnet_cli.hub.card import model_card
 from gfnet_cli.hub.serialization import (
     atomic_directory,
+    check_output_dir,
     load_weights,
     model_from_state_dict,
     save_model,
@@ -36,6 +37,7 @@ from gfnet_cli.hub.zoo_source import (
     ZOO_MIRROR_ENV,
     check_against_record,
     file_sha256,
+    first_use_lock,
     zoo_checkpoint_url,
 )
 from gfnet_cli.labels import imagenet_class_names, read_label_file
@@ -168,10 +170,26 @@ def extract_state_dict(
             if state is checkpoint:
                 continue  # stray metadata beside a bare state dict
             raise CheckpointError(f"the checkpoint's weights hold a non-tensor under {key!r}")
+        _check_storage(str(key), value)
         tensors[_strip_prefix(str(key))] = value
     if not tensors:
         raise CheckpointError("the checkpoint holds no tensors")
     return tensors, used_ema
+
+
+def _check_storage(key: str, tensor: torch.Tensor) -> None:
+    """Refuse a tensor that claims more values than its file stores.
+
+    A pickle can hold an expanded view (stride 0) or overlapping strides: 100 KB on disk that
+    becomes gigabytes once a MODEL folder is written. Real weights never share values that way.
+    """
+    needed = tensor.numel() * tensor.element_size()
+    if needed > tensor.untyped_storage().nbytes():
+        raise CheckpointError(
+            f"the checkpoint stores {key!r} ({'x'.join(map(str, tensor.shape))}) as a view of "
+            f"{tensor.untyped_storage().nbytes():,} bytes (expanded or overlapping strides); "
+            "refusing to materialise it: save real tensors (.contiguous()) instead"
+        )
 
 
 def _strip_prefix(key: str) -> str:
@@ -341,7 +359,32 @@ def convert_checkpoint(
     labels: str | None = None,
     overwrite: bool = False,
 ) -> ConversionResult:
-    """Convert an authors' checkpoint (a file, an http(s) URL or a zoo name) to a MODEL folder."""
+    """Convert an authors' checkpoint (a file, an http(s) URL or a zoo name) to a MODEL folder.
+
+    ``output_dir`` is checked before anything is downloaded or read, and written under its
+    lock (:func:`~gfnet_cli.hub.serialization.atomic_directory`). A zoo name's download,
+    check against its record and conversion hold the zoo entry's lock
+    (:func:`~gfnet_cli.hub.zoo_source.first_use_lock`).
+    """
+    check_output_dir(output_dir, overwrite=overwrite)
+    options = {"arch": arch, "use_ema": use_ema, "labels": labels, "overwrite": overwrite}
+    zoo_name = _zoo_name(str(source))
+    if zoo_name is None:
+        return convert_source(source, output_dir, **options)
+    with first_use_lock(zoo_name):
+        return convert_source(source, output_dir, **options)
+
+
+def convert_source(
+    source: str | Path,
+    output_dir: str | Path,
+    *,
+    arch: str | None = None,
+    use_ema: bool = False,
+    labels: str | None = None,
+    overwrite: bool = False,
+) -> ConversionResult:
+    """:func:`convert_checkpoint`, for a caller that holds a zoo name's lock already."""
     source_text = str(source)
     checkpoint_path, source_label, zoo_name = _resolve_source(source_text)
     if zoo_name and arch is None:
@@ -381,6 +424,13 @@ def convert_checkpoint(
         used_ema=used_ema,
         sha256=sha256,
     )
+
+
+def _zoo_name(source: str) -> str | None:
+    """The zoo entry ``source`` names (a zoo name that is not a local file), if any."""
+    if source.lower() in ZOO and not Path(source).exists():
+        return ZOO[source.lower()].name
+    return None
 
 
 def _resolve_source(source: str) -> tuple[Path, str, str | None]:

@@ -44,7 +44,7 @@ from gfnet_cli.hub.cache import (
     is_offline,
 )
 from gfnet_cli.hub.card import model_card
-from gfnet_cli.hub.convert import convert_checkpoint
+from gfnet_cli.hub.convert import convert_source
 from gfnet_cli.hub.errors import (
     DownloadError,
     HubAccessError,
@@ -73,6 +73,7 @@ from gfnet_cli.hub.zoo_source import (
     ChecksumMismatchError,
     ZooSource,
     converted_folder,
+    first_use_lock,
     hub_org_override,
     record_first_use,
     zoo_checkpoint_url,
@@ -448,6 +449,10 @@ def download_model(
     }
     label = f"{repo_id}@{revision}" if revision else repo_id
     config_path = _fetch(repo_id, CONFIG_NAME, revision, label=label, **options)
+    try:  # a config that cannot describe a GFNet is refused before its weights are fetched
+        GFNetConfig.load(config_path)
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
     commit = config_path.parent.name
     _fetch(repo_id, WEIGHTS_NAME, commit, label=label, **options)
     try:
@@ -527,7 +532,7 @@ def _resolve_zoo(
     converted = converted_folder(entry.name)
     if not force_download and _looks_complete(converted):
         return converted
-    return convert_zoo_checkpoint(entry, converted)
+    return convert_zoo_checkpoint(entry, converted, reuse=not force_download)
 
 
 def _zoo_from_hub(
@@ -556,7 +561,7 @@ def _zoo_from_hub(
         if _looks_complete(converted_folder(entry.name)):
             return None
         try:
-            return convert_zoo_checkpoint(entry, converted_folder(entry.name))
+            return convert_zoo_checkpoint(entry, converted_folder(entry.name), reuse=True)
         except NetworkError:
             raise NetworkError(
                 f"{entry.name}: cannot reach the Hub ({hub_endpoint()}) nor the authors' link "
@@ -576,19 +581,29 @@ def _offline_zoo_error(entry: ZooEntry) -> OfflineCacheMissError:
     )
 
 
-def convert_zoo_checkpoint(entry: ZooEntry, target: Path) -> Path:
+def convert_zoo_checkpoint(entry: ZooEntry, target: Path, *, reuse: bool = False) -> Path:
     """Download the authors' checkpoint, check it against its record, convert it into ``target``.
 
     The file's sha256 is recorded the first time (trust on first use); a later download that
     differs is refused (:class:`~gfnet_cli.hub.zoo_source.ChecksumMismatchError`) before it is
-    read, and ``target`` is left as it was.
+    read, and ``target`` is left as it was. All of it holds the zoo entry's lock
+    (:func:`~gfnet_cli.hub.zoo_source.first_use_lock`), so the record always describes the
+    file that was converted; with ``reuse``, a folder another process converted while this
+    one waited is returned as it is.
     """
     if is_offline():
         raise _offline_zoo_error(entry)
+    with first_use_lock(entry.name):
+        if reuse and _looks_complete(target):
+            return target
+        return _convert_zoo_locked(entry, target)
+
+
+def _convert_zoo_locked(entry: ZooEntry, target: Path) -> Path:
     url = zoo_checkpoint_url(entry)
     logger.info("downloading %s from %s and converting it (once)", entry.name, url)
     try:
-        result = convert_checkpoint(entry.name, target, arch=entry.name, overwrite=True)
+        result = convert_source(entry.name, target, arch=entry.name, overwrite=True)
         record_first_use(entry.name, result.sha256 or "", url, download_path(url).stat().st_size)
     except CheckpointError as exc:
         if isinstance(exc, ChecksumMismatchError):

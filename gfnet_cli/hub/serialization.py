@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils._pytree import tree_map_only
 
 from gfnet_cli.errors import ConfigError, UsageError, first_line
+from gfnet_cli.hub.locks import writing
 from gfnet_cli.hub.remote_code import config_data, to_json, transformers_files
 from gfnet_cli.models.config import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, GFNetConfig
 from gfnet_cli.models.factory import build_model
@@ -256,37 +257,54 @@ def _sample(keys: list[str], count: int = 3) -> str:
     return shown + (", ..." if len(keys) > count else "")
 
 
+def check_output_dir(
+    target: str | Path, *, overwrite: bool = False, param: str = "output_dir"
+) -> Path:
+    """``target`` as a Path once a MODEL folder may be written there, checked before any
+    work: a file, or a non-empty folder without ``overwrite``, is refused."""
+    target = Path(target).expanduser()
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{param} {target} exists and is not a folder", param=param)
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise UsageError(
+            f"{param} {target} already exists and is not empty: choose another folder or pass "
+            "overwrite",
+            param=(param, "overwrite"),
+        )
+    return target
+
+
 @contextlib.contextmanager
-def atomic_directory(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_directory(
+    target: str | Path, overwrite: bool = False, param: str = "output_dir"
+) -> Iterator[Path]:
     """Yield a temporary folder that replaces ``target`` only if the block succeeds.
 
     Refuses to touch a non-empty ``target`` unless ``overwrite``: an existing folder is only
-    removed after its replacement is complete.
+    removed after its replacement is complete. ``target``'s lock is held throughout
+    (:func:`gfnet_cli.hub.locks.writing`): a second writer is refused at once, or, once the
+    first is done, finds the folder it wrote and is refused as well; partial folders of a
+    killed writer are removed first.
     """
-    target = Path(target)
-    if target.exists() and not target.is_dir():
-        raise UsageError(f"{target} exists and is not a folder")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise UsageError(
-            f"{target} already exists and is not empty: choose another folder or pass --overwrite"
+    target = check_output_dir(target, overwrite=overwrite, param=param)
+    with writing(target, param=param):
+        check_output_dir(target, overwrite=overwrite, param=param)  # written meanwhile?
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    )
-    os.chmod(staging, 0o777 & ~_umask())
-    try:
-        yield staging
-        backup = None
-        if target.exists():
-            backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, backup)
-        os.replace(staging, target)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        os.chmod(staging, 0o777 & ~_umask())
+        try:
+            yield staging
+            backup = None
+            if target.exists():
+                backup = target.with_name(f".{target.name}.old.partial")
+                os.replace(target, backup)
+            os.replace(staging, target)
+            if backup is not None:
+                shutil.rmtree(backup, ignore_errors=True)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- checking
