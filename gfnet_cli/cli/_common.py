@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from typer._click import core as click
@@ -24,6 +25,12 @@ class State:
     debug = False
     quiet = False
     command: click.Command | None = None  # the subcommand being run, for its flags
+
+
+def report_unreadable(image: str, reason: str) -> None:
+    """One stderr line per input that could not be read: the reason survives ``> out.txt``
+    and ``--json`` (whose stdout keeps the error entry too)."""
+    stderr.print(f"[yellow]skipped[/yellow] {escape(image)}: {escape(reason)}", soft_wrap=True)
 
 
 def emit_json(document: Any) -> None:
