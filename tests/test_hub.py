@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -265,6 +267,46 @@ def test_invalid_token_is_a_one_line_error(hub, run_cli, tmp_path, monkeypatch):
 def test_network_unreachable(hub, run_cli, no_backoff):
     hub.stop()
     assert_one_line_error(run_cli("download", "org/tiny"), 2, "cannot reach the Hub")
+
+
+ROOT = Path(__file__).resolve().parents[1]  # this checkout's gfnet_cli, in the subprocess too
+_TIMED_CLI = """
+import json, sys, time
+import huggingface_hub.file_download, gfnet_cli.hub.resolve  # imports are not the wait
+from gfnet_cli.cli.main import main
+started = time.perf_counter()
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"code": code, "seconds": time.perf_counter() - started}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("command", "offline"),
+    [(["download", "org/tiny"], False), (["predict", "x.png", "-m", "org/tiny"], True),
+     (["predict", "x.png", "-m", "org/tiny"], False)],
+)  # fmt: skip
+def test_unreachable_hub_fails_fast_in_one_line(tmp_path, offline, command):
+    # A fresh interpreter, huggingface_hub's own logging and back-off untouched: a closed
+    # loopback port is what a machine without network answers.
+    closed = FakeHub().start()
+    closed.stop()
+    env = {**os.environ, "HF_ENDPOINT": closed.url, "HF_HOME": str(tmp_path / "hf"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("HF_HUB_OFFLINE", None)
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    (tmp_path / "x.png").write_bytes(b"")
+    proc = subprocess.run([sys.executable, "-c", _TIMED_CLI, *command], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert report["code"] == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error:"), proc.stderr
+    assert ("HF_HUB_OFFLINE" if offline else "cannot reach the Hub") in lines[0]
+    assert report["seconds"] <= 5, report
 
 
 @pytest.mark.parametrize("model", ["org/tiny", "gfnet-xs"])
