@@ -368,6 +368,19 @@ def test_preflight_errors_exit_2_with_one_line(run_cli, tmp_path, kind, message)
     assert not (out / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("layout", ["train/cat", "cat"])
+def test_an_image_folder_of_one_class_says_so_in_one_line(run_cli, tmp_path, layout):
+    # datasets drops the label column of a one-folder image folder; "no label column" misled.
+    root = tmp_path / "one"
+    _write_images(root / layout, 3, 0, seed=0)
+    if layout.startswith("train"):
+        _write_images(root / "test" / "cat", 2, 0, seed=1)
+    result = run_cli("finetune", *TINY_ARGS, "--dataset", root, "--output-dir", tmp_path / "o")
+    assert_one_line_error(result, 2, "has one class ('cat'): a classifier needs at least 2")
+    # nothing else on stderr: no datasets progress bar, no warning before the error
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

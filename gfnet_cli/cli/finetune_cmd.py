@@ -224,7 +224,15 @@ def _print_summary(result: Any) -> None:
         f"process{'es' if result.world_size > 1 else ''}) in {result.train_runtime_s:.1f} s"
     )
     weights = " (EMA weights)" if result.best_weights == "ema" else ""
-    stdout.print(f"  best eval top-1: {best}  top-5: {top5}  (epoch {result.best_epoch}){weights}")
+    if result.validation_split is not None:
+        chosen = f"epoch {result.best_epoch}, chosen on {result.validation_split}"
+        stdout.print(f"  best validation top-1: {best}  top-5: {top5}  ({chosen}){weights}")
+    else:
+        stdout.print(f"  no validation split: the last epoch (epoch {result.best_epoch}) kept")
+    if result.test is not None:
+        test = result.test
+        stdout.print(f"  test top-1: {test['top1']:.2%}  top-5: {test['top5']:.2%}  "
+                     f"({test['split']}, measured once on the kept weights)")  # fmt: skip
     head = "MODEL's, kept" if result.head == "kept" else "new"
     stdout.print(f"  classifier: {head}")
     if result.compile_time_s is not None:

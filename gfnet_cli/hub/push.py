@@ -24,7 +24,7 @@ from typing import Any
 
 from gfnet_cli.errors import UsageError, first_line
 from gfnet_cli.hub.cache import hub_endpoint
-from gfnet_cli.hub.card import LIBRARY_NAME, model_card
+from gfnet_cli.hub.card import LIBRARY_NAME, PLACEHOLDER_REFERENCE, model_card
 from gfnet_cli.hub.errors import HubAccessError, HubRequest, hub_error
 from gfnet_cli.hub.serialization import check_model_folder, count_parameters, safetensors_shapes
 from gfnet_cli.models.config import CARD_NAME, WEIGHTS_NAME
@@ -114,12 +114,13 @@ def push_folder(
     card: str | None = None
     if CARD_NAME in files:
         _check_card(folder / CARD_NAME)
+        card = with_repo_id(folder / CARD_NAME, repo_id)  # None: the card is sent as it is
     else:
         num_params = count_parameters(safetensors_shapes(folder / WEIGHTS_NAME))
         card = model_card(config, num_params=num_params, repo_id=repo_id)
-        files = sorted(files + [CARD_NAME])
+    files = sorted(set(files) | {CARD_NAME})
     message = commit_message or f"Upload {config.architecture or 'GFNet'} with gfnet-cli"
-    generated = [CARD_NAME] if card is not None else []
+    generated = [CARD_NAME] if card is not None and CARD_NAME not in files else []
     result = PushResult(repo_id, revision, files, message, dry_run, generated=generated)
     if dry_run:
         return result
@@ -188,6 +189,16 @@ def _with_card(folder: Path, files: list[str], card: str | None) -> Iterator[Pat
                 shutil.copy2(source, target)
         (staged / CARD_NAME).write_text(card, encoding="utf-8")
         yield staged
+
+
+def with_repo_id(card_path: Path, repo_id: str) -> str | None:
+    """The card with its usage snippets naming ``repo_id`` where they hold the placeholder
+    a card gets before the model has a repository (the user's folder is left as it was);
+    None when there is nothing to change."""
+    text = card_path.read_text(encoding="utf-8")
+    if PLACEHOLDER_REFERENCE not in text:
+        return None
+    return text.replace(PLACEHOLDER_REFERENCE, repo_id)
 
 
 def check_repo_id(repo_id: str) -> None:

@@ -91,6 +91,14 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     #: training images no process could read, skipped (this session, all processes)
     unreadable_train_images: int = 0
+    #: the split whose top-1 chose the best epoch ("DATASET [validation]", or a share of the
+    #: training split held out); None: no validation, the last epoch was kept
+    validation_split: str | None = None
+    #: the test split's scores for the kept weights ({"split", "top1", "top5", "loss",
+    #: "count"}), measured once at the end; None without a test split
+    test: dict[str, Any] | None = None
+    #: ``resume`` found the run already complete: nothing was trained or written
+    already_complete: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -110,9 +118,9 @@ class TrainCallbacks:
     def on_epoch_end(self, stats: EpochStats) -> None:
         """After each epoch's evaluation."""
         top = (
-            f"eval top-1 {stats.top1:.2%} top-5 {stats.top5:.2%}"
+            f"validation top-1 {stats.top1:.2%} top-5 {stats.top5:.2%}"
             if stats.top1 is not None
-            else "no eval split"
+            else "no validation split"
         )
         logger.info("epoch %d: train loss %.4f, %s", stats.epoch, stats.train_loss, top)
 
@@ -206,13 +214,16 @@ def write_results(output_dir: Path, result: TrainResult, config: TrainConfig) ->
 
 
 def training_card(model: GFNet, config: TrainConfig, stats: EpochStats, *, head: str,
-                  world_size: int = 1) -> str:  # fmt: skip
-    """The model card, with how the model was trained and the epoch's evaluation."""
-    eval_results = (
-        {"top1": stats.top1, "top5": stats.top5, "loss": stats.eval_loss, "epoch": stats.epoch}
-        if stats.top1 is not None
-        else None
-    )
+                  world_size: int = 1, validation_split: str | None = None,
+                  test: dict[str, Any] | None = None) -> str:  # fmt: skip
+    """The model card: how the model was trained, the validation scores of the kept epoch
+    (the split that chose it, named) and, once measured, the test split's."""
+    rows = []
+    if stats.top1 is not None:
+        rows.append({"top1": stats.top1, "top5": stats.top5, "loss": stats.eval_loss,
+                     "split": validation_split, "chose_epoch": True})  # fmt: skip
+    if test is not None:
+        rows.append({key: test.get(key) for key in ("top1", "top5", "loss", "split")})
     return model_card(
         model.config,
         num_params=model.num_params,
@@ -220,10 +231,11 @@ def training_card(model: GFNet, config: TrainConfig, stats: EpochStats, *, head:
         dataset=config.dataset,
         hyperparameters={
             **config.hyperparameters(world_size),
+            "epoch kept": stats.epoch,
             "head": "MODEL's classifier, trained on" if head == "kept" else "new classifier",
             "weights": "EMA of the weights" if stats.weights == "ema" else "raw weights",
         },
-        eval_results=eval_results,
+        eval_results=rows or None,
     )
 
 
