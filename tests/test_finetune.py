@@ -221,6 +221,65 @@ def test_finetune_leaves_model_folder_results_and_metrics(run_cli, image_folder,
     torch.load(out / "checkpoints" / "step-000000006.pt", weights_only=True)
 
 
+def test_the_epoch_is_chosen_on_validation_and_test_is_reported_apart(run_cli, image_folder,
+                                                                     tmp_path):  # fmt: skip
+    out = tmp_path / "selected"
+    result = run_cli("finetune", *TINY_ARGS, "--dataset", image_folder, "--output-dir", out,
+                     "--epochs", "2", "--batch-size", "8", "--validation-split-percentage", "25")
+    assert result.exit_code == 0, result.stderr
+    saved = json.loads((out / "train_results.json").read_text())
+    # no validation split in the folder: 25 % of each class of train held out (2 of 8)
+    assert saved["validation_split"] == f"{image_folder} [train[25% held out]]"
+    assert saved["num_train_samples"] == 18 and saved["num_eval_samples"] == 6
+    assert saved["test"]["split"] == f"{image_folder} [test]" and saved["test"]["count"] == 6
+    assert saved["hyperparameters"]["validation_split_percentage"] == 25
+    assert "chosen on" in result.stdout and "test top-1" in result.stdout
+    assert "(chose the epoch)" in (out / "README.md").read_text()
+    assert f"| test | {saved['test']['top1'] * 100:.2f} |" in (out / "README.md").read_text()
+
+
+def test_held_out_validation_is_seeded_stratified_and_disjoint():
+    import datasets
+
+    from gfnet_cli.data.datasets import ImageDataset
+    from gfnet_cli.engine.train.data import carve_validation
+
+    labels = [0] * 40 + [1] * 20 + [2] * 3
+    table = datasets.Dataset.from_dict({"image": [None] * len(labels), "label": labels,
+                                        "row": list(range(len(labels)))})  # fmt: skip
+    data = ImageDataset(table, "d", "train", "image", "label", ["a", "b", "c"])
+    train, validation = carve_validation(data, 10, seed=0)
+    held = list(validation.dataset["row"])
+    assert sorted(held + list(train.dataset["row"])) == list(range(len(labels)))  # disjoint, whole
+    assert [list(validation.dataset["label"]).count(c) for c in range(3)] == [4, 2, 0]
+    assert list(carve_validation(data, 10, seed=0)[1].dataset["row"]) == held  # seeded
+    assert list(carve_validation(data, 10, seed=1)[1].dataset["row"]) != held
+    assert validation.split == "train[10% held out]"
+    with pytest.raises(UsageError, match="too small to hold out 1%"):
+        carve_validation(data, 1, seed=0)
+
+
+def test_resume_of_a_finished_run_changes_nothing_and_exits_0(run_cli, image_folder, tmp_path):
+    out = tmp_path / "done"
+    args = [*TINY_ARGS, "--dataset", image_folder, "--output-dir", out, "--epochs", "1",
+            "--batch-size", "8"]  # fmt: skip
+    assert run_cli("finetune", *args).exit_code == 0
+
+    def snapshot() -> dict[str, tuple[bytes, int]]:
+        return {str(p.relative_to(out)): (p.read_bytes(), p.stat().st_mtime_ns)
+                for p in sorted(out.rglob("*")) if p.is_file()}  # fmt: skip
+
+    before = snapshot()
+    again = run_cli("finetune", *args, "--resume")
+    assert again.exit_code == 0, again.stderr
+    err = " ".join(again.stderr.split())
+    assert "already complete (1 epochs" in err and "from scratch" not in err, err
+    assert "Trained" not in again.stdout and again.stdout.strip() == str(out)
+    assert snapshot() == before
+    longer = run_cli("finetune", *args[:-4], "--epochs", "2", "--batch-size", "8", "--resume")
+    assert longer.exit_code == 0 and "Trained 2 epochs" in longer.stdout, longer.stderr
+
+
 def test_used_output_dir_needs_resume_or_overwrite(run_cli, image_folder, tmp_path):
     out = tmp_path / "used"
     out.mkdir()

@@ -50,6 +50,7 @@ from gfnet_cli.engine.train.outputs import (
     Scores,
     TrainCallbacks,
     TrainResult,
+    completed_run,
     prepare_output_dir,
     push_output,
     training_card,
@@ -93,6 +94,12 @@ def _train(config: TrainConfig, dist: distributed.DistInfo, callbacks: TrainCall
     check_config(config, dist.device)
     with locked_output_dir(Path(config.output_dir), dist):
         prepare_output_dir(Path(config.output_dir), config)
+        done = completed_run(Path(config.output_dir), config) if config.resume else None
+        if done is not None:
+            if dist.is_main:
+                logger.info("%s: the run is already complete (%d epochs, step %d); nothing "
+                            "to do", config.output_dir, done.epochs, done.global_step)  # fmt: skip
+            return done
         seed_everything(config.seed + dist.rank)
         run = _set_up(config, dist, callbacks, started)
         state = resume(run) if config.resume else RunState()

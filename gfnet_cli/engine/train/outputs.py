@@ -12,7 +12,7 @@ import json
 import logging
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,14 @@ class TrainResult:
         data = asdict(self)
         data["output_dir"] = str(self.output_dir)
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainResult:
+        """A result read back from ``train_results.json`` (unknown keys ignored)."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["output_dir"] = Path(values["output_dir"])
+        return cls(**values)
 
 
 class TrainCallbacks:
@@ -205,6 +213,34 @@ def truncate_metrics(path: Path, step: int) -> None:
         if row.get("step", row.get("global_step", 0)) <= step:
             kept.append(line)
     write_text_atomic(path, "".join(k + "\n" for k in kept))
+
+
+def completed_run(output_dir: Path, config: TrainConfig) -> TrainResult | None:
+    """The result of the run in ``output_dir`` when it already finished what ``config`` asks
+    (``resume`` of a complete run: nothing to train, nothing to rewrite), else None.
+
+    Finished means ``train_results.json`` was written after the newest checkpoint's step and
+    that step reached the run's end: ``epochs`` epochs, or ``max_steps``.
+    """
+    results = output_dir / RESULTS_NAME
+    checkpoints = ckpt.list_checkpoints(output_dir / ckpt.CHECKPOINT_DIR)
+    if not results.is_file() or not checkpoints:
+        return None
+    try:
+        saved = json.loads(results.read_text(encoding="utf-8"))
+        newest_step = int(checkpoints[-1].stem.rpartition("-")[2])
+        done = TrainResult.from_dict({**saved, "output_dir": str(output_dir)})
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # unreadable results: let the resume decide from the checkpoint
+    if done.global_step != newest_step:
+        return None
+    reached = done.epochs >= config.epochs or (
+        config.max_steps is not None and done.global_step >= config.max_steps
+    )
+    if not reached:
+        return None
+    done.already_complete = True
+    return done
 
 
 def write_results(output_dir: Path, result: TrainResult, config: TrainConfig) -> None:
