@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -109,6 +110,61 @@ def test_help_lists_options_and_loads_no_heavy_library():
                 assert param.help.split()[0] in run["help"]
     predict_help = report["predict --help"]["help"]
     assert "[default: gfnet-xs]" in predict_help and "IMAGE" in predict_help
+
+
+def test_every_commands_help_reads_like_gits():
+    # A synopsis, grouped options with help on every one, values named for what they hold,
+    # flags without a placeholder: no `<bool>`, `<list[str]>`, `{IMAGE}` or bare options.
+    from gfnet_cli.cli.help import GROUPED_FROM
+
+    commands = _commands()
+    invocations = [[name, "--help"] for name in commands]
+    env = os.environ | {"COLUMNS": "200", "TERMINAL_WIDTH": "200", "NO_COLOR": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", _HELP_PROBE.format(heavy=HEAVY, invocations=invocations)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    helps = {run["args"][0]: run["help"] for run in json.loads(done.stdout)}
+    placeholders: dict[str, set[str]] = {}
+    for name, command in commands.items():
+        text = helps[name]
+        usage = next(line for line in text.splitlines() if "Usage:" in line)
+        assert "{" not in usage and f"gfnet {name} [OPTIONS]" in usage, usage
+        assert not re.search(r"<(bool|int|float|str|path|list\[)", text), (name, text)
+        options = [p for p in command.params if p.param_type_name == "option"]
+        for param in command.params:
+            what = f"gfnet {name}: {param.opts or param.name}"
+            assert (param.help or "").strip(), f"{what} has no help"
+            if param.param_type_name == "argument":
+                assert param.metavar == param.metavar.upper(), (name, param.metavar)
+                assert param.metavar in usage, usage
+                continue
+            placeholders.setdefault(param.opts[0], set()).add(param.metavar)
+            if param.is_flag:
+                assert param.metavar == "", (name, param.opts)
+        panels = text.count("╭─")
+        assert panels >= (3 if len(options) > GROUPED_FROM else 1), (name, panels)
+    assert placeholders["--plot"] == {"FILE"} and placeholders["--json"] == {""}
+    assert placeholders["--batch-size"] == {"N"}
+
+
+def test_bool_flags_take_no_value():
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(typer.main.get_command(app), ["models", "--json", "true"])
+    assert result.exit_code == 2  # `--json true`: "true" is no argument of `models`
+
+
+def test_debug_after_the_subcommand_is_the_global_flag(run_cli, monkeypatch):
+    from gfnet_cli.cli.main import global_flags_first
+
+    assert global_flags_first(["predict", "x.jpg", "--debug"]) == ["--debug", "predict", "x.jpg"]
+    assert global_flags_first(["push", "d", "o/r", "--", "--debug"]) == [
+        "push", "d", "o/r", "--", "--debug"]  # fmt: skip
+    result = run_cli("models", "--json", "--debug")
+    assert result.exit_code == 0, result.stderr
+    assert "No such option" not in result.stderr
 
 
 # ------------------------------------------------------------------------------- options
