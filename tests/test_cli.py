@@ -222,6 +222,32 @@ def test_a_shared_option_reads_the_same_in_every_command(param, flag):
     assert next(iter(helps.values()))[0][0] == flag
 
 
+def test_finetune_options_are_trainconfigs_fields_with_its_defaults():
+    # finetune_cmd.py declares its options by hand (importing TrainConfig would load torch
+    # for --help); every field must have its option, with the library's default.
+    import dataclasses
+
+    from gfnet_cli.cli.finetune_cmd import _NOT_CONFIG, RECIPE_NAMES
+    from gfnet_cli.engine.train import RECIPES, TrainConfig
+
+    command = _commands()["finetune"]
+    renamed = {"no_augment": "augment", "compile_model": "compile"}
+    cli = {renamed.get(p.name, p.name): p for p in command.params if p.name != "help"}
+    cli_fields = set(cli) - (_NOT_CONFIG - {"recipe", "lr_base_batch"}) | {"augment", "compile"}
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert set(fields) == cli_fields, (set(fields) ^ cli_fields)
+    cli_default = {"augment": True, "crop_scale": tuple(
+        float(v) for v in cli["crop_scale"].default.split(","))}  # fmt: skip
+    for name, field in fields.items():
+        if field.default is dataclasses.MISSING:
+            assert cli[name].required, name
+            continue
+        default = cli_default.get(name, cli[name].default)
+        flag = "--" + name.replace("_", "-")
+        assert default == field.default, f"{flag}: {default!r} != {field.default!r}"
+    assert set(RECIPE_NAMES) == set(RECIPES)
+
+
 def test_cli_constants_match_the_library():
     # options.py holds torch-free copies so that --help needs no torch; they must agree.
     from gfnet_cli.commands.predict import DEFAULT_MODEL
