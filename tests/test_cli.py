@@ -347,3 +347,18 @@ def test_every_parameter_an_error_names_becomes_a_flag():
         "--output-dir runs/x is not empty: pass --resume to continue its run, --overwrite to "
         "start over"
     )
+
+
+def test_log_lines_are_one_line_each_at_80_columns(capsys):
+    import logging
+
+    from gfnet_cli.cli._common import setup_logging, stderr
+
+    setup_logging()
+    assert stderr.width <= 80  # not a terminal: the narrow default a user may have
+    long = "resuming from step-000000042.pt " + "with a long path/" * 10
+    logging.getLogger("gfnet_cli.engine").info("%s (step %d)", long, 42)
+    logging.getLogger("gfnet_cli.engine").warning("a [bold]warning[/bold]\nover two lines")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"info: {long.strip()} (step 42)",
+                     "warning: a [bold]warning[/bold] over two lines"]  # fmt: skip
