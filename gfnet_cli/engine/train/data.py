@@ -105,10 +105,18 @@ def prepare_data(config: TrainConfig, dist: distributed.DistInfo) -> PreparedDat
     if test_name is not None:
         test = _evaluation_split(splits, test_name, class_names, config, dist)
     if validation is None and dist.is_main:
-        why = "streaming" if config.streaming else "validation_split_percentage is 0"
         logger.warning("%s has no validation split (%s): the last epoch is kept",
-                       config.dataset, why)  # fmt: skip
+                       config.dataset, _why_no_validation(config))  # fmt: skip
     return PreparedData(train, validation, test, class_names)
+
+
+def _why_no_validation(config: TrainConfig) -> str:
+    if config.streaming:
+        return "a stream cannot be held out from"
+    if config.validation_split_percentage == 0:
+        return "validation_split_percentage is 0"
+    return (f"{config.validation_split_percentage:g}% of its training split is not one image "
+            "of any class")  # fmt: skip
 
 
 def _evaluation_split(splits: Any, name: str, class_names: list[str], config: TrainConfig,
@@ -146,8 +154,9 @@ def _choose_splits(names: list[str], config: TrainConfig) -> tuple[str, str | No
 
 
 def carve_validation(train: ImageDataset, percentage: float, seed: int
-                     ) -> tuple[ImageDataset, ImageDataset]:  # fmt: skip
-    """``percentage`` % of each class of ``train`` held out as a validation split.
+                     ) -> tuple[ImageDataset, ImageDataset | None]:  # fmt: skip
+    """``percentage`` % of each class of ``train`` held out as a validation split (None when
+    that rounds to no image: the split is too small).
 
     Seeded by ``seed`` and stratified (each class keeps its share, and at least one training
     image), so the same run always holds out the same images, a resumed one included.
@@ -164,11 +173,7 @@ def carve_validation(train: ImageDataset, percentage: float, seed: int
         held.append(members[:count])
     validation_rows = np.sort(np.concatenate(held)) if held else np.array([], dtype=np.int64)
     if not len(validation_rows):
-        raise DatasetError(
-            f"{where(train)} is too small to hold out {percentage:g}% for validation: add a "
-            "validation split or raise validation_split_percentage (0: keep the last epoch)",
-            param="validation_split_percentage",
-        )
+        return train, None
     keep = np.ones(len(labels), dtype=bool)
     keep[validation_rows] = False
     split_name = f"{train.split}[{percentage:g}% held out]"
