@@ -386,6 +386,8 @@ def test_card_written_by_convert_loads_and_validates(data_dir, tmp_path):
     assert "gfnet predict" in card.text and "load_model(" in card.text
     assert "@inproceedings{rao2021global" in card.text
     assert "GFLOPs" in card.text and "64 x 64" in card.text
+    assert card.text.lstrip().startswith("# GFNet converted from tiny-gfnet.pth\n")  # named
+    assert str(data_dir) not in str(card)  # the trainer's paths stay on the trainer's disk
 
 
 def test_card_for_a_fine_tuned_model_has_training_and_results():

@@ -73,7 +73,8 @@ def model_card(
     if published or (not datasets and config.num_classes == 1000 and not base_model):
         datasets = _unique(datasets + [IMAGENET_DATASET])
     base_model_id = _base_model_id(base_model)
-    title = card_title(config, repo_id=repo_id, base_model=base_model, dataset=dataset)
+    title = card_title(config, repo_id=repo_id, base_model=base_model, dataset=dataset,
+                       source=source)  # fmt: skip
     data = _card_data(title, config, license, datasets, base_model_id, rows,
                       published is not None)  # fmt: skip
     results = rows[0] if rows else None
@@ -97,13 +98,16 @@ def model_card(
 
 
 def card_title(config: GFNetConfig, *, repo_id: str | None = None,
-               base_model: str | None = None, dataset: str | None = None) -> str:  # fmt: skip
+               base_model: str | None = None, dataset: str | None = None,
+               source: str | None = None) -> str:  # fmt: skip
     """What the card's heading calls the model: the repository's name when it has one, else
     what it is (``gfnet-ti fine-tuned on digits``), never a bare "GFNet"."""
     if repo_id:
         return repo_id.split("/")[-1]
-    name = config.architecture or ("GFNet-H" if config.kind == "pyramid" else "GFNet")
+    name = config.architecture or f"GFNet ({config.describe().rsplit(', ', 2)[0]})"
     if not dataset:
+        if source and not config.architecture:
+            return f"GFNet converted from {_display_name(source)}"
         return name
     if base_model:
         return f"{_display_name(base_model)} fine-tuned on {_display_name(dataset)}"
