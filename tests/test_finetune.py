@@ -234,7 +234,9 @@ def test_the_epoch_is_chosen_on_validation_and_test_is_reported_apart(run_cli, i
     assert saved["num_train_samples"] == 18 and saved["num_eval_samples"] == 6
     assert saved["test"]["split"] == f"{image_folder} [test]" and saved["test"]["count"] == 6
     assert saved["hyperparameters"]["validation_split_percentage"] == 25
-    assert "chosen on" in result.stdout and "test top-1" in result.stdout
+    said = " ".join(result.stdout.split())
+    assert f"chosen on {image_folder} [train[25% held out]]" in said
+    assert "test top-1" in said and f"({image_folder} [test], measured once" in said
     assert "(chose the epoch)" in (out / "README.md").read_text()
     assert f"| test | {saved['test']['top1'] * 100:.2f} |" in (out / "README.md").read_text()
 
