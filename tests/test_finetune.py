@@ -429,6 +429,20 @@ def test_preflight_errors_exit_2_with_one_line(run_cli, tmp_path, kind, message)
     assert not (out / "checkpoints").exists()
 
 
+def test_reading_a_local_folder_draws_no_datasets_progress_bars(tmp_path, capfd):
+    from datasets.utils.tqdm import are_progress_bars_disabled
+
+    from gfnet_cli.data.datasets import load_splits
+
+    for index, name in enumerate(CLASSES):
+        _write_images(tmp_path / "data" / "train" / name, 2, index, seed=0)
+    splits = load_splits(str(tmp_path / "data"))  # a first read: datasets builds its cache
+    assert len(splits["train"]) == 6
+    err = capfd.readouterr().err
+    assert "Generating" not in err and "examples" not in err, err
+    assert not are_progress_bars_disabled()  # a Hub download still shows its bars
+
+
 @pytest.mark.parametrize("layout", ["train/cat", "cat"])
 def test_an_image_folder_of_one_class_says_so_in_one_line(run_cli, tmp_path, layout):
     # datasets drops the label column of a one-folder image folder; "no label column" misled.
