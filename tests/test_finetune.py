@@ -234,7 +234,9 @@ def test_the_epoch_is_chosen_on_validation_and_test_is_reported_apart(run_cli, i
     assert saved["num_train_samples"] == 18 and saved["num_eval_samples"] == 6
     assert saved["test"]["split"] == f"{image_folder} [test]" and saved["test"]["count"] == 6
     assert saved["hyperparameters"]["validation_split_percentage"] == 25
-    assert "chosen on" in result.stdout and "test top-1" in result.stdout
+    said = " ".join(result.stdout.split())
+    assert f"chosen on {image_folder} [train[25% held out]]" in said
+    assert "test top-1" in said and f"({image_folder} [test], measured once" in said
     assert "(chose the epoch)" in (out / "README.md").read_text()
     assert f"| test | {saved['test']['top1'] * 100:.2f} |" in (out / "README.md").read_text()
 
@@ -425,6 +427,20 @@ def test_preflight_errors_exit_2_with_one_line(run_cli, tmp_path, kind, message)
     result = run_cli("finetune", *args, "--dataset", dataset, "--output-dir", out)
     assert_one_line_error(result, 2, message)
     assert not (out / "checkpoints").exists()
+
+
+def test_reading_a_local_folder_draws_no_datasets_progress_bars(tmp_path, capfd):
+    from datasets.utils.tqdm import are_progress_bars_disabled
+
+    from gfnet_cli.data.datasets import load_splits
+
+    for index, name in enumerate(CLASSES):
+        _write_images(tmp_path / "data" / "train" / name, 2, index, seed=0)
+    splits = load_splits(str(tmp_path / "data"))  # a first read: datasets builds its cache
+    assert len(splits["train"]) == 6
+    err = capfd.readouterr().err
+    assert "Generating" not in err and "examples" not in err, err
+    assert not are_progress_bars_disabled()  # a Hub download still shows its bars
 
 
 @pytest.mark.parametrize("layout", ["train/cat", "cat"])

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from gfnet_cli.cli._common import State, emit_json, stderr, stdout
 from gfnet_cli.cli.options import (
@@ -243,7 +244,7 @@ def _run(config: Any) -> Any:
 
 def _print_summary(result: Any) -> None:
     if result.already_complete:  # the library's log line said so
-        stdout.print(str(result.output_dir))
+        stdout.print(escape(str(result.output_dir)))
         return
     best = f"{result.best_top1:.2%}" if result.best_top1 is not None else "n/a"
     top5 = f"{result.best_top5:.2%}" if result.best_top5 is not None else "n/a"
@@ -253,21 +254,21 @@ def _print_summary(result: Any) -> None:
     )
     weights = " (EMA weights)" if result.best_weights == "ema" else ""
     if result.validation_split is not None:
-        chosen = f"epoch {result.best_epoch}, chosen on {result.validation_split}"
+        chosen = f"epoch {result.best_epoch}, chosen on {escape(result.validation_split)}"
         stdout.print(f"  best validation top-1: {best}  top-5: {top5}  ({chosen}){weights}")
     else:
         stdout.print(f"  no validation split: the last epoch (epoch {result.best_epoch}) kept")
     if result.test is not None:
-        test = result.test
+        test, split = result.test, escape(str(result.test["split"]))
         stdout.print(f"  test top-1: {test['top1']:.2%}  top-5: {test['top5']:.2%}  "
-                     f"({test['split']}, measured once on the kept weights)")  # fmt: skip
+                     f"({split}, measured once on the kept weights)")  # fmt: skip
     head = "MODEL's, kept" if result.head == "kept" else "new"
     stdout.print(f"  classifier: {head}")
     if result.compile_time_s is not None:
         stdout.print(f"  compiling (first step): {result.compile_time_s:.1f} s")
     if result.resumed_from_step:
         stdout.print(f"  resumed from step {result.resumed_from_step}")
-    stdout.print(str(result.output_dir))
+    stdout.print(escape(str(result.output_dir)))
 
 
 def register(app: typer.Typer) -> None:
