@@ -370,3 +370,19 @@ def test_remote_code_without_gfnet_cli_names_the_install(monkeypatch):
     with pytest.raises(ImportError) as error:
         exec(compile(remote_code.CONFIGURATION_CODE, "configuration_gfnet.py", "exec"), {})  # noqa: S102
     assert 'pip install -U "gfnet-cli[transformers]"' in str(error.value)
+
+
+def test_segmentation_folders_carry_no_transformers_files_yet(run_cli, tmp_path):
+    from gfnet_cli.models.factory import build_model
+
+    config = TINY.replace(task="segmentation", img_size=64)
+    folder = tmp_path / "seg"
+    save_model(build_model(config), folder, card="# seg\n")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
+    assert "auto_map" not in json.loads((folder / "config.json").read_text())
+    dry = run_cli("push", folder, "me/seg", "--dry-run", "--json")
+    assert dry.json()["files"] == ["README.md", "config.json", "model.safetensors"]
