@@ -23,6 +23,7 @@ from gfnet_cli import GFNet, GFNetConfig, load_model
 from gfnet_cli.data.transforms import eval_transform
 from gfnet_cli.errors import MissingDependencyError
 from gfnet_cli.hub import remote_code
+from gfnet_cli.hub.card import model_card
 from gfnet_cli.hub.serialization import save_model
 from tests.hub_server import FakeHub
 
@@ -386,3 +387,5 @@ def test_segmentation_folders_carry_no_transformers_files_yet(run_cli, tmp_path)
     assert "auto_map" not in json.loads((folder / "config.json").read_text())
     dry = run_cli("push", folder, "me/seg", "--dry-run", "--json")
     assert dry.json()["files"] == ["README.md", "config.json", "model.safetensors"]
+    assert "trust_remote_code" not in model_card(config)
+    assert "trust_remote_code" in model_card(TINY)
