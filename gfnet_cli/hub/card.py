@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gfnet_cli.errors import GFNetError
+from gfnet_cli.hub.remote_code import supports_transformers
 from gfnet_cli.hub.zoo_source import zoo_source
 from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.models.flops import config_gflops
@@ -304,7 +305,7 @@ def _body(
         f"top5 = logits.softmax(-1).topk({min(5, max(config.num_classes, 1))})",
         "```",
         "",
-        *transformers_usage(ref),
+        *(transformers_usage(ref) if supports_transformers(config) else []),
         f"Preprocessing (the authors' evaluation transform): resize the shorter side to "
         f"{int(height / config.crop_pct)} px ({config.interpolation}), center-crop "
         f"{height} x {width}, scale to [0, 1], normalize with mean {_floats(config.mean)} "
