@@ -11,6 +11,7 @@ parameters (``pass resume to continue``) lists them after the first.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 
@@ -66,3 +67,34 @@ def first_line(error: BaseException | str, limit: int = 300) -> str:
     if not text:
         return type(error).__name__ if isinstance(error, BaseException) else ""
     return text.splitlines()[0][:limit]
+
+
+def check_range(
+    param: str,
+    value: float | None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    above: bool = False,
+    below: bool = False,
+) -> None:
+    """Refuse a number outside its range, or not finite, naming the parameter.
+
+    The range is ``[minimum, maximum]``; ``above`` excludes ``minimum`` and ``below``
+    excludes ``maximum``. ``None`` means unset and passes. Every numeric parameter of a
+    command is checked with this before any MODEL or data is read.
+    """
+    if value is None:
+        return
+    low = "-inf" if minimum is None else f"{minimum:g}"
+    high = "inf" if maximum is None else f"{maximum:g}"
+    interval = f"{'(' if above else '['}{low}, {high}{')' if below or maximum is None else ']'}"
+    inside = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (minimum is None or (value > minimum if above else value >= minimum))
+        and (maximum is None or (value < maximum if below else value <= maximum))
+    )
+    if not inside:
+        raise UsageError(f"{param} must be in {interval}, got {value}", param=param)
