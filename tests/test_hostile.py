@@ -259,9 +259,11 @@ def _checkpoint(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_two_converts_into_one_new_folder_one_wins_the_other_exits_2(tmp_path):
-    source, out = _checkpoint(tmp_path), tmp_path / "out"
-    results = _both(_gfnet("convert", source, out), _gfnet("convert", source, out))
+def test_two_converts_into_one_new_folder_one_wins_the_other_exits_2(slow_mirror, tmp_path):
+    """Both download from the slow mirror, so both reach the write at about the same time."""
+    source, out = f"{slow_mirror.url}/mirror/a/gfnet-ti.pth", tmp_path / "out"
+    results = _both(_gfnet("convert", source, out, HF_HOME=str(tmp_path / "hf")),
+                    _gfnet("convert", source, out, HF_HOME=str(tmp_path / "hf")))  # fmt: skip
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 2], results
     loser = next(err for code, _, err in results if code == 2)
@@ -271,7 +273,7 @@ def test_two_converts_into_one_new_folder_one_wins_the_other_exits_2(tmp_path):
         "config.json",
         "model.safetensors",
     ]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tiny.pth"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pth", "b.pth", "hf", "out"]
 
 
 def test_a_convert_into_a_folder_being_written_is_refused_naming_the_writer(run_cli, tmp_path):
