@@ -698,7 +698,6 @@ def plot_rows(rows: Sequence[ProfileRow], path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     panels = (
         ("gflops", "GFLOPs per image"),
         ("latency_ms", "latency per batch (ms)"),

@@ -158,41 +158,17 @@ _AUTHORS_COMMON: dict[str, Any] = {
 
 RECIPES: dict[str, dict[str, Any]] = {
     # main_gfnet.py from scratch, 8 GPUs x 128: drop path is the variant's (MODEL's config)
-    "imagenet": {
-        **_AUTHORS_COMMON,
-        "epochs": 300,
-        "lr": 5e-4,
-        "min_lr": 1e-5,
-        "weight_decay": 0.05,
-        "batch_size": 128,
-        "img_size": 224,
-        "drop_path": None,
-        "eval_mode": False,
-    },  # fmt: skip
+    "imagenet": {**_AUTHORS_COMMON, "epochs": 300, "lr": 5e-4, "min_lr": 1e-5,
+                 "weight_decay": 0.05, "batch_size": 128, "img_size": 224, "drop_path": None,
+                 "eval_mode": False},  # fmt: skip
     # main_gfnet.py --finetune at --input-size 384, 8 GPUs x 64; the model stays in eval mode
-    "finetune-384": {
-        **_AUTHORS_COMMON,
-        "epochs": 30,
-        "lr": 5e-6,
-        "min_lr": 5e-6,
-        "weight_decay": 1e-8,
-        "batch_size": 64,
-        "img_size": 384,
-        "drop_path": 0.0,
-        "eval_mode": True,
-    },  # fmt: skip
+    "finetune-384": {**_AUTHORS_COMMON, "epochs": 30, "lr": 5e-6, "min_lr": 5e-6,
+                     "weight_decay": 1e-8, "batch_size": 64, "img_size": 384,
+                     "drop_path": 0.0, "eval_mode": True},  # fmt: skip
     # main_gfnet_transfer.py (CIFAR, Cars, Flowers: images upscaled to 224), 8 GPUs x 64
-    "transfer": {
-        **_AUTHORS_COMMON,
-        "epochs": 1000,
-        "lr": 1e-4,
-        "min_lr": 1e-5,
-        "weight_decay": 1e-4,
-        "batch_size": 64,
-        "img_size": 224,
-        "drop_path": 0.0,
-        "eval_mode": True,
-    },  # fmt: skip
+    "transfer": {**_AUTHORS_COMMON, "epochs": 1000, "lr": 1e-4, "min_lr": 1e-5,
+                 "weight_decay": 1e-4, "batch_size": 64, "img_size": 224, "drop_path": 0.0,
+                 "eval_mode": True},  # fmt: skip
 }
 
 # Whether a recipe trains from scratch (True) or from MODEL's weights (False), and why.
@@ -288,7 +264,9 @@ def _check_recipe(config: TrainConfig) -> None:
     scratch, what = RECIPE_START[config.recipe]
     if config.from_scratch != scratch:
         fix = "add from_scratch" if scratch else "drop from_scratch (or use recipe imagenet)"
-        raise UsageError(f"recipe {config.recipe} {what}: {fix}", param=("recipe", "from_scratch"))
+        raise UsageError(
+            f"recipe {config.recipe} {what}: {fix}", param=("recipe", "from_scratch")
+        )
 
 
 def _check_recipe_name(recipe: str) -> None:
@@ -416,3 +394,4 @@ def describe_run(config: TrainConfig, world_size: int | None = None) -> dict[str
         "world_size": world_size,
     }
     return {key: list(v) if isinstance(v, tuple) else v for key, v in described.items()}
+
