@@ -11,6 +11,7 @@ parameters (``pass resume to continue``) lists them after the first.
 
 from __future__ import annotations
 
+import errno
 import math
 from collections.abc import Sequence
 
@@ -98,3 +99,18 @@ def check_range(
     )
     if not inside:
         raise UsageError(f"{param} must be in {interval}, got {value}", param=param)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is a write that found no space left (or the quota used up)."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def write_error(error: OSError, path: object, kept: str = "nothing was left behind") -> GFNetError:
+    """One line for a write that failed: a full disk says so, and what is left (``kept``)."""
+    if is_disk_full(error):
+        return GFNetError(
+            f"the disk is full: could not write {path} (no space left on device); {kept}: "
+            "free some space and run again"
+        )
+    return GFNetError(f"could not write {path} ({error.strerror or error}); {kept}")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from gfnet_cli import GFNet
@@ -303,3 +304,95 @@ def test_a_killed_converts_partial_folder_is_removed_by_the_next_convert(run_cli
     assert any(name.endswith(".partial") for name in left), left
     assert run_cli("convert", _checkpoint(tmp_path), out).exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tiny.pth"]
+
+
+# ---------------------------------------------------------------------- 7. a full disk
+@pytest.fixture
+def full_disk(tmp_path):
+    """A small tmpfs filled to the last block: every write into it fails with ENOSPC."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path, leave: int = 0) -> None:
+    """Fill ``disk`` up, then free ``leave`` bytes."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 4096)
+        except OSError:
+            pass
+    if leave:
+        os.truncate(filler, max(0, filler.stat().st_size - leave))
+
+
+def test_export_to_a_full_disk_is_one_line_and_leaves_nothing(run_cli, tmp_path, full_disk):
+    """It aborted with exit 134 and a C++ stack trace."""
+    folder = _model_folder(tmp_path)
+    fill(full_disk)
+    result = run_cli("export", folder, full_disk / "model.pt2")
+    assert_one_line_error(result, 1, "disk is full")
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+
+
+class _FillDiskInSecondEpoch:
+    """Fills the output disk during the first step of the second epoch, once the first
+    epoch's checkpoint is written."""
+
+    def __init__(self, disk: Path) -> None:
+        self.disk = disk
+
+    def __getattr__(self, name):  # the other callbacks do nothing
+        return lambda *args, **kwargs: None
+
+    def on_step(self, step, *args) -> None:
+        if step == 3:  # two steps an epoch
+            fill(self.disk, leave=2048)  # room for a metrics line, not for a checkpoint
+
+
+def test_finetune_on_a_full_disk_says_so_and_keeps_its_checkpoints(full_disk, tmp_path):
+    """It said only 'RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos'."""
+    from gfnet_cli.engine import checkpoint as ckpt
+    from gfnet_cli.engine.train import TrainConfig, finetune
+    from gfnet_cli.errors import GFNetError
+
+    data = tmp_path / "data"
+    for index, name in enumerate(["a", "b"]):
+        for split in ("train", "test"):
+            (data / split / name).mkdir(parents=True)
+            for i in range(4):
+                pixels = torch.full((16, 16, 3), 60 * index + i, dtype=torch.uint8)
+                Image.fromarray(pixels.numpy()).save(data / split / name / f"{i}.png")
+    out = full_disk / "run"
+    config = TrainConfig(model="gfnet-ti", dataset=str(data), output_dir=out, from_scratch=True,
+                         patch_size=8, embed_dim=16, depth=1, img_size=16, epochs=3,
+                         batch_size=4, num_workers=0, checkpoint_every=0)  # fmt: skip
+    with pytest.raises(GFNetError, match="disk is full") as caught:
+        finetune(config, _FillDiskInSecondEpoch(full_disk))
+    assert caught.value.exit_code == 1 and "\n" not in str(caught.value)
+    assert "checkpoint" in str(caught.value) and "intact" in str(caught.value)
+    saved = ckpt.list_checkpoints(out / "checkpoints")
+    assert [p.name for p in saved] == ["step-000000002.pt"]
+    assert ckpt.load_checkpoint(saved[0])["global_step"] == 2
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_a_killed_exports_leftovers_go_on_the_next_export_to_that_file(run_cli, tmp_path):
+    folder, out = _model_folder(tmp_path), tmp_path / "exports"
+    out.mkdir()
+    # what `kill -9` during an export leaves: its partial file and its unlocked lock file
+    (out / ".model.pt2.x8k2jq.partial.pt2").write_bytes(b"half a program")
+    (out / ".model.pt2.lock").write_text(json.dumps({"pid": 1, "host": socket.gethostname()}))
+    (out / ".other.pt2.x8k2jq.partial.pt2").write_bytes(b"another destination's")
+    result = run_cli("export", folder, out / "model.pt2")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".other.pt2.x8k2jq.partial.pt2", "model.pt2"]

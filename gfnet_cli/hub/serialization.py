@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch.utils._pytree import tree_map_only
 
 from gfnet_cli.errors import ConfigError, UsageError, first_line
@@ -48,6 +48,13 @@ def publish_file(tmp: Path, path: Path) -> None:
     """Give a finished temporary file the usual permissions and rename it into place."""
     os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` with Python's file writer: a full disk raises OSError (ENOSPC), where
+    some native writers abort the process or bury the errno in their own message."""
+    with open(path, "wb") as handle:
+        handle.write(data)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -125,8 +132,10 @@ def save_weights(
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     tensors = {k: v.contiguous() for k, v in to_host(state_dict).items()}
+    # Serialized here and written by Python: a full disk is an OSError (ENOSPC) to report.
+    data = save(tensors, metadata={"format": "pt", **(metadata or {})})
     try:
-        save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
+        write_bytes(tmp, data)
         publish_file(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -63,6 +63,7 @@ from gfnet_cli.engine.train.state import (
     save_checkpoint,
     seed_everything,
 )
+from gfnet_cli.errors import is_disk_full, write_error
 from gfnet_cli.hub.serialization import save_model
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.tasks.base import MetricResult
@@ -82,6 +83,11 @@ def finetune(config: TrainConfig, callbacks: TrainCallbacks | None = None) -> Tr
         dist = distributed.setup(config.device)
         try:
             return _train(config, dist, callbacks or TrainCallbacks())
+        except OSError as exc:  # the best MODEL, metrics, results: a full disk says so
+            if not is_disk_full(exc):
+                raise
+            kept = "the checkpoints written before are intact"
+            raise write_error(exc, f"into {config.output_dir}", kept) from None
         finally:
             distributed.cleanup(dist)
 

@@ -38,7 +38,7 @@ from gfnet_cli.engine.train.data import TrainSource
 from gfnet_cli.engine.train.ema import ModelEma
 from gfnet_cli.engine.train.optim import Schedule
 from gfnet_cli.engine.train.outputs import EpochStats, MetricsWriter, TrainCallbacks
-from gfnet_cli.errors import GFNetError
+from gfnet_cli.errors import GFNetError, write_error
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.tasks import Task, get_task
 from gfnet_cli.tasks.base import MetricResult
@@ -273,10 +273,8 @@ def save_checkpoint(run: Run, state: RunState) -> None:
         try:
             ckpt.save_checkpoint(ckpt.to_host(contents), run.checkpoint_dir, state.global_step)
         except OSError as exc:
-            raise GFNetError(
-                f"could not write a checkpoint to {run.checkpoint_dir} ({exc.strerror or exc}); "
-                "the previous checkpoint is intact"
-            ) from None
+            kept = "the previous checkpoint is intact"
+            raise write_error(exc, f"a checkpoint to {run.checkpoint_dir}", kept) from None
     distributed.barrier()
 
 
