@@ -396,3 +396,29 @@ def test_a_killed_exports_leftovers_go_on_the_next_export_to_that_file(run_cli, 
     result = run_cli("export", folder, out / "model.pt2")
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == [".other.pt2.x8k2jq.partial.pt2", "model.pt2"]
+
+
+def _safetensors(header: dict | bytes, data: bytes = b"", claimed: int | None = None) -> bytes:
+    text = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return (claimed if claimed is not None else len(text)).to_bytes(8, "little") + text + data
+
+
+HOSTILE_WEIGHTS = {
+    "header longer than the file": _safetensors({}, claimed=10**15),
+    "offsets beyond the file": _safetensors(
+        {"x": {"dtype": "F32", "shape": [10**6, 10**6], "data_offsets": [0, 4 * 10**12]}}
+    ),
+    "shape that disagrees with its bytes": _safetensors(
+        {"x": {"dtype": "F32", "shape": [10**9], "data_offsets": [0, 4]}}, b"\0" * 4
+    ),
+    "nested header": _safetensors(b"[" * 100_000 + b"]" * 100_000),
+    "not JSON": _safetensors(b"\xff" * 64),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_WEIGHTS))
+def test_hostile_weights_are_refused_from_their_header(tmp_path, case):
+    folder = _model_folder(tmp_path)
+    (folder / "model.safetensors").write_bytes(HOSTILE_WEIGHTS[case])
+    measured, stderr = probe("download", folder, HF_HOME=str(tmp_path / "hf"))
+    assert_refused_cheaply(measured, stderr, "truncated or corrupt")
