@@ -36,7 +36,11 @@ def test_convert_without_arch_reloads_to_the_same_logits(
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md",
         "config.json",
+        "configuration_gfnet.py",  # and the rest transformers loads it with
+        "image_processing_gfnet.py",
         "model.safetensors",
+        "modeling_gfnet.py",
+        "preprocessor_config.json",
     ]
     config = json.loads((out / "config.json").read_text())
     assert config["img_size"] == 64 and config["num_classes"] == 10

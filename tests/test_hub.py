@@ -16,11 +16,24 @@ import torch
 from huggingface_hub import ModelCard, snapshot_download
 
 from gfnet_cli import GFNet, GFNetConfig, convert_checkpoint, load_model
+from gfnet_cli.hub.remote_code import config_data
 from gfnet_cli.hub.serialization import save_model
 from tests.conftest import assert_one_line_error
 from tests.hub_server import FakeHub
 
 TINY = GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=32, num_classes=3)
+# What every writer puts in a MODEL folder (with its card): ours, and transformers' files.
+MODEL_FILES = sorted(
+    [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "configuration_gfnet.py",
+        "modeling_gfnet.py",
+        "image_processing_gfnet.py",
+    ]
+)
 
 
 def tiny_model(seed: int = 0, config: GFNetConfig = TINY) -> GFNet:
@@ -173,11 +186,7 @@ def test_zoo_name_falls_back_to_the_authors_checkpoint_once(
     assert model.config.architecture == "gfnet-ti"
     cache = Path(os.environ["HF_HOME"]) / "gfnet"
     folder = cache / "zoo" / "gfnet-ti"
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "README.md",
-        "config.json",
-        "model.safetensors",
-    ]
+    assert sorted(p.name for p in folder.iterdir()) == MODEL_FILES
     assert not any((cache / "downloads").iterdir())  # the raw pickle is not kept
     assert ModelCard.load(folder / "README.md").data.library_name == "gfnet-cli"
     assert [p for _, p in hub.requests].count("/mirror/gfnet-ti.pth") == 1
@@ -433,7 +442,7 @@ def test_push_dry_run_lists_exactly_the_files(run_cli, tmp_path):
     save_model(tiny_model(), convert_dir, card="# c\n")
     result = run_cli("push", convert_dir, "me/tiny", "--dry-run")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.split() == ["README.md", "config.json", "model.safetensors"]
+    assert result.stdout.split() == MODEL_FILES
 
     folder, sent = push_folder_fixture(tmp_path)
     result = run_cli("push", folder, "me/tiny", "--dry-run", "--json")
@@ -488,12 +497,12 @@ def test_push_generates_a_missing_card_in_a_staged_copy(run_cli, hub, writer, tm
     save_model(tiny_model(), folder)  # no README.md
     before = sorted(p.name for p in folder.iterdir())
     dry = run_cli("push", folder, "me/bare", "--dry-run", "--json")
-    assert dry.json()["files"] == ["README.md", "config.json", "model.safetensors"]
+    assert dry.json()["files"] == MODEL_FILES
     result = run_cli("push", folder, "me/bare")
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in folder.iterdir()) == before  # the folder is left as it was
     [commit] = hub.commits
-    assert commit.paths == ["README.md", "config.json", "model.safetensors"]
+    assert commit.paths == MODEL_FILES
     card = ModelCard.load(downloaded_back(hub, tmp_path, "me/bare", "main") / "README.md")
     assert card.data.library_name == "gfnet-cli"
     assert 'load_model("me/bare")' in card.text
@@ -539,12 +548,8 @@ def test_save_pretrained_from_pretrained_and_push_to_hub(hub, writer, tmp_path):
     model = tiny_model(4)
     model.save_pretrained(tmp_path / "saved")
     saved = tmp_path / "saved"
-    assert sorted(p.name for p in saved.iterdir()) == [
-        "README.md",
-        "config.json",
-        "model.safetensors",
-    ]
-    assert json.loads((saved / "config.json").read_text()) == model.config.to_dict()
+    assert sorted(p.name for p in saved.iterdir()) == MODEL_FILES
+    assert json.loads((saved / "config.json").read_text()) == config_data(model.config)
     assert ModelCard.load(saved / "README.md").data.library_name == "gfnet-cli"
     assert same_weights(GFNet.from_pretrained(saved), model)
 
@@ -555,9 +560,9 @@ def test_save_pretrained_from_pretrained_and_push_to_hub(hub, writer, tmp_path):
     [commit] = hub.commits
     assert commit.summary == "via the model"
     assert url == f"{hub.url}/me/mixin/commit/{hub.repos['me/mixin'].refs['main']}"
-    assert commit.paths == ["README.md", "config.json", "model.safetensors"]
+    assert commit.paths == MODEL_FILES
     pushed = hub.files_at("me/mixin")
-    assert json.loads(pushed["config.json"]) == model.config.to_dict()
+    assert json.loads(pushed["config.json"]) == config_data(model.config)
     reloaded = GFNet.from_pretrained("me/mixin")
     assert isinstance(reloaded, GFNet) and same_weights(reloaded, model)
 

@@ -56,6 +56,15 @@ def profile_command(
         None, "--memory-limit", help="MB a row may need; rows above it are reported, not run."
     ),
     revision: RevisionOption = None,
+    task: str = typer.Option(
+        None,
+        "--task",
+        help="classification or segmentation (backbone + Semantic FPN head; default: the "
+        "model's own task).",
+    ),
+    num_classes: int = typer.Option(
+        None, "--num-classes", help="Classes of the head (e.g. 150 for ADE20K segmentation)."
+    ),
 ) -> None:
     """Measure params, GFLOPs, latency, images/s and peak memory per model and resolution.
 
@@ -74,7 +83,14 @@ def profile_command(
         memory_limit_mb=memory_limit,
     )
     rows = profile(
-        model, resolution or (), _parse_compare(compare), options, revision=revision, plot=plot
+        model,
+        resolution or (),
+        _parse_compare(compare),
+        options,
+        revision=revision,
+        task=task,
+        num_classes=num_classes,
+        plot=plot,
     )
     if plot is not None:
         stderr.print(f"wrote {plot}")

@@ -243,9 +243,10 @@ def _body(
         f'model = load_model("{ref}")  # eval mode; or GFNet.from_pretrained("{ref}")',
         "with torch.no_grad():",
         f"    logits = model(torch.randn(1, 3, {height}, {width}))",
-        "top5 = logits.softmax(-1).topk(5)",
+        f"top5 = logits.softmax(-1).topk({min(5, max(config.num_classes, 1))})",
         "```",
         "",
+        *transformers_usage(ref),
         f"Preprocessing (the authors' evaluation transform): resize the shorter side to "
         f"{int(height / config.crop_pct)} px ({config.interpolation}), center-crop "
         f"{height} x {width}, scale to [0, 1], normalize with mean {_floats(config.mean)} "
@@ -277,6 +278,32 @@ def _body(
         )
     lines += ["", "## Citation", "", "```bibtex", CITATION, "```", ""]
     return "\n".join(lines)
+
+
+def transformers_usage(reference: str) -> list[str]:
+    """The card's transformers snippet: the same repository through ``trust_remote_code``
+    (docs/transformers.md); tests run it as written."""
+    return [
+        'transformers (`pip install "gfnet-cli[transformers]"`: the code this repository '
+        "names is gfnet-cli's own, hence `trust_remote_code=True`):",
+        "",
+        "```python",
+        "from PIL import Image",
+        "from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline",
+        "",
+        f'classifier = pipeline("image-classification", model="{reference}", '
+        "trust_remote_code=True)",
+        'print(classifier("cat.jpg"))  # the top-5 of `gfnet predict cat.jpg`',
+        "",
+        f'processor = AutoImageProcessor.from_pretrained("{reference}", trust_remote_code=True)',
+        "model = AutoModelForImageClassification.from_pretrained(",
+        f'    "{reference}", trust_remote_code=True',
+        ")",
+        'inputs = processor(Image.open("cat.jpg"), return_tensors="pt")',
+        "logits = model(**inputs).logits",
+        "```",
+        "",
+    ]
 
 
 def _gflops(config: GFNetConfig) -> float | None:

@@ -1,4 +1,5 @@
-"""MODEL folders on disk: ``config.json`` + ``model.safetensors`` (+ ``README.md`` card).
+"""MODEL folders on disk: ``config.json`` + ``model.safetensors`` (+ ``README.md`` card), and
+the files transformers loads them with (:mod:`gfnet_cli.hub.remote_code`).
 
 Weights are only ever written as safetensors; every file is written to a temporary name and
 renamed into place, so an interrupted write never leaves a half-written file that a later run
@@ -9,7 +10,6 @@ the config) before anything trusts it, without reading the tensors.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import shutil
@@ -25,11 +25,17 @@ from torch.utils._pytree import tree_map_only
 
 from gfnet_cli.errors import ConfigError, UsageError, first_line
 from gfnet_cli.hub.locks import writing
+from gfnet_cli.hub.remote_code import config_data, to_json, transformers_files
 from gfnet_cli.models.config import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, GFNetConfig
+from gfnet_cli.models.factory import build_model
 from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.segmentation import GFNetForSegmentation
 
 ModelT = TypeVar("ModelT", bound=GFNet)
 REWRITE_HINT = "write the MODEL folder again (gfnet convert / finetune)"
+# transformers saves the model under this attribute (transformers_classes): its checkpoint
+# keys carry the prefix, which loading reads past.
+TRANSFORMERS_PREFIX = "gfnet."
 
 
 class CorruptModelError(ConfigError):
@@ -139,7 +145,9 @@ def save_weights(
         tmp.unlink(missing_ok=True)
 
 
-def save_model(model: GFNet, directory: str | Path, card: str | None = None) -> Path:
+def save_model(
+    model: GFNet | GFNetForSegmentation, directory: str | Path, card: str | None = None
+) -> Path:
     """Write ``model`` into ``directory`` as a MODEL folder (files replaced atomically)."""
     if getattr(model, "pruned", False):
         raise UsageError(
@@ -150,14 +158,12 @@ def save_model(model: GFNet, directory: str | Path, card: str | None = None) -> 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_weights(model.state_dict(), directory / WEIGHTS_NAME)
-    write_text_atomic(directory / CONFIG_NAME, _config_json(model.config))
+    write_text_atomic(directory / CONFIG_NAME, to_json(config_data(model.config)))
+    for name, text in transformers_files(model.config).items():
+        write_text_atomic(directory / name, text)
     if card is not None:
         write_text_atomic(directory / CARD_NAME, card)
     return directory
-
-
-def _config_json(config: GFNetConfig) -> str:
-    return json.dumps(config.to_dict(), indent=2) + "\n"
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -165,12 +171,19 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ConfigError(f"{path} not found: a MODEL folder needs a model.safetensors")
     try:
-        return load_file(str(path))
+        return without_transformers_prefix(load_file(str(path)))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ConfigError(
             f"{path} is not a readable safetensors file ({first_line(exc)}); "
             "it may be truncated or corrupt: download or convert it again"
         ) from None
+
+
+def without_transformers_prefix(tensors: dict[str, Any]) -> dict[str, Any]:
+    """Keys as gfnet names them: transformers' ``gfnet.`` prefix dropped where every key has it."""
+    if tensors and all(key.startswith(TRANSFORMERS_PREFIX) for key in tensors):
+        return {key[len(TRANSFORMERS_PREFIX) :]: value for key, value in tensors.items()}
+    return tensors
 
 
 def load_model_folder(
@@ -183,7 +196,7 @@ def load_model_folder(
     """Build the model a MODEL folder describes and load its weights (strictly), eval mode.
 
     ``model_class`` is what is built: the plain :class:`GFNet` or a subclass (the Hub-aware
-    ``gfnet_cli.GFNet``).
+    ``gfnet_cli.GFNet``); a segmentation folder gives a :class:`GFNetForSegmentation`.
     """
     directory = Path(directory)
     config = GFNetConfig.load(directory)
@@ -205,7 +218,13 @@ def model_from_state_dict(
     source: str = "weights",
     model_class: type[ModelT] = GFNet,  # type: ignore[assignment]
 ) -> ModelT:
-    """A GFNet from ``config`` holding ``state_dict``; a clear error when the two disagree."""
+    """A GFNet from ``config`` holding ``state_dict``; a clear error when the two disagree.
+
+    A segmentation ``config`` builds a :class:`GFNetForSegmentation` (or ``model_class``
+    where that is one).
+    """
+    if config.is_segmentation and not issubclass(model_class, GFNetForSegmentation):
+        model_class = GFNetForSegmentation  # type: ignore[assignment]
     # Built on the meta device: no time spent initializing weights that are replaced anyway.
     with torch.device("meta"):
         model = model_class(config)
@@ -328,11 +347,12 @@ def safetensors_shapes(
         raise ConfigError(f"{label}: {WEIGHTS_NAME} not found: a MODEL folder needs one")
     try:
         with safe_open(str(path), framework="pt") as weights:
-            return {key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}
+            shapes = {key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CorruptModelError(
             f"{label}: {WEIGHTS_NAME} is truncated or corrupt ({first_line(exc, 200)}): {hint}"
         ) from None
+    return without_transformers_prefix(shapes)
 
 
 def count_parameters(shapes: dict[str, tuple[int, ...]]) -> int:
@@ -342,5 +362,5 @@ def count_parameters(shapes: dict[str, tuple[int, ...]]) -> int:
 
 def _expected_shapes(config: GFNetConfig) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
-        skeleton = GFNet(config)
+        skeleton = build_model(config)
     return {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}

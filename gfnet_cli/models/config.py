@@ -24,13 +24,37 @@ CARD_NAME = "README.md"
 FORMAT_VERSION = 1
 # PIL resampling filters the evaluation transform accepts (gfnet_cli.data.transforms).
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming")
-# The tasks this package builds networks for (gfnet_cli.tasks says what each one means).
-MODEL_TASKS = ("classification",)
 PYRAMID_STAGES = 4
+# What transformers keeps in config.json beside our fields (PreTrainedConfig's own keys, and
+# the ones gfnet writes for it: docs/transformers.md). Read past, so a folder saved by either
+# library loads in both; the labels come from ``class_names``, kept in step with ``id2label``.
+TRANSFORMERS_KEYS = frozenset(
+    {
+        "_name_or_path",
+        "architectures",
+        "auto_map",
+        "chunk_size_feed_forward",
+        "dtype",
+        "id2label",
+        "is_encoder_decoder",
+        "label2id",
+        "num_labels",
+        "output_attentions",
+        "output_hidden_states",
+        "problem_type",
+        "return_dict",
+        "tie_word_embeddings",
+        "torch_dtype",
+        "transformers_version",
+        "use_cache",
+    }
+)
 # A pyramid model halves its grid three times after a patch-4 stem: inputs must divide by 32.
 PYRAMID_DOWNSAMPLE = 8
 # Fields holding one value per stage (a single value for a flat model), and their types.
 _PER_STAGE: dict[str, type] = {"embed_dim": int, "depth": int, "mlp_ratio": float}
+#: what a model predicts: one label per image, or one per pixel (docs/segmentation.md)
+TASKS = ("classification", "segmentation")
 
 # What a config may ask for (docs/trust.md). A config.json comes from anyone's Hub repository:
 # every size in it is bounded before the model skeleton is built or any weight is read, so a
@@ -60,6 +84,44 @@ def to_pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return (int(height), int(width))
 
 
+@dataclass(frozen=True)
+class SegmentationConfig:
+    """The Semantic FPN head of a segmentation model (mmsegmentation's FPN + FPNHead).
+
+    The defaults are PVT's ADE20K configuration, which the paper's Table 2 follows: an FPN
+    neck of 256 channels, a head of 128 channels, dropout 0.1 before the classifier.
+    ``reduce_labels`` records that the model was trained on masks whose 0 ("other") was
+    ignored and 1..N shifted to 0..N-1 (ADE20K's convention), so evaluation can do the same.
+    """
+
+    neck_channels: int = 256
+    head_channels: int = 128
+    dropout: float = 0.1
+    reduce_labels: bool = False
+
+    def validate(self) -> None:
+        for name in ("neck_channels", "head_channels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"segmentation.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ConfigError(f"segmentation.dropout must be in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.reduce_labels, bool):
+            raise ConfigError(
+                f"segmentation.reduce_labels must be true or false, got {self.reduce_labels!r}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SegmentationConfig:
+        if not isinstance(data, dict):
+            raise ConfigError("config.json: segmentation must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"config.json: segmentation has unknown fields: {', '.join(unknown)}")
+        return cls(**data)
+
+
 @dataclass
 class GFNetConfig:
     """Architecture plus preprocessing of one GFNet.
@@ -67,6 +129,11 @@ class GFNetConfig:
     ``embed_dim``, ``depth`` and ``mlp_ratio`` are single values for a flat model and four
     values (one per stage) for a pyramid model. ``init_values`` is the layer-scale init of
     pyramid blocks; ``None`` means blocks without layer scale.
+
+    ``task`` is ``"classification"`` (a label per image) or ``"segmentation"`` (a label per
+    pixel, a Semantic FPN head described by ``segmentation``); ``num_classes`` and
+    ``class_names`` are the labels of either. A classification config.json leaves both keys
+    out, as configs written before segmentation existed do.
     """
 
     kind: Literal["flat", "pyramid"] = "flat"
@@ -86,9 +153,10 @@ class GFNetConfig:
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
     architecture: str | None = None
-    task: str = "classification"
     model_type: str = "gfnet"
     format_version: int = FORMAT_VERSION
+    task: str = "classification"
+    segmentation: SegmentationConfig | None = None
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -173,6 +241,10 @@ class GFNetConfig:
             self.img_size = height if height == width else [height, width]
         self.mean = [float(v) for v in self.mean]
         self.std = [float(v) for v in self.std]
+        if isinstance(self.segmentation, dict):
+            self.segmentation = SegmentationConfig.from_dict(self.segmentation)
+        if self.task == "segmentation" and self.segmentation is None:
+            self.segmentation = SegmentationConfig()
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -237,14 +309,11 @@ class GFNetConfig:
         self._check_architecture()
         self.check_image_size(self.image_size)
         self._check_preprocessing()
+        self._check_task()
 
     def _check_architecture(self) -> None:
         if self.kind not in ("flat", "pyramid"):
             raise ConfigError(f"unknown model kind {self.kind!r}: expected 'flat' or 'pyramid'")
-        if self.task not in MODEL_TASKS:
-            raise ConfigError(
-                f"unknown task {self.task!r}: this version knows {', '.join(MODEL_TASKS)}"
-            )
         if self.model_type != "gfnet":
             raise ConfigError(f"config.json describes a {self.model_type!r} model, not a GFNet")
         for name in _PER_STAGE:
@@ -281,14 +350,37 @@ class GFNetConfig:
                 f"{', '.join(INTERPOLATIONS)}"
             )
 
+    def _check_task(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}: expected {' or '.join(TASKS)}")
+        if self.task == "classification":
+            if self.segmentation is not None:
+                raise ConfigError("segmentation settings need task 'segmentation'")
+            return
+        if not isinstance(self.segmentation, SegmentationConfig):
+            raise ConfigError("config.json: segmentation must be a JSON object")
+        if self.num_classes < 1:
+            raise ConfigError("a segmentation model needs num_classes of at least 1")
+        self.segmentation.validate()
+
+    @property
+    def is_segmentation(self) -> bool:
+        return self.task == "segmentation"
+
     # ------------------------------------------------------------------ (de)serialization
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON values; a classification config has no ``task``/``segmentation`` keys,
+        so its config.json reads the same in releases from before segmentation."""
+        data = dataclasses.asdict(self)
+        if self.task == "classification":
+            del data["task"], data["segmentation"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GFNetConfig:
         if not isinstance(data, dict):
             raise ConfigError("config.json must hold a JSON object")
+        data = _without_transformers_keys(data)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -337,9 +429,25 @@ class GFNetConfig:
             widths = "/".join(map(str, self.widths))
             depths = "/".join(map(str, self.depths))
             arch = f"pyramid, patch {self.patch_size}, widths {widths}, depths {depths}"
+        if self.is_segmentation:
+            return f"{arch}, Semantic FPN, {size} px crops, {self.num_classes} classes"
         return f"{arch}, {size} px, {self.num_classes} classes"
 
 
+def _without_transformers_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without :data:`TRANSFORMERS_KEYS`; ``id2label`` names the classes when
+    ``class_names`` does not (a config.json written for transformers alone)."""
+    ours = {key: value for key, value in data.items() if key not in TRANSFORMERS_KEYS}
+    id2label = data.get("id2label")
+    if ours.get("class_names") is None and isinstance(id2label, dict) and id2label:
+        try:
+            names = [str(id2label[key]) for key in sorted(id2label, key=int)]
+        except (TypeError, ValueError):
+            return ours
+        placeholders = {f"{stem}_{i}" for i in range(len(names)) for stem in ("LABEL", "class")}
+        if len(names) == ours.get("num_classes") and not set(names) <= placeholders:
+            ours["class_names"] = names
+    return ours
 def _check_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ConfigError(f"{name} must be an integer, got {value!r}")
