@@ -660,3 +660,48 @@ def test_checkpoint_state_is_moved_to_the_host_without_changing_it():
     assert moved["optimizer"]["state"][0]["step"] is state["optimizer"]["state"][0]["step"]
     assert moved["optimizer"]["param_groups"] == state["optimizer"]["param_groups"]
     assert moved["rng"] == [{"seed": 1}] and moved["n"] is None
+
+
+# ---------------------------------------------------------------------- resumed metrics
+def _epoch_rows(out: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: r[k] for k in ("epoch", "global_step", "train_loss", "top1", "eval_loss")}
+            for r in rows if r["type"] == "eval"]  # fmt: skip
+
+
+def test_a_mid_epoch_resume_gives_the_same_epoch_metrics(image_folder, tmp_path):
+    """The resumed epoch's train_loss averaged only the steps after the resume."""
+    changes = dict(epochs=2, batch_size=5, drop_path=0.1, depth=2)
+    finetune(_config(image_folder, tmp_path / "ref", **changes))
+    with pytest.raises(TrainingInterruptedError):  # stops after step 3 of 5 in epoch 1
+        finetune(_config(image_folder, tmp_path / "cut", **changes), _InterruptAt(2))
+    finetune(_config(image_folder, tmp_path / "cut", resume=True, **changes))
+    reference, resumed = _epoch_rows(tmp_path / "ref"), _epoch_rows(tmp_path / "cut")
+    assert len(reference) == 2 and resumed == reference  # identical, not close
+    history = json.loads((tmp_path / "cut" / "train_results.json").read_text())["history"]
+    assert [e["train_loss"] for e in history] == [r["train_loss"] for r in reference]
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_like_ctrl_c_and_the_run_resumes_exactly(image_folder, tmp_path):
+    common = [*TINY_ARGS[:-2], "--dataset", image_folder, "--epochs", "3", "--batch-size", "2",
+              "--checkpoint-every", "2", "--num-workers", "1"]  # fmt: skip
+    done = subprocess.run(_gfnet("finetune", *common, "--output-dir", tmp_path / "ref"),
+                          env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    cut = tmp_path / "cut"
+    process = subprocess.Popen(_gfnet("finetune", *common, "--output-dir", cut), env=_env(),
+                               text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)  # fmt: skip
+    assert _wait_for_checkpoint(process, cut)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "SIGTERM" in stderr and "checkpoint saved" in stderr and "Traceback" not in stderr
+    stopped = ckpt.load_checkpoint(ckpt.list_checkpoints(cut / "checkpoints")[-1])
+    assert stopped["global_step"] % 12 != 0  # mid-epoch (12 steps an epoch)
+    resumed = subprocess.run(_gfnet("finetune", *common, "--output-dir", cut, "--resume"),
+                             env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_weights(tmp_path / "ref", cut)
+    assert _epoch_rows(cut) == _epoch_rows(tmp_path / "ref")

@@ -169,6 +169,9 @@ def flag_for(param: str, command: object) -> str | None:
     for _, flags in declared:
         if spelled in flags:
             return spelled
+    for unit in ("_mb", "_s"):  # memory_limit_mb -> --memory-limit
+        if param.endswith(unit):
+            return flag_for(param.removesuffix(unit), command)
     return None
 
 

@@ -75,11 +75,7 @@ def profile_command(
 
     No weights are needed: a zoo name means its architecture, a folder or Hub id its config.
     """
-    if plot is not None and not plot.lower().endswith(".png"):
-        raise UsageError(f"--plot writes a PNG file: {plot!r} does not end in .png")
-    if warmup < 0 or repeats < 1:
-        raise UsageError("--warmup must be >= 0 and --repeats >= 1")
-    from gfnet_cli.commands.profile import ProfileOptions, plot_rows, profile
+    from gfnet_cli.commands.profile import ProfileOptions, profile
 
     options = ProfileOptions(
         batch_size=batch_size,
@@ -91,18 +87,12 @@ def profile_command(
         measure_memory=not no_memory,
         memory_limit_mb=memory_limit,
     )
-    if plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise UsageError("--plot needs matplotlib: pip install 'gfnet-cli[plot]'") from None
     with progress_bar("profiling", "rows", enabled=not State.quiet) as progress:
         rows = profile(model, resolution or (), _parse_compare(compare), options,
-                       revision=revision, task=task, num_classes=num_classes,
+                       revision=revision, task=task, num_classes=num_classes, plot=plot,
                        progress=progress)  # fmt: skip
     if plot is not None:
-        path = plot_rows(rows, plot)
-        stderr.print(f"wrote {path}")
+        stderr.print(f"wrote {plot}")
     if as_json:
         emit_json([row.to_dict() for row in rows])
         return

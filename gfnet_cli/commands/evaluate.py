@@ -33,6 +33,7 @@ from gfnet_cli.device import (
 from gfnet_cli.engine.inference import (
     ProgressCallback,
     check_at_least,
+    check_img_size,
     default_workers,
     model_name,
     prepare_model,
@@ -138,6 +139,7 @@ def evaluate(
     an existing file is refused before any work unless ``overwrite``.
     """
     check_output_file(output, overwrite=overwrite, parent_must_exist=False)
+    check_img_size(img_size)
     check_at_least("batch_size", batch_size, 1)
     check_at_least("max_samples", max_samples, 1)
     check_at_least("num_workers", num_workers, 0)

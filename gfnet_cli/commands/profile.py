@@ -54,10 +54,10 @@ from torch.utils._pytree import tree_flatten
 
 from gfnet_cli.device import check_precision, inference, resolve_device
 from gfnet_cli.engine.inference import ProgressCallback, check_at_least
-from gfnet_cli.errors import GFNetError, UsageError
+from gfnet_cli.errors import GFNetError, UsageError, check_range
 from gfnet_cli.hub.resolve import resolve_config
 from gfnet_cli.hub.zoo_source import zoo_source
-from gfnet_cli.models.config import GFNetConfig, SegmentationConfig
+from gfnet_cli.models.config import LIMITS, GFNetConfig, SegmentationConfig
 from gfnet_cli.models.factory import build_model, model_config
 from gfnet_cli.models.flops import count_flops
 from gfnet_cli.models.layers import Mlp
@@ -576,6 +576,13 @@ class ProfileOptions:
     measure_memory: bool = True
     memory_limit_mb: float | None = None
 
+    def check(self) -> None:
+        """Refuse counts and limits out of range (before any model is built)."""
+        check_at_least("batch_size", self.batch_size, 1)
+        check_at_least("warmup", self.warmup, 0)
+        check_at_least("repeats", self.repeats, 1)
+        check_range("memory_limit_mb", self.memory_limit_mb, 0, above=True)
+
 
 def _check_resolution(spec: ModelSpec, resolution: int) -> None:
     stride = spec.stride()
@@ -696,15 +703,23 @@ def profile(
     *,
     task: str | None = None,
     num_classes: int | None = None,
+    plot: str | Path | None = None,
 ) -> list[ProfileRow]:
     """Profile MODEL (and the ``compare`` baselines) at each resolution, one row each.
 
     ``progress(rows_done, rows_total)`` is called after each row; without it, profiling is
     silent apart from logging. ``task="segmentation"`` profiles backbone + Semantic FPN head
-    (``num_classes`` classes; the baselines carry the same head).
+    (``num_classes`` classes; the baselines carry the same head). ``plot``: also draw the rows
+    there (:func:`plot_rows`; a ``.png``, needs matplotlib), checked before anything is
+    measured. A resolution beyond :data:`~gfnet_cli.models.config.LIMITS` is refused; one the
+    device cannot hold gives an out-of-memory row.
     """
     options = options or ProfileOptions()
-    check_at_least("batch_size", options.batch_size, 1)
+    options.check()
+    for size in resolutions:
+        check_range("resolution", size, 1, LIMITS["img_size"][1])
+    if plot is not None:
+        check_plot_path(plot)
     unknown = [name for name in compare if name not in BASELINES]
     if unknown:
         raise UsageError(
@@ -725,6 +740,8 @@ def profile(
             rows.append(profile_row(each, size, options, device))
             if progress is not None:
                 progress(len(rows), len(specs) * len(sizes))
+    if plot is not None:
+        plot_rows(rows, plot)
     return rows
 
 
@@ -769,17 +786,29 @@ def model_table() -> list[ZooRow]:
 
 
 # --------------------------------------------------------------------------- the figure
-def plot_rows(rows: Sequence[ProfileRow], path: str | Path) -> Path:
-    """FLOPs, latency and peak memory against tokens per model, log scales (paper Fig. 2)."""
+def check_plot_path(path: str | Path) -> Path:
+    """Refuse a plot that could not be written: not a ``.png``, or no matplotlib."""
+    if not str(path).lower().endswith(".png"):
+        raise UsageError(
+            f"plot writes a PNG file: {str(path)!r} does not end in .png", param="plot"
+        )
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
         raise UsageError(
-            "plotting needs matplotlib: pip install 'gfnet-cli[plot]' (or pip install matplotlib)"
+            "plotting needs matplotlib: pip install 'gfnet-cli[plot]' (or pip install matplotlib)",
+            param="plot",
         ) from None
+    return Path(path)
+
+
+def plot_rows(rows: Sequence[ProfileRow], path: str | Path) -> Path:
+    """FLOPs, latency and peak memory against tokens per model, log scales (paper Fig. 2)."""
+    check_plot_path(path)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     panels = (
         ("gflops", "GFLOPs per image"),
         ("latency_ms", "latency per batch (ms)"),

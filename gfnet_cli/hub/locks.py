@@ -70,10 +70,15 @@ def describe_holder(holder: dict[str, Any] | None) -> str:
 
 
 def _write_holder(path: Path) -> None:
-    with open(path, "r+", encoding="utf-8") as handle:
-        handle.truncate(0)
-        handle.write(json.dumps(holder_record()) + "\n")
-        handle.flush()
+    """Record this process in the lock file; the record only words messages, so a full
+    disk that refuses it does not stop the lock from working."""
+    try:
+        with open(path, "r+", encoding="utf-8") as handle:
+            handle.truncate(0)
+            handle.write(json.dumps(holder_record()) + "\n")
+            handle.flush()
+    except OSError as exc:
+        logger.debug("could not record the holder of %s: %s", path, exc)
 
 
 @contextlib.contextmanager

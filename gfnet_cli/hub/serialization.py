@@ -10,19 +10,17 @@ the config) before anything trusts it, without reading the tensors.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import shutil
-import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
 from torch.utils._pytree import tree_map_only
 
 from gfnet_cli.errors import ConfigError, UsageError, first_line
@@ -34,7 +32,6 @@ from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.models.segmentation import GFNetForSegmentation
 
 ModelT = TypeVar("ModelT", bound=GFNet)
-_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 REWRITE_HINT = "write the MODEL folder again (gfnet convert / finetune)"
 # transformers saves the model under this attribute (transformers_classes): its checkpoint
 # keys carry the prefix, which loading reads past.
@@ -55,6 +52,13 @@ def publish_file(tmp: Path, path: Path) -> None:
     """Give a finished temporary file the usual permissions and rename it into place."""
     os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` with Python's file writer: a full disk raises OSError (ENOSPC), where
+    some native writers abort the process or bury the errno in their own message."""
+    with open(path, "wb") as handle:
+        handle.write(data)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -132,8 +136,10 @@ def save_weights(
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     tensors = {k: v.contiguous() for k, v in to_host(state_dict).items()}
+    # Serialized here and written by Python: a full disk is an OSError (ENOSPC) to report.
+    data = save(tensors, metadata={"format": "pt", **(metadata or {})})
     try:
-        save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
+        write_bytes(tmp, data)
         publish_file(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -329,54 +335,29 @@ def check_model_folder(
 def safetensors_shapes(
     path: Path, label: str | None = None, hint: str | None = None
 ) -> dict[str, tuple[int, ...]]:
-    """Tensor shapes from a safetensors header, after checking the file is complete."""
+    """Tensor shapes from a safetensors header, after checking the file is complete.
+
+    safetensors itself reads and checks the header (at most 100 MB of JSON, offsets that
+    tile the data exactly up to the end of the file, shapes that match their byte ranges);
+    the file is memory-mapped, and no tensor is read.
+    """
     label = label or str(path)
     hint = hint or REWRITE_HINT
     if not path.is_file():
         raise ConfigError(f"{label}: {WEIGHTS_NAME} not found: a MODEL folder needs one")
-    size = path.stat().st_size
     try:
-        header_len, header = _read_header(path, size)
-        shapes, end = _header_shapes(header)
-    except (ValueError, KeyError, TypeError, AttributeError, struct.error) as exc:
+        with safe_open(str(path), framework="pt") as weights:
+            shapes = {key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
         raise CorruptModelError(
-            f"{label}: {WEIGHTS_NAME} is corrupt ({first_line(exc, 200)}): {hint}"
+            f"{label}: {WEIGHTS_NAME} is truncated or corrupt ({first_line(exc, 200)}): {hint}"
         ) from None
-    if 8 + header_len + end != size:
-        raise CorruptModelError(
-            f"{label}: {WEIGHTS_NAME} is truncated or corrupt ({size} bytes, its header "
-            f"describes {8 + header_len + end}): {hint}"
-        )
-    return shapes
+    return without_transformers_prefix(shapes)
 
 
 def count_parameters(shapes: dict[str, tuple[int, ...]]) -> int:
     """Number of values in tensors of these shapes (a model's parameter count)."""
     return sum(math.prod(shape) for shape in shapes.values())
-
-
-def _read_header(path: Path, size: int) -> tuple[int, dict]:
-    with path.open("rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) < 8:
-            raise ValueError("shorter than a header")
-        (header_len,) = struct.unpack("<Q", prefix)
-        if header_len > min(size - 8, _MAX_SAFETENSORS_HEADER):
-            raise ValueError("header longer than the file")
-        return header_len, json.loads(handle.read(header_len))
-
-
-def _header_shapes(header: dict) -> tuple[dict[str, tuple[int, ...]], int]:
-    """Shapes by tensor name, and where the last tensor's data ends."""
-    end = 0
-    shapes = {}
-    for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        _, stop = info["data_offsets"]
-        end = max(end, int(stop))
-        shapes[key] = tuple(int(d) for d in info["shape"])
-    return without_transformers_prefix(shapes), end
 
 
 def _expected_shapes(config: GFNetConfig) -> dict[str, tuple[int, ...]]:

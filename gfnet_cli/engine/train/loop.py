@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -65,6 +66,7 @@ from gfnet_cli.engine.train.state import (
     save_checkpoint,
     seed_everything,
 )
+from gfnet_cli.errors import is_disk_full, write_error
 from gfnet_cli.hub.serialization import load_model_folder, save_model, write_text_atomic
 from gfnet_cli.models.config import CARD_NAME
 from gfnet_cli.models.gfnet import GFNet
@@ -85,6 +87,11 @@ def finetune(config: TrainConfig, callbacks: TrainCallbacks | None = None) -> Tr
         dist = distributed.setup(config.device)
         try:
             return _train(config, dist, callbacks or TrainCallbacks())
+        except OSError as exc:  # the best MODEL, metrics, results: a full disk says so
+            if not is_disk_full(exc):
+                raise
+            kept = "the checkpoints written before are intact"
+            raise write_error(exc, f"into {config.output_dir}", kept) from None
         finally:
             distributed.cleanup(dist)
 
@@ -219,23 +226,17 @@ class LocalStep:
 
 @dataclass
 class EpochMeter:
-    """The epoch's running totals: mean train loss and images per second."""
+    """This session's images per second in the epoch (the loss sums are in the RunState,
+    which checkpoints them)."""
 
     started: float = field(default_factory=time.perf_counter)
-    loss_sum: float = 0.0
-    images: int = 0
     timed_images: int = 0  # images since ``started`` (a compiling first step is not timed)
 
     def add(self, step: StepStats) -> None:
-        self.loss_sum += step.loss * step.images
-        self.images += step.images
         self.timed_images += step.images
 
     def restart_clock(self) -> None:
         self.started, self.timed_images = time.perf_counter(), 0
-
-    def train_loss(self) -> float:
-        return self.loss_sum / max(self.images, 1)
 
     def images_per_second(self) -> float:
         return self.timed_images / max(time.perf_counter() - self.started, 1e-9)
@@ -284,7 +285,7 @@ def _train_epoch(run: Run, state: RunState) -> EpochSummary:
         if step.images:  # else no process had a readable image: nothing to learn from
             _optimizer_step(run, local.micro_batches)
             _update_ema(run)
-        state.advance(step.loss if step.images else None)
+        state.advance(step.loss if step.images else None, step.images)
         meter.add(step)
         _time_compilation(run, meter)
         _report_step(run, state, step, lr, meter)
@@ -292,7 +293,7 @@ def _train_epoch(run: Run, state: RunState) -> EpochSummary:
             _stop_with_checkpoint(run, state)
         if _checkpoint_due(run, state):
             save_checkpoint(run, state)
-    return EpochSummary(meter.train_loss(), meter.images_per_second())
+    return EpochSummary(state.epoch_train_loss(), meter.images_per_second())
 
 
 def _set_lr(run: Run, step: int) -> float:
@@ -466,11 +467,13 @@ def _report_step(run: Run, state: RunState, step: StepStats, lr: float,
 
 def _stop_with_checkpoint(run: Run, state: RunState) -> None:
     save_checkpoint(run, state)
-    raise TrainingInterruptedError(
-        f"interrupted at step {state.global_step}; checkpoint saved in {run.checkpoint_dir}: "
-        "continue the run with resume",
+    error = TrainingInterruptedError(
+        f"interrupted ({signal.Signals(run.stop.signal).name}) at step {state.global_step}; "
+        f"checkpoint saved in {run.checkpoint_dir}: continue the run with resume",
         param="resume",
     )
+    error.exit_code = 128 + run.stop.signal
+    raise error
 
 
 def _checkpoint_due(run: Run, state: RunState) -> bool:
