@@ -363,3 +363,26 @@ def test_bf16_is_refused_on_a_gpu_that_only_emulates_it(monkeypatch):
     assert error.value.param == "precision" and asked == [False]
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert check_precision(torch.device("cuda", 0), "bf16") == "bf16"
+
+
+# --------------------------------------------------------------------------- the filter's form
+def test_rows_name_the_filter_form_that_ran(tiny_folder):
+    from gfnet_cli.models.layers import filter_form
+
+    options = ProfileOptions(repeats=1, warmup=1, measure_memory=False)
+    (auto,) = profile(str(tiny_folder), [32], options=options)
+    assert auto.extra["filter_form"] in ("fft", "matmul")  # measured in the warm-up
+    with filter_form("matmul"):
+        (fixed, vit) = profile(str(tiny_folder), [32], ["vit"], options=options)
+    assert fixed.to_dict()["filter_form"] == "matmul"
+    assert "filter_form" not in vit.to_dict()  # no global filter to speak of
+
+
+def test_profile_table_has_a_filter_column(run_cli, tiny_folder):
+    result = run_cli(
+        "profile", "--model", tiny_folder, "--resolution", "32", "--repeats", "1", "--no-memory"
+    )
+    assert result.exit_code == 0, result.stderr
+    header = next(line for line in result.stdout.splitlines() if "GFLOPs" in line)
+    assert "filter" in header
+    assert "fft" in result.stdout or "matmul" in result.stdout

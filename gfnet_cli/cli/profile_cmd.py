@@ -91,8 +91,9 @@ def profile_command(
         return
     first = rows[0]
     table = Table(title=f"profile: batch {first.batch_size}, {first.device}, {first.precision}")
-    for column in ("model", "res", "tokens", "params", "GFLOPs", "latency ms", "img/s", "peak MB"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    columns = ("model", "res", "tokens", "params", "GFLOPs", "latency ms", "img/s", "peak MB")
+    for column in (*columns, "filter"):
+        table.add_column(column, justify="right" if column in columns[1:] else "left")
     for row in rows:
         table.add_row(
             row.model,
@@ -103,10 +104,12 @@ def profile_command(
             row.error if row.error else _fmt(row.latency_ms, ".1f"),
             _fmt(row.images_per_second, ".1f"),
             _fmt(row.peak_memory_mb, ".0f"),
+            row.extra.get("filter_form", "-"),
         )
     stdout.print(table)
     stdout.print(
-        "GFLOPs per image (MACs, FFTs included: docs/flops.md); latency per batch (median).",
+        "GFLOPs per image (MACs, FFTs included: docs/flops.md); latency per batch (median); "
+        "filter: the global filter's form that ran (fft, matmul: docs/architecture.md).",
         style="dim",
     )
 

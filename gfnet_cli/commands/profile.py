@@ -17,6 +17,8 @@ How things are measured (docs/benchmarks.md):
 - GFLOPs: :mod:`gfnet_cli.models.flops` on the meta device (no weights, no arithmetic), per image.
 - Latency: median wall time of a batch forward after warm-up, inside ``torch.inference_mode``
   (CUDA: synchronized around each run, never inside the forward); images/s = batch / latency.
+  ``filter_form`` names the global filter's form(s) that ran (``filter_form("auto")`` measures
+  its choice in the warm-up; a compiled model traces the FFT form).
 - Peak memory: CUDA, the caching allocator's peak over one forward minus what was allocated
   before it. CPU, the rise of the peak resident set (``VmHWM``, reset through
   ``/proc/self/clear_refs``) over one forward, in a fresh child process whose allocators give
@@ -56,7 +58,7 @@ from gfnet_cli.hub.zoo_source import zoo_source
 from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.models.flops import count_flops
 from gfnet_cli.models.gfnet import GFNet
-from gfnet_cli.models.layers import Mlp
+from gfnet_cli.models.layers import Mlp, record_filter_forms
 from gfnet_cli.models.zoo import ZOO
 
 log = logging.getLogger(__name__)
@@ -559,9 +561,13 @@ def _measure(
     runner: Callable[[torch.Tensor], torch.Tensor] = model
     if options.compile:
         runner = _compiled(model)
-    median_s, first_s = time_forward(
-        runner, inputs, options.precision, max(options.warmup, 1), max(options.repeats, 1)
-    )
+    with record_filter_forms() as forms:
+        median_s, first_s = time_forward(
+            runner, inputs, options.precision, max(options.warmup, 1), max(options.repeats, 1)
+        )
+    if spec.mixer == "gfnet":
+        # nothing recorded: a compiled graph, which traces the FFT form (layers._auto_form)
+        row.extra["filter_form"] = "+".join(sorted(forms)) if forms else "fft"
     if options.compile:
         row.compile_s = round(max(first_s - median_s, 0.0), 2)
     row.latency_ms = round(median_s * 1e3, 3)
