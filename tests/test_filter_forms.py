@@ -124,3 +124,46 @@ def test_grids_above_the_bf16_limit_keep_fp32_dft_products():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = gfilter(torch.randn(1, rows, 64, 2))
     assert out.dtype == torch.float32
+
+
+@pytest.fixture(scope="module")
+def digits_model():
+    """A GFNet trained briefly on scikit-learn's digits (real scans, 16 px, a 4 x 4 grid)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from gfnet_cli import GFNetConfig, create_model
+
+    digits = load_digits()
+    scans = torch.from_numpy(digits.images).float().div(16.0).sub(0.5).div(0.25)
+    images = scans.repeat_interleave(2, 1).repeat_interleave(2, 2)[:, None].expand(-1, 3, -1, -1)
+    labels = torch.from_numpy(digits.target)
+    train, test = train_test_split(
+        range(len(labels)), test_size=0.2, random_state=0, stratify=digits.target
+    )
+    torch.manual_seed(0)
+    config = GFNetConfig(patch_size=4, embed_dim=32, depth=2, img_size=16, num_classes=10)
+    model = create_model(config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    train = torch.tensor(train)
+    for _ in range(6):
+        for batch in train[torch.randperm(len(train))].split(64):
+            loss = torch.nn.functional.cross_entropy(model(images[batch]), labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    test = torch.tensor(test)
+    return model.eval(), images[test].contiguous(), labels[test]
+
+
+@pytest.mark.slow
+def test_bf16_dft_agrees_with_fp32_on_real_images(digits_model):
+    model, images, labels = digits_model
+    with torch.inference_mode():
+        with filter_form("fft"):
+            fp32 = model(images)
+        with filter_form("matmul"), torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = model(images).float()
+    assert (fp32.argmax(1) == labels).float().mean() > 0.7  # it learned (chance: 0.1)
+    assert (bf16.argmax(1) == fp32.argmax(1)).float().mean() >= 0.995
+    assert (bf16 - fp32).abs().max() <= 0.05 * fp32.abs().max()
