@@ -3,6 +3,8 @@ under bf16 autocast, and models whose MLP layers were replaced (quantized) by th
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -167,3 +169,17 @@ def test_bf16_dft_agrees_with_fp32_on_real_images(digits_model):
     assert (fp32.argmax(1) == labels).float().mean() > 0.7  # it learned (chance: 0.1)
     assert (bf16.argmax(1) == fp32.argmax(1)).float().mean() >= 0.995
     assert (bf16 - fp32).abs().max() <= 0.05 * fp32.abs().max()
+
+
+# --------------------------------------------------------------------------- user-quantized MLPs
+def test_a_dynamically_quantized_model_runs_and_agrees(digits_model):
+    model, images, _ = digits_model
+    quantized = torch.ao.quantization.quantize_dynamic(
+        copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8
+    )
+    assert type(quantized.blocks[0].mlp.fc1) is not torch.nn.Linear  # really replaced
+    with torch.inference_mode():
+        expected = model(images)
+        got = quantized(images)  # the fused CPU path would call fc1.weight.dtype: a method's
+    assert got.shape == expected.shape
+    assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.95

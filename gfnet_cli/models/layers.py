@@ -553,10 +553,19 @@ class Mlp(nn.Module):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``fc2(gelu(fc1(x)))``, plus ``residual`` when given (fused on the CPU path)."""
         dtype = None if self.training else _compute_dtype(x)
-        if dtype is not None:
+        if dtype is not None and self._fusable():
             return self._forward_fused(x, residual, dtype)
         out = self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
         return out if residual is None else residual + out
+
+    def _fusable(self) -> bool:
+        """Both layers plain ``nn.Linear`` with tensor weights: not a user's replacement (say,
+        ``torch.ao.quantization.quantize_dynamic``'s, whose ``weight`` is a method), which
+        must run as itself."""
+        return all(
+            type(layer) is nn.Linear and isinstance(layer.weight, torch.Tensor)
+            for layer in (self.fc1, self.fc2)
+        )
 
     def _forward_fused(
         self, x: torch.Tensor, residual: torch.Tensor | None, dtype: torch.dtype
