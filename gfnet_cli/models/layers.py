@@ -336,8 +336,14 @@ def filter_by_matmul(x: torch.Tensor, weight: torch.Tensor, bases: DFTBases) -> 
     # over columns: (B, rows, [re, im] x half, C)
     spectrum = torch.matmul(bases.cols_forward, planes).reshape(batch, rows, 2, half, channels)
     # the filter, a complex product: (a + ib)(c + id) = [a, b] * [c, c] + [b, a] * [-d, d]
-    same, swapped = filter_pairs(weight)
-    spectrum = torch.addcmul(spectrum * same, spectrum.flip(2), swapped)
+    if torch.compiler.is_exporting():
+        # a file stores the filter once: its planes broadcast, the sign a 2-value constant
+        real, imag = weight[..., 0].unsqueeze(1), weight[..., 1].unsqueeze(1)
+        sign = torch.tensor([-1.0, 1.0], dtype=spectrum.dtype, device=spectrum.device)
+        spectrum = torch.addcmul(spectrum * real, spectrum.flip(2) * sign.view(2, 1, 1), imag)
+    else:
+        same, swapped = filter_pairs(weight)
+        spectrum = torch.addcmul(spectrum * same, spectrum.flip(2), swapped)
     # inverse over columns, then over rows keeping the real part
     planes = torch.matmul(bases.cols_inverse, spectrum.reshape(batch, rows, 2 * half, channels))
     planes = planes.reshape(batch, 2 * rows, cols * channels)
