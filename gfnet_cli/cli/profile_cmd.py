@@ -33,6 +33,11 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _roof(extra: dict) -> str:
+    """``66%``: the row's GFLOP/s as a share of the matmul peak (``--json``: both figures)."""
+    return "-" if extra.get("roof_pct") is None else f"{extra['roof_pct']:.0f}%"
+
+
 def profile_command(
     model: ModelOption = DEFAULT_MODEL,
     resolution: list[int] = typer.Option(
@@ -92,8 +97,10 @@ def profile_command(
     first = rows[0]
     table = Table(title=f"profile: batch {first.batch_size}, {first.device}, {first.precision}")
     columns = ("model", "res", "tokens", "params", "GFLOPs", "latency ms", "img/s", "peak MB")
-    for column in (*columns, "filter"):
-        table.add_column(column, justify="right" if column in columns[1:] else "left")
+    for column in (*columns, "roof", "filter"):
+        left = column in ("model", "filter")
+        width = max(len(row.model) for row in rows) if column == "model" else None
+        table.add_column(column, justify="left" if left else "right", min_width=width)
     for row in rows:
         table.add_row(
             row.model,
@@ -104,9 +111,17 @@ def profile_command(
             row.error if row.error else _fmt(row.latency_ms, ".1f"),
             _fmt(row.images_per_second, ".1f"),
             _fmt(row.peak_memory_mb, ".0f"),
+            _roof(row.extra),
             row.extra.get("filter_form", "-"),
         )
     stdout.print(table)
+    peak = next((r.extra["matmul_peak_gflop_per_s"] for r in rows if "roof_pct" in r.extra), None)
+    if peak is not None:
+        stdout.print(
+            f"roof: this machine's {first.precision} matmul runs at {peak:.0f} GFLOP/s (timed "
+            "now); roof: the row's GFLOP/s (2 per MAC) as a share of that peak.",
+            style="dim",
+        )
     stdout.print(
         "GFLOPs per image (MACs, FFTs included: docs/flops.md); latency per batch (median); "
         "filter: the global filter's form that ran (fft, matmul: docs/architecture.md).",

@@ -19,6 +19,10 @@ How things are measured (docs/benchmarks.md):
   (CUDA: synchronized around each run, never inside the forward); images/s = batch / latency.
   ``filter_form`` names the global filter's form(s) that ran (``filter_form("auto")`` measures
   its choice in the warm-up; a compiled model traces the FFT form).
+- The roof: :func:`matmul_peak_gflops` times a square matrix product in the row's precision
+  (once per process and device) for the machine's matmul rate; each row's achieved rate,
+  ``gflop_per_s`` = 2 x GMACs per image x images/s, is reported as ``roof_pct`` of it: how
+  much of the machine the model uses, and so how much is left.
 - Peak memory: CUDA, the caching allocator's peak over one forward minus what was allocated
   before it. CPU, the rise of the peak resident set (``VmHWM``, reset through
   ``/proc/self/clear_refs``) over one forward, in a fresh child process whose allocators give
@@ -466,6 +470,45 @@ def _child_main(request_json: str) -> None:
     sys.stdout.write(json.dumps({"peak_memory_mb": peak}) + "\n")
 
 
+_PEAKS: dict[tuple[str, str], float] = {}
+PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def matmul_peak_gflops(device: torch.device, precision: str, size: int | None = None) -> float:
+    """The machine's matmul rate in GFLOP/s for ``precision``: the fastest of a few timed
+    ``size`` x ``size`` products (2048 on CPUs, 8192 on GPUs), measured once per process."""
+    key = (str(device), precision)
+    if key in _PEAKS and size is None:
+        return _PEAKS[key]
+    size = size or (8192 if device.type == "cuda" else 2048)
+    dtype = PEAK_DTYPES.get(precision, torch.float32)
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    best = float("inf")
+    with torch.inference_mode():
+        for i in range(6):  # the first run warms up (kernels, caches, clocks)
+            _synchronize(device)
+            start = time.perf_counter()
+            torch.mm(a, b)
+            _synchronize(device)
+            if i:
+                best = min(best, time.perf_counter() - start)
+    peak = 2 * size**3 / best / 1e9
+    _PEAKS[key] = peak
+    return peak
+
+
+def _add_roof(row: ProfileRow, device: torch.device, precision: str) -> None:
+    """The row's achieved GFLOP/s (2 x MACs) and its share of the matmul peak."""
+    if row.images_per_second is None or not row.gflops:
+        return
+    achieved = 2 * row.gflops * row.images_per_second
+    peak = matmul_peak_gflops(device, precision)
+    row.extra["gflop_per_s"] = round(achieved, 1)
+    row.extra["matmul_peak_gflop_per_s"] = round(peak, 1)
+    row.extra["roof_pct"] = round(100 * achieved / peak, 1)
+
+
 # --------------------------------------------------------------------------- profiling
 @dataclass
 class ProfileOptions:
@@ -477,6 +520,7 @@ class ProfileOptions:
     compile: bool = False
     measure_memory: bool = True
     memory_limit_mb: float | None = None
+    roof: bool = True  # time a matmul for the machine's peak; rows get their share of it
 
 
 def _check_resolution(spec: ModelSpec, resolution: int) -> None:
@@ -572,6 +616,8 @@ def _measure(
         row.compile_s = round(max(first_s - median_s, 0.0), 2)
     row.latency_ms = round(median_s * 1e3, 3)
     row.images_per_second = round(options.batch_size / median_s, 2)
+    if options.roof:
+        _add_roof(row, device, options.precision)
     if not options.measure_memory:
         return
     # The runner that was timed is the one measured: a compiled graph's buffers are not eager's.
