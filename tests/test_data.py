@@ -245,9 +245,9 @@ def test_dataloader_pinning_pins_a_batch_and_keeps_its_fields(monkeypatch):
 
 def test_labelled_rows_are_picked_after_the_transfer():
     batch = _batch()
-    images, labels = batch.labelled_to(torch.device("cpu"))
+    images, labels = batch.rows_to(torch.device("cpu"))
     assert labels.tolist() == [1, 0, 2]
     assert torch.equal(images, batch.images[[0, 2, 3]])
     batch.labels = torch.tensor([0, 1, 2, 3])
-    images, labels = batch.labelled_to(torch.device("cpu"))
+    images, labels = batch.rows_to(torch.device("cpu"))
     assert images.data_ptr() == batch.images.data_ptr()  # every row labelled: no copy

@@ -256,29 +256,32 @@ def test_usage_errors(tiny, tmp_path, run_cli):
     )
 
 
-def test_scores_kept_on_the_device_equal_a_hand_computation():
-    """The tally sums on the logits' device and reads them once (finish); unlabelled rows of a
-    batch are dropped after the transfer."""
-    from gfnet_cli.commands.evaluate import _score_batch, _Tally
-    from gfnet_cli.data.datasets import Batch
+def test_an_existing_output_is_refused_before_any_work(tiny, tmp_path, run_cli):
+    """It replaced a .safetensors with JSON, after the whole evaluation."""
+    folder, _ = tiny
+    existing = tmp_path / "weights.safetensors"
+    existing.write_bytes(b"precious")
+    result = run_cli("evaluate", "--model", folder, "--dataset", tmp_path / "no-such-data",
+                     "--output", existing)  # fmt: skip
+    assert_one_line_error(result, 2, "already exists")
+    assert "--overwrite" in result.stderr
+    assert existing.read_bytes() == b"precious"
+    with pytest.raises(UsageError, match="already exists"):
+        evaluate(folder, str(tmp_path / "no-such-data"), output=existing)
 
-    torch.manual_seed(0)
-    model = create_model(GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=32,
-                                     num_classes=7)).eval()  # fmt: skip
-    images = torch.randn(6, 3, 32, 32)
-    labels = torch.tensor([3, -1, 0, 6, -1, 3])
-    tally = _Tally(7)
-    with torch.inference_mode():
-        for rows in (slice(0, 4), slice(4, 6)):
-            batch = Batch(images[rows], labels[rows], torch.arange(6)[rows], [])
-            _score_batch(model, batch, tally, torch.device("cpu"), "fp32")
-        tally.finish()
-        keep = labels >= 0
-        logits = model(images[keep])
-    target = labels[keep]
-    assert tally.count == 4 and tally.num_skipped == 2
-    assert tally.correct1 == int((logits.argmax(-1) == target).sum())
-    assert tally.correct5 == int((logits.topk(5, -1).indices == target[:, None]).any(-1).sum())
-    assert tally.loss == pytest.approx(float(F.cross_entropy(logits, target, reduction="sum")))
-    assert tally.class_total.tolist() == [1, 0, 0, 2, 0, 0, 1]
-    assert tally.class_top5[3] == int((logits[target == 3].topk(5, -1).indices == 3).any(-1).sum())
+
+def test_output_with_overwrite_replaces_it_and_stale_partials_go(tiny, image_folder, run_cli):
+    folder, _ = tiny
+    data, _, _ = image_folder
+    out = data.parent / "result.json"
+    out.write_text("old")
+    stale = data.parent / ".result.json.k3j2.tmp"  # a killed earlier write
+    stale.write_bytes(b"")
+    assert_one_line_error(
+        run_cli("evaluate", "--model", folder, "--dataset", data, "--output", out), 2, "exists"
+    )
+    result = run_cli("evaluate", "--model", folder, "--dataset", data, "--num-workers", "0",
+                     "--output", out, "--overwrite")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(out.read_text())["num_samples"] == 14
+    assert not stale.exists() and not (data.parent / ".result.json.lock").exists()

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from gfnet_cli.analysis.outputs import require_matplotlib
-from gfnet_cli.engine.inference import check_at_least, prepare_model
+from gfnet_cli.engine.inference import check_at_least, model_name, prepare_model
 from gfnet_cli.errors import UsageError
 from gfnet_cli.hub.serialization import check_output_file
 from gfnet_cli.models.gfnet import GFNet
@@ -195,7 +195,7 @@ def filters(
     modules = filter_modules(net)
     chosen = parse_layers(layers, len(modules))
     result = FilterResult(
-        model=_model_name(model),
+        model=model_name(model),
         kind=net.config.kind,
         img_size=list(net.config.image_size),
         layers=[layer_filters(number, *modules[number - 1]) for number in chosen],
@@ -277,8 +277,3 @@ def parse_layers(layers: str | Sequence[int] | None, count: int) -> list[int]:
 def _clean(value: float) -> float:
     return round(float(value), 6) + 0.0  # -0.0 -> 0.0
 
-
-def _model_name(model: str | GFNet) -> str:
-    if isinstance(model, GFNet):
-        return model.config.architecture or "GFNet"
-    return str(model)

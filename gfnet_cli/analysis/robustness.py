@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -52,7 +51,7 @@ from gfnet_cli.analysis.corruptions import (
     parse_corruptions,
 )
 from gfnet_cli.analysis.outputs import require_matplotlib
-from gfnet_cli.commands.evaluate import LabelMismatchError, match_labels, require_labels
+from gfnet_cli.commands.evaluate import match_labels, require_labels
 from gfnet_cli.data.datasets import (
     Batch,
     DatasetError,
@@ -63,11 +62,20 @@ from gfnet_cli.data.datasets import (
 )
 from gfnet_cli.data.transforms import pixel_transform
 from gfnet_cli.device import check_precision, resolve_device
-from gfnet_cli.engine.inference import ProgressCallback, check_at_least, prepare_model
+from gfnet_cli.engine.inference import (
+    ProgressCallback,
+    check_at_least,
+    default_workers,
+    model_name,
+    prepare_model,
+)
+from gfnet_cli.engine.scoring import Skips, scored_rows
 from gfnet_cli.errors import GFNetError, UsageError
 from gfnet_cli.hub.serialization import check_output_file, write_text_atomic
 from gfnet_cli.labels import imagenet_class_names
 from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.tasks.base import MetricResult
+from gfnet_cli.tasks.classification import CLASSIFICATION
 
 logger = logging.getLogger(__name__)
 
@@ -225,10 +233,10 @@ def robustness(
     samples = _samples(data, transform, label_map, max_samples)
     pixel_model = PixelModel(net, net.config.mean, net.config.std, precision).eval()
     run = _Run(net.num_classes, plan, len(samples), progress)
-    workers = _num_workers(num_workers)
+    workers = default_workers(num_workers)
     logger.info(
         "robustness of %s on %s (%s, %d samples) at %s px: attacks %s, %d corruption(s), %s %s",
-        _model_name(model),
+        model_name(model),
         data.name,
         data.split,
         len(samples),
@@ -243,9 +251,10 @@ def robustness(
     for batch in loader:
         _attack_batch(run, pixel_model, batch, torch_device, seed, pgd_random_start)
     attack_seconds = time.perf_counter() - start
-    if run.clean.count == 0:
-        first = f" (first: {run.skipped[0]['error']})" if run.skipped else ""
-        raise GFNetError(f"no sample could be evaluated: {run.num_skipped} skipped{first}")
+    if run.scored == 0:
+        raise GFNetError(
+            f"no sample could be evaluated: {run.skips.count} skipped{run.skips.first_reason()}"
+        )
     start = time.perf_counter()
     for name in plan.corruptions:
         views = _CorruptedViews(samples, name, plan.severities, seed, frost_textures)
@@ -254,7 +263,7 @@ def robustness(
     corruption_seconds = time.perf_counter() - start
     imagenet = net.config.class_names == imagenet_class_names() and mapping != "index"
     result = run.result(
-        model=_model_name(model),
+        model=model_name(model),
         dataset=data.name,
         split=data.split,
         labels=net.config.labels,
@@ -347,11 +356,6 @@ def _samples(
     return torch.utils.data.Subset(view, [i * count // max_samples for i in range(max_samples)])
 
 
-def _num_workers(requested: int | None) -> int:
-    if requested is not None:
-        return requested
-    return min(8, max(0, (os.cpu_count() or 1) - 1))
-
 
 def _loader(
     view: torch.utils.data.Dataset, batch_size: int, workers: int, device: torch.device
@@ -405,66 +409,34 @@ class _CorruptedViews(torch.utils.data.Dataset):
 
 
 # ------------------------------------------------------------------------------- tallies
-class _Counts:
-    """Correct predictions in total and per class for one measurement (clean, an attack...)."""
-
-    def __init__(self, num_classes: int) -> None:
-        self.correct = 0
-        self.count = 0
-        self.per_class = torch.zeros(num_classes, dtype=torch.long)
-
-    def add(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        hit = (logits.argmax(dim=-1) == targets).cpu()
-        targets = targets.cpu()
-        self.correct += int(hit.sum())
-        self.count += len(targets)
-        self.per_class += torch.bincount(targets[hit], minlength=len(self.per_class))
-
-    @property
-    def top1(self) -> float:
-        return self.correct / self.count if self.count else 0.0
-
-
 class _Run:
-    """Running tallies of every measurement, skipped samples and progress."""
+    """One metric per measurement (clean, each attack, each corruption and severity), the
+    skipped samples, and progress. Every metric stays on the device until :meth:`result`."""
 
     def __init__(
         self, num_classes: int, plan: _Plan, total: int, progress: ProgressCallback | None
     ) -> None:
         self.plan = plan
-        self.clean = _Counts(num_classes)
-        self.class_total = torch.zeros(num_classes, dtype=torch.long)
-        self.attacks = {key: _Counts(num_classes) for key in plan.attacks}
+        self.num_classes = num_classes
+        self.clean = CLASSIFICATION.metric(num_classes)
+        self.attacks = {key: CLASSIFICATION.metric(num_classes) for key in plan.attacks}
         self.corruptions = {
-            (name, s): _Counts(num_classes) for name in plan.corruptions for s in plan.severities
+            (name, s): CLASSIFICATION.metric(num_classes)
+            for name in plan.corruptions
+            for s in plan.severities
         }
-        self.num_skipped = 0
-        self.skipped: list[dict[str, Any]] = []
+        self.skips = Skips()
+        self.scored = 0  # clean rows scored, counted on the host
         self.progress = progress
         self.done = 0
         self.total = total * (1 + len(plan.corruptions))
 
-    def usable(self, batch: Batch, num_classes: int, count_skips: bool) -> torch.Tensor:
-        """The rows of ``batch`` with a label (skips are recorded once, in the attack pass)."""
-        if count_skips:
-            for index, reason in batch.failures:
-                self._skip(index, reason)
-        labelled = batch.labels >= 0
-        if count_skips:
-            for index in batch.indices[~labelled].tolist():
-                self._skip(index, "no label")
-        if labelled.any() and int(batch.labels[labelled].max()) >= num_classes:
-            raise LabelMismatchError(
-                f"label {int(batch.labels[labelled].max())} is out of range: the model has "
-                f"{num_classes} classes"
-            )
-        return labelled
-
-    def _skip(self, index: int, reason: str) -> None:
-        self.num_skipped += 1
-        if len(self.skipped) < 20:
-            self.skipped.append({"index": int(index), "error": reason})
-            logger.warning("skipped sample %d: %s", index, reason)
+    def rows(
+        self, batch: Batch, device: torch.device, count_skips: bool
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The scorable rows on ``device`` (skips are recorded once, in the attack pass)."""
+        skips = self.skips if count_skips else None
+        return scored_rows(batch, CLASSIFICATION, self.num_classes, device, "the dataset", skips)
 
     def advance(self, rows: int) -> None:
         self.done += rows
@@ -474,20 +446,25 @@ class _Run:
     def result(
         self, *, model: str, dataset: str, split: str, labels: list[str], imagenet: bool
     ) -> RobustnessResult:
+        clean = self.clean.summarize(self.clean.totals(), labels)
+        attacks = {key: m.summarize(m.totals(), labels) for key, m in self.attacks.items()}
+        corruptions = {
+            key: m.summarize(m.totals(), labels) for key, m in self.corruptions.items()
+        }
         steps = {"fgsm": 1, "pgd": self.plan.pgd_steps}
         attack_rows = [
             AttackRow(
                 name,
                 eps,
                 steps[name],
-                counts.top1,
+                scores.values["top1"],
                 eps if name == "fgsm" else pgd_step(eps, self.plan.pgd_step_size),
             )
-            for (name, eps), counts in self.attacks.items()
+            for (name, eps), scores in attacks.items()
         ]
         corruption_rows = [
-            CorruptionRow(name, severity, counts.top1)
-            for (name, severity), counts in self.corruptions.items()
+            CorruptionRow(name, severity, scores.values["top1"])
+            for (name, severity), scores in corruptions.items()
         ]
         errors = [1 - row.top1 for row in corruption_rows]
         summary = _corruption_summary(corruption_rows, self.plan.severities, imagenet)
@@ -495,40 +472,49 @@ class _Run:
             model=model,
             dataset=dataset,
             split=split,
-            num_samples=self.clean.count,
-            clean_top1=self.clean.top1,
+            num_samples=clean.count,
+            clean_top1=clean.values["top1"],
             attacks=attack_rows,
             corruptions=corruption_rows,
             mean_corruption_error=float(np.mean(errors)) if errors else None,
             mce=summary["mce"],
             corruption_errors=summary["per_type"],
-            num_skipped=self.num_skipped,
+            num_skipped=self.skips.count,
             pgd_step_size=self.plan.pgd_step_size,
-            per_class=self._per_class(labels),
-            skipped=self.skipped,
+            per_class=_per_class(clean, attacks, corruptions),
+            skipped=self.skips.reported,
         )
 
-    def _per_class(self, labels: list[str]) -> list[dict[str, Any]]:
-        rows = []
-        for index in torch.nonzero(self.class_total).flatten().tolist():
-            total = int(self.class_total[index])
-            rows.append(
-                {
-                    "index": index,
-                    "label": labels[index],
-                    "num_samples": total,
-                    "clean_top1": int(self.clean.per_class[index]) / total,
-                    "attacks": [
-                        {"attack": name, "epsilon": eps, "top1": int(c.per_class[index]) / total}
-                        for (name, eps), c in self.attacks.items()
-                    ],
-                    "corruptions": [
-                        {"name": name, "severity": s, "top1": int(c.per_class[index]) / total}
-                        for (name, s), c in self.corruptions.items()
-                    ],
-                }
-            )
-        return rows
+
+def _per_class(
+    clean: MetricResult,
+    attacks: dict[tuple[str, float], MetricResult],
+    corruptions: dict[tuple[str, int], MetricResult],
+) -> list[dict[str, Any]]:
+    """Per class: its clean top-1 and its top-1 under each attack and corruption."""
+
+    def top1_by_class(scores: MetricResult) -> dict[int, float]:
+        return {row["index"]: row["top1"] for row in scores.per_class}
+
+    attack_top1 = {key: top1_by_class(scores) for key, scores in attacks.items()}
+    corruption_top1 = {key: top1_by_class(scores) for key, scores in corruptions.items()}
+    return [
+        {
+            "index": row["index"],
+            "label": row["label"],
+            "num_samples": row["num_samples"],
+            "clean_top1": row["top1"],
+            "attacks": [
+                {"attack": name, "epsilon": eps, "top1": by_class[row["index"]]}
+                for (name, eps), by_class in attack_top1.items()
+            ],
+            "corruptions": [
+                {"name": name, "severity": s, "top1": by_class[row["index"]]}
+                for (name, s), by_class in corruption_top1.items()
+            ],
+        }
+        for row in clean.per_class
+    ]
 
 
 def _corruption_summary(
@@ -565,13 +551,13 @@ def _attack_batch(
     random_start: bool,
 ) -> None:
     """Clean and adversarial predictions of one batch."""
-    labelled = run.usable(batch, len(run.clean.per_class), count_skips=True)
-    if labelled.any():
-        images, targets = batch.labelled_to(device)  # rows picked after the (pinned) copy
-        run.class_total += torch.bincount(batch.labels[labelled], minlength=len(run.class_total))
-        run.clean.add(_predict(model, images), targets)
+    rows = run.rows(batch, device, count_skips=True)
+    if rows is not None:
+        images, targets = rows  # rows picked after the (pinned) copy
+        run.clean.update(_predict(model, images), targets)
+        run.scored += len(targets)
         generator = torch.Generator().manual_seed(seed * 1_000_003 + int(batch.indices.min()))
-        for (name, eps), counts in run.attacks.items():
+        for (name, eps), metric in run.attacks.items():
             if name == "fgsm":
                 adversarial = fgsm(model, images, targets, eps)
             else:
@@ -585,7 +571,7 @@ def _attack_batch(
                     random_start=random_start,
                     generator=generator,
                 )
-            counts.add(_predict(model, adversarial), targets)
+            metric.update(_predict(model, adversarial), targets)
     run.advance(batch.rows)
 
 
@@ -593,13 +579,11 @@ def _corruption_batch(
     run: _Run, model: PixelModel, batch: Batch, name: str, device: torch.device
 ) -> None:
     """Predictions of one batch at every severity of corruption ``name``."""
-    labelled = run.usable(batch, len(run.clean.per_class), count_skips=False)
-    if labelled.any():
-        stacks = batch.images[labelled]  # (B, S, 3, H, W)
-        targets = batch.labels[labelled].to(device, non_blocking=True)
+    rows = run.rows(batch, device, count_skips=False)
+    if rows is not None:
+        stacks, targets = rows  # (B, S, 3, H, W): every severity of each image
         for position, severity in enumerate(run.plan.severities):
-            images = stacks[:, position].to(device, non_blocking=True)
-            run.corruptions[(name, severity)].add(_predict(model, images), targets)
+            run.corruptions[(name, severity)].update(_predict(model, stacks[:, position]), targets)
     run.advance(batch.rows)
 
 
@@ -607,8 +591,3 @@ def _predict(model: PixelModel, images: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
         return model(images)
 
-
-def _model_name(model: str | GFNet) -> str:
-    if isinstance(model, GFNet):
-        return model.config.architecture or "GFNet"
-    return str(model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from gfnet_cli.cli._common import emit_json, stderr, stdout
+from gfnet_cli.cli._common import State, emit_json, stderr, stdout
 from gfnet_cli.cli.options import (
     BASELINES,
     DEFAULT_MODEL,
@@ -16,6 +16,7 @@ from gfnet_cli.cli.options import (
     PrecisionOption,
     RevisionOption,
 )
+from gfnet_cli.cli.progress import progress_bar
 from gfnet_cli.errors import UsageError
 
 
@@ -27,6 +28,10 @@ def _parse_compare(value: str | None) -> list[str]:
                 f"unknown --compare baseline {name!r}: expected {', '.join(BASELINES)}"
             )
     return names
+
+
+def _spread(low: float | None, high: float | None) -> str:
+    return "-" if low is None or high is None else f"{low:.3g}-{high:.3g}"
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -61,6 +66,15 @@ def profile_command(
         None, "--memory-limit", help="MB a row may need; rows above it are reported, not run."
     ),
     revision: RevisionOption = None,
+    task: str = typer.Option(
+        None,
+        "--task",
+        help="classification or segmentation (backbone + Semantic FPN head; default: the "
+        "model's own task).",
+    ),
+    num_classes: int = typer.Option(
+        None, "--num-classes", help="Classes of the head (e.g. 150 for ADE20K segmentation)."
+    ),
 ) -> None:
     """Measure params, GFLOPs, latency, images/s and peak memory per model and resolution.
 
@@ -87,7 +101,10 @@ def profile_command(
             import matplotlib  # noqa: F401
         except ImportError:
             raise UsageError("--plot needs matplotlib: pip install 'gfnet-cli[plot]'") from None
-    rows = profile(model, resolution or (), _parse_compare(compare), options, revision=revision)
+    with progress_bar("profiling", "rows", enabled=not State.quiet) as progress:
+        rows = profile(model, resolution or (), _parse_compare(compare), options,
+                       revision=revision, task=task, num_classes=num_classes,
+                       progress=progress)  # fmt: skip
     if plot is not None:
         path = plot_rows(rows, plot)
         stderr.print(f"wrote {path}")
@@ -96,11 +113,12 @@ def profile_command(
         return
     first = rows[0]
     table = Table(title=f"profile: batch {first.batch_size}, {first.device}, {first.precision}")
-    columns = ("model", "res", "tokens", "params", "GFLOPs", "latency ms", "img/s", "peak MB")
-    for column in (*columns, "roof", "filter"):
-        left = column in ("model", "filter")
+    columns = ("model", "res", "tokens", "params", "GFLOPs", "latency ms", "min-max ms", "img/s",
+               "forward MB", "roof", "filter")  # fmt: skip
+    for column in columns:
         width = max(len(row.model) for row in rows) if column == "model" else None
-        table.add_column(column, justify="left" if left else "right", min_width=width)
+        table.add_column(column, justify="left" if column in ("model", "filter") else "right",
+                         no_wrap=column == "min-max ms", min_width=width)  # fmt: skip
     for row in rows:
         table.add_row(
             row.model,
@@ -109,6 +127,7 @@ def profile_command(
             "-" if row.params is None else f"{row.params / 1e6:.2f}M",
             _fmt(row.gflops, ".2f"),
             row.error if row.error else _fmt(row.latency_ms, ".1f"),
+            _spread(row.latency_min_ms, row.latency_max_ms),
             _fmt(row.images_per_second, ".1f"),
             _fmt(row.peak_memory_mb, ".0f"),
             _roof(row.extra),
@@ -119,12 +138,14 @@ def profile_command(
     if peak is not None:
         stdout.print(
             f"roof: this machine's {first.precision} matmul runs at {peak:.0f} GFLOP/s (timed "
-            "now); roof: the row's GFLOP/s (2 per MAC) as a share of that peak.",
+            "now); roof: the row's GFLOP/s (2 per MAC) as a share of that rate.",
             style="dim",
         )
     stdout.print(
-        "GFLOPs per image (MACs, FFTs included: docs/flops.md); latency per batch (median); "
-        "filter: the global filter's form that ran (fft, matmul: docs/architecture.md).",
+        "GFLOPs per image (MACs, FFTs included: docs/flops.md); latency per batch (median, "
+        "fastest-slowest of the timed runs); forward MB: the memory one forward pass adds "
+        "(activations; the weights are not counted); filter: the global filter's form that ran "
+        "(fft, matmul: docs/architecture.md).",
         style="dim",
     )
 

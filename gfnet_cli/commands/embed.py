@@ -26,7 +26,12 @@ import torch
 from gfnet_cli.commands.predict import ImageInput, expand_images, image_batches
 from gfnet_cli.data.transforms import eval_transform
 from gfnet_cli.device import check_precision, inference, resolve_device
-from gfnet_cli.engine.inference import ProgressCallback, check_at_least, prepare_model
+from gfnet_cli.engine.inference import (
+    ProgressCallback,
+    check_at_least,
+    model_name,
+    prepare_model,
+)
 from gfnet_cli.errors import UsageError
 from gfnet_cli.hub.serialization import check_output_file, publish_file, save_weights
 from gfnet_cli.models.gfnet import GFNet
@@ -116,7 +121,7 @@ def embed(
             progress(batch.end, len(inputs))
 
     embeddings = torch.cat(rows) if rows else torch.zeros(0, net.num_features)
-    result = EmbeddingResult(_model_name(model), names, embeddings, errors)
+    result = EmbeddingResult(model_name(model), names, embeddings, errors)
     if target is not None and names:
         result.format = write_embeddings(target, embeddings, names, model=result.model)
         result.output = target
@@ -193,8 +198,3 @@ def read_embeddings(path: str | Path) -> tuple[torch.Tensor, list[str]]:
         metadata = handle.metadata() or {}
         return handle.get_tensor(EMBEDDINGS_KEY), json.loads(metadata.get(IMAGES_KEY, "[]"))
 
-
-def _model_name(model: str | Path | GFNet) -> str:
-    if isinstance(model, GFNet):
-        return model.config.architecture or "<model>"
-    return str(model)

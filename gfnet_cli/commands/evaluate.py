@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from gfnet_cli.data.datasets import (
-    Batch,
     DatasetError,
     ImageDataset,
     TorchImageDataset,
@@ -30,21 +27,27 @@ from gfnet_cli.data.datasets import (
 )
 from gfnet_cli.data.transforms import EvalTransform, eval_transform
 from gfnet_cli.device import (
-    accumulator_dtype,
-    autocast_context,
     check_precision,
     resolve_device,
 )
-from gfnet_cli.engine.inference import ProgressCallback, check_at_least, prepare_model
+from gfnet_cli.engine.inference import (
+    ProgressCallback,
+    check_at_least,
+    default_workers,
+    model_name,
+    prepare_model,
+)
+from gfnet_cli.engine.scoring import Skips, score
 from gfnet_cli.errors import GFNetError, UsageError
-from gfnet_cli.hub.serialization import write_text_atomic
+from gfnet_cli.hub.locks import writing
+from gfnet_cli.hub.serialization import check_output_file, write_text_atomic
 from gfnet_cli.labels import imagenet_class_names, imagenet_synsets, normalize_class_name
 from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
 LABEL_ORDERS = ("auto", "index")
-MAX_REPORTED_SKIPS = 20
 
 
 class LabelMismatchError(UsageError):
@@ -86,11 +89,17 @@ class EvaluationResult:
         """Everything, per-class accuracy included: the ``--output`` file."""
         return {"task": "image-classification", **asdict(self)}
 
-    def save(self, path: str | Path) -> Path:
-        """Write :meth:`to_dict` as JSON (atomically: a reader never sees half a file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write :meth:`to_dict` as JSON (atomically: a reader never sees half a file).
+
+        An existing file is replaced only with ``overwrite``; the file's lock is held while
+        it is written (stale partial files of an interrupted write are removed first).
+        """
+        path = check_output_file(path, overwrite=overwrite, parent_must_exist=False)
+        assert path is not None
+        with writing(path, param="output"):
+            check_output_file(path, overwrite=overwrite, parent_must_exist=False)
+            write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
 
@@ -111,6 +120,8 @@ def evaluate(
     streaming: bool = False,
     label_order: str = "auto",
     progress: ProgressCallback | None = None,
+    output: str | Path | None = None,
+    overwrite: bool = False,
 ) -> EvaluationResult:
     """Score ``model`` on one split of ``dataset`` (validation, then test, by default).
 
@@ -123,7 +134,10 @@ def evaluate(
     class-sorted folder is still covered. ``num_workers=None`` picks one per spare core.
     ``progress(completed, total)`` is called after each batch (``total`` is ``None`` when a
     stream's length is unknown); without it, evaluation is silent apart from logging.
+    ``output``: also write the full result there as JSON (:meth:`EvaluationResult.save`);
+    an existing file is refused before any work unless ``overwrite``.
     """
+    check_output_file(output, overwrite=overwrite, parent_must_exist=False)
     check_at_least("batch_size", batch_size, 1)
     check_at_least("max_samples", max_samples, 1)
     check_at_least("num_workers", num_workers, 0)
@@ -132,7 +146,6 @@ def evaluate(
             f"label_order must be one of {', '.join(LABEL_ORDERS)}, got {label_order!r}",
             param="label_order",
         )
-    report = progress
     torch_device = resolve_device(device)
     precision = check_precision(torch_device, precision)
     data = (
@@ -156,7 +169,7 @@ def evaluate(
     )
     logger.info(
         "evaluating %s on %s (%s, %s samples) at %s px, batch %d, %d worker(s), %s %s",
-        _model_name(model),
+        model_name(model),
         data.name,
         data.split,
         total if total is not None else "?",
@@ -167,36 +180,45 @@ def evaluate(
         precision,
     )
 
+    task = get_task(net.config.task)
+    metric = task.metric(net.num_classes)
+    skips = Skips()
     start = time.perf_counter()
-    tally = _score(net, loader, torch_device, precision, max_samples, total, report,
-                   f"{data.name} [{data.split}]")  # fmt: skip
+    score(net, loader, task, metric, num_classes=net.num_classes, device=torch_device,
+          precision=precision, where=f"{data.name} [{data.split}]", skips=skips,
+          max_samples=max_samples, progress=progress, total=total)  # fmt: skip
+    scores = metric.summarize(metric.totals(), net.config.labels)  # the one device read
     elapsed = time.perf_counter() - start
 
-    if tally.count == 0:
-        first = f" (first: {tally.skipped[0]['error']})" if tally.skipped else ""
-        raise GFNetError(f"no sample could be evaluated: {tally.num_skipped} skipped{first}")
-    if tally.num_skipped:
-        logger.warning("skipped %d unreadable or unlabelled sample(s)", tally.num_skipped)
-    return EvaluationResult(
-        model=_model_name(model),
+    if scores.count == 0:
+        raise GFNetError(
+            f"no sample could be evaluated: {skips.count} skipped{skips.first_reason()}"
+        )
+    if skips.count:
+        logger.warning("skipped %d unreadable or unlabelled sample(s)", skips.count)
+    result = EvaluationResult(
+        model=model_name(model),
         dataset=data.name,
         split=data.split,
-        num_samples=tally.count,
-        top1=tally.correct1 / tally.count,
-        top5=tally.correct5 / tally.count,
-        loss=tally.loss / tally.count,
-        images_per_second=tally.count / elapsed if elapsed > 0 else 0.0,
-        num_skipped=tally.num_skipped,
+        num_samples=scores.count,
+        top1=scores.values["top1"],
+        top5=scores.values["top5"],
+        loss=scores.values["loss"],
+        images_per_second=scores.count / elapsed if elapsed > 0 else 0.0,
+        num_skipped=skips.count,
         dataset_config=dataset_config,
         img_size=list(transform.crop),
         label_mapping=mapping,
-        per_class=tally.per_class(net.config.labels),
-        skipped=tally.skipped,
+        per_class=scores.per_class,
+        skipped=skips.reported,
         batch_size=batch_size,
         device=str(torch_device),
         precision=precision,
         elapsed_s=elapsed,
     )
+    if output is not None:
+        result.save(output, overwrite=overwrite)
+    return result
 
 
 # ---------------------------------------------------------------------------------- loading
@@ -220,7 +242,7 @@ def _build_loader(
     device: torch.device,
 ) -> tuple[torch.utils.data.DataLoader, int | None]:
     """The DataLoader decoding ``data`` in workers, and how many samples it will yield."""
-    workers = _num_workers(num_workers)
+    workers = default_workers(num_workers)
     if data.streaming:
         torch_data: Any = TorchIterableImageDataset(data, transform, label_map, max_samples)
         if workers > torch_data.num_shards:
@@ -262,82 +284,6 @@ def _evenly_spaced(
     return torch.utils.data.Subset(
         torch_data, [i * count // max_samples for i in range(max_samples)]
     )
-
-
-def _num_workers(requested: int | None) -> int:
-    """``requested``, or by default one worker per spare core (at most 8)."""
-    if requested is not None:
-        return requested
-    return min(8, max(0, (os.cpu_count() or 1) - 1))
-
-
-# ---------------------------------------------------------------------------------- scoring
-def _score(
-    net: GFNet,
-    loader: torch.utils.data.DataLoader,
-    device: torch.device,
-    precision: str,
-    max_samples: int | None,
-    total: int | None,
-    progress: ProgressCallback | None,
-    split: str = "the dataset",
-) -> _Tally:
-    """Run every batch of ``loader`` through ``net``, stopping after ``max_samples``;
-    ``split`` names the data in messages."""
-    tally = _Tally(net.num_classes)
-    with torch.inference_mode():
-        for batch in loader:
-            if max_samples is not None and tally.seen + batch.rows > max_samples:
-                batch = _truncate(batch, max_samples - tally.seen)
-            tally.seen += batch.rows
-            _score_batch(net, batch, tally, device, precision, split)
-            if progress is not None:
-                progress(tally.seen, total)
-            if max_samples is not None and tally.seen >= max_samples:
-                break
-    tally.finish()
-    return tally
-
-
-def _score_batch(
-    net: GFNet, batch: Batch, tally: _Tally, device: torch.device, precision: str,
-    split: str = "the dataset",
-) -> None:
-    """Count the batch's unreadable and unlabelled samples as skipped; score the rest.
-
-    Labels are range-checked here, on the host: on a GPU an out-of-range label would be a
-    device-side assert instead of a message naming it.
-    """
-    for index, reason in batch.failures:
-        tally.skip(index, reason)
-    labelled = batch.labels >= 0  # the labels stay on the host: reading them costs no sync
-    for index in batch.indices[~labelled].tolist():
-        tally.skip(index, "no label")
-    if not labelled.any():
-        return
-    labels = batch.labels[labelled]
-    if int(labels.max()) >= net.num_classes:
-        raise LabelMismatchError(
-            f"{split}: label {int(labels.max())} is out of range: the model has "
-            f"{net.num_classes} classes (0 to {net.num_classes - 1})"
-        )
-    images, targets = batch.labelled_to(device)  # indexed after the (pinned) transfer
-    with autocast_context(device, precision):
-        logits = net(images)
-    tally.add(logits.float(), targets)
-
-
-def _truncate(batch: Batch, keep: int) -> Batch:
-    """Keep the first ``keep`` samples of a batch (failures first: they were read first)."""
-    failures = batch.failures[:keep]
-    rest = max(0, keep - len(failures))
-    return Batch(batch.images[:rest], batch.labels[:rest], batch.indices[:rest], failures)
-
-
-def _model_name(model: str | GFNet) -> str:
-    if isinstance(model, GFNet):
-        return model.config.architecture or "GFNet"
-    return str(model)
 
 
 # ---------------------------------------------------------------------------------- labels
@@ -441,70 +387,3 @@ def _name_lookup(model_names: list[str]) -> dict[str, int]:
 def _few(names: list[str], count: int = 4) -> str:
     shown = ", ".join(repr(str(n)) for n in names[:count])
     return shown + (f", ... ({len(names)} in all)" if len(names) > count else "")
-
-
-# ---------------------------------------------------------------------------------- tallies
-class _Tally:
-    """Running sums: correct top-1/top-5, summed cross-entropy, per-class counts, skips.
-
-    The sums stay on the logits' device and are read once, by :meth:`finish`: reading them
-    after every batch (``.item()``, ``.cpu()``) would make the host wait for the device each
-    time. ``count`` and the skips are host numbers, known without the device.
-    """
-
-    def __init__(self, num_classes: int) -> None:
-        self.k = min(5, num_classes)
-        self.count = self.correct1 = self.correct5 = self.seen = self.num_skipped = 0
-        self.loss = 0.0
-        self.class_total = torch.zeros(num_classes, dtype=torch.long)
-        self.class_top1 = torch.zeros(num_classes, dtype=torch.long)
-        self.class_top5 = torch.zeros(num_classes, dtype=torch.long)
-        self.skipped: list[dict[str, Any]] = []
-        self._loss_sum: torch.Tensor | None = None  # on the device, in accumulator_dtype
-        self._class_hits: torch.Tensor | None = None  # (3, classes): total, top-1, top-5
-
-    def add(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        if self._class_hits is None:
-            device = logits.device
-            self._loss_sum = torch.zeros((), dtype=accumulator_dtype(device), device=device)
-            self._class_hits = torch.zeros(3, len(self.class_total), dtype=torch.long,
-                                           device=device)  # fmt: skip
-        self._loss_sum += F.cross_entropy(logits, targets, reduction="sum")
-        top = logits.topk(self.k, dim=-1).indices
-        hits = torch.stack(
-            [torch.ones_like(targets, dtype=torch.bool), top[:, 0] == targets,
-             (top == targets[:, None]).any(dim=-1)]
-        ).long()  # fmt: skip
-        # scatter_add_ has a deterministic CUDA kernel (bincount with weights has none).
-        self._class_hits.scatter_add_(1, targets.expand(3, -1), hits)
-        self.count += len(targets)
-
-    def finish(self) -> None:
-        """Read the device's sums into ``loss``, ``correct1/5`` and the per-class counts."""
-        if self._class_hits is None or self._loss_sum is None:
-            return
-        hits = self._class_hits.cpu()
-        self.loss = float(self._loss_sum)
-        self.class_total, self.class_top1, self.class_top5 = hits[0], hits[1], hits[2]
-        self.correct1, self.correct5 = int(hits[1].sum()), int(hits[2].sum())
-
-    def skip(self, index: int, reason: str) -> None:
-        self.num_skipped += 1
-        if len(self.skipped) < MAX_REPORTED_SKIPS:
-            self.skipped.append({"index": int(index), "error": reason})
-            logger.warning("skipped sample %d: %s", index, reason)
-
-    def per_class(self, labels: list[str]) -> list[dict[str, Any]]:
-        rows = []
-        for index in torch.nonzero(self.class_total).flatten().tolist():
-            total = int(self.class_total[index])
-            rows.append(
-                {
-                    "index": index,
-                    "label": labels[index],
-                    "num_samples": total,
-                    "top1": int(self.class_top1[index]) / total,
-                    "top5": int(self.class_top5[index]) / total,
-                }
-            )
-        return rows

@@ -21,6 +21,7 @@ from gfnet_cli.device import check_precision, inference, resolve_device
 from gfnet_cli.engine.inference import check_at_least, prepare_model
 from gfnet_cli.errors import UsageError
 from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +77,16 @@ def predict(
     precision = check_precision(torch_device, precision)
     net = prepare_model(model, img_size, torch_device, precision, allow_onnx=True)
     transform = eval_transform(net.config, img_size)
-    k = min(top_k, net.num_classes)
+    task = get_task(net.config.task)
 
     results: list[ImagePrediction] = []
     for batch in image_batches(inputs, batch_size, transform):
         if batch.images is not None:
             with inference(torch_device, precision):
                 logits = net(batch.images.to(torch_device))
-            _fill_top_k(batch.ready, logits, k, net.config.labels)
+            described = task.describe(logits, net.config.labels, top_k)
+            for entry, predictions in zip(batch.ready, described, strict=True):
+                entry.predictions = predictions
         results.extend(batch.entries)
     return results
 
@@ -122,19 +125,6 @@ def image_batches(
                 logger.debug("cannot read %s: %s", entry.image, exc.reason)
         images = torch.stack(tensors) if tensors else None
         yield ImageBatch(entries, ready, images, start + len(chunk))
-
-
-def _fill_top_k(
-    entries: Sequence[ImagePrediction], logits: torch.Tensor, k: int, labels: list[str]
-) -> None:
-    scores, indices = logits.float().softmax(dim=-1).topk(k, dim=-1)
-    for entry, row_scores, row_indices in zip(
-        entries, scores.cpu().tolist(), indices.cpu().tolist(), strict=True
-    ):
-        entry.predictions = [
-            {"index": index, "label": labels[index], "score": score}
-            for index, score in zip(row_indices, row_scores, strict=True)
-        ]
 
 
 def expand_images(images: ImageInput | Iterable[ImageInput]) -> list[ImageInput]:

@@ -9,7 +9,9 @@ same ``config`` and is called the same way.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -65,6 +67,20 @@ def prepare_model(
     if size != net.config.image_size:
         net.set_image_size(img_size)
     return net
+
+
+def model_name(model: str | Path | GFNet | OnnxModel) -> str:
+    """How results name MODEL: the argument as given, or a loaded model's architecture."""
+    if isinstance(model, (GFNet, OnnxModel)):
+        return model.config.architecture or "GFNet"
+    return str(model)
+
+
+def default_workers(requested: int | None) -> int:
+    """DataLoader workers: ``requested``, or one per spare core (at most 8)."""
+    if requested is not None:
+        return requested
+    return min(8, max(0, (os.cpu_count() or 1) - 1))
 
 
 def check_at_least(param: str, value: int | None, minimum: int) -> None:

@@ -44,7 +44,7 @@ from gfnet_cli.hub.cache import (
     is_offline,
 )
 from gfnet_cli.hub.card import model_card
-from gfnet_cli.hub.convert import convert_checkpoint
+from gfnet_cli.hub.convert import convert_source
 from gfnet_cli.hub.errors import (
     DownloadError,
     HubAccessError,
@@ -55,6 +55,7 @@ from gfnet_cli.hub.errors import (
     NetworkError,
     OfflineCacheMissError,
     hub_error,
+    unreachable_error,
 )
 from gfnet_cli.hub.push import push_folder
 from gfnet_cli.hub.serialization import (
@@ -73,6 +74,7 @@ from gfnet_cli.hub.zoo_source import (
     ChecksumMismatchError,
     ZooSource,
     converted_folder,
+    first_use_lock,
     hub_org_override,
     record_first_use,
     zoo_checkpoint_url,
@@ -80,8 +82,13 @@ from gfnet_cli.hub.zoo_source import (
 )
 from gfnet_cli.models import gfnet as architecture
 from gfnet_cli.models.config import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, GFNetConfig
-from gfnet_cli.models.factory import model_config
+from gfnet_cli.models.factory import (
+    check_segmentation_arguments,
+    check_task,
+    model_config,
+)
 from gfnet_cli.models.features import FeatureExtractor, Indices, features_only_model
+from gfnet_cli.models.segmentation import GFNetForSegmentation, segmentation_from_classifier
 from gfnet_cli.models.zoo import ZOO, ZooEntry, get_zoo_entry, is_zoo_name
 
 logger = logging.getLogger(__name__)
@@ -187,11 +194,11 @@ def load_model(
     revision: str | None = None,
     img_size: int | tuple[int, int] | None = None,
     device: str | torch.device | None = None,
-) -> GFNet:
+) -> GFNet | GFNetForSegmentation:
     """Load a MODEL (local folder, Hub repo ``org/name[@rev]`` or zoo name) in eval mode.
 
     With ``img_size``, the position embedding and filters are resized to it as the authors'
-    fine-tuning does.
+    fine-tuning does. A segmentation MODEL loads as a :class:`GFNetForSegmentation`.
     """
     folder = resolve_model(str(model), revision=revision)
     return load_model_folder(folder, img_size=img_size, device=device, model_class=GFNet)
@@ -207,8 +214,9 @@ def create_model(
     global_pool: str = "avg",
     features_only: bool = False,
     out_indices: Indices = None,
+    task: str | None = None,
     **overrides: Any,
-) -> GFNet | FeatureExtractor:
+) -> GFNet | FeatureExtractor | GFNetForSegmentation:
     """Build a GFNet: a zoo name (``"gfnet-xs"``) or a :class:`GFNetConfig`.
 
     ``pretrained=True`` loads the variant's ImageNet weights (see :func:`load_model`; any
@@ -218,11 +226,23 @@ def create_model(
 
     ``features_only=True`` returns the backbone (:class:`FeatureExtractor`, weights loaded
     first): a list of NCHW feature maps, chosen by ``out_indices`` (docs/backbone.md).
+
+    ``task="segmentation"`` builds a :class:`GFNetForSegmentation` (docs/segmentation.md):
+    with ``pretrained=True`` its backbone holds the classifier's weights, resized to the
+    training crop (``img_size``, default 512), under a new Semantic FPN head for
+    ``num_classes`` classes. A segmentation MODEL loads as one without ``task``.
     """
+    check_task(task)
     if pretrained:
         if not isinstance(name_or_config, str):
             raise TypeError("pretrained=True needs a model name, not a config")
-        model = load_model(name_or_config, img_size=img_size)
+        if task == "segmentation":
+            check_segmentation_arguments(features_only, out_indices, global_pool)
+        model = load_model(name_or_config, img_size=None if task == "segmentation" else img_size)
+        if isinstance(model, GFNetForSegmentation) or task == "segmentation":
+            return _pretrained_segmentation(
+                model, task, img_size=img_size, num_classes=num_classes, class_names=class_names
+            )
         model.global_pool = global_pool
         if num_classes is not None and num_classes != model.num_classes and not features_only:
             model.reset_classifier(num_classes, class_names=class_names)
@@ -232,9 +252,47 @@ def create_model(
         img_size=img_size,
         num_classes=num_classes,
         class_names=class_names,
+        task=task,
         **overrides,
     )
+    if config.is_segmentation:
+        check_segmentation_arguments(features_only, out_indices, global_pool)
+        return GFNetForSegmentation(config)
     return features_only_model(GFNet(config, global_pool=global_pool), features_only, out_indices)
+
+
+def _pretrained_segmentation(
+    model: GFNet | GFNetForSegmentation,
+    task: str | None,
+    *,
+    img_size: int | tuple[int, int] | None,
+    num_classes: int | None,
+    class_names: list[str] | None,
+) -> GFNetForSegmentation:
+    """A loaded MODEL as a segmentation model: as it is, or a classifier under a new head."""
+    if task == "classification":
+        raise UsageError(
+            "this MODEL is a segmentation model: load it without task='classification'",
+            param="task",
+        )
+    if num_classes is None and class_names is not None:
+        num_classes = len(class_names)
+    if isinstance(model, GFNetForSegmentation):
+        if img_size is not None:
+            model.set_image_size(img_size)
+        if num_classes is not None and num_classes != model.num_classes:
+            model.reset_classifier(num_classes, class_names=class_names)
+        elif class_names is not None:
+            model.config = model.config.replace(class_names=list(class_names))
+        return model
+    if num_classes is None:
+        raise UsageError(
+            "a new segmentation head needs num_classes (150 for ADE20K) or class_names",
+            param="num_classes",
+        )
+    return segmentation_from_classifier(
+        model, num_classes=num_classes, class_names=class_names, img_size=img_size
+    )
 
 
 # ---------------------------------------------------------------------------- settings
@@ -392,6 +450,10 @@ def download_model(
     }
     label = f"{repo_id}@{revision}" if revision else repo_id
     config_path = _fetch(repo_id, CONFIG_NAME, revision, label=label, **options)
+    try:  # a config that cannot describe a GFNet is refused before its weights are fetched
+        GFNetConfig.load(config_path)
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
     commit = config_path.parent.name
     _fetch(repo_id, WEIGHTS_NAME, commit, label=label, **options)
     try:
@@ -425,6 +487,9 @@ def _fetch(
     from huggingface_hub import hf_hub_download
 
     endpoint = hub_endpoint()
+    if not local_files_only and not force_download:
+        _check_reachable(repo_id, filename, revision, label=label, endpoint=endpoint,
+                         token=token, cache_dir=cache_dir)  # fmt: skip
     try:
         return Path(
             hf_hub_download(
@@ -442,6 +507,38 @@ def _fetch(
     except Exception as exc:  # translated; anything unknown is re-raised as is
         request = HubRequest(repo_id, endpoint, "download", filename, label, local_files_only)
         raise hub_error(exc, request) from None
+
+
+def _check_reachable(
+    repo_id: str,
+    filename: str,
+    revision: str | None,
+    *,
+    label: str,
+    endpoint: str,
+    token: str | bool | None,
+    cache_dir: str | Path | None,
+) -> None:
+    """Fail at once, in one line, when the Hub cannot be reached and the file is not cached.
+
+    ``hf_hub_download`` retries a failed request five times with back-off when it has no
+    cached copy (about 25 s of "Retrying in 8s" lines); one request without retries tells
+    the same thing. A cached file skips this: huggingface_hub then falls back to it.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir or hub_cache_dir(),
+                                    revision=revision)  # fmt: skip
+    if isinstance(cached, str):
+        return
+    url = hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint)
+    try:
+        get_hf_file_metadata(url, token=token, endpoint=endpoint, library_name="gfnet-cli")
+    except Exception as exc:  # anything but "no answer" is left to hf_hub_download's handling
+        request = HubRequest(repo_id, endpoint, "download", filename, label)
+        unreachable = unreachable_error(exc, request)
+        if unreachable is not None:
+            raise unreachable from None
 
 
 # ---------------------------------------------------------------------------- zoo names
@@ -471,7 +568,7 @@ def _resolve_zoo(
     converted = converted_folder(entry.name)
     if not force_download and _looks_complete(converted):
         return converted
-    return convert_zoo_checkpoint(entry, converted)
+    return convert_zoo_checkpoint(entry, converted, reuse=not force_download)
 
 
 def _zoo_from_hub(
@@ -500,7 +597,7 @@ def _zoo_from_hub(
         if _looks_complete(converted_folder(entry.name)):
             return None
         try:
-            return convert_zoo_checkpoint(entry, converted_folder(entry.name))
+            return convert_zoo_checkpoint(entry, converted_folder(entry.name), reuse=True)
         except NetworkError:
             raise NetworkError(
                 f"{entry.name}: cannot reach the Hub ({hub_endpoint()}) nor the authors' link "
@@ -520,19 +617,29 @@ def _offline_zoo_error(entry: ZooEntry) -> OfflineCacheMissError:
     )
 
 
-def convert_zoo_checkpoint(entry: ZooEntry, target: Path) -> Path:
+def convert_zoo_checkpoint(entry: ZooEntry, target: Path, *, reuse: bool = False) -> Path:
     """Download the authors' checkpoint, check it against its record, convert it into ``target``.
 
     The file's sha256 is recorded the first time (trust on first use); a later download that
     differs is refused (:class:`~gfnet_cli.hub.zoo_source.ChecksumMismatchError`) before it is
-    read, and ``target`` is left as it was.
+    read, and ``target`` is left as it was. All of it holds the zoo entry's lock
+    (:func:`~gfnet_cli.hub.zoo_source.first_use_lock`), so the record always describes the
+    file that was converted; with ``reuse``, a folder another process converted while this
+    one waited is returned as it is.
     """
     if is_offline():
         raise _offline_zoo_error(entry)
+    with first_use_lock(entry.name):
+        if reuse and _looks_complete(target):
+            return target
+        return _convert_zoo_locked(entry, target)
+
+
+def _convert_zoo_locked(entry: ZooEntry, target: Path) -> Path:
     url = zoo_checkpoint_url(entry)
     logger.info("downloading %s from %s and converting it (once)", entry.name, url)
     try:
-        result = convert_checkpoint(entry.name, target, arch=entry.name, overwrite=True)
+        result = convert_source(entry.name, target, arch=entry.name, overwrite=True)
         record_first_use(entry.name, result.sha256 or "", url, download_path(url).stat().st_size)
     except CheckpointError as exc:
         if isinstance(exc, ChecksumMismatchError):
@@ -553,6 +660,7 @@ __all__ = [
     "CorruptModelError",
     "DownloadError",
     "GFNet",
+    "GFNetForSegmentation",
     "HubAccessError",
     "HubFileMissingError",
     "HubRepoNotFoundError",

@@ -1,4 +1,5 @@
-"""MODEL folders on disk: ``config.json`` + ``model.safetensors`` (+ ``README.md`` card).
+"""MODEL folders on disk: ``config.json`` + ``model.safetensors`` (+ ``README.md`` card), and
+the files transformers loads them with (:mod:`gfnet_cli.hub.remote_code`).
 
 Weights are only ever written as safetensors; every file is written to a temporary name and
 renamed into place, so an interrupted write never leaves a half-written file that a later run
@@ -25,12 +26,19 @@ from safetensors.torch import load_file, save_file
 from torch.utils._pytree import tree_map_only
 
 from gfnet_cli.errors import ConfigError, UsageError, first_line
+from gfnet_cli.hub.locks import writing
+from gfnet_cli.hub.remote_code import config_data, to_json, transformers_files
 from gfnet_cli.models.config import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, GFNetConfig
+from gfnet_cli.models.factory import build_model
 from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.segmentation import GFNetForSegmentation
 
 ModelT = TypeVar("ModelT", bound=GFNet)
 _MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 REWRITE_HINT = "write the MODEL folder again (gfnet convert / finetune)"
+# transformers saves the model under this attribute (transformers_classes): its checkpoint
+# keys carry the prefix, which loading reads past.
+TRANSFORMERS_PREFIX = "gfnet."
 
 
 class CorruptModelError(ConfigError):
@@ -131,7 +139,9 @@ def save_weights(
         tmp.unlink(missing_ok=True)
 
 
-def save_model(model: GFNet, directory: str | Path, card: str | None = None) -> Path:
+def save_model(
+    model: GFNet | GFNetForSegmentation, directory: str | Path, card: str | None = None
+) -> Path:
     """Write ``model`` into ``directory`` as a MODEL folder (files replaced atomically)."""
     if getattr(model, "pruned", False):
         raise UsageError(
@@ -142,14 +152,12 @@ def save_model(model: GFNet, directory: str | Path, card: str | None = None) -> 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_weights(model.state_dict(), directory / WEIGHTS_NAME)
-    write_text_atomic(directory / CONFIG_NAME, _config_json(model.config))
+    write_text_atomic(directory / CONFIG_NAME, to_json(config_data(model.config)))
+    for name, text in transformers_files(model.config).items():
+        write_text_atomic(directory / name, text)
     if card is not None:
         write_text_atomic(directory / CARD_NAME, card)
     return directory
-
-
-def _config_json(config: GFNetConfig) -> str:
-    return json.dumps(config.to_dict(), indent=2) + "\n"
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -157,12 +165,19 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ConfigError(f"{path} not found: a MODEL folder needs a model.safetensors")
     try:
-        return load_file(str(path))
+        return without_transformers_prefix(load_file(str(path)))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ConfigError(
             f"{path} is not a readable safetensors file ({first_line(exc)}); "
             "it may be truncated or corrupt: download or convert it again"
         ) from None
+
+
+def without_transformers_prefix(tensors: dict[str, Any]) -> dict[str, Any]:
+    """Keys as gfnet names them: transformers' ``gfnet.`` prefix dropped where every key has it."""
+    if tensors and all(key.startswith(TRANSFORMERS_PREFIX) for key in tensors):
+        return {key[len(TRANSFORMERS_PREFIX) :]: value for key, value in tensors.items()}
+    return tensors
 
 
 def load_model_folder(
@@ -175,7 +190,7 @@ def load_model_folder(
     """Build the model a MODEL folder describes and load its weights (strictly), eval mode.
 
     ``model_class`` is what is built: the plain :class:`GFNet` or a subclass (the Hub-aware
-    ``gfnet_cli.GFNet``).
+    ``gfnet_cli.GFNet``); a segmentation folder gives a :class:`GFNetForSegmentation`.
     """
     directory = Path(directory)
     config = GFNetConfig.load(directory)
@@ -197,7 +212,13 @@ def model_from_state_dict(
     source: str = "weights",
     model_class: type[ModelT] = GFNet,  # type: ignore[assignment]
 ) -> ModelT:
-    """A GFNet from ``config`` holding ``state_dict``; a clear error when the two disagree."""
+    """A GFNet from ``config`` holding ``state_dict``; a clear error when the two disagree.
+
+    A segmentation ``config`` builds a :class:`GFNetForSegmentation` (or ``model_class``
+    where that is one).
+    """
+    if config.is_segmentation and not issubclass(model_class, GFNetForSegmentation):
+        model_class = GFNetForSegmentation  # type: ignore[assignment]
     # Built on the meta device: no time spent initializing weights that are replaced anyway.
     with torch.device("meta"):
         model = model_class(config)
@@ -236,37 +257,54 @@ def _sample(keys: list[str], count: int = 3) -> str:
     return shown + (", ..." if len(keys) > count else "")
 
 
+def check_output_dir(
+    target: str | Path, *, overwrite: bool = False, param: str = "output_dir"
+) -> Path:
+    """``target`` as a Path once a MODEL folder may be written there, checked before any
+    work: a file, or a non-empty folder without ``overwrite``, is refused."""
+    target = Path(target).expanduser()
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{param} {target} exists and is not a folder", param=param)
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise UsageError(
+            f"{param} {target} already exists and is not empty: choose another folder or pass "
+            "overwrite",
+            param=(param, "overwrite"),
+        )
+    return target
+
+
 @contextlib.contextmanager
-def atomic_directory(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_directory(
+    target: str | Path, overwrite: bool = False, param: str = "output_dir"
+) -> Iterator[Path]:
     """Yield a temporary folder that replaces ``target`` only if the block succeeds.
 
     Refuses to touch a non-empty ``target`` unless ``overwrite``: an existing folder is only
-    removed after its replacement is complete.
+    removed after its replacement is complete. ``target``'s lock is held throughout
+    (:func:`gfnet_cli.hub.locks.writing`): a second writer is refused at once, or, once the
+    first is done, finds the folder it wrote and is refused as well; partial folders of a
+    killed writer are removed first.
     """
-    target = Path(target)
-    if target.exists() and not target.is_dir():
-        raise UsageError(f"{target} exists and is not a folder")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise UsageError(
-            f"{target} already exists and is not empty: choose another folder or pass --overwrite"
+    target = check_output_dir(target, overwrite=overwrite, param=param)
+    with writing(target, param=param):
+        check_output_dir(target, overwrite=overwrite, param=param)  # written meanwhile?
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    )
-    os.chmod(staging, 0o777 & ~_umask())
-    try:
-        yield staging
-        backup = None
-        if target.exists():
-            backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, backup)
-        os.replace(staging, target)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        os.chmod(staging, 0o777 & ~_umask())
+        try:
+            yield staging
+            backup = None
+            if target.exists():
+                backup = target.with_name(f".{target.name}.old.partial")
+                os.replace(target, backup)
+            os.replace(staging, target)
+            if backup is not None:
+                shutil.rmtree(backup, ignore_errors=True)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- checking
@@ -338,10 +376,10 @@ def _header_shapes(header: dict) -> tuple[dict[str, tuple[int, ...]], int]:
         _, stop = info["data_offsets"]
         end = max(end, int(stop))
         shapes[key] = tuple(int(d) for d in info["shape"])
-    return shapes, end
+    return without_transformers_prefix(shapes), end
 
 
 def _expected_shapes(config: GFNetConfig) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
-        skeleton = GFNet(config)
+        skeleton = build_model(config)
     return {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}

@@ -37,9 +37,11 @@ from gfnet_cli.engine.train.config import TrainConfig
 from gfnet_cli.engine.train.data import TrainSource
 from gfnet_cli.engine.train.ema import ModelEma
 from gfnet_cli.engine.train.optim import Schedule
-from gfnet_cli.engine.train.outputs import EpochStats, MetricsWriter, Scores, TrainCallbacks
+from gfnet_cli.engine.train.outputs import EpochStats, MetricsWriter, TrainCallbacks
 from gfnet_cli.errors import GFNetError
 from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.tasks import Task, get_task
+from gfnet_cli.tasks.base import MetricResult
 
 logger = logging.getLogger(__name__)
 
@@ -110,10 +112,16 @@ class Run:
     stop: StopFlag = field(default_factory=StopFlag)
     compile_time_s: float | None = None  # this session's first step, compilation included
     unreadable: int = 0  # training images this process could not read (and skipped)
+    test_loader: DataLoader | None = None  # reported at the end, never chosen on
+    test_split: str | None = None
 
     @property
     def device(self) -> torch.device:
         return self.dist.device
+
+    @property
+    def task(self) -> Task:
+        return get_task(self.model.config.task)
 
     @property
     def output_dir(self) -> Path:
@@ -135,8 +143,8 @@ class RunState:
     global_step: int = 0
     epoch: int = 0  # the epoch in progress, counted from 0
     step_in_epoch: int = 0
-    best_top1: float | None = None
-    best_top5: float | None = None
+    best_score: float | None = None  # the task's primary metric (top-1 for classification)
+    best_metrics: dict[str, float] = field(default_factory=dict)
     best_epoch: int | None = None  # counted from 1, as printed
     best_weights: str | None = None  # "raw" or "ema": which weights the best epoch kept
     runtime_before_s: float = 0.0  # training time of the sessions before a resume
@@ -152,22 +160,28 @@ class RunState:
         if loss is not None:
             self.last_loss = loss
 
-    def record_epoch(self, train_loss: float, images_per_second: float, raw: Scores | None,
-                     ema: Scores | None = None) -> EpochStats:  # fmt: skip
-        """The epoch's stats: the better of the raw and the EMA weights by eval top-1 (raw on
-        a tie); keeps the best epoch (the last one without evaluation)."""
-        weights, chosen = ("ema", ema) if ema and raw and ema.top1 > raw.top1 else ("raw", raw)
-        top1 = chosen.top1 if chosen else None
-        is_best = top1 is None or self.best_top1 is None or top1 > self.best_top1
+    def record_epoch(
+        self,
+        train_loss: float,
+        images_per_second: float,
+        raw: MetricResult | None,
+        ema: MetricResult | None = None,
+    ) -> EpochStats:
+        """The epoch's stats: the better of the raw and the EMA weights by the task's primary
+        metric (raw on a tie); keeps the best epoch (the last one without evaluation)."""
+        weights, chosen = ("ema", ema) if ema and raw and ema.score > raw.score else ("raw", raw)
+        score = chosen.score if chosen else None
+        is_best = score is None or self.best_score is None or score > self.best_score
+        values = dict(chosen.values) if chosen else {}
         if is_best:
-            self.best_top1, self.best_epoch = top1, self.epoch + 1
-            self.best_top5 = chosen.top5 if chosen else None
+            self.best_score, self.best_epoch = score, self.epoch + 1
+            self.best_metrics = values
             self.best_weights = weights
         stats = EpochStats(
-            self.epoch + 1, self.global_step, train_loss, top1,
-            chosen.top5 if chosen else None, chosen.loss if chosen else None,
-            images_per_second, is_best, weights=weights,
-            raw_top1=raw.top1 if raw and ema else None, ema_top1=ema.top1 if ema else None,
+            self.epoch + 1, self.global_step, train_loss, values.get("top1"), values.get("top5"),
+            values.get("loss"), images_per_second, is_best, weights=weights,
+            raw_top1=raw.score if raw and ema else None, ema_top1=ema.score if ema else None,
+            metrics=values,
         )  # fmt: skip
         self.history.append(asdict(stats))
         return stats
@@ -181,8 +195,8 @@ class RunState:
             "global_step": self.global_step,
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
-            "best_top1": self.best_top1,
-            "best_top5": self.best_top5,
+            "best_score": self.best_score,
+            "best_metrics": json.dumps(self.best_metrics),
             "best_epoch": self.best_epoch,
             "best_weights": self.best_weights,
             "history": json.dumps(self.history),
@@ -195,8 +209,8 @@ class RunState:
             global_step=step,
             epoch=int(saved["epoch"]),
             step_in_epoch=int(saved["step_in_epoch"]),
-            best_top1=saved["best_top1"],
-            best_top5=saved["best_top5"],
+            best_score=saved["best_score"],
+            best_metrics=json.loads(saved["best_metrics"]),
             best_epoch=saved["best_epoch"],
             best_weights=saved.get("best_weights"),
             runtime_before_s=float(saved["train_runtime_s"]),
