@@ -4,7 +4,8 @@ Not part of the test run. For each token grid (7x7 ... 64x64, with the channel c
 variants have there), batch size and precision, times one :class:`GlobalFilter` in the FFT
 form and in the matmul form, interleaved (warm-up, then alternating repeats: load changes hit
 both alike), and prints medians, the ratio and what ``filter_form("auto")`` picks when it
-measures the same case itself. ``--backward`` times forward + backward (training).
+measures the same case itself. ``--backward`` times forward + backward (training);
+``--device cuda`` times on a GPU (synchronized around each run; scripts/gpu_check.sh).
 
     PYTHONPATH=. python benchmarks/bench_filter_forms.py [--repeats 5] [--backward] [--json]
         [--grid 14:384 --grid 56:128] [--batch-size 1 --batch-size 32] [--precision fp32]
@@ -35,14 +36,17 @@ def _run(gfilter: GlobalFilter, x: torch.Tensor, backward: bool) -> None:
     else:
         with torch.inference_mode():
             gfilter(x)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
 
 
 def measure(grid: int, channels: int, batch: int, precision: str, args) -> dict:
     torch.manual_seed(0)
-    gfilter = GlobalFilter(channels, (grid, grid)).train(args.backward)
-    x = torch.randn(batch, grid, grid, channels, requires_grad=args.backward)
+    device = torch.device(args.device)
+    gfilter = GlobalFilter(channels, (grid, grid)).to(device).train(args.backward)
+    x = torch.randn(batch, grid, grid, channels, device=device, requires_grad=args.backward)
     times: dict[str, list[float]] = {"fft": [], "matmul": []}
-    with autocast_context("cpu", precision):
+    with autocast_context(device, precision):
         for i in range(args.warmup + args.repeats):
             for form, values in times.items():
                 with filter_form(form):
@@ -60,6 +64,7 @@ def measure(grid: int, channels: int, batch: int, precision: str, args) -> dict:
         "channels": channels,
         "batch_size": batch,
         "precision": precision,
+        "device": str(device),
         "backward": args.backward,
         "fft_ms": round(fft, 3),
         "matmul_ms": round(matmul, 3),
@@ -77,6 +82,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--backward", action="store_true", help="time forward + backward")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", action="store_true", help="one JSON list on stdout")
     args = parser.parse_args()
     if args.threads:
@@ -85,7 +91,8 @@ def main() -> None:
     rows = []
     if not args.json:
         mode = "forward+backward" if args.backward else "forward"
-        print(f"{mode}, threads {torch.get_num_threads()}, medians of {args.repeats}")
+        print(f"{mode} on {args.device}, threads {torch.get_num_threads()}, medians of "
+              f"{args.repeats}")  # fmt: skip
         print(f"{'grid':>6}{'C':>6}{'batch':>6}{'prec':>6}{'fft ms':>10}{'matmul ms':>11}"
               f"{'fft/mm':>8}  auto")  # fmt: skip
     for grid, channels in grids:
