@@ -183,3 +183,12 @@ def test_a_dynamically_quantized_model_runs_and_agrees(digits_model):
         got = quantized(images)  # the fused CPU path would call fc1.weight.dtype: a method's
     assert got.shape == expected.shape
     assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.95
+
+
+def test_the_legacy_tracer_records_one_form_and_measures_nothing():
+    gfilter = _filter(8, (6, 6)).eval()
+    x = torch.randn(2, 6, 6, 8)
+    with torch.no_grad():
+        traced = torch.jit.trace(gfilter, (x,), check_trace=False)
+        assert filter_form_choices() == {}
+        torch.testing.assert_close(traced(x), gfilter(x), atol=1e-5, rtol=0)

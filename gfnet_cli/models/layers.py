@@ -136,8 +136,13 @@ def record_filter_forms() -> Iterator[set[str]]:
 
 
 def _is_tracing(x: torch.Tensor) -> bool:
-    """Inside a trace, a fake tensor or a dispatch mode (FLOP counting): timings mean nothing."""
+    """Inside a trace or CUDA graph capture, a fake tensor or a dispatch mode (FLOP counting):
+    timing is impossible or means nothing."""
     if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
+        return True
+    if torch.jit.is_tracing():  # the legacy tracer would record both trial forms
+        return True
+    if x.is_cuda and torch.cuda.is_current_stream_capturing():  # no syncs inside a CUDA graph
         return True
     is_exporting = getattr(torch.compiler, "is_exporting", None)
     if is_exporting is not None and is_exporting():
