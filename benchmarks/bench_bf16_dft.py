@@ -11,7 +11,8 @@ Not part of the test run. Two measurements:
   native size): the largest logit error relative to the largest logit, same two runs.
 
 The matmul form is forced in both bf16 runs (``filter_form("matmul")``), so the comparison is
-of the DFT's precision alone.
+of the DFT's precision alone. ``--int8`` also exports the digits model as an int8 ONNX file
+(``export_model(..., quantize="int8")``) and scores it the same way on the real test scans.
 
     PYTHONPATH=. python benchmarks/bench_bf16_dft.py [--epochs 8] [--variant gfnet-xs] [--json]
 """
@@ -91,22 +92,44 @@ def compare(model: torch.nn.Module, images: torch.Tensor) -> dict[str, dict[str,
     return runs
 
 
+def int8_on(model: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
+    """The int8 export of ``model`` against fp32 PyTorch on ``images``."""
+    import onnxruntime
+
+    from gfnet_cli import export_model
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "int8.onnx"
+        export_model(model, path, fft="matmul", quantize="int8")
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        logits = torch.from_numpy(session.run(None, {"pixel_values": images.numpy()})[0])
+    with torch.inference_mode(), filter_form("fft"):
+        fp32 = model(images).float()
+    return {
+        "top1_agreement": (logits.argmax(1) == fp32.argmax(1)).float().mean().item(),
+        "max_logit_error": (logits - fp32).abs().max().item(),
+        "relative_error": ((logits - fp32).abs().max() / fp32.abs().max()).item(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--size", type=int, default=32, help="digits image size (patch 4)")
-    parser.add_argument("--variant", action="append", help="zoo name (repeatable; all)")
+    parser.add_argument("--variant", action="append", help="zoo name (repeatable; all; none)")
     parser.add_argument("--images", type=int, default=2, help="random images per variant")
+    parser.add_argument("--int8", action="store_true", help="also the digits model's int8 file")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     report: dict[str, dict] = {}
     model, images, labels = train_digits(args.size, args.epochs)
     with torch.inference_mode():
         accuracy = (model(images).argmax(1) == labels).float().mean().item()
-    report[f"digits {args.size}px (fp32 top-1 {accuracy:.1%}, {len(images)} images)"] = compare(
-        model, images
-    )
-    for name in args.variant or list(ZOO):
+    digits_case = f"digits {args.size}px (fp32 top-1 {accuracy:.1%}, {len(images)} images)"
+    report[digits_case] = compare(model, images)
+    if args.int8:
+        report[digits_case]["int8 ONNX"] = int8_on(model, images)
+    for name in [] if args.variant == ["none"] else args.variant or list(ZOO):
         torch.manual_seed(0)
         model = create_model(name).eval()
         size = model.config.image_size
