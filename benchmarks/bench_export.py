@@ -10,7 +10,8 @@ Not part of the test run. Three parts (each can be run alone):
   onnxruntime's threads do not spin between runs here (they would steal the cores from the
   eager runs that follow); ``--sweep`` also times session options (threads, graph
   optimization level, spinning) for the matmul form, and ``--profile`` prints onnxruntime's
-  time per operator type.
+  time per operator type. ``--int8`` adds the int8 file (``export --quantize int8`` of the
+  matmul form: its check and its size against fp32); ``--no-native`` skips the native form.
 - ``--flops``: GMACs per image of the FFT and matmul forms at 224 and 448 px (the project's
   convention, docs/flops.md), the global filter's share, and the DFT matrices' size.
 - ``--dft``: onnxruntime's ``DFT`` operator alone, per transform, for grid lengths 14, 16,
@@ -20,6 +21,7 @@ Not part of the test run. Three parts (each can be run alone):
   PyTorch (must be below 1e-4) and top-1 agreement; ``onnx.checker`` with full checks.
 
     PYTHONPATH=. python benchmarks/bench_export.py --speed --flops
+    PYTHONPATH=. python benchmarks/bench_export.py --speed --int8 --no-native
     PYTHONPATH=. python benchmarks/bench_export.py --verify          # ~10+ minutes on 2 cores
 """
 
@@ -62,10 +64,12 @@ def _session(path: Path, threads: int, level: str = "all", spin: bool = False, p
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _export_both(model, folder: Path, size=None) -> dict[str, tuple[Path, float, float]]:
+def _export_both(
+    model, folder: Path, size=None, forms=("native", "matmul")
+) -> dict[str, tuple[Path, float, float]]:
     """Both forms exported: {form: (path, export seconds, checked max |diff|)}."""
     files = {}
-    for form in ("native", "matmul"):
+    for form in forms:
         path = folder / f"{form}.onnx"
         start = time.perf_counter()
         result = export_model(model, path, fft=form, img_size=size, overwrite=True)
@@ -102,18 +106,30 @@ def speed(args: argparse.Namespace, folder: Path) -> None:
     threads = torch.get_num_threads()
     torch.manual_seed(0)
     model = create_model(args.model).eval()
-    files = _export_both(model, folder)
+    forms = ("matmul",) if args.no_native else ("native", "matmul")
+    files = _export_both(model, folder, forms=forms)
     for form, (_, seconds, diff) in files.items():
         print(f"export {form}: {seconds:.1f} s, checked max |logit diff| {diff:.2e}")
+    if args.int8:
+        path, start = folder / "int8.onnx", time.perf_counter()
+        result = export_model(model, path, fft="matmul", quantize="int8", overwrite=True)
+        q = result.quantization
+        print(
+            f"export int8 (matmul): {time.perf_counter() - start:.1f} s; check: top-1 = fp32 on "
+            f"{q['top1_agreement']:.1%} of {q['check_images']} images, max |logit error| "
+            f"{q['max_logit_error']:.2e}; {q['fp32_bytes'] / 1e6:.1f} MB fp32 -> "
+            f"{path.stat().st_size / 1e6:.1f} MB int8 "
+            f"({files['matmul'][0].stat().st_size / path.stat().st_size:.2f}x smaller)"
+        )
+        files["int8"] = (path, 0.0, q["max_logit_error"])
     sessions = {form: _session(path, threads) for form, (path, _, _) in files.items()}
     for batch in args.batch_size:
         images = torch.randn(batch, 3, 224, 224)
         runs = {
             "eager fp32 (fused)": _eager(model, images, "fp32"),
             "eager bf16 (fused)": _eager(model, images, "bf16"),
-            "onnxruntime native": _ort(sessions["native"], images),
-            "onnxruntime matmul": _ort(sessions["matmul"], images),
         }
+        runs |= {f"onnxruntime {form}": _ort(session, images) for form, session in sessions.items()}
         with torch.inference_mode():
             expected = model(images)
         for form, session in sessions.items():
@@ -290,6 +306,8 @@ def main() -> None:
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--sweep", action="store_true", help="with --speed: session options")
     parser.add_argument("--profile", action="store_true", help="with --speed: time per operator")
+    parser.add_argument("--int8", action="store_true", help="with --speed: the int8 file too")
+    parser.add_argument("--no-native", action="store_true", help="with --speed: matmul form only")
     parser.add_argument("--flops", action="store_true")
     parser.add_argument("--dft", action="store_true")
     parser.add_argument("--verify", action="store_true")

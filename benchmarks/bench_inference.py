@@ -6,12 +6,16 @@ weights into a straightforward reference GFNet defined below (the authors' style
 and ``nn.Linear`` in the MLP), checks that the logits agree, then times both interleaved in the
 same process (warm-up, then alternating repeats) and prints medians, images/s and ratios.
 
+``--form`` (repeatable: auto, fft, matmul; default auto and fft) times our model with the global
+filter in that form (``filter_form``; auto: the faster form per grid, measured once).
+
     PYTHONPATH=. python benchmarks/bench_inference.py --batch-size 32 --repeats 10
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 import time
@@ -21,6 +25,7 @@ from torch import nn
 
 from gfnet_cli import create_model
 from gfnet_cli.device import autocast_context
+from gfnet_cli.models.layers import filter_form
 
 
 # --------------------------------------------------------------------------- the reference
@@ -122,13 +127,13 @@ def _bench(args: argparse.Namespace, name: str) -> None:
     ours = create_model(name, img_size=args.resolution).eval()
     ref = reference_for(ours)
     images = torch.randn(args.batch_size, 3, args.resolution, args.resolution)
-    runs = {
-        "reference fp32": (ref, "fp32"),
-        "gfnet fp32": (ours, "fp32"),
-    }
+    forms = args.form or ["auto", "fft"]
+    runs = {"reference fp32": (ref, "fp32", None)}
+    for precision in ("fp32",) if args.no_bf16 else ("fp32", "bf16"):
+        for form in forms:
+            runs[f"gfnet {precision} {form}"] = (ours, precision, form)
     if not args.no_bf16:
-        runs["gfnet bf16"] = (ours, "bf16")
-        runs["reference bf16"] = (ref, "bf16")
+        runs["reference bf16"] = (ref, "bf16", None)
     with torch.inference_mode():
         expected = ref(images)
         got = ours(images)
@@ -151,11 +156,15 @@ def _bench(args: argparse.Namespace, name: str) -> None:
             compiled(images)
         seconds = time.perf_counter() - start
         print(f"{name}: torch.compile (inductor, freezing) first call {seconds:.1f} s")
-        runs["gfnet fp32 compiled"] = (compiled, "fp32")
+        runs["gfnet fp32 compiled"] = (compiled, "fp32", None)
     times: dict[str, list[float]] = {label: [] for label in runs}
     for i in range(args.warmup + args.repeats):  # interleaved: load changes hit all alike
-        for label, (model, precision) in runs.items():
-            with torch.inference_mode(), autocast_context("cpu", precision):
+        for label, (model, precision, form) in runs.items():
+            with (
+                torch.inference_mode(),
+                autocast_context("cpu", precision),
+                filter_form(form) if form else contextlib.nullcontext(),
+            ):
                 start = time.perf_counter()
                 model(images)
                 elapsed = time.perf_counter() - start
@@ -187,6 +196,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 runs")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument(
+        "--form", action="append", choices=("auto", "fft", "matmul"), help="filter form, repeatable"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -18,11 +18,13 @@ shared), reported as medians of per-step times:
     python benchmarks/bench_train.py [--model gfnet-ti] [--img-size 224] [--batch-size 32]
         [--steps 6] [--num-workers 2] [--device cpu] [--precision fp32] [--compile] [--json]
     python benchmarks/bench_train.py --reference --model gfnet-xs --steps 6 [--json]
+        [--form fft --form matmul --form auto]   # our step per global filter form
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -38,6 +40,7 @@ from PIL import Image
 from gfnet_cli.device import autocast_context, resolve_device
 from gfnet_cli.engine.train import TrainCallbacks, TrainConfig, finetune, param_groups
 from gfnet_cli.models import create_model
+from gfnet_cli.models.layers import filter_form
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_inference import reference_for  # noqa: E402
@@ -52,23 +55,24 @@ class BareStep:
     """Forward + backward + AdamW step of ``model`` on fixed random tensors."""
 
     def __init__(self, model: torch.nn.Module, batch: int, img_size: int, device: torch.device,
-                 precision: str) -> None:  # fmt: skip
+                 precision: str, form: str | None = None) -> None:  # fmt: skip
         self.model = model.to(device).train()
         self.optimizer = torch.optim.AdamW(param_groups(model, 1e-4, False), lr=1e-4)
         generator = torch.Generator().manual_seed(0)
         self.images = torch.randn(batch, 3, img_size, img_size, generator=generator).to(device)
         self.labels = torch.randint(0, 10, (batch,), generator=generator).to(device)
-        self.device, self.precision = device, precision
+        self.device, self.precision, self.form = device, precision, form
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     def __call__(self) -> float:
         _synchronize(self.device)
         start = time.perf_counter()
-        with autocast_context(self.device, self.precision):
-            logits = self.model(self.images)
-        loss = F.cross_entropy(logits.float(), self.labels, label_smoothing=0.1)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        with filter_form(self.form) if self.form else contextlib.nullcontext():
+            with autocast_context(self.device, self.precision):
+                logits = self.model(self.images)
+            loss = F.cross_entropy(logits.float(), self.labels, label_smoothing=0.1)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         _synchronize(self.device)
@@ -160,10 +164,13 @@ def ours_vs_reference(args: argparse.Namespace, device: torch.device) -> dict:
     torch.manual_seed(0)
     ours = create_model(args.model, num_classes=10, img_size=args.img_size)
     reference = reference_for(ours)
-    steps = {
-        "reference fp32": BareStep(reference, args.batch_size, args.img_size, device, "fp32"),
-        "gfnet fp32": BareStep(ours, args.batch_size, args.img_size, device, "fp32"),
-    }
+    steps = {"reference fp32": BareStep(reference, args.batch_size, args.img_size, device, "fp32")}
+    for form in args.form or [None]:
+        name = "gfnet fp32" if form is None else f"gfnet fp32 {form}"
+        model = ours if form is None else create_model(
+            args.model, num_classes=10, img_size=args.img_size)  # fmt: skip
+        model.load_state_dict(ours.state_dict())
+        steps[name] = BareStep(model, args.batch_size, args.img_size, device, "fp32", form)
     if not args.no_bf16:
         steps["reference bf16"] = BareStep(reference_for(ours), args.batch_size, args.img_size,
                                            device, "bf16")  # fmt: skip
@@ -201,6 +208,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="loop vs bare: torch.compile")
     parser.add_argument("--reference", action="store_true", help="ours vs the authors' style")
     parser.add_argument("--no-bf16", action="store_true", help="--reference: fp32 only")
+    parser.add_argument("--form", action="append", choices=("auto", "fft", "matmul"),
+                        help="--reference: our fp32 step in this filter form")  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     device = resolve_device(args.device)

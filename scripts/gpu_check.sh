@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Verify gfnet on a CUDA GPU and measure it: the tests/gpu suite, then training and inference
-# throughput (fp32, bf16, bf16 compiled) with peak memory, then a summary with the card's name.
+# throughput (fp32, bf16, bf16 compiled) with peak memory, the global filter's two forms and
+# the one filter_form("auto") picks per grid, then a summary with the card's name.
 #
 #   scripts/gpu_check.sh [OUTPUT_DIR]        # default: $OUT if set, else gpu-check-output
 #
@@ -64,6 +65,12 @@ run_json infer_bf16_compile "${PROFILE[@]}" --precision bf16 --compile
 
 run_json input_pipeline "$PYTHON" benchmarks/bench_input_pipeline.py --workers 0,1,2,4 --json
 
+# filter_form("auto") on CUDA: both forms per grid (7x7 ... 64x64), batch 1 and 32, fp32 and
+# bf16, and the form auto picks; forward (inference) and forward + backward (training)
+FORMS=("$PYTHON" benchmarks/bench_filter_forms.py --device cuda --repeats 10 --json)
+run_json filter_forms "${FORMS[@]}"
+run_json filter_forms_backward "${FORMS[@]}" --backward
+
 echo
 "$PYTHON" - "$OUTPUT_DIR" "$tests_rc" <<'EOF'
 import json, sys
@@ -95,6 +102,11 @@ for name in ("infer_fp32", "infer_bf16", "infer_bf16_compile"):
         compile_s = row.get("compile_s")
         print(f"{name:<28}{row['images_per_second'] or 0:>10.0f}{'-':>12}"
               f"{row['peak_memory_mb'] or 0:>10.0f}{compile_s if compile_s is not None else '-':>11}")
+for name in ("filter_forms", "filter_forms_backward"):
+    for row in load(name) or []:
+        print(f"{name} {row['grid']}x{row['grid']}x{row['channels']} b{row['batch_size']} "
+              f"{row['precision']}: fft {row['fft_ms']} ms, matmul {row['matmul_ms']} ms, "
+              f"auto picks {row['auto']}")
 pipeline = load("input_pipeline")
 if pipeline:
     for row in pipeline["rows"]:

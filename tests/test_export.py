@@ -83,7 +83,8 @@ def test_matmul_form_is_the_fft_form_up_to_rounding(grid):
         x = torch.randn(3, *grid, 24)
         with filter_form("matmul"):
             matmul = gfilter(x)
-        fft = gfilter(x)
+        with filter_form("fft"):
+            fft = gfilter(x)
         exact = _fft_filter(x.double(), gfilter.complex_weight.double())
     torch.testing.assert_close(matmul, fft, atol=1e-5, rtol=0)
     # as close to the float64 truth as the FFT itself is
@@ -128,20 +129,21 @@ def test_whole_models_agree_in_both_forms(config, size):
     height, width = size or config.image_size
     images = torch.randn(2, 3, height, width)
     with torch.inference_mode(), fused_inference(False):
-        fft = model(images)
+        with filter_form("fft"):
+            fft = model(images)
         with filter_form("matmul"):
             matmul = model(images)
     torch.testing.assert_close(matmul, fft, atol=1e-4, rtol=0)
     assert torch.equal(matmul.argmax(-1), fft.argmax(-1))
 
 
-def test_matmul_form_keeps_the_transform_in_fp32_under_autocast():
+def test_matmul_form_keeps_the_transform_in_fp32_under_autocast_without_bf16_dft():
     gfilter = GlobalFilter(16, (6, 6)).eval()
     x = torch.randn(2, 6, 6, 16).to(torch.bfloat16)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        with filter_form("matmul"):
+        with filter_form("matmul"), layers.bf16_dft(False):
             matmul = gfilter(x)
-        with fused_inference(False):
+        with fused_inference(False), filter_form("fft"):
             fft = gfilter(x)
     assert matmul.dtype == torch.bfloat16
     torch.testing.assert_close(matmul.float(), fft.float(), atol=0, rtol=0)

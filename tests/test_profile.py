@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import pytest
 import torch
@@ -400,3 +401,55 @@ def test_bf16_is_refused_on_a_gpu_that_only_emulates_it(monkeypatch):
     assert error.value.param == "precision" and asked == [False]
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert check_precision(torch.device("cuda", 0), "bf16") == "bf16"
+
+
+# --------------------------------------------------------------------------- the filter's form
+def test_rows_name_the_filter_form_that_ran(tiny_folder):
+    from gfnet_cli.models.layers import filter_form
+
+    options = ProfileOptions(repeats=1, warmup=1, measure_memory=False)
+    (auto,) = profile(str(tiny_folder), [32], options=options)
+    assert auto.extra["filter_form"] in ("fft", "matmul")  # measured in the warm-up
+    with filter_form("matmul"):
+        (fixed, vit) = profile(str(tiny_folder), [32], ["vit"], options=options)
+    assert fixed.to_dict()["filter_form"] == "matmul"
+    assert "filter_form" not in vit.to_dict()  # no global filter to speak of
+
+
+def test_profile_table_has_filter_and_roof_columns(run_cli, tiny_folder, monkeypatch):
+    from gfnet_cli.cli._common import stdout
+
+    monkeypatch.setattr(stdout, "width", 160)  # a wide terminal: no header is cut
+    result = run_cli(
+        "profile", "--model", tiny_folder, "--resolution", "32", "--repeats", "1", "--no-memory"
+    )
+    assert result.exit_code == 0, result.stderr
+    header = next(line for line in result.stdout.splitlines() if "┃ model" in line)
+    assert "roof" in header and "filter" in header
+    assert "fft" in result.stdout or "matmul" in result.stdout
+    assert "roof: this machine's fp32 matmul runs at" in " ".join(result.stdout.split())
+
+
+# --------------------------------------------------------------------------- the roof
+def test_the_matmul_peak_is_timed_once_per_device_and_precision():
+    from gfnet_cli.commands import profile as profiling
+
+    profiling._PEAKS.clear()
+    cpu = torch.device("cpu")
+    small = profiling.matmul_peak_gflops(cpu, "fp32", size=128)  # an explicit size: not kept
+    assert small > 0 and profiling._PEAKS == {("cpu", "fp32"): small}
+    assert profiling.matmul_peak_gflops(cpu, "fp32") == small  # cached for the process
+    profiling._PEAKS.clear()
+
+
+def test_rows_report_their_share_of_the_matmul_peak(tiny_folder):
+    options = ProfileOptions(repeats=1, warmup=1, measure_memory=False)
+    (row,) = profile(str(tiny_folder), [32], options=options)
+    extra = row.to_dict()
+    achieved = 2 * row.gflops * row.images_per_second  # figures rounded to 0.1
+    assert extra["gflop_per_s"] == pytest.approx(achieved, rel=1e-3, abs=0.06)
+    assert extra["matmul_peak_gflop_per_s"] > 0
+    share = 100 * achieved / extra["matmul_peak_gflop_per_s"]
+    assert extra["roof_pct"] == pytest.approx(share, rel=1e-2, abs=0.06)
+    (bare,) = profile(str(tiny_folder), [32], options=dataclasses.replace(options, roof=False))
+    assert "roof_pct" not in bare.to_dict()

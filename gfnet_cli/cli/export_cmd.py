@@ -58,6 +58,11 @@ def export_command(
         help="The global filter's form: native (ONNX DFT ops), matmul (DFT as matrix "
         "products: any runtime) or auto (the faster form onnxruntime runs correctly).",
     ),
+    quantize: str = typer.Option(
+        None,
+        "--quantize",
+        help="int8: quantize the MLPs and head (onnxruntime, dynamic), checked against fp32.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
     as_json: JsonOption = False,
 ) -> None:
@@ -79,6 +84,7 @@ def export_command(
             dynamic_batch=dynamic_batch or None,
             opset=opset,
             fft=fft,
+            quantize=quantize,
             overwrite=overwrite,
             progress=progress,
         )
@@ -98,6 +104,13 @@ def export_command(
     channels = result.metadata["input_size"][0]
     stdout.print(f"  input:   \\[{batch}, {channels}, {height}, {width}] float32, NCHW")
     stdout.print(f"  check:   {check} vs PyTorch, max |logit diff| {result.max_abs_diff:.2e}")
+    if result.quantization:
+        q = result.quantization
+        smaller = q["fp32_bytes"] / q["int8_bytes"]
+        stdout.print(
+            f"  int8:    top-1 = fp32 on {q['top1_agreement']:.1%} of {q['check_images']} images,"
+            f" max |logit error| {q['max_logit_error']:.2e}; {smaller:.1f}x smaller than fp32"
+        )
     stdout.print(escape(str(result.output)))
 
 

@@ -38,6 +38,11 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _roof(extra: dict) -> str:
+    """``66%``: the row's GFLOP/s as a share of the matmul peak (``--json``: both figures)."""
+    return "-" if extra.get("roof_pct") is None else f"{extra['roof_pct']:.0f}%"
+
+
 def profile_command(
     model: ModelOption = DEFAULT_MODEL,
     resolution: list[int] = typer.Option(
@@ -99,10 +104,11 @@ def profile_command(
     first = rows[0]
     table = Table(title=f"profile: batch {first.batch_size}, {first.device}, {first.precision}")
     columns = ("model", "res", "tokens", "params", "GFLOPs", "latency ms", "min-max ms", "img/s",
-               "forward MB")  # fmt: skip
+               "forward MB", "roof", "filter")  # fmt: skip
     for column in columns:
-        table.add_column(column, justify="left" if column == "model" else "right",
-                         no_wrap=column == "min-max ms")  # fmt: skip
+        width = max(len(row.model) for row in rows) if column == "model" else None
+        table.add_column(column, justify="left" if column in ("model", "filter") else "right",
+                         no_wrap=column == "min-max ms", min_width=width)  # fmt: skip
     for row in rows:
         table.add_row(
             row.model,
@@ -114,12 +120,22 @@ def profile_command(
             _spread(row.latency_min_ms, row.latency_max_ms),
             _fmt(row.images_per_second, ".1f"),
             _fmt(row.peak_memory_mb, ".0f"),
+            _roof(row.extra),
+            row.extra.get("filter_form", "-"),
         )
     stdout.print(table)
+    peak = next((r.extra["matmul_peak_gflop_per_s"] for r in rows if "roof_pct" in r.extra), None)
+    if peak is not None:
+        stdout.print(
+            f"roof: this machine's {first.precision} matmul runs at {peak:.0f} GFLOP/s (timed "
+            "now); roof: the row's GFLOP/s (2 per MAC) as a share of that rate.",
+            style="dim",
+        )
     stdout.print(
         "GFLOPs per image (MACs, FFTs included: docs/flops.md); latency per batch (median, "
         "fastest-slowest of the timed runs); forward MB: the memory one forward pass adds "
-        "(activations; the weights are not counted).",
+        "(activations; the weights are not counted); filter: the global filter's form that ran "
+        "(fft, matmul: docs/architecture.md).",
         style="dim",
     )
 

@@ -16,6 +16,12 @@ correct files in the installed onnxruntime (whose CPU ``DFT`` is an order of mag
 than the products for GFNet's grids); a ``.pt2`` keeps the native form, which PyTorch runs with
 its own FFT. Every file is checked the same way before it is renamed into place, so a failed
 export leaves nothing behind; the check's largest logit difference is reported.
+
+``quantize="int8"`` (ONNX only) quantizes the checked fp32 file's MLPs and head with
+onnxruntime (:mod:`gfnet_cli.engine.int8`) and checks the int8 file against the fp32 PyTorch
+model on :data:`INT8_CHECK_IMAGES` images: top-1 agreement and the largest logit error are
+written to its metadata (``quantization``) and reported, and a file that falls short of
+:data:`INT8_MIN_AGREEMENT` or :data:`INT8_TOLERANCE` is refused.
 """
 
 from __future__ import annotations
@@ -69,6 +75,13 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "pt2")
 FFT_CHOICES = ("auto", "native", "matmul")
+QUANTIZE_CHOICES = ("int8",)
+# The int8 check: this many images (drawn like the fp32 check's), the share of them whose top-1
+# must equal PyTorch's fp32 top-1, and the largest logit error allowed relative to the largest
+# logit (at least 1). int8 MLPs move logits by ~1 % of their range; a broken file by far more.
+INT8_CHECK_IMAGES = 32
+INT8_MIN_AGREEMENT = 0.95
+INT8_TOLERANCE = 0.1
 SUFFIXES = {".onnx": "onnx", ".pt2": "pt2"}
 MIN_OPSET = 18  # the dynamo exporter's lowest; it silently writes 18 when asked for less
 MAX_DYNAMIC_BATCH = 4096
@@ -97,6 +110,8 @@ class ExportResult:
     native_rejected: str | None = None  # why ``auto`` did not keep the native form
     timings_ms: dict[str, float] = field(default_factory=dict)  # ``auto``: onnxruntime, per form
     metadata: dict[str, Any] = field(default_factory=dict)
+    quantize: str | None = None  # int8, or None for fp32
+    quantization: dict[str, Any] = field(default_factory=dict)  # the int8 check, file sizes
 
     def to_dict(self) -> dict[str, Any]:
         """The ``export --json`` document of docs/cli.md (plus batch size and opset)."""
@@ -108,6 +123,8 @@ class ExportResult:
             "max_abs_diff": self.max_abs_diff,
             "batch_size": self.batch_size,
             "opset": self.opset,
+            "quantize": self.quantize,
+            **({"quantization": self.quantization} if self.quantization else {}),
         }
 
 
@@ -125,6 +142,7 @@ def export_model(
     dynamic_batch: bool | None = None,
     opset: int | None = None,
     fft: str = "auto",
+    quantize: str | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
 ) -> ExportResult:
@@ -134,7 +152,8 @@ def export_model(
     ``img_size``: the input size built into the file (``N`` or ``(H, W)``; default: the
     model's), weights resized as ``load_model(img_size=)`` does. The batch dimension is
     dynamic unless ``batch_size`` fixes it. ``opset``: the ONNX opset (default: the
-    exporter's). ``fft``: ``auto``, ``native`` or ``matmul`` (module docstring). The file is
+    exporter's). ``fft``: ``auto``, ``native`` or ``matmul`` (module docstring).
+    ``quantize``: ``"int8"`` for an int8 ONNX file, checked against fp32. The file is
     written under a temporary name, checked, and renamed into place; an existing ``output``
     is replaced only with ``overwrite``. ``progress(done, total)`` counts the steps.
     """
@@ -142,15 +161,24 @@ def export_model(
     check_output_file(output, overwrite=overwrite, parent_must_exist=False)
     file_format = _check_format(format, output)
     _check_choice("fft", fft, FFT_CHOICES)
+    if quantize is not None:
+        _check_choice("quantize", quantize, QUANTIZE_CHOICES)
+        if file_format != "onnx":
+            raise UsageError(
+                f"quantize {quantize} writes ONNX files, not {file_format}",
+                param=("quantize", "format"),
+            )
     fixed_batch = _check_batch(batch_size, dynamic_batch)
     opset = _check_opset(opset, file_format)
     if file_format == "onnx":
         _require_onnx_exporter()
     forms = ["native", "matmul"] if fft == "auto" else [fft]
-    steps = _Steps(progress, total=1 + 2 * len(forms) + (fft == "auto" and file_format == "onnx"))
+    total = 1 + 2 * len(forms) + (fft == "auto" and file_format == "onnx") + 2 * bool(quantize)
+    steps = _Steps(progress, total=total)
     net = _model_to_export(model, img_size)
     steps.done()
-    job = _Job(net, file_format, output, _check_inputs(net, fixed_batch), fixed_batch, opset)
+    checks = _check_inputs(net, fixed_batch)
+    job = _Job(net, file_format, output, checks, fixed_batch, opset, quantize)
     missing = [p for p in (output.parent, *output.parent.parents) if not p.exists()]
     try:
         with writing(output):  # one writer; partial files of a killed export are removed
@@ -174,6 +202,7 @@ class _Job:
     checks: list[tuple[torch.Tensor, torch.Tensor]]  # (images, PyTorch's logits)
     fixed_batch: int | None
     opset: int | None
+    quantize: str | None = None
 
 
 @dataclass
@@ -218,6 +247,9 @@ def _write_first_that_checks(
                 f"{timings['matmul']:.3g} ms for matmul"
             )
             logger.info("keeping the matmul form: native is %s", rejected)
+        quantization: dict[str, Any] = {}
+        if job.quantize:
+            quantization = _quantize_checked(job, keep, steps)
         _publish(keep.staged, job.output, overwrite)
     finally:
         for item in written:
@@ -235,7 +267,87 @@ def _write_first_that_checks(
         native_rejected=rejected,
         timings_ms=timings,
         metadata=export_metadata(job.net.config, fft=keep.form, batch_size=job.fixed_batch),
+        quantize=job.quantize,
+        quantization=quantization,
     )
+
+
+def _quantize_checked(job: _Job, keep: _Written, steps: _Steps) -> dict[str, Any]:
+    """Quantize ``keep``'s staged fp32 file in place to int8 and check it (module docstring).
+
+    Returns the check's figures, also written to the file's ``quantization`` metadata.
+    """
+    import onnx
+
+    from gfnet_cli.engine.int8 import quantize_int8
+
+    int8 = keep.staged.with_name(keep.staged.name + ".int8.onnx")
+    try:
+        quantize_int8(keep.staged, int8)
+        steps.done()
+        images, reference = _int8_check_inputs(job)
+        logits = torch.from_numpy(_run_onnx(int8, images))
+        agreement = float((logits.argmax(-1) == reference.argmax(-1)).float().mean())
+        error = max_abs_diff(reference, logits.numpy())
+        tolerance = INT8_TOLERANCE * max(1.0, float(reference.abs().max()))
+        figures = {
+            "type": "int8",
+            "method": "onnxruntime quantize_dynamic (MatMul weights per channel)",
+            "check_images": len(images),
+            "top1_agreement": round(agreement, 4),
+            "max_logit_error": error,
+            "fp32_bytes": keep.staged.stat().st_size,
+            "int8_bytes": int8.stat().st_size,
+        }
+        if agreement < INT8_MIN_AGREEMENT or not error <= tolerance:
+            raise ExportCheckError(
+                f"the int8 file fails its check against fp32: top-1 agrees on {agreement:.1%} "
+                f"of {len(images)} images (at least {INT8_MIN_AGREEMENT:.0%} needed), largest "
+                f"logit error {error:.3g} (tolerance {tolerance:.3g}); export without quantize"
+            )
+        proto = onnx.load(str(int8))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "quantization", json.dumps(figures)
+        onnx.save_model(proto, str(int8))
+        steps.done()
+        os.replace(int8, keep.staged)
+        return figures
+    finally:
+        int8.unlink(missing_ok=True)
+
+
+def _int8_check_inputs(job: _Job) -> tuple[torch.Tensor, torch.Tensor]:
+    """:data:`INT8_CHECK_IMAGES` images (of the file's batch size) and PyTorch's fp32 logits."""
+    config = job.net.config
+    generator = torch.Generator().manual_seed(1)
+    count = INT8_CHECK_IMAGES
+    if job.fixed_batch is not None:  # whole batches of the fixed size
+        count = max(1, count // job.fixed_batch) * job.fixed_batch
+    images = torch.randn(count, config.in_chans, *config.image_size, generator=generator)
+    with torch.inference_mode():
+        return images, job.net(images).float()
+
+
+def _run_onnx(path: Path, images: torch.Tensor) -> Any:
+    """``path``'s logits for ``images`` in onnxruntime on the CPU, in batches it accepts."""
+    ort = import_onnxruntime("exporting to ONNX")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        batch = session.get_inputs()[0].shape[0]
+        step = batch if isinstance(batch, int) else len(images)
+        import numpy as np
+
+        return np.concatenate(
+            [session.run(None, {INPUT_NAME: part.numpy()})[0] for part in images.split(step)]
+        )
+    except Exception as exc:  # onnxruntime's own exception types
+        raise ExportCheckError(
+            f"onnxruntime {ort.__version__} cannot run the int8 file: {_line(exc)}"
+        ) from exc
 
 
 def _time_onnx(job: _Job, written: list[_Written]) -> dict[str, float]:

@@ -20,6 +20,12 @@ How things are measured (docs/benchmarks.md):
 - GFLOPs: :mod:`gfnet_cli.models.flops` on the meta device (no weights, no arithmetic), per image.
 - Latency: median wall time of a batch forward after warm-up, inside ``torch.inference_mode``
   (CUDA: synchronized around each run, never inside the forward); images/s = batch / latency.
+  ``filter_form`` names the global filter's form(s) that ran (``filter_form("auto")`` measures
+  its choice in the warm-up; a compiled model traces the FFT form).
+- The roof: :func:`matmul_peak_gflops` times a square matrix product in the row's precision
+  (once per process and device) for the machine's matmul rate; each row's achieved rate,
+  ``gflop_per_s`` = 2 x GMACs per image x images/s, is reported as ``roof_pct`` of it: how
+  much of the machine the model uses, and so how much is left.
 - Peak memory: CUDA, the caching allocator's peak over one forward minus what was allocated
   before it. CPU, the rise of the peak resident set (``VmHWM``, reset through
   ``/proc/self/clear_refs``) over one forward, in a fresh child process whose allocators give
@@ -60,7 +66,7 @@ from gfnet_cli.hub.zoo_source import zoo_source
 from gfnet_cli.models.config import LIMITS, GFNetConfig, SegmentationConfig
 from gfnet_cli.models.factory import build_model, model_config
 from gfnet_cli.models.flops import count_flops
-from gfnet_cli.models.layers import Mlp
+from gfnet_cli.models.layers import Mlp, record_filter_forms
 from gfnet_cli.models.segmentation import FPN, FPNHead, SimpleFeaturePyramid
 from gfnet_cli.models.zoo import ZOO
 
@@ -564,6 +570,45 @@ def _child_main(request_json: str) -> None:
     sys.stdout.write(json.dumps({"peak_memory_mb": peak}) + "\n")
 
 
+_PEAKS: dict[tuple[str, str], float] = {}
+PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def matmul_peak_gflops(device: torch.device, precision: str, size: int | None = None) -> float:
+    """The machine's matmul rate in GFLOP/s for ``precision``: the fastest of a few timed
+    ``size`` x ``size`` products (2048 on CPUs, 8192 on GPUs), measured once per process."""
+    key = (str(device), precision)
+    if key in _PEAKS and size is None:
+        return _PEAKS[key]
+    size = size or (8192 if device.type == "cuda" else 2048)
+    dtype = PEAK_DTYPES.get(precision, torch.float32)
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    best = float("inf")
+    with torch.inference_mode():
+        for i in range(6):  # the first run warms up (kernels, caches, clocks)
+            _synchronize(device)
+            start = time.perf_counter()
+            torch.mm(a, b)
+            _synchronize(device)
+            if i:
+                best = min(best, time.perf_counter() - start)
+    peak = 2 * size**3 / best / 1e9
+    _PEAKS[key] = peak
+    return peak
+
+
+def _add_roof(row: ProfileRow, device: torch.device, precision: str) -> None:
+    """The row's achieved GFLOP/s (2 x MACs) and its share of the matmul peak."""
+    if row.images_per_second is None or not row.gflops:
+        return
+    achieved = 2 * row.gflops * row.images_per_second
+    peak = matmul_peak_gflops(device, precision)
+    row.extra["gflop_per_s"] = round(achieved, 1)
+    row.extra["matmul_peak_gflop_per_s"] = round(peak, 1)
+    row.extra["roof_pct"] = round(100 * achieved / peak, 1)
+
+
 # --------------------------------------------------------------------------- profiling
 @dataclass
 class ProfileOptions:
@@ -575,6 +620,7 @@ class ProfileOptions:
     compile: bool = False
     measure_memory: bool = True
     memory_limit_mb: float | None = None
+    roof: bool = True  # time a matmul for the machine's peak; rows get their share of it
 
     def check(self) -> None:
         """Refuse counts and limits out of range (before any model is built)."""
@@ -666,9 +712,13 @@ def _measure(
     runner: Callable[[torch.Tensor], torch.Tensor] = model
     if options.compile:
         runner = _compiled(model)
-    times, first_s = time_forwards(
-        runner, inputs, options.precision, max(options.warmup, 1), max(options.repeats, 1)
-    )
+    with record_filter_forms() as forms:
+        times, first_s = time_forwards(
+            runner, inputs, options.precision, max(options.warmup, 1), max(options.repeats, 1)
+        )
+    if spec.mixer == "gfnet":
+        # nothing recorded: a compiled graph, which traces the FFT form (layers._auto_form)
+        row.extra["filter_form"] = "+".join(sorted(forms)) if forms else "fft"
     median_s = statistics.median(times)
     row.latency_min_ms, row.latency_max_ms = round(min(times) * 1e3, 3), round(max(times) * 1e3, 3)
     if len(times) > 1 and max(times) > UNSTABLE_SPREAD * min(times):
@@ -680,6 +730,8 @@ def _measure(
         row.compile_s = round(max(first_s - median_s, 0.0), 2)
     row.latency_ms = round(median_s * 1e3, 3)
     row.images_per_second = round(options.batch_size / median_s, 2)
+    if options.roof:
+        _add_roof(row, device, options.precision)
     if not options.measure_memory:
         return
     # The runner that was timed is the one measured: a compiled graph's buffers are not eager's.
@@ -718,6 +770,8 @@ def profile(
     options.check()
     for size in resolutions:
         check_range("resolution", size, 1, LIMITS["img_size"][1])
+    if num_classes is not None:
+        check_range("num_classes", num_classes, 1, LIMITS["num_classes"][1])
     if plot is not None:
         check_plot_path(plot)
     unknown = [name for name in compare if name not in BASELINES]

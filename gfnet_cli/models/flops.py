@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.models.factory import build_model
-from gfnet_cli.models.layers import fused_inference
+from gfnet_cli.models.layers import filter_form, fused_inference
 
 
 def _fft_flops(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
@@ -61,10 +61,11 @@ _CUSTOM = {
 def count_flops(model: nn.Module, inputs: torch.Tensor) -> int:
     """Multiply-accumulates of one forward pass of ``model`` on ``inputs`` (all images).
 
-    The plain path is forced while counting: the fused CPU kernels are invisible to
-    ``FlopCounterMode``, and the paper's convention counts the FFTs, not matrix products.
+    The plain path and the FFT form are forced while counting: the fused CPU kernels are
+    invisible to ``FlopCounterMode``, and the paper's convention counts the FFTs, not matrix
+    products.
     """
-    with torch.no_grad(), fused_inference(False):
+    with torch.no_grad(), fused_inference(False), filter_form("fft"):
         counter = FlopCounterMode(display=False, custom_mapping=_CUSTOM)
         with counter:
             model(inputs)

@@ -8,15 +8,21 @@ oneDNN's linear with GELU and residual-add post-ops, the FFT in channels-first m
 PyTorch's FFT makes no hidden copies, and under bf16 autocast weights cast once and cached.
 The arithmetic is the same as the plain path, which training and other devices use.
 
-For exporters and runtimes without FFT operators, ``filter_form("matmul")`` computes every
-global filter as products with precomputed DFT matrices instead: the same transform, exact up
-to float rounding (docs/export.md).
+Every global filter runs in one of two forms: ``torch.fft`` (``"fft"``) or products with
+precomputed DFT matrices (``"matmul"``, also what exporters trace for runtimes without FFT
+operators): the same transform, exact up to float rounding (docs/export.md). By default
+(``"auto"``) each filter times both forms once per process for its input's shape, dtype,
+device and autograd need, as cuDNN's benchmark mode does, and keeps the faster
+(docs/architecture.md); ``filter_form("fft")`` / ``("matmul")`` fix the form. Under bf16
+autocast the matmul form multiplies in bf16 up to :data:`BF16_DFT_MAX_TOKENS` tokens.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
+import time
 import weakref
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -24,10 +30,20 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+log = logging.getLogger(__name__)
 
 _FUSED_ENABLED = True
-FILTER_FORMS = ("fft", "matmul")
-_FILTER_FORM = "fft"
+FILTER_FORMS = ("auto", "fft", "matmul")
+_FILTER_FORM = "auto"
+# "auto" times each form this many times (interleaved, the fastest run counts): a few
+# milliseconds once per shape, in exchange for the faster form for the rest of the process.
+AUTO_TRIALS = 3
+# Under bf16 autocast the matmul form's DFT products run in bf16 on grids up to this many
+# tokens (docs/benchmarks.md: top-1 and logit error against fp32); larger grids keep fp32.
+BF16_DFT_MAX_TOKENS = 64 * 64
+_BF16_DFT = True
 
 
 def _has_onednn_linear() -> bool:
@@ -55,8 +71,9 @@ def fused_inference(enabled: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def filter_form(form: str) -> Iterator[None]:
-    """Compute every :class:`GlobalFilter` with ``torch.fft`` (``"fft"``, the default) or as
-    products with DFT matrices (``"matmul"``).
+    """Compute every :class:`GlobalFilter` with ``torch.fft`` (``"fft"``), as products with
+    DFT matrices (``"matmul"``), or in whichever of the two measured faster (``"auto"``, the
+    default).
 
     The matmul form is what ``gfnet export --fft matmul`` traces: a graph of matrix products
     that any ONNX runtime, TensorRT or mobile runtime runs, where FFT operators are missing
@@ -70,6 +87,72 @@ def filter_form(form: str) -> Iterator[None]:
         yield
     finally:
         _FILTER_FORM = previous
+
+
+@contextlib.contextmanager
+def bf16_dft(enabled: bool) -> Iterator[None]:
+    """Let the matmul form multiply in bf16 under bf16 autocast (the default), or keep fp32."""
+    global _BF16_DFT
+    previous, _BF16_DFT = _BF16_DFT, enabled
+    try:
+        yield
+    finally:
+        _BF16_DFT = previous
+
+
+# ``"auto"``'s measured choices: (device, index, (rows, cols, C), batch bucket, dtype,
+# autocast dtype, backward, fused, bf16 DFT) -> "fft" | "matmul".
+_FORM_CHOICES: dict[tuple, str] = {}
+_FORM_RECORDERS: list[set[str]] = []
+
+
+def filter_form_choices() -> dict[str, str]:
+    """What ``"auto"`` chose so far in this process, one readable line per measured case."""
+    choices = {}
+    for key, form in _FORM_CHOICES.items():
+        device, index, (rows, cols, channels), bucket, dtype, autocast, backward = key[:7]
+        where = device if index is None else f"{device}:{index}"
+        precision = str(autocast or dtype).replace("torch.", "")
+        mode = "forward+backward" if backward else "forward"
+        name = f"{where} {rows}x{cols}x{channels} batch<={bucket} {precision} {mode}"
+        choices[name] = form
+    return choices
+
+
+def clear_filter_form_choices() -> None:
+    """Forget ``"auto"``'s choices: the next forward of each shape measures again."""
+    _FORM_CHOICES.clear()
+
+
+@contextlib.contextmanager
+def record_filter_forms() -> Iterator[set[str]]:
+    """Collect the forms every :class:`GlobalFilter` ran with inside the block."""
+    forms: set[str] = set()
+    _FORM_RECORDERS.append(forms)
+    try:
+        yield forms
+    finally:
+        _FORM_RECORDERS.remove(forms)
+
+
+def _is_tracing(x: torch.Tensor) -> bool:
+    """Inside a trace or CUDA graph capture, a fake tensor or a dispatch mode (FLOP counting):
+    timing is impossible or means nothing."""
+    if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
+        return True
+    if torch.jit.is_tracing():  # the legacy tracer would record both trial forms
+        return True
+    if x.is_cuda and torch.cuda.is_current_stream_capturing():  # no syncs inside a CUDA graph
+        return True
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    if is_exporting is not None and is_exporting():
+        return True
+    return type(x) is not torch.Tensor and not isinstance(x, nn.Parameter)  # fake, functional
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype | None:
@@ -203,15 +286,19 @@ def _interleave(real: torch.Tensor, imag: torch.Tensor, dim: int) -> torch.Tenso
     return torch.stack((real, imag), dim=dim + 1).flatten(dim, dim + 1)
 
 
-def dft_bases(grid: tuple[int, int], device: torch.device | str = "cpu") -> DFTBases:
-    """The :class:`DFTBases` of a token ``grid`` in float32 (computed in float64, cached).
+def dft_bases(
+    grid: tuple[int, int],
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> DFTBases:
+    """The :class:`DFTBases` of a token ``grid`` in ``dtype`` (computed in float64, cached).
 
     Built outside a trace, they are real tensors an exporter embeds as constants. Inside one
     (``torch.export``, ``torch.compile``) they are traced ops the exporter folds, and are not
     cached: a traced table must never reach an eager forward.
     """
     rows, cols = (int(v) for v in grid)
-    key = (rows, cols, str(device))
+    key = (rows, cols, str(device)) if dtype == torch.float32 else (rows, cols, str(device), dtype)
     bases = _DFT_BASES.get(key)
     if bases is None:
         half = cols // 2 + 1
@@ -230,7 +317,9 @@ def dft_bases(grid: tuple[int, int], device: torch.device | str = "cpu") -> DFTB
             / math.sqrt(cols),
             _interleave(row_cos, -row_sin, dim=1) / math.sqrt(rows),
         )
-        bases = DFTBases(*(t.to(device=device, dtype=torch.float32) for t in tables))
+        # normal tensors even when first built under inference_mode: training reuses them
+        with torch.inference_mode(False):
+            bases = DFTBases(*(t.to(device=device, dtype=dtype) for t in tables))
         if not torch.compiler.is_compiling():
             _DFT_BASES[key] = bases
     return bases
@@ -239,10 +328,10 @@ def dft_bases(grid: tuple[int, int], device: torch.device | str = "cpu") -> DFTB
 def filter_by_matmul(x: torch.Tensor, weight: torch.Tensor, bases: DFTBases) -> torch.Tensor:
     """``irfft2(rfft2(x) * weight)`` over axes 1-2 (``norm="ortho"``) as matrix products.
 
-    ``x``: (B, rows, cols, C) float32; ``weight``: the filter's (rows, cols//2+1, C, 2) real
-    and imaginary parts. Four matrix products, no complex tensors, no transposes and no
-    splits: every intermediate is a view of the previous product's output. Multiply-adds
-    per image and channel: 4·rows²·cols + 8·rows·cols·(cols//2+1).
+    ``x``: (B, rows, cols, C), in the dtype of ``bases``; ``weight``: the filter's
+    (rows, cols//2+1, C, 2) real and imaginary parts. Four matrix products, no complex
+    tensors, no transposes and no splits: every intermediate is a view of the previous
+    product's output. Multiply-adds per image and channel: 4·rows²·cols + 8·rows·cols·(cols//2+1).
     """
     batch, rows, cols, channels = x.shape
     half = cols // 2 + 1
@@ -252,14 +341,28 @@ def filter_by_matmul(x: torch.Tensor, weight: torch.Tensor, bases: DFTBases) -> 
     # over columns: (B, rows, [re, im] x half, C)
     spectrum = torch.matmul(bases.cols_forward, planes).reshape(batch, rows, 2, half, channels)
     # the filter, a complex product: (a + ib)(c + id) = [a, b] * [c, c] + [b, a] * [-d, d]
-    real, imag = weight[..., 0], weight[..., 1]  # (rows, half, C)
-    same = torch.stack((real, real), dim=1)  # (rows, 2, half, C)
-    swapped = torch.stack((-imag, imag), dim=1)
-    spectrum = spectrum * same + spectrum.flip(2) * swapped
+    if torch.compiler.is_exporting():
+        # a file stores the filter once: its planes broadcast, the sign a 2-value constant
+        real, imag = weight[..., 0].unsqueeze(1), weight[..., 1].unsqueeze(1)
+        sign = torch.tensor([-1.0, 1.0], dtype=spectrum.dtype, device=spectrum.device)
+        spectrum = torch.addcmul(spectrum * real, spectrum.flip(2) * sign.view(2, 1, 1), imag)
+    else:
+        same, swapped = filter_pairs(weight)
+        spectrum = torch.addcmul(spectrum * same, spectrum.flip(2), swapped)
     # inverse over columns, then over rows keeping the real part
     planes = torch.matmul(bases.cols_inverse, spectrum.reshape(batch, rows, 2 * half, channels))
     planes = planes.reshape(batch, 2 * rows, cols * channels)
     return torch.matmul(bases.rows_inverse, planes).reshape(batch, rows, cols, channels)
+
+
+def filter_pairs(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (rows, half, C, 2) filter as the (rows, 2, half, C) factors of its complex product.
+
+    ``(a + ib)(c + id)`` is ``[a, b] * [c, c] + [b, a] * [-d, d]``: this returns ``[c, c]`` and
+    ``[-d, d]``.
+    """
+    real, imag = weight[..., 0], weight[..., 1]  # (rows, half, C)
+    return torch.stack((real, real), dim=1), torch.stack((-imag, imag), dim=1)
 
 
 class _PerSizeCache:
@@ -318,14 +421,16 @@ class GlobalFilter(nn.Module):
             lambda: torch.view_as_complex(resize_filter(self.complex_weight.float(), grid)),
         )
 
-    def filter_planes(self, grid: tuple[int, int]) -> torch.Tensor:
+    def filter_planes(
+        self, grid: tuple[int, int], dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
         """The filter for ``grid`` as real and imaginary planes (rows, cols//2+1, C, 2)."""
         if tuple(grid) == self.grid:
-            return self.complex_weight.float()
+            return self.complex_weight.to(dtype)
         return self._resized.get(
             self.complex_weight,
-            ("planes", *grid),
-            lambda: resize_filter(self.complex_weight.float(), grid),
+            ("planes", *grid, dtype),
+            lambda: resize_filter(self.complex_weight.float(), grid).to(dtype),
         )
 
     def filter_channels_first(self, grid: tuple[int, int]) -> torch.Tensor:
@@ -337,10 +442,74 @@ class GlobalFilter(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        form = _FILTER_FORM if _FILTER_FORM != "auto" else self._auto_form(x)
+        if _FORM_RECORDERS and not torch.compiler.is_compiling():
+            for recorder in _FORM_RECORDERS:
+                recorder.add(form)
+        if form == "matmul":
+            return self._forward_matmul(x)
+        return self._forward_fft(x)
+
+    def _auto_form(self, x: torch.Tensor) -> str:
+        """The faster form for ``x``'s case, measured on its first forward (module docstring).
+
+        Traces (compile, export), fake and meta tensors and devices other than CPU and CUDA
+        take the FFT form without measuring.
+        """
+        if x.device.type not in ("cpu", "cuda") or _is_tracing(x):
+            return "fft"
+        backward = torch.is_grad_enabled() and (
+            x.requires_grad or self.complex_weight.requires_grad
+        )
+        autocast = (
+            torch.get_autocast_dtype(x.device.type) if _autocast_enabled(x.device.type) else None
+        )
+        key = (
+            x.device.type,
+            x.device.index,
+            tuple(x.shape[1:]),
+            1 << (x.shape[0] - 1).bit_length(),  # batch rounded up to a power of two
+            x.dtype,
+            autocast,
+            backward,
+            _FUSED_ENABLED and _HAS_ONEDNN_LINEAR,
+            _BF16_DFT,
+        )
+        form = _FORM_CHOICES.get(key)
+        if form is None:
+            form = self._measure_forms(x, backward)
+            _FORM_CHOICES[key] = form
+        return form
+
+    def _measure_forms(self, x: torch.Tensor, backward: bool) -> str:
+        """The form whose fastest of :data:`AUTO_TRIALS` runs (with backward when training)
+        is faster on ``x``; the parameter's ``.grad`` is left alone."""
+        x = x.detach().requires_grad_(backward and x.requires_grad)
+        inputs = [t for t in (x, self.complex_weight) if t.requires_grad]
+        best = {"fft": math.inf, "matmul": math.inf}
+        for _ in range(AUTO_TRIALS):
+            for form in best:
+                _synchronize(x.device)
+                start = time.perf_counter()
+                out = self._forward_matmul(x) if form == "matmul" else self._forward_fft(x)
+                if backward:
+                    torch.autograd.grad(out, inputs, torch.ones_like(out))
+                _synchronize(x.device)
+                best[form] = min(best[form], time.perf_counter() - start)
+        form = min(best, key=best.__getitem__)
+        log.debug(
+            "filter %s on %s: fft %.3g ms, matmul %.3g ms -> %s",
+            tuple(x.shape),
+            x.device,
+            best["fft"] * 1e3,
+            best["matmul"] * 1e3,
+            form,
+        )
+        return form
+
+    def _forward_fft(self, x: torch.Tensor) -> torch.Tensor:
         _, rows, cols, _ = x.shape
         dtype = x.dtype
-        if _FILTER_FORM == "matmul":
-            return self._forward_matmul(x).to(dtype)
         compute_dtype = _compute_dtype(x)
         if compute_dtype is not None:
             # PyTorch's CPU FFT transforms the last axes: hand it (B, C, H, W) memory ourselves
@@ -359,12 +528,26 @@ class GlobalFilter(nn.Module):
         return x.to(dtype)
 
     def _forward_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """The matmul form, in bf16 under bf16 autocast on grids that allow it, else in fp32.
+
+        A bf16 transform returns bf16, as the fused FFT path does under autocast (the next
+        LayerNorm takes either); otherwise the output has ``x``'s dtype.
+        """
         grid = (x.shape[1], x.shape[2])
-        bases = dft_bases(grid, x.device)
-        if _autocast_enabled(x.device.type):  # the transform stays fp32, as the FFT does
-            with torch.autocast(x.device.type, enabled=False):
-                return filter_by_matmul(x.float(), self.filter_planes(grid), bases)
-        return filter_by_matmul(x.float(), self.filter_planes(grid), bases)
+        if not _autocast_enabled(x.device.type):
+            planes = self.filter_planes(grid)
+            return filter_by_matmul(x.float(), planes, dft_bases(grid, x.device)).to(x.dtype)
+        dtype = torch.float32
+        if (
+            _BF16_DFT
+            and torch.get_autocast_dtype(x.device.type) == torch.bfloat16
+            and grid[0] * grid[1] <= BF16_DFT_MAX_TOKENS
+        ):
+            dtype = torch.bfloat16
+        planes = self.filter_planes(grid, dtype)
+        with torch.autocast(x.device.type, enabled=False):  # the dtype is chosen above
+            out = filter_by_matmul(x.to(dtype), planes, dft_bases(grid, x.device, dtype))
+        return out if dtype == torch.bfloat16 else out.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"grid={self.grid}, dim={self.complex_weight.shape[2]}"
@@ -381,10 +564,19 @@ class Mlp(nn.Module):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``fc2(gelu(fc1(x)))``, plus ``residual`` when given (fused on the CPU path)."""
         dtype = None if self.training else _compute_dtype(x)
-        if dtype is not None:
+        if dtype is not None and self._fusable():
             return self._forward_fused(x, residual, dtype)
         out = self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
         return out if residual is None else residual + out
+
+    def _fusable(self) -> bool:
+        """Both layers plain ``nn.Linear`` with tensor weights: not a user's replacement (say,
+        ``torch.ao.quantization.quantize_dynamic``'s, whose ``weight`` is a method), which
+        must run as itself."""
+        return all(
+            type(layer) is nn.Linear and isinstance(layer.weight, torch.Tensor)
+            for layer in (self.fc1, self.fc2)
+        )
 
     def _forward_fused(
         self, x: torch.Tensor, residual: torch.Tensor | None, dtype: torch.dtype
