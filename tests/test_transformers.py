@@ -23,6 +23,7 @@ from gfnet_cli import GFNet, GFNetConfig, load_model
 from gfnet_cli.data.transforms import eval_transform
 from gfnet_cli.errors import MissingDependencyError
 from gfnet_cli.hub import remote_code
+from gfnet_cli.hub.card import model_card
 from gfnet_cli.hub.serialization import save_model
 from tests.hub_server import FakeHub
 
@@ -102,6 +103,14 @@ def finetuned(run_cli, base: Path, tmp_path: Path) -> Path:
     return out
 
 
+def model_of_kind(run_cli, data_dir: Path, tmp_path: Path, kind: str) -> Path:
+    """A MODEL folder: the authors' tiny flat checkpoint converted, their pyramid one, or the
+    flat one fine-tuned by ``gfnet finetune``."""
+    name = "tiny-gfnet-h" if kind == "pyramid" else "tiny-gfnet"
+    folder = converted(run_cli, data_dir, tmp_path, name)
+    return finetuned(run_cli, folder, tmp_path) if kind == "finetuned" else folder
+
+
 def assert_same_logits(repo: str, model, size: int) -> None:
     torch.manual_seed(1)
     pixels = torch.randn(2, 3, size, size)
@@ -115,10 +124,7 @@ def assert_same_logits(repo: str, model, size: int) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["converted", "pyramid", "finetuned"])
 def test_transformers_logits_equal_gfnet_through_push(run_cli, hub, data_dir, tmp_path, kind):
-    name = "tiny-gfnet-h" if kind == "pyramid" else "tiny-gfnet"
-    folder = converted(run_cli, data_dir, tmp_path, name)
-    if kind == "finetuned":
-        folder = finetuned(run_cli, folder, tmp_path)
+    folder = model_of_kind(run_cli, data_dir, tmp_path, kind)
     repo = f"me/{kind}"
     push(run_cli, folder, repo)
 
@@ -162,15 +168,16 @@ def test_transformers_save_pretrained_is_a_model_folder(run_cli, hub, tmp_path, 
 # ---------------------------------------------------------------------------- pipeline
 @pytest.mark.slow
 @pytest.mark.parametrize("size", [224, 384])
+@pytest.mark.parametrize("kind", ["converted", "pyramid", "finetuned"])
 def test_pipeline_top5_equals_gfnet_predict_on_photographs(
-    run_cli, hub, data_dir, tmp_path, photos, size
+    run_cli, hub, data_dir, tmp_path, photos, kind, size
 ):
     from transformers import pipeline
 
-    folder = tmp_path / f"tiny-{size}"
-    base = converted(run_cli, data_dir, tmp_path, "tiny-gfnet")
-    load_model(str(base), img_size=size).save_pretrained(folder)
-    repo = f"me/tiny-{size}"
+    folder = tmp_path / f"{kind}-{size}"
+    base = model_of_kind(run_cli, data_dir, tmp_path, kind)
+    load_model(str(base), img_size=size).save_pretrained(folder)  # the model at that size
+    repo = f"me/{kind}-{size}"
     push(run_cli, folder, repo)
 
     result = run_cli("predict", *photos, "--model", repo, "--top-k", "5", "--json")
@@ -178,6 +185,7 @@ def test_pipeline_top5_equals_gfnet_predict_on_photographs(
     ours = {Path(entry["image"]).name: entry["predictions"] for entry in result.json()}
     classifier = pipeline("image-classification", model=repo, trust_remote_code=True)
     assert classifier.image_processor.crop_size == {"height": size, "width": size}
+    assert_same_logits(repo, classifier.model, size)
     for path in photos:
         theirs = classifier(str(path), top_k=5)
         assert [p["label"] for p in theirs] == [p["label"] for p in ours[path.name]]
@@ -363,3 +371,21 @@ def test_remote_code_without_gfnet_cli_names_the_install(monkeypatch):
     with pytest.raises(ImportError) as error:
         exec(compile(remote_code.CONFIGURATION_CODE, "configuration_gfnet.py", "exec"), {})  # noqa: S102
     assert 'pip install -U "gfnet-cli[transformers]"' in str(error.value)
+
+
+def test_segmentation_folders_carry_no_transformers_files_yet(run_cli, tmp_path):
+    from gfnet_cli.models.factory import build_model
+
+    config = TINY.replace(task="segmentation", img_size=64)
+    folder = tmp_path / "seg"
+    save_model(build_model(config), folder, card="# seg\n")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
+    assert "auto_map" not in json.loads((folder / "config.json").read_text())
+    dry = run_cli("push", folder, "me/seg", "--dry-run", "--json")
+    assert dry.json()["files"] == ["README.md", "config.json", "model.safetensors"]
+    assert "trust_remote_code" not in model_card(config)
+    assert "trust_remote_code" in model_card(TINY)

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from gfnet_cli.cli._common import emit_json, stdout
+from gfnet_cli.cli._common import emit_json, report_unreadable, stdout
 from gfnet_cli.cli.options import (
     DEFAULT_MODEL,
     BatchSizeOption,
@@ -62,12 +62,14 @@ def predict_command(
         device=device,
         precision=precision,
     )
+    for result in results:
+        if not result.ok:
+            report_unreadable(result.image, result.error or "")
     if as_json:
         emit_json([result.to_dict() for result in results])
     else:
         for result in results:
             if not result.ok:
-                stdout.print(f"[bold]{escape(result.image)}[/bold]: [red]{escape(result.error)}")
                 continue
             table = Table(title=escape(result.image), title_justify="left")
             table.add_column("rank", justify="right")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from gfnet_cli.cli._common import emit_json, stderr, stdout
+from gfnet_cli.cli._common import State, emit_json, stderr, stdout
 from gfnet_cli.cli.options import (
     DEFAULT_MODEL,
     BatchSizeOption,
@@ -15,11 +15,16 @@ from gfnet_cli.cli.options import (
     PrecisionOption,
     RevisionOption,
 )
+from gfnet_cli.cli.progress import progress_bar
 
 
 def _parse_compare(value: str | None) -> list[str]:
     """``vit,resmlp`` -> the names; profile() checks them."""
     return [name.strip().lower() for name in (value or "").split(",") if name.strip()]
+
+
+def _spread(low: float | None, high: float | None) -> str:
+    return "-" if low is None or high is None else f"{low:.3g}-{high:.3g}"
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -75,16 +80,10 @@ def profile_command(
         measure_memory=not no_memory,
         memory_limit_mb=memory_limit,
     )
-    rows = profile(
-        model,
-        resolution or (),
-        _parse_compare(compare),
-        options,
-        revision=revision,
-        task=task,
-        num_classes=num_classes,
-        plot=plot,
-    )
+    with progress_bar("profiling", "rows", enabled=not State.quiet) as progress:
+        rows = profile(model, resolution or (), _parse_compare(compare), options,
+                       revision=revision, task=task, num_classes=num_classes,
+                       progress=progress, plot=plot)  # fmt: skip
     if plot is not None:
         stderr.print(f"wrote {plot}")
     if as_json:
@@ -92,8 +91,11 @@ def profile_command(
         return
     first = rows[0]
     table = Table(title=f"profile: batch {first.batch_size}, {first.device}, {first.precision}")
-    for column in ("model", "res", "tokens", "params", "GFLOPs", "latency ms", "img/s", "peak MB"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    columns = ("model", "res", "tokens", "params", "GFLOPs", "latency ms", "min-max ms", "img/s",
+               "forward MB")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column == "model" else "right",
+                         no_wrap=column == "min-max ms")  # fmt: skip
     for row in rows:
         table.add_row(
             row.model,
@@ -102,12 +104,15 @@ def profile_command(
             "-" if row.params is None else f"{row.params / 1e6:.2f}M",
             _fmt(row.gflops, ".2f"),
             row.error if row.error else _fmt(row.latency_ms, ".1f"),
+            _spread(row.latency_min_ms, row.latency_max_ms),
             _fmt(row.images_per_second, ".1f"),
             _fmt(row.peak_memory_mb, ".0f"),
         )
     stdout.print(table)
     stdout.print(
-        "GFLOPs per image (MACs, FFTs included: docs/flops.md); latency per batch (median).",
+        "GFLOPs per image (MACs, FFTs included: docs/flops.md); latency per batch (median, "
+        "fastest-slowest of the timed runs); forward MB: the memory one forward pass adds "
+        "(activations; the weights are not counted).",
         style="dim",
     )
 

@@ -87,15 +87,17 @@ class ProfileRow:
     gflops: float | None
     latency_ms: float | None = None
     images_per_second: float | None = None
-    peak_memory_mb: float | None = None
+    peak_memory_mb: float | None = None  # what one forward adds: activations, not the weights
     error: str | None = None
+    latency_min_ms: float | None = None  # the fastest and slowest timed forward: the spread
+    latency_max_ms: float | None = None
     compile_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         row = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         extra = row.pop("extra")
-        for optional in ("error", "compile_s"):
+        for optional in ("error", "compile_s", "latency_min_ms", "latency_max_ms"):
             if row[optional] is None:
                 row.pop(optional)
         row.update(extra)
@@ -420,6 +422,23 @@ def time_forward(
     repeats: int,
 ) -> tuple[float, float]:
     """(median seconds per forward, seconds of the first call) after ``warmup`` calls."""
+    times, first = time_forwards(model, inputs, precision, warmup, repeats)
+    return statistics.median(times), first
+
+
+# A row whose slowest timed forward is this much slower than its fastest was measured on a
+# busy machine (another process took the cores): its median may be off by as much.
+UNSTABLE_SPREAD = 1.5
+
+
+def time_forwards(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    precision: str,
+    warmup: int,
+    repeats: int,
+) -> tuple[list[float], float]:
+    """(seconds of each timed forward, seconds of the first call) after ``warmup`` calls."""
     device = inputs.device
     times: list[float] = []
     first = 0.0
@@ -434,7 +453,7 @@ def time_forward(
                 first = elapsed
             if i >= warmup:
                 times.append(elapsed)
-    return statistics.median(times), first
+    return times, first
 
 
 def _cuda_peak_mb(
@@ -647,9 +666,16 @@ def _measure(
     runner: Callable[[torch.Tensor], torch.Tensor] = model
     if options.compile:
         runner = _compiled(model)
-    median_s, first_s = time_forward(
+    times, first_s = time_forwards(
         runner, inputs, options.precision, max(options.warmup, 1), max(options.repeats, 1)
     )
+    median_s = statistics.median(times)
+    row.latency_min_ms, row.latency_max_ms = round(min(times) * 1e3, 3), round(max(times) * 1e3, 3)
+    if len(times) > 1 and max(times) > UNSTABLE_SPREAD * min(times):
+        log.warning("%s at %d px: forwards took %.1f to %.1f ms (median %.1f): the machine is "
+                    "busy, so latencies are unreliable; rerun on an idle one or with more "
+                    "repeats", spec.name, resolution, min(times) * 1e3, max(times) * 1e3,
+                    median_s * 1e3)  # fmt: skip
     if options.compile:
         row.compile_s = round(max(first_s - median_s, 0.0), 2)
     row.latency_ms = round(median_s * 1e3, 3)

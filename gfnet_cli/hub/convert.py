@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from gfnet_cli.errors import CheckpointError, UsageError, first_line
+from gfnet_cli.errors import CheckpointError, UsageError
 from gfnet_cli.hub.cache import download_url
 from gfnet_cli.hub.card import model_card
 from gfnet_cli.hub.serialization import (
@@ -87,11 +87,11 @@ def read_checkpoint(path: str | Path) -> Any:
                 "run code; only checkpoints of tensors and plain values are read"
             ) from None
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({_reason(message)})"
+            f"{path} is not a readable PyTorch checkpoint: {describe_content(path)}"
         ) from None
-    except Exception as exc:  # the unpickler raises many types on garbage; none is the user's bug
+    except Exception:  # the unpickler raises many types on garbage; none is the user's bug
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({_reason(str(exc))})"
+            f"{path} is not a readable PyTorch checkpoint: {describe_content(path)}"
         ) from None
 
 
@@ -458,14 +458,57 @@ def _class_names(labels: str | None, num_classes: int) -> list[str] | None:
     return names
 
 
-def _reason(message: str) -> str:
-    """The informative line of a torch.load error (skipping its weights_only preamble)."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    boilerplate = ("Weights only load failed", "Check the", "Please file an issue")
-    useful = [line for line in lines if not line.startswith(boilerplate)]
-    if useful and useful[0].startswith("Unsupported operand"):
-        return f"not a pickle: {useful[0].lower()}"
-    return first_line(useful[0] if useful else "unrecognized content", 200)
+# Magic numbers of files people pass by mistake, and what to call them.
+_SIGNATURES = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive (unpack it first)"),
+    (b"\x89HDF", "an HDF5 file (Keras/TensorFlow weights?)"),
+    (b"\x08", "a protobuf file (an ONNX model?)"),
+)
+
+
+def describe_content(path: Path) -> str:
+    """What a file that is not a checkpoint looks like, from its first bytes: a user who passed
+    the wrong file learns which one it is, not the unpickler's opcode number."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(256)
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    stripped = head.lstrip()
+    if stripped[:1] == b"<":
+        return "it looks like an HTML or XML page (a download that returned a web page?)"
+    if stripped[:1] in (b"{", b"["):
+        return "it looks like JSON text (a config.json?)"
+    if stripped.startswith(b"version https://git-lfs"):
+        return "it is a Git LFS pointer, not the file itself (run `git lfs pull`)"
+    if head.startswith(b"PK"):
+        return _describe_zip(path)
+    for magic, name in _SIGNATURES:
+        if head.startswith(magic):
+            return f"it looks like {name}"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"it holds {path.stat().st_size} bytes of unrecognized binary data"
+    if text.isprintable() or all(c.isprintable() or c.isspace() for c in text):
+        preview = " ".join(text.split())[:40]
+        return f"it is a text file (starting {preview!r})"
+    return f"it holds {path.stat().st_size} bytes of unrecognized binary data"
+
+
+def _describe_zip(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return "it is a truncated or damaged zip archive (a download cut short?)"
+    if any(name.endswith("data.pkl") for name in names):
+        return "it is a PyTorch checkpoint whose contents are damaged"
+    return "it is a zip archive without PyTorch's data.pkl"
 
 
 __all__ = [

@@ -26,7 +26,7 @@ from typing import Any
 
 from gfnet_cli.errors import UsageError, first_line
 from gfnet_cli.hub.cache import hub_endpoint
-from gfnet_cli.hub.card import LIBRARY_NAME, model_card
+from gfnet_cli.hub.card import LIBRARY_NAME, PLACEHOLDER_REFERENCE, model_card
 from gfnet_cli.hub.errors import HubAccessError, HubRequest, hub_error
 from gfnet_cli.hub.remote_code import missing_transformers_files
 from gfnet_cli.hub.serialization import check_model_folder, count_parameters, safetensors_shapes
@@ -115,8 +115,12 @@ def push_folder(
     config = check_model_folder(folder)
     files = files_to_push(folder)
     generated = missing_transformers_files(folder, config)
+    rewritten: dict[str, str] = {}  # the folder's files sent with changes
     if CARD_NAME in files:
         _check_card(folder / CARD_NAME)
+        card = with_repo_id(folder / CARD_NAME, repo_id)  # None: the card is sent as it is
+        if card is not None:
+            rewritten[CARD_NAME] = card
     else:
         num_params = count_parameters(safetensors_shapes(folder / WEIGHTS_NAME))
         generated[CARD_NAME] = model_card(config, num_params=num_params, repo_id=repo_id)
@@ -127,7 +131,7 @@ def push_folder(
         return result
 
     token = token or _require_token()
-    with _staged(folder, files, generated) as source:
+    with _staged(folder, files, generated | rewritten) as source:
         info = _upload(
             source, repo_id, private=private, revision=revision, message=message, token=token
         )
@@ -190,6 +194,16 @@ def _staged(folder: Path, files: list[str], generated: dict[str, str]) -> Iterat
             except OSError:  # e.g. Windows without the symlink privilege
                 shutil.copy2(source, target)
         yield staged
+
+
+def with_repo_id(card_path: Path, repo_id: str) -> str | None:
+    """The card with its usage snippets naming ``repo_id`` where they hold the placeholder
+    a card gets before the model has a repository (the user's folder is left as it was);
+    None when there is nothing to change."""
+    text = card_path.read_text(encoding="utf-8")
+    if PLACEHOLDER_REFERENCE not in text:
+        return None
+    return text.replace(PLACEHOLDER_REFERENCE, repo_id)
 
 
 def check_repo_id(repo_id: str) -> None:

@@ -27,9 +27,11 @@ PREPROCESSOR_NAME = "preprocessor_config.json"
 CONFIGURATION_FILE = "configuration_gfnet.py"
 MODELING_FILE = "modeling_gfnet.py"
 PROCESSOR_FILE = "image_processing_gfnet.py"
-#: What a task's model is called in transformers, and the auto class that loads it. A
-#: segmentation model adds ``"segmentation": ("GFNetForSemanticSegmentation",
-#: "AutoModelForSemanticSegmentation")`` and its class in transformers_classes.
+#: What a task's model is called in transformers, and the auto class that loads it. Tasks
+#: missing here get no transformers files (their folders are gfnet's alone). Segmentation
+#: joins with ``"segmentation": ("GFNetForSemanticSegmentation",
+#: "AutoModelForSemanticSegmentation")``, its class in transformers_classes and in
+#: :data:`MODELING_CODE`, and a processor for its masks.
 TASKS: dict[str, tuple[str, str]] = {
     "classification": ("GFNetForImageClassification", "AutoModelForImageClassification"),
 }
@@ -93,9 +95,18 @@ CODE_FILES = {
 }
 
 
-def transformers_keys(config: GFNetConfig, task: str = "classification") -> dict[str, Any]:
-    """The keys transformers needs in config.json to load the model ``config`` describes."""
-    model_class, auto_class = TASKS[task]
+def supports_transformers(config: GFNetConfig) -> bool:
+    """Whether transformers can load the model ``config`` describes (its task is in
+    :data:`TASKS`)."""
+    return config.task in TASKS
+
+
+def transformers_keys(config: GFNetConfig) -> dict[str, Any]:
+    """The keys transformers needs in config.json to load the model ``config`` describes
+    (none for a task transformers cannot load yet)."""
+    if not supports_transformers(config):
+        return {}
+    model_class, auto_class = TASKS[config.task]
     labels = config.labels
     return {
         "model_type": "gfnet",
@@ -135,6 +146,8 @@ def preprocessor_config(config: GFNetConfig) -> dict[str, Any]:
 
 def transformers_files(config: GFNetConfig) -> dict[str, str]:
     """Every file transformers needs beside config.json and the weights, by name."""
+    if not supports_transformers(config):
+        return {}
     files = dict(CODE_FILES)
     files[PREPROCESSOR_NAME] = to_json(preprocessor_config(config))
     return files

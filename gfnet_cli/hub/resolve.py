@@ -55,6 +55,7 @@ from gfnet_cli.hub.errors import (
     NetworkError,
     OfflineCacheMissError,
     hub_error,
+    unreachable_error,
 )
 from gfnet_cli.hub.locks import remove_stale_partials
 from gfnet_cli.hub.push import push_folder
@@ -487,6 +488,9 @@ def _fetch(
     from huggingface_hub import hf_hub_download
 
     endpoint = hub_endpoint()
+    if not local_files_only and not force_download:
+        _check_reachable(repo_id, filename, revision, label=label, endpoint=endpoint,
+                         token=token, cache_dir=cache_dir)  # fmt: skip
     try:
         return Path(
             hf_hub_download(
@@ -504,6 +508,38 @@ def _fetch(
     except Exception as exc:  # translated; anything unknown is re-raised as is
         request = HubRequest(repo_id, endpoint, "download", filename, label, local_files_only)
         raise hub_error(exc, request) from None
+
+
+def _check_reachable(
+    repo_id: str,
+    filename: str,
+    revision: str | None,
+    *,
+    label: str,
+    endpoint: str,
+    token: str | bool | None,
+    cache_dir: str | Path | None,
+) -> None:
+    """Fail at once, in one line, when the Hub cannot be reached and the file is not cached.
+
+    ``hf_hub_download`` retries a failed request five times with back-off when it has no
+    cached copy (about 25 s of "Retrying in 8s" lines); one request without retries tells
+    the same thing. A cached file skips this: huggingface_hub then falls back to it.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir or hub_cache_dir(),
+                                    revision=revision)  # fmt: skip
+    if isinstance(cached, str):
+        return
+    url = hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint)
+    try:
+        get_hf_file_metadata(url, token=token, endpoint=endpoint, library_name="gfnet-cli")
+    except Exception as exc:  # anything but "no answer" is left to hf_hub_download's handling
+        request = HubRequest(repo_id, endpoint, "download", filename, label)
+        unreachable = unreachable_error(exc, request)
+        if unreachable is not None:
+            raise unreachable from None
 
 
 # ---------------------------------------------------------------------------- zoo names

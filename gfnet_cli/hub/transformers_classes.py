@@ -32,8 +32,8 @@ from torch import nn
 
 from gfnet_cli.errors import MissingDependencyError, UsageError
 
-#: The oldest transformers release this module is tested with (the v5 loading: meta-device
-#: init, ``PreTrainedConfig``, ``transformers.initialization``).
+#: The oldest transformers release the tests passed on (5.20.0 and 5.25.0 were run): v5's
+#: loading (meta-device init, ``PreTrainedConfig``, ``transformers.initialization``).
 MIN_TRANSFORMERS = "5.20.0"
 EXTRA = "transformers"
 
@@ -108,7 +108,7 @@ class GFNetConfig(PretrainedConfig):
             kwargs["id2label"] = dict(enumerate(checked.labels))
             kwargs["label2id"] = {name: i for i, name in enumerate(checked.labels)}
         super().__init__(**kwargs)
-        for name, value in checked.to_dict().items():
+        for name, value in checked.to_dict().items():  # a classification config: no task keys
             if name in FIELDS:
                 setattr(self, name, value)
 
@@ -182,7 +182,13 @@ class GFNetForImageClassification(GFNetPreTrainedModel):
 
     def __init__(self, config: GFNetConfig) -> None:
         super().__init__(config)
-        self.gfnet = GFNet(config.to_gfnet_config())
+        architecture = config.to_gfnet_config()
+        if architecture.task != "classification":
+            raise ValueError(
+                f"GFNetForImageClassification needs a classification config, not a "
+                f"{architecture.task} one"
+            )
+        self.gfnet = GFNet(architecture)
         self.post_init()
 
     def forward(

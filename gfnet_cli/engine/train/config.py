@@ -34,7 +34,7 @@ _HYPERPARAMETERS = (
     "eval_mode", "clip_grad", "augment", "crop_scale", "hflip", "randaugment", "color_jitter",
     "reprob", "mixup", "cutmix", "mix_prob", "mix_switch_prob", "ema", "seed", "precision",
     "img_size", "from_scratch", "new_head", "streaming", "compile", "grad_checkpointing",
-    "deterministic",
+    "deterministic", "validation_split_percentage",
 )  # fmt: skip
 
 # Minutes the other processes wait for rank 0 to load and prepare the data (docs/training.md):
@@ -101,7 +101,11 @@ class TrainConfig:
     overwrite: bool = False
     push_to: str | None = None
     train_split: str | None = None
-    eval_split: str | None = None
+    eval_split: str | None = None  # the split that chooses the best epoch (validation)
+    test_split: str | None = None  # reported at the end, on the chosen weights only
+    # % of the training split held out (seeded, stratified) to choose the best epoch when
+    # DATASET has no validation split; 0: none (the last epoch is kept)
+    validation_split_percentage: float = 10.0
     dataset_config: str | None = None
     image_column: str | None = None
     label_column: str | None = None
@@ -200,6 +204,12 @@ def check_config(config: TrainConfig, device: torch.device) -> None:
         raise UsageError(
             f"prepare_timeout must be a positive number of minutes, got {config.prepare_timeout}",
             param="prepare_timeout",
+        )
+    if not 0 <= config.validation_split_percentage < 100:
+        raise UsageError(
+            "validation_split_percentage must be in [0, 100), got "
+            f"{config.validation_split_percentage}",
+            param="validation_split_percentage",
         )
     _check_ranges(config)
     if config.resume and config.overwrite:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,9 +46,11 @@ from gfnet_cli.engine.train.model import build_model
 from gfnet_cli.engine.train.optim import Schedule, build_optimizer, build_scaler
 from gfnet_cli.engine.train.outputs import (
     METRICS_NAME,
+    EpochStats,
     MetricsWriter,
     TrainCallbacks,
     TrainResult,
+    completed_run,
     prepare_output_dir,
     push_output,
     training_card,
@@ -64,7 +67,8 @@ from gfnet_cli.engine.train.state import (
     seed_everything,
 )
 from gfnet_cli.errors import is_disk_full, write_error
-from gfnet_cli.hub.serialization import save_model
+from gfnet_cli.hub.serialization import load_model_folder, save_model, write_text_atomic
+from gfnet_cli.models.config import CARD_NAME
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.tasks.base import MetricResult
 from gfnet_cli.tasks.classification import LabelRangeError
@@ -98,6 +102,12 @@ def _train(config: TrainConfig, dist: distributed.DistInfo, callbacks: TrainCall
     check_config(config, dist.device)
     with locked_output_dir(Path(config.output_dir), dist):
         prepare_output_dir(Path(config.output_dir), config)
+        done = completed_run(Path(config.output_dir), config) if config.resume else None
+        if done is not None:
+            if dist.is_main:
+                logger.info("%s: the run is already complete (%d epochs, step %d); nothing "
+                            "to do", config.output_dir, done.epochs, done.global_step)  # fmt: skip
+            return done
         seed_everything(config.seed + dist.rank)
         run = _set_up(config, dist, callbacks, started)
         state = resume(run) if config.resume else RunState()
@@ -117,15 +127,18 @@ def _train(config: TrainConfig, dist: distributed.DistInfo, callbacks: TrainCall
 def _set_up(config: TrainConfig, dist: distributed.DistInfo, callbacks: TrainCallbacks,
             started: float) -> Run:  # fmt: skip
     """Data, model, optimizer and schedule, with every pre-flight check before any step."""
-    train_data, eval_data, class_names = prepare_data(config, dist)
+    data = prepare_data(config, dist)
+    train_data, eval_data, class_names = data.train, data.validation, data.class_names
     starting = build_model(config, class_names)
     model = starting.model
     if dist.is_main:
         logger.info("%s", starting.describe())
     source = train_source(train_data, model.config, config, dist)
-    evaluation = None
+    evaluation = test = None
     if eval_data is not None:
         evaluation = eval_loader(eval_data, model.config, class_names, config, dist)
+    if data.test is not None:
+        test = eval_loader(data.test, model.config, class_names, config, dist)
     model.to(dist.device)
     ddp = _parallel(model, dist, config.deterministic)
     return Run(
@@ -150,6 +163,8 @@ def _set_up(config: TrainConfig, dist: distributed.DistInfo, callbacks: TrainCal
         started=started,
         train_split=where(train_data),
         eval_split=where(eval_data) if eval_data is not None else None,
+        test_loader=test,
+        test_split=where(data.test) if data.test is not None else None,
     )
 
 
@@ -488,7 +503,8 @@ def _end_epoch(run: Run, state: RunState, summary: EpochSummary) -> None:
         if stats.is_best:
             kept = run.ema.module if stats.weights == "ema" else run.model
             card = training_card(kept, run.config, stats, head=run.head,
-                                 world_size=run.dist.world_size)  # fmt: skip
+                                 world_size=run.dist.world_size,
+                                 validation_split=run.eval_split)  # fmt: skip
             save_model(kept, run.output_dir, card=card)
         run.callbacks.on_epoch_end(stats)
     state.next_epoch()
@@ -496,18 +512,21 @@ def _end_epoch(run: Run, state: RunState, summary: EpochSummary) -> None:
 
 
 @torch.no_grad()
-def _evaluate(run: Run, model: GFNet) -> MetricResult:
-    """The task's metrics summed over every process's shard (rows without a target, such as
-    classes the training split lacks, are skipped; unreadable images have none to score).
+def _evaluate(run: Run, model: GFNet, *, test: bool = False) -> MetricResult:
+    """The task's metrics on the validation split (or, with ``test``, the test split) summed
+    over every process's shard (rows without a target, such as classes the training split
+    lacks, are skipped; unreadable images have none to score).
 
     The sums stay on the device and are read once, after the last batch; the reduction runs
     on that CPU copy (gloo), as the step's does.
     """
     model.eval()
+    loader, split = (run.test_loader, run.test_split) if test else (run.eval_loader,
+                                                                     run.eval_split)  # fmt: skip
     metric = run.task.metric(model.num_classes)
     try:
-        score(model, run.eval_loader, run.task, metric, num_classes=model.num_classes,
-              device=run.device, precision=run.config.precision, where=run.eval_split)  # fmt: skip
+        score(model, loader, run.task, metric, num_classes=model.num_classes,
+              device=run.device, precision=run.config.precision, where=split)  # fmt: skip
     except LabelRangeError as exc:
         raise DatasetError(
             f"{exc}; evaluate on a split with the training split's classes (eval_split)",
@@ -521,6 +540,7 @@ def _evaluate(run: Run, model: GFNet) -> MetricResult:
 # ====================================================================== the end
 def _finish(run: Run, state: RunState) -> TrainResult:
     """The result; rank 0 writes train_results.json and pushes."""
+    test = _test(run, state)
     result = TrainResult(
         output_dir=run.output_dir,
         epochs=state.epoch,
@@ -547,13 +567,43 @@ def _finish(run: Run, state: RunState) -> TrainResult:
         unreadable_train_images=int(
             distributed.all_reduce_sum(torch.tensor([run.unreadable], dtype=torch.int64)).item()
         ),
+        validation_split=run.eval_split,
+        test=test,
     )
     if run.dist.is_main:
+        if test is not None:
+            _rewrite_card(run, state, test)
         write_results(run.output_dir, result, run.config)
         if run.config.push_to:
             push_output(run.output_dir, run.config.push_to)
         run.callbacks.on_train_end(result)
     return result
+
+
+def _test(run: Run, state: RunState) -> dict[str, Any] | None:
+    """The test split's scores for the weights the run kept (the MODEL folder), read once at
+    the end: the test split never chooses anything."""
+    if run.test_loader is None:
+        return None
+    kept = load_model_folder(run.output_dir, device=run.device)
+    scores = _evaluate(run, kept, test=True)
+    if run.dist.is_main:
+        figures = ", ".join(f"{name} {value:.4g}" for name, value in scores.values.items())
+        logger.info("%s: %s (epoch %s, chosen on %s)", run.test_split, figures,
+                    state.best_epoch, run.eval_split or "nothing: the last epoch")  # fmt: skip
+    return {"split": run.test_split, **scores.values, "count": scores.count}
+
+
+def _rewrite_card(run: Run, state: RunState, test: dict[str, Any]) -> None:
+    """The kept MODEL's card again, now with the test split's scores beside validation's."""
+    row = next((h for h in state.history if h["epoch"] == state.best_epoch), None)
+    if row is None:
+        return
+    model = load_model_folder(run.output_dir)
+    card = training_card(model, run.config, EpochStats(**row), head=run.head,
+                         world_size=run.dist.world_size, validation_split=run.eval_split,
+                         test=test)  # fmt: skip
+    write_text_atomic(run.output_dir / CARD_NAME, card)
 
 
 def _num_eval_samples(run: Run, state: RunState) -> int:

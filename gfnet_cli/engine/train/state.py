@@ -119,6 +119,8 @@ class Run:
     stop: StopFlag = field(default_factory=StopFlag)
     compile_time_s: float | None = None  # this session's first step, compilation included
     unreadable: int = 0  # training images this process could not read (and skipped)
+    test_loader: DataLoader | None = None  # reported at the end, never chosen on
+    test_split: str | None = None
 
     @property
     def device(self) -> torch.device:
