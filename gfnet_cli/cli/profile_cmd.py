@@ -7,6 +7,7 @@ from rich.table import Table
 
 from gfnet_cli.cli._common import State, emit_json, stderr, stdout
 from gfnet_cli.cli.options import (
+    BASELINES,
     DEFAULT_MODEL,
     BatchSizeOption,
     DeviceOption,
@@ -16,11 +17,17 @@ from gfnet_cli.cli.options import (
     RevisionOption,
 )
 from gfnet_cli.cli.progress import progress_bar
+from gfnet_cli.errors import UsageError
 
 
 def _parse_compare(value: str | None) -> list[str]:
-    """``vit,resmlp`` -> the names; profile() checks them."""
-    return [name.strip().lower() for name in (value or "").split(",") if name.strip()]
+    names = [name.strip().lower() for name in (value or "").split(",") if name.strip()]
+    for name in names:
+        if name not in BASELINES:
+            raise UsageError(
+                f"unknown --compare baseline {name!r}: expected {', '.join(BASELINES)}"
+            )
+    return names
 
 
 def _spread(low: float | None, high: float | None) -> str:
@@ -82,8 +89,8 @@ def profile_command(
     )
     with progress_bar("profiling", "rows", enabled=not State.quiet) as progress:
         rows = profile(model, resolution or (), _parse_compare(compare), options,
-                       revision=revision, task=task, num_classes=num_classes,
-                       progress=progress, plot=plot)  # fmt: skip
+                       revision=revision, task=task, num_classes=num_classes, plot=plot,
+                       progress=progress)  # fmt: skip
     if plot is not None:
         stderr.print(f"wrote {plot}")
     if as_json:
