@@ -425,3 +425,20 @@ def test_hostile_weights_are_refused_from_their_header(tmp_path, case):
     (folder / "model.safetensors").write_bytes(HOSTILE_WEIGHTS[case])
     measured, stderr = probe("download", folder, HF_HOME=str(tmp_path / "hf"))
     assert_refused_cheaply(measured, stderr, "truncated or corrupt")
+
+
+def test_a_killed_first_uses_half_download_goes_on_the_next_first_use(
+    slow_mirror, tmp_path, monkeypatch
+):
+    from gfnet_cli.hub.cache import download_path
+
+    url = f"{slow_mirror.url}/mirror/a/gfnet-ti.pth"
+    env = {"HF_HOME": str(tmp_path / "hf"), "GFNET_ZOO_MIRROR": f"{slow_mirror.url}/mirror/a"}
+    for key, value in env.items():  # download_path reads the cache folder from the environment
+        monkeypatch.setenv(key, value)
+    half = download_path(url).with_name(f".{download_path(url).name}.k2j3l9.part")
+    half.parent.mkdir(parents=True)
+    half.write_bytes(b"the first megabyte")  # what `kill -9` during the download leaves
+    code, _, err = _both(_gfnet("download", "gfnet-ti", **env))[0]
+    assert code == 0, err
+    assert list(half.parent.iterdir()) == []

@@ -768,6 +768,7 @@ def profile(
     """
     options = options or ProfileOptions()
     options.check()
+    check_range("num_classes", num_classes, 1, LIMITS["num_classes"][1])
     for size in resolutions:
         check_range("resolution", size, 1, LIMITS["img_size"][1])
     if num_classes is not None:

@@ -12,6 +12,7 @@
                     what the remote code names; needs the ``transformers`` extra
 - ``zoo_source``    where a zoo name's weights come from, and the sha256 pin
 - ``cache``         cache folders, endpoint and offline mode read at call time, raw downloads
+- ``locks``         filelock locks: one writer per destination, one first use per zoo entry
 - ``errors``        the Hub's failures as our errors, one translator
 
 Import from the submodules; this package re-exports nothing.

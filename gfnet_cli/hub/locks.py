@@ -9,8 +9,9 @@ the next holder takes and removes.
 
 Writers of one destination (a MODEL folder, an exported file, a results file) take its lock
 ``.NAME.lock`` beside it. Holding it, any partial file of our naming for that destination
-(``.NAME.*.partial*``, ``.NAME.*.tmp``, ``.NAME.tmp``) is stale, left by a writer that was
-killed, and is removed before the new write starts (docs/trust.md).
+(``.NAME.*.partial*``, ``.NAME.*.tmp``, ``.NAME.tmp``, a download's ``.NAME.*.part``) is
+stale, left by a writer that was killed, and is removed before the new write starts
+(docs/trust.md).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def is_partial_of(name: str, target_name: str) -> bool:
     if not name.startswith(prefix) or name == f"{prefix}lock":
         return False
     rest = name[len(prefix) :]
-    return rest == "tmp" or rest.endswith((".tmp", ".partial")) or ".partial." in rest
+    return rest == "tmp" or rest.endswith((".tmp", ".partial", ".part")) or ".partial." in rest
 
 
 def remove_stale_partials(target: Path) -> list[Path]:

@@ -57,6 +57,7 @@ from gfnet_cli.hub.errors import (
     hub_error,
     unreachable_error,
 )
+from gfnet_cli.hub.locks import remove_stale_partials
 from gfnet_cli.hub.push import push_folder
 from gfnet_cli.hub.serialization import (
     REWRITE_HINT,
@@ -637,6 +638,7 @@ def convert_zoo_checkpoint(entry: ZooEntry, target: Path, *, reuse: bool = False
 
 def _convert_zoo_locked(entry: ZooEntry, target: Path) -> Path:
     url = zoo_checkpoint_url(entry)
+    remove_stale_partials(download_path(url))  # a killed first use's half download
     logger.info("downloading %s from %s and converting it (once)", entry.name, url)
     try:
         result = convert_source(entry.name, target, arch=entry.name, overwrite=True)
