@@ -1,4 +1,4 @@
-"""Class-name lists: ImageNet-1k (shipped with the package) and user label files."""
+"""Class-name lists: ImageNet-1k and ADE20K (shipped with the package) and user label files."""
 
 from __future__ import annotations
 
@@ -19,6 +19,21 @@ def _imagenet_entries() -> tuple[dict, ...]:
 def imagenet_class_names() -> list[str]:
     """The 1,000 ImageNet-1k class names in model-output order."""
     return [entry["name"] for entry in _imagenet_entries()]
+
+
+@lru_cache(maxsize=1)
+def _ade20k_names() -> tuple[str, ...]:
+    text = resources.files("gfnet_cli").joinpath("resources", "ade20k.json").read_text()
+    return tuple(json.loads(text))
+
+
+def ade20k_class_names() -> list[str]:
+    """ADE20K's 150 classes (SceneParse150) in label order, after ``reduce_labels``.
+
+    mmsegmentation's ``ADE20KDataset`` list (scripts/ade20k_classes.py extracts it): index 0
+    is "wall", i.e. the mask value 1 of the raw annotations.
+    """
+    return list(_ade20k_names())
 
 
 def imagenet_synsets() -> list[str]:

@@ -56,6 +56,15 @@ def profile_command(
         None, "--memory-limit", help="MB a row may need; rows above it are reported, not run."
     ),
     revision: RevisionOption = None,
+    task: str = typer.Option(
+        None,
+        "--task",
+        help="classification or segmentation (backbone + Semantic FPN head; default: the "
+        "model's own task).",
+    ),
+    num_classes: int = typer.Option(
+        None, "--num-classes", help="Classes of the head (e.g. 150 for ADE20K segmentation)."
+    ),
 ) -> None:
     """Measure params, GFLOPs, latency, images/s and peak memory per model and resolution.
 
@@ -82,7 +91,15 @@ def profile_command(
             import matplotlib  # noqa: F401
         except ImportError:
             raise UsageError("--plot needs matplotlib: pip install 'gfnet-cli[plot]'") from None
-    rows = profile(model, resolution or (), _parse_compare(compare), options, revision=revision)
+    rows = profile(
+        model,
+        resolution or (),
+        _parse_compare(compare),
+        options,
+        revision=revision,
+        task=task,
+        num_classes=num_classes,
+    )
     if plot is not None:
         path = plot_rows(rows, plot)
         stderr.print(f"wrote {path}")

@@ -9,7 +9,10 @@ the GFNet, ``compare=("vit", "resmlp")`` profiles baselines of the same width an
 - ``resmlp``: a ResMLP stack, whose token mixing is one linear layer over all tokens.
 
 What tells the three apart is the token mixer (:attr:`ModelSpec.mixer`): the global filter,
-self-attention, or a token-mixing MLP. The zoo table of ``gfnet models``
+self-attention, or a token-mixing MLP. With ``task="segmentation"`` every model carries the
+same Semantic FPN head (:mod:`gfnet_cli.models.segmentation`): the GFNet its own pyramid (or
+a flat GFNet's simple feature pyramid), a baseline the simple feature pyramid of its
+patch-stride map, so the backbones' token mixing is what differs. The zoo table of ``gfnet models``
 (:func:`model_table`) computes params and GFLOPs the same way, from the architecture alone.
 
 How things are measured (docs/benchmarks.md):
@@ -44,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -53,10 +57,11 @@ from gfnet_cli.engine.inference import ProgressCallback, check_at_least
 from gfnet_cli.errors import GFNetError, UsageError
 from gfnet_cli.hub.resolve import resolve_config
 from gfnet_cli.hub.zoo_source import zoo_source
-from gfnet_cli.models.config import GFNetConfig
+from gfnet_cli.models.config import GFNetConfig, SegmentationConfig
+from gfnet_cli.models.factory import build_model, model_config
 from gfnet_cli.models.flops import count_flops
-from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.models.layers import Mlp
+from gfnet_cli.models.segmentation import FPN, FPNHead, SimpleFeaturePyramid
 from gfnet_cli.models.zoo import ZOO
 
 log = logging.getLogger(__name__)
@@ -158,7 +163,11 @@ class _ResMLPBlock(nn.Module):
 
 
 class BaselineNet(nn.Module):
-    """A patch embedding, ``depth`` ViT or ResMLP blocks, pooling and a classifier."""
+    """A patch embedding, ``depth`` ViT or ResMLP blocks, pooling and a classifier.
+
+    ``num_classes=0``: no classifier (a segmentation baseline's backbone, see
+    :meth:`forward_map`).
+    """
 
     def __init__(
         self, mixer: str, dim: int, depth: int, patch_size: int, grid: int, num_classes: int
@@ -171,14 +180,60 @@ class BaselineNet(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, tokens, dim)) if mixer == "vit" else None
         self.blocks = nn.Sequential(*(block(dim, tokens) for _ in range(depth)))
         self.norm = nn.LayerNorm(dim, eps=1e-6) if mixer == "vit" else _Affine(dim)
-        self.head = nn.Linear(dim, num_classes)
+        self.head = nn.Linear(dim, num_classes) if num_classes else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _tokens(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x).flatten(2).transpose(1, 2)
         if self.pos_embed is not None:
             x = x + self.pos_embed
-        x = self.blocks(x.contiguous())
-        return self.head(self.norm(x).mean(dim=1))
+        return self.norm(self.blocks(x.contiguous()))
+
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The normed final tokens as a (B, dim, H/patch, W/patch) map."""
+        rows, cols = (
+            x.shape[-2] // self.patch_embed.stride[0],
+            x.shape[-1] // self.patch_embed.stride[1],
+        )
+        return self._tokens(x).transpose(1, 2).reshape(x.shape[0], -1, rows, cols)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self._tokens(x).mean(dim=1))
+
+
+class BaselineSegmenter(nn.Module):
+    """A baseline's blocks under the Semantic FPN head of :class:`GFNetForSegmentation`.
+
+    The blocks' stride-``patch`` map goes through the simple feature pyramid a flat GFNet
+    uses (strides patch/4 to 2 x patch), then the same FPN neck and FPNHead.
+    """
+
+    def __init__(
+        self,
+        mixer: str,
+        dim: int,
+        depth: int,
+        patch_size: int,
+        grid: int,
+        num_classes: int,
+        settings: SegmentationConfig,
+    ) -> None:
+        super().__init__()
+        self.backbone = BaselineNet(mixer, dim, depth, patch_size, grid, num_classes=0)
+        self.pyramid = SimpleFeaturePyramid(dim)
+        self.neck = FPN([dim] * 4, settings.neck_channels)
+        strides = [patch_size / 4 * 2**level for level in range(4)]
+        self.decode_head = FPNHead(
+            settings.neck_channels,
+            settings.head_channels,
+            num_classes,
+            strides=strides,
+            dropout=settings.dropout,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.pyramid(self.backbone.forward_map(x))
+        logits = self.decode_head(self.neck(features))
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 # --------------------------------------------------------------------------- what to profile
@@ -221,10 +276,16 @@ class ModelSpec:
         """The model for ``resolution`` (a GFNet keeps its native size and resizes filters)."""
         config = self.gfnet_config()
         if self.mixer == "gfnet":
-            return GFNet(config)
+            return build_model(config)
         width, depth, patch = self.baseline_shape()
+        grid = resolution // patch
+        if config.is_segmentation:
+            settings: SegmentationConfig = config.segmentation  # type: ignore[assignment]
+            return BaselineSegmenter(
+                self.mixer, width, depth, patch, grid, config.num_classes, settings
+            )
         classes = config.num_classes or 1000
-        return BaselineNet(self.mixer, width, depth, patch, resolution // patch, classes)
+        return BaselineNet(self.mixer, width, depth, patch, grid, classes)
 
     def build_meta(self, resolution: int) -> nn.Module:
         """The model on the meta device: shapes only, for counting and size checks."""
@@ -239,17 +300,37 @@ class ModelSpec:
 
     def with_mixer(self, mixer: str) -> ModelSpec:
         """The baseline with ``mixer`` of this spec's width and depth, named after its mixer."""
-        return ModelSpec(name=mixer, mixer=mixer, config=self.config)
+        name = f"{mixer}{SEGMENTATION_SUFFIX}" if self.is_segmentation else mixer
+        return ModelSpec(name=name, mixer=mixer, config=self.config)
+
+    @property
+    def is_segmentation(self) -> bool:
+        return self.config.get("task") == "segmentation"
 
 
-def model_spec(model: str, revision: str | None = None) -> ModelSpec:
+#: appended to the names of segmentation rows: what is counted is backbone + Semantic FPN
+SEGMENTATION_SUFFIX = "+fpn"
+
+
+def model_spec(
+    model: str,
+    revision: str | None = None,
+    *,
+    task: str | None = None,
+    num_classes: int | None = None,
+) -> ModelSpec:
     """The architecture of MODEL: a zoo name, a local folder or a Hub id.
 
     Only the config is read (:func:`gfnet_cli.hub.resolve.resolve_config`): a Hub repository's
-    ``config.json``, never its weights.
+    ``config.json``, never its weights. ``task="segmentation"`` puts a classifier's
+    architecture under a Semantic FPN head (512-pixel crops); ``num_classes`` sets the classes.
     """
     config = resolve_config(model, revision)
+    if task is not None or num_classes is not None:
+        config = model_config(config, task=task, num_classes=num_classes)
     name = config.architecture or Path(str(model)).name or str(model)
+    if config.is_segmentation:
+        name += SEGMENTATION_SUFFIX
     return ModelSpec(name=name, mixer="gfnet", config=config.to_dict())
 
 
@@ -586,11 +667,15 @@ def profile(
     options: ProfileOptions | None = None,
     revision: str | None = None,
     progress: ProgressCallback | None = None,
+    *,
+    task: str | None = None,
+    num_classes: int | None = None,
 ) -> list[ProfileRow]:
     """Profile MODEL (and the ``compare`` baselines) at each resolution, one row each.
 
     ``progress(rows_done, rows_total)`` is called after each row; without it, profiling is
-    silent apart from logging.
+    silent apart from logging. ``task="segmentation"`` profiles backbone + Semantic FPN head
+    (``num_classes`` classes; the baselines carry the same head).
     """
     options = options or ProfileOptions()
     check_at_least("batch_size", options.batch_size, 1)
@@ -602,7 +687,7 @@ def profile(
         )
     device = resolve_device(options.device)
     options = dataclasses.replace(options, precision=check_precision(device, options.precision))
-    spec = model_spec(model, revision=revision)
+    spec = model_spec(model, revision=revision, task=task, num_classes=num_classes)
     sizes = list(resolutions) or [spec.gfnet_config().image_size[0]]
     specs = [spec] + [spec.with_mixer(name) for name in dict.fromkeys(compare)]
     for each in specs:  # refuse bad input before spending minutes on the first rows

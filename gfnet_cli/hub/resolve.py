@@ -80,8 +80,13 @@ from gfnet_cli.hub.zoo_source import (
 )
 from gfnet_cli.models import gfnet as architecture
 from gfnet_cli.models.config import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, GFNetConfig
-from gfnet_cli.models.factory import model_config
+from gfnet_cli.models.factory import (
+    check_segmentation_arguments,
+    check_task,
+    model_config,
+)
 from gfnet_cli.models.features import FeatureExtractor, Indices, features_only_model
+from gfnet_cli.models.segmentation import GFNetForSegmentation, segmentation_from_classifier
 from gfnet_cli.models.zoo import ZOO, ZooEntry, get_zoo_entry, is_zoo_name
 
 logger = logging.getLogger(__name__)
@@ -187,11 +192,11 @@ def load_model(
     revision: str | None = None,
     img_size: int | tuple[int, int] | None = None,
     device: str | torch.device | None = None,
-) -> GFNet:
+) -> GFNet | GFNetForSegmentation:
     """Load a MODEL (local folder, Hub repo ``org/name[@rev]`` or zoo name) in eval mode.
 
     With ``img_size``, the position embedding and filters are resized to it as the authors'
-    fine-tuning does.
+    fine-tuning does. A segmentation MODEL loads as a :class:`GFNetForSegmentation`.
     """
     folder = resolve_model(str(model), revision=revision)
     return load_model_folder(folder, img_size=img_size, device=device, model_class=GFNet)
@@ -207,8 +212,9 @@ def create_model(
     global_pool: str = "avg",
     features_only: bool = False,
     out_indices: Indices = None,
+    task: str | None = None,
     **overrides: Any,
-) -> GFNet | FeatureExtractor:
+) -> GFNet | FeatureExtractor | GFNetForSegmentation:
     """Build a GFNet: a zoo name (``"gfnet-xs"``) or a :class:`GFNetConfig`.
 
     ``pretrained=True`` loads the variant's ImageNet weights (see :func:`load_model`; any
@@ -218,11 +224,23 @@ def create_model(
 
     ``features_only=True`` returns the backbone (:class:`FeatureExtractor`, weights loaded
     first): a list of NCHW feature maps, chosen by ``out_indices`` (docs/backbone.md).
+
+    ``task="segmentation"`` builds a :class:`GFNetForSegmentation` (docs/segmentation.md):
+    with ``pretrained=True`` its backbone holds the classifier's weights, resized to the
+    training crop (``img_size``, default 512), under a new Semantic FPN head for
+    ``num_classes`` classes. A segmentation MODEL loads as one without ``task``.
     """
+    check_task(task)
     if pretrained:
         if not isinstance(name_or_config, str):
             raise TypeError("pretrained=True needs a model name, not a config")
-        model = load_model(name_or_config, img_size=img_size)
+        if task == "segmentation":
+            check_segmentation_arguments(features_only, out_indices, global_pool)
+        model = load_model(name_or_config, img_size=None if task == "segmentation" else img_size)
+        if isinstance(model, GFNetForSegmentation) or task == "segmentation":
+            return _pretrained_segmentation(
+                model, task, img_size=img_size, num_classes=num_classes, class_names=class_names
+            )
         model.global_pool = global_pool
         if num_classes is not None and num_classes != model.num_classes and not features_only:
             model.reset_classifier(num_classes, class_names=class_names)
@@ -232,9 +250,47 @@ def create_model(
         img_size=img_size,
         num_classes=num_classes,
         class_names=class_names,
+        task=task,
         **overrides,
     )
+    if config.is_segmentation:
+        check_segmentation_arguments(features_only, out_indices, global_pool)
+        return GFNetForSegmentation(config)
     return features_only_model(GFNet(config, global_pool=global_pool), features_only, out_indices)
+
+
+def _pretrained_segmentation(
+    model: GFNet | GFNetForSegmentation,
+    task: str | None,
+    *,
+    img_size: int | tuple[int, int] | None,
+    num_classes: int | None,
+    class_names: list[str] | None,
+) -> GFNetForSegmentation:
+    """A loaded MODEL as a segmentation model: as it is, or a classifier under a new head."""
+    if task == "classification":
+        raise UsageError(
+            "this MODEL is a segmentation model: load it without task='classification'",
+            param="task",
+        )
+    if num_classes is None and class_names is not None:
+        num_classes = len(class_names)
+    if isinstance(model, GFNetForSegmentation):
+        if img_size is not None:
+            model.set_image_size(img_size)
+        if num_classes is not None and num_classes != model.num_classes:
+            model.reset_classifier(num_classes, class_names=class_names)
+        elif class_names is not None:
+            model.config = model.config.replace(class_names=list(class_names))
+        return model
+    if num_classes is None:
+        raise UsageError(
+            "a new segmentation head needs num_classes (150 for ADE20K) or class_names",
+            param="num_classes",
+        )
+    return segmentation_from_classifier(
+        model, num_classes=num_classes, class_names=class_names, img_size=img_size
+    )
 
 
 # ---------------------------------------------------------------------------- settings
@@ -553,6 +609,7 @@ __all__ = [
     "CorruptModelError",
     "DownloadError",
     "GFNet",
+    "GFNetForSegmentation",
     "HubAccessError",
     "HubFileMissingError",
     "HubRepoNotFoundError",

@@ -26,7 +26,9 @@ from torch.utils._pytree import tree_map_only
 
 from gfnet_cli.errors import ConfigError, UsageError, first_line
 from gfnet_cli.models.config import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, GFNetConfig
+from gfnet_cli.models.factory import build_model
 from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.segmentation import GFNetForSegmentation
 
 ModelT = TypeVar("ModelT", bound=GFNet)
 _MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
@@ -131,7 +133,9 @@ def save_weights(
         tmp.unlink(missing_ok=True)
 
 
-def save_model(model: GFNet, directory: str | Path, card: str | None = None) -> Path:
+def save_model(
+    model: GFNet | GFNetForSegmentation, directory: str | Path, card: str | None = None
+) -> Path:
     """Write ``model`` into ``directory`` as a MODEL folder (files replaced atomically)."""
     if getattr(model, "pruned", False):
         raise UsageError(
@@ -175,7 +179,7 @@ def load_model_folder(
     """Build the model a MODEL folder describes and load its weights (strictly), eval mode.
 
     ``model_class`` is what is built: the plain :class:`GFNet` or a subclass (the Hub-aware
-    ``gfnet_cli.GFNet``).
+    ``gfnet_cli.GFNet``); a segmentation folder gives a :class:`GFNetForSegmentation`.
     """
     directory = Path(directory)
     config = GFNetConfig.load(directory)
@@ -197,7 +201,13 @@ def model_from_state_dict(
     source: str = "weights",
     model_class: type[ModelT] = GFNet,  # type: ignore[assignment]
 ) -> ModelT:
-    """A GFNet from ``config`` holding ``state_dict``; a clear error when the two disagree."""
+    """A GFNet from ``config`` holding ``state_dict``; a clear error when the two disagree.
+
+    A segmentation ``config`` builds a :class:`GFNetForSegmentation` (or ``model_class``
+    where that is one).
+    """
+    if config.is_segmentation and not issubclass(model_class, GFNetForSegmentation):
+        model_class = GFNetForSegmentation  # type: ignore[assignment]
     # Built on the meta device: no time spent initializing weights that are replaced anyway.
     with torch.device("meta"):
         model = model_class(config)
@@ -343,5 +353,5 @@ def _header_shapes(header: dict) -> tuple[dict[str, tuple[int, ...]], int]:
 
 def _expected_shapes(config: GFNetConfig) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
-        skeleton = GFNet(config)
+        skeleton = build_model(config)
     return {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}

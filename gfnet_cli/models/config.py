@@ -30,6 +30,8 @@ PYRAMID_STAGES = 4
 PYRAMID_DOWNSAMPLE = 8
 # Fields holding one value per stage (a single value for a flat model), and their types.
 _PER_STAGE: dict[str, type] = {"embed_dim": int, "depth": int, "mlp_ratio": float}
+#: what a model predicts: one label per image, or one per pixel (docs/segmentation.md)
+TASKS = ("classification", "segmentation")
 
 
 def to_pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -40,6 +42,44 @@ def to_pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return (int(height), int(width))
 
 
+@dataclass(frozen=True)
+class SegmentationConfig:
+    """The Semantic FPN head of a segmentation model (mmsegmentation's FPN + FPNHead).
+
+    The defaults are PVT's ADE20K configuration, which the paper's Table 2 follows: an FPN
+    neck of 256 channels, a head of 128 channels, dropout 0.1 before the classifier.
+    ``reduce_labels`` records that the model was trained on masks whose 0 ("other") was
+    ignored and 1..N shifted to 0..N-1 (ADE20K's convention), so evaluation can do the same.
+    """
+
+    neck_channels: int = 256
+    head_channels: int = 128
+    dropout: float = 0.1
+    reduce_labels: bool = False
+
+    def validate(self) -> None:
+        for name in ("neck_channels", "head_channels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"segmentation.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ConfigError(f"segmentation.dropout must be in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.reduce_labels, bool):
+            raise ConfigError(
+                f"segmentation.reduce_labels must be true or false, got {self.reduce_labels!r}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SegmentationConfig:
+        if not isinstance(data, dict):
+            raise ConfigError("config.json: segmentation must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"config.json: segmentation has unknown fields: {', '.join(unknown)}")
+        return cls(**data)
+
+
 @dataclass
 class GFNetConfig:
     """Architecture plus preprocessing of one GFNet.
@@ -47,6 +87,11 @@ class GFNetConfig:
     ``embed_dim``, ``depth`` and ``mlp_ratio`` are single values for a flat model and four
     values (one per stage) for a pyramid model. ``init_values`` is the layer-scale init of
     pyramid blocks; ``None`` means blocks without layer scale.
+
+    ``task`` is ``"classification"`` (a label per image) or ``"segmentation"`` (a label per
+    pixel, a Semantic FPN head described by ``segmentation``); ``num_classes`` and
+    ``class_names`` are the labels of either. A classification config.json leaves both keys
+    out, as configs written before segmentation existed do.
     """
 
     kind: Literal["flat", "pyramid"] = "flat"
@@ -69,6 +114,8 @@ class GFNetConfig:
     task: str = "classification"
     model_type: str = "gfnet"
     format_version: int = FORMAT_VERSION
+    task: str = "classification"
+    segmentation: SegmentationConfig | None = None
 
     def __post_init__(self) -> None:
         self._normalize()
@@ -92,6 +139,10 @@ class GFNetConfig:
             self.img_size = height if height == width else [height, width]
         self.mean = [float(v) for v in self.mean]
         self.std = [float(v) for v in self.std]
+        if isinstance(self.segmentation, dict):
+            self.segmentation = SegmentationConfig.from_dict(self.segmentation)
+        if self.task == "segmentation" and self.segmentation is None:
+            self.segmentation = SegmentationConfig()
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -150,6 +201,7 @@ class GFNetConfig:
         self._check_architecture()
         self.check_image_size(self.image_size)
         self._check_preprocessing()
+        self._check_task()
 
     def _check_architecture(self) -> None:
         if self.kind not in ("flat", "pyramid"):
@@ -191,9 +243,31 @@ class GFNetConfig:
                 f"{', '.join(INTERPOLATIONS)}"
             )
 
+    def _check_task(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}: expected {' or '.join(TASKS)}")
+        if self.task == "classification":
+            if self.segmentation is not None:
+                raise ConfigError("segmentation settings need task 'segmentation'")
+            return
+        if not isinstance(self.segmentation, SegmentationConfig):
+            raise ConfigError("config.json: segmentation must be a JSON object")
+        if self.num_classes < 1:
+            raise ConfigError("a segmentation model needs num_classes of at least 1")
+        self.segmentation.validate()
+
+    @property
+    def is_segmentation(self) -> bool:
+        return self.task == "segmentation"
+
     # ------------------------------------------------------------------ (de)serialization
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON values; a classification config has no ``task``/``segmentation`` keys,
+        so its config.json reads the same in releases from before segmentation."""
+        data = dataclasses.asdict(self)
+        if self.task == "classification":
+            del data["task"], data["segmentation"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GFNetConfig:
@@ -240,6 +314,8 @@ class GFNetConfig:
             widths = "/".join(map(str, self.widths))
             depths = "/".join(map(str, self.depths))
             arch = f"pyramid, patch {self.patch_size}, widths {widths}, depths {depths}"
+        if self.is_segmentation:
+            return f"{arch}, Semantic FPN, {size} px crops, {self.num_classes} classes"
         return f"{arch}, {size} px, {self.num_classes} classes"
 
 

@@ -4,8 +4,9 @@ Convention (the paper's Table 1 and the authors' README, as fvcore counts): one
 multiply-accumulate is one FLOP. Counted are matrix products and convolutions (PyTorch's
 ``FlopCounterMode`` formulas, halved to MACs), each 2D FFT of the global filter at
 ``H*W*C*log2(H*W)`` (forward and inverse alike), and the filter's complex product at one MAC
-per token and channel (the paper's ``HWD`` term). Norms, activations, additions and pooling are
-not counted.
+per token and channel (the paper's ``HWD`` term). Norms, activations, additions, pooling and
+interpolation are not counted. A segmentation model is counted whole, backbone and Semantic
+FPN head (its convolutions and transposed convolutions), at the input size given.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from gfnet_cli.models.config import GFNetConfig
-from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.factory import build_model
 from gfnet_cli.models.layers import fused_inference
 
 
@@ -86,10 +87,10 @@ def model_gflops(
 
 
 def config_gflops(config: GFNetConfig, image_size: tuple[int, int] | None = None) -> float:
-    """GFLOPs of a GFNet architecture at ``image_size`` without allocating its weights."""
+    """GFLOPs of a GFNet architecture (either task) at ``image_size``, no weights allocated."""
     size = image_size or config.image_size
     with torch.device("meta"):
-        model = GFNet(config)
+        model = build_model(config)
     model.eval()
     inputs = torch.zeros(1, config.in_chans, *size, device="meta")
     return count_flops(model, inputs) / 1e9
