@@ -366,6 +366,7 @@ def _two_process_worker(rank: int, port: int, folder: str) -> None:
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_sync_batchnorm_converts_for_gpus_and_ddp_trains_on_cpu_with_gloo(tmp_path):
     torch.multiprocessing.spawn(
         _two_process_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True
@@ -449,3 +450,23 @@ def test_profile_command_task_segmentation(run_cli, tmp_path):
     assert rows[0]["params"] == built.num_params
     bad = run_cli("profile", "--model", folder, "--task", "detection")
     assert_one_line_error(bad, 2, contains="--task")
+
+
+@pytest.mark.slow
+def test_a_segmentation_model_exports_to_onnx_checked_against_pytorch(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    from gfnet_cli.commands.export import export_model
+
+    model = _segmenter(PYRAMID).eval()
+    save_model(model, tmp_path / "seg")
+    result = export_model(tmp_path / "seg", tmp_path / "seg.onnx")
+    assert result.fft == "matmul" and result.max_abs_diff < 1e-4
+    session = onnxruntime.InferenceSession(str(tmp_path / "seg.onnx"))
+    x = torch.randn(1, 3, 64, 64)
+    (logits,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert logits.shape == (1, CLASSES, 64, 64)
+    np.testing.assert_allclose(logits, expected, atol=1e-4)
