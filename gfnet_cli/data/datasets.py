@@ -221,6 +221,9 @@ def load_image_dataset(
     preferred_splits: Sequence[str] = EVAL_SPLITS,
 ) -> ImageDataset:
     """One split of DATASET with its columns located (evaluation splits preferred by default)."""
+    from gfnet_cli.data.segmentation import refuse_mask_folder
+
+    refuse_mask_folder(dataset)
     splits = load_splits(dataset, dataset_config=dataset_config, streaming=streaming)
     chosen = choose_split(list(splits), split, preferred_splits)
     data = splits[chosen]
@@ -386,13 +389,17 @@ class Batch:
 
 
 def collate_skipping_failures(items: list[tuple]) -> Batch:
-    """Stack the readable samples of a batch; record the unreadable ones."""
+    """Stack the readable samples of a batch (class indices, or masks of one size); record
+    the unreadable ones."""
     good = [item for item in items if item[0] is not None]
     failures = [(item[2], item[1]) for item in items if item[0] is None]
     if good:
         images = torch.stack([item[0] for item in good])
     else:
         images = torch.empty(0)
-    labels = torch.tensor([item[1] for item in good], dtype=torch.long)
+    if good and isinstance(good[0][1], torch.Tensor):  # segmentation masks, (H, W) each
+        labels = torch.stack([item[1] for item in good])
+    else:
+        labels = torch.tensor([item[1] for item in good], dtype=torch.long)
     indices = torch.tensor([item[2] for item in good], dtype=torch.long)
     return Batch(images, labels, indices, failures)

@@ -17,9 +17,10 @@ import torch
 
 from gfnet_cli.engine.onnx_model import OnnxModel, is_onnx_file, load_onnx_model
 from gfnet_cli.errors import UsageError
-from gfnet_cli.hub.resolve import load_model
-from gfnet_cli.models.config import to_pair
+from gfnet_cli.hub.resolve import load_model, resolve_model
+from gfnet_cli.models.config import GFNetConfig, to_pair
 from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.segmentation import GFNetForSegmentation
 
 ProgressCallback = Callable[[int, int | None], None]
 """``progress(completed, total)``: work done so far, and the total when it is known.
@@ -69,9 +70,31 @@ def prepare_model(
     return net
 
 
-def model_name(model: str | Path | GFNet | OnnxModel) -> str:
+def model_task(model: str | Path | GFNet | GFNetForSegmentation | OnnxModel) -> str:
+    """The task MODEL was made for (its config.json's ``task``), read before loading weights,
+    so a command can pick its data pipeline and refuse a mismatch before any work."""
+    if isinstance(model, (GFNet, GFNetForSegmentation, OnnxModel)):
+        return getattr(model.config, "task", None) or "classification"
+    if is_onnx_file(model):
+        return "classification"
+    return GFNetConfig.load(resolve_model(str(model))).task or "classification"
+
+
+def prepare_segmentation_model(
+    model: str | Path | GFNetForSegmentation, device: torch.device
+) -> GFNetForSegmentation:
+    """A segmentation MODEL on ``device`` in eval mode (it runs at any input size)."""
+    if isinstance(model, GFNetForSegmentation):
+        return model.eval().to(device)
+    net = load_model(str(model), device=device)
+    if not isinstance(net, GFNetForSegmentation):
+        raise UsageError(f"{model_name(model)} is not a segmentation model", param="model")
+    return net.eval().to(device)
+
+
+def model_name(model: str | Path | GFNet | GFNetForSegmentation | OnnxModel) -> str:
     """How results name MODEL: the argument as given, or a loaded model's architecture."""
-    if isinstance(model, (GFNet, OnnxModel)):
+    if isinstance(model, (GFNet, GFNetForSegmentation, OnnxModel)):
         return model.config.architecture or "GFNet"
     return str(model)
 

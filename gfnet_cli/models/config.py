@@ -23,15 +23,15 @@ CARD_NAME = "README.md"
 FORMAT_VERSION = 1
 # PIL resampling filters the evaluation transform accepts (gfnet_cli.data.transforms).
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming")
-# The tasks this package builds networks for (gfnet_cli.tasks says what each one means).
-MODEL_TASKS = ("classification",)
 PYRAMID_STAGES = 4
 # A pyramid model halves its grid three times after a patch-4 stem: inputs must divide by 32.
 PYRAMID_DOWNSAMPLE = 8
 # Fields holding one value per stage (a single value for a flat model), and their types.
 _PER_STAGE: dict[str, type] = {"embed_dim": int, "depth": int, "mlp_ratio": float}
-#: what a model predicts: one label per image, or one per pixel (docs/segmentation.md)
+#: what a model predicts: one label per image, or one per pixel (docs/segmentation.md);
+#: gfnet_cli.tasks says what each one means
 TASKS = ("classification", "segmentation")
+MODEL_TASKS = TASKS
 
 
 def to_pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -111,7 +111,6 @@ class GFNetConfig:
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
     architecture: str | None = None
-    task: str = "classification"
     model_type: str = "gfnet"
     format_version: int = FORMAT_VERSION
     task: str = "classification"
