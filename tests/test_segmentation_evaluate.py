@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,3 +219,54 @@ def test_masks_collate_into_one_tensor():
     batch = collate_skipping_failures(items)
     assert batch.labels.shape == (1, 4, 4) and batch.failures == [(1, "bad")]
     json.dumps(batch.indices.tolist())
+
+
+# ----------------------------------------------------------------------------------- predict
+def test_predict_writes_palette_masks_at_each_images_size_and_never_overwrites(tmp_path, run_cli):
+    from gfnet_cli.data.masks import open_mask, palette
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    scene(0, size=(40, 48))[0].save(photos / "wide.png")
+    scene(1, size=(50, 30))[0].save(photos / "tall.jpg")
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    model = tiny_segmenter()
+    save_model(model, tmp_path / "m")
+    out = tmp_path / "masks"
+    args = ("predict", str(photos), "--model", str(tmp_path / "m"), "--output-dir", str(out))
+    result = run_cli(*args, "--overlay", "--json")
+    assert result.exit_code == 2  # the broken file, after the others were segmented
+    entries = {Path(e["image"]).name: e for e in json.loads(result.stdout)}
+    assert "error" in entries["broken.jpg"]
+    for name, size in (("wide.png", (48, 40)), ("tall.jpg", (30, 50))):
+        written = Image.open(out / f"{Path(name).stem}.png")
+        assert written.mode == "P" and written.size == size
+        assert written.getpalette()[:48] == palette()[:48]
+        assert Image.open(out / f"{Path(name).stem}_overlay.png").size == size
+        shares = entries[name]["predictions"]
+        assert sum(item["share"] for item in shares) == pytest.approx(1.0)
+        assert shares == sorted(shares, key=lambda item: -item["share"])
+        assert {item["label"] for item in shares} <= {"sky", "road", "tree"}
+    # the mask equals the model's logits at the image's size, arg-max
+    image = Image.open(photos / "wide.png").convert("RGB")
+    pixels = SegmentationEvalTransform(32, TINY.mean, TINY.std).image(image)
+    with torch.no_grad():
+        logits = F.interpolate(model(pixels[None]), size=(40, 48), mode="bilinear")
+    assert np.array_equal(open_mask(out / "wide.png"), logits.argmax(1)[0].numpy())
+    before = (out / "wide.png").stat().st_mtime_ns
+    again = run_cli(*args)
+    assert_one_line_error(again, 2, "exists")
+    assert (out / "wide.png").stat().st_mtime_ns == before
+    assert run_cli(*args, "--overwrite").exit_code == 2  # still the broken file
+
+
+def test_predict_refuses_two_inputs_writing_one_file(tmp_path, run_cli):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        scene(0)[0].save(tmp_path / folder / "x.png")
+    save_model(tiny_segmenter(), tmp_path / "m")
+    inputs = [str(tmp_path / folder / "x.png") for folder in ("a", "b")]
+    result = run_cli("predict", *inputs, "--model", str(tmp_path / "m"),
+                     "--output-dir", str(tmp_path / "o"))  # fmt: skip
+    assert_one_line_error(result, 2, "would both write")
+    assert not (tmp_path / "o").exists()
