@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -25,7 +26,9 @@ from gfnet_cli.cli.options import (
     StreamingOption,
 )
 from gfnet_cli.cli.progress import progress_bar
-from gfnet_cli.commands.evaluate_segmentation import SegmentationEvaluationResult
+
+if TYPE_CHECKING:
+    from gfnet_cli.commands.evaluate_segmentation import SegmentationEvaluationResult
 
 
 def evaluate_command(
@@ -99,7 +102,7 @@ def evaluate_command(
     if as_json:
         emit_json(result.summary())
         return
-    if isinstance(result, SegmentationEvaluationResult):
+    if hasattr(result, "mean_iou"):  # a segmentation MODEL's result
         _segmentation_table(result)
         return
     table = Table(title=f"{result.model} on {result.dataset} ({result.split})", show_header=False)

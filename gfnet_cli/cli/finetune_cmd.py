@@ -20,9 +20,11 @@ from gfnet_cli.cli.options import (
     ImgSizeOption,
     JsonOption,
     LabelColumnOption,
+    MaskColumnOption,
     ModelOption,
     NumWorkersOption,
     PrecisionOption,
+    ReduceLabelsOption,
     StreamingOption,
 )
 from gfnet_cli.errors import UsageError
@@ -49,7 +51,7 @@ def _int_list(text: str | None, flag: str) -> int | list[int] | None:
     return numbers[0] if len(numbers) == 1 else numbers
 
 
-RECIPE_NAMES = ("imagenet", "finetune-384", "transfer")  # gfnet_cli.engine.train.RECIPES
+RECIPE_NAMES = ("imagenet", "finetune-384", "transfer", "ade20k")  # gfnet_cli.engine.train.RECIPES
 
 # CLI parameters that are not TrainConfig fields, or are under another name.
 _NOT_CONFIG = {"ctx", "recipe", "as_json", "print_config", "no_augment", "compile_model",
@@ -147,6 +149,21 @@ def finetune_command(
     dataset_config: DatasetConfigOption = None,
     image_column: ImageColumnOption = None,
     label_column: LabelColumnOption = None,
+    task: str = typer.Option(
+        "classification", "--task", help="classification, or segmentation (masks, mIoU)."
+    ),
+    mask_column: MaskColumnOption = None,
+    reduce_labels: ReduceLabelsOption = None,
+    labels: str = typer.Option(
+        None, "--labels",
+        help="Segmentation class names: a file (JSON id->name, or one per line) or 'ade20k'.",
+    ),  # fmt: skip
+    num_classes: int = typer.Option(
+        None, "--num-classes", help="Segmentation without class names: class_0..class_{N-1}."
+    ),
+    lr_schedule: str = typer.Option(
+        "cosine", "--lr-schedule", help="After warmup: cosine, or poly (power 0.9; ade20k)."
+    ),
     log_every: int = typer.Option(10, "--log-every", help="Steps between metrics lines."),
     streaming: StreamingOption = False,
     shuffle_buffer: int = typer.Option(
@@ -160,7 +177,8 @@ def finetune_command(
 ) -> None:
     """Fine-tune MODEL on DATASET (or train its architecture from scratch).
 
-    Leaves a MODEL folder (best epoch by eval top-1) and train_results.json in --output-dir,
+    Leaves a MODEL folder (best epoch by eval top-1, or mIoU for --task segmentation) and
+    train_results.json in --output-dir,
     checkpoints in --output-dir/checkpoints. --recipe sets the authors' hyper-parameters
     (flags given explicitly still win); --print-config shows what would run. Run under
     `torchrun` for several processes. --streaming needs the dataset's size or --max-steps.
@@ -197,6 +215,8 @@ def _explicit_values(ctx: typer.Context) -> dict[str, Any]:
         values["compile"] = given["compile_model"]
     if "lr_base_batch" in given:
         values["lr_base_batch"] = given["lr_base_batch"] or None  # 0: no scaling
+    if given.get("reduce_labels") is None:
+        values.pop("reduce_labels", None)
     if "crop_scale" in given:
         values["crop_scale"] = _parse_scale(given["crop_scale"])
     for name in ("embed_dim", "depth"):
@@ -224,7 +244,13 @@ def _print_summary(result: Any) -> None:
         f"process{'es' if result.world_size > 1 else ''}) in {result.train_runtime_s:.1f} s"
     )
     weights = " (EMA weights)" if result.best_weights == "ema" else ""
-    stdout.print(f"  best eval top-1: {best}  top-5: {top5}  (epoch {result.best_epoch}){weights}")
+    if "mean_iou" in (result.best_metrics or {}):
+        miou = result.best_metrics["mean_iou"]
+        stdout.print(f"  best eval mIoU: {miou:.2%}  (epoch {result.best_epoch}){weights}")
+    else:
+        stdout.print(
+            f"  best eval top-1: {best}  top-5: {top5}  (epoch {result.best_epoch}){weights}"
+        )
     head = "MODEL's, kept" if result.head == "kept" else "new"
     stdout.print(f"  classifier: {head}")
     if result.compile_time_s is not None:

@@ -86,13 +86,36 @@ def load_segmentation_dataset(
     preferred_splits: Sequence[str] = EVAL_SPLITS,
 ) -> SegmentationDataset:
     """One split of DATASET with its image and mask columns located."""
+    splits = segmentation_splits(dataset, dataset_config=dataset_config, streaming=streaming)
+    return segmentation_split(dataset, splits, split, image_column=image_column,
+                              mask_column=mask_column, streaming=streaming,
+                              preferred_splits=preferred_splits)  # fmt: skip
+
+
+def segmentation_splits(
+    dataset: str, *, dataset_config: str | None = None, streaming: bool = False
+) -> Any:
+    """Every split of DATASET: a folder of images and masks, or what ``datasets`` loads."""
     path = Path(dataset).expanduser()
     if path.is_dir() and _mask_folder_layout(path):
         splits = mask_folder_splits(path)
         if streaming:
             splits = {name: _to_iterable(data, name, None) for name, data in splits.items()}
-    else:
-        splits = load_splits(dataset, dataset_config=dataset_config, streaming=streaming)
+        return splits
+    return load_splits(dataset, dataset_config=dataset_config, streaming=streaming)
+
+
+def segmentation_split(
+    dataset: str,
+    splits: Any,
+    split: str | None,
+    *,
+    image_column: str | None = None,
+    mask_column: str | None = None,
+    streaming: bool = False,
+    preferred_splits: Sequence[str] = EVAL_SPLITS,
+) -> SegmentationDataset:
+    """One of ``splits`` (:func:`segmentation_splits`) with its columns located."""
     chosen = choose_split(list(splits), split, preferred_splits)
     data = splits[chosen]
     image_col, mask_col = find_mask_columns(data.features, image_column, mask_column)

@@ -37,7 +37,13 @@ from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine import distributed
 from gfnet_cli.engine.scoring import score
 from gfnet_cli.engine.train.config import TrainConfig, check_config
-from gfnet_cli.engine.train.data import check_labels, eval_loader, prepare_data, train_source, where
+from gfnet_cli.engine.train.data import (
+    check_training_targets,
+    eval_loader,
+    prepare_data,
+    train_source,
+    where,
+)
 from gfnet_cli.engine.train.ema import ModelEma
 from gfnet_cli.engine.train.lock import locked_output_dir
 from gfnet_cli.engine.train.model import build_model
@@ -296,7 +302,8 @@ def _accumulate_gradients(run: Run, batches: Lookahead, step: int) -> LocalStep:
     for index in range(accumulate):
         batch = batches.pop()
         _note_unreadable(run, batch)
-        check_labels(batch.labels, run.model.num_classes, run.train_split)  # on the host
+        check_training_targets(run.task, batch.labels, run.model.num_classes,
+                               run.train_split)  # on the host
         images, labels = _to_device(_images_or_stand_in(run, batch), batch.labels, run.device)
         last = index == accumulate - 1 or not batches
         images, targets = _mix(run, images, labels, step * accumulate + index)
@@ -485,11 +492,19 @@ def _end_epoch(run: Run, state: RunState, summary: EpochSummary) -> None:
         if stats.is_best:
             kept = run.ema.module if stats.weights == "ema" else run.model
             card = training_card(kept, run.config, stats, head=run.head,
-                                 world_size=run.dist.world_size)  # fmt: skip
+                                 world_size=run.dist.world_size,
+                                 eval_split=_split_name(run.eval_split))  # fmt: skip
             save_model(kept, run.output_dir, card=card)
         run.callbacks.on_epoch_end(stats)
     state.next_epoch()
     save_checkpoint(run, state)
+
+
+def _split_name(described: str | None) -> str | None:
+    """``validation`` of ``DATASET [validation]`` (how :func:`where` names a split)."""
+    if not described or not described.endswith("]"):
+        return None
+    return described.rsplit("[", 1)[-1][:-1]
 
 
 @torch.no_grad()
@@ -501,6 +516,7 @@ def _evaluate(run: Run, model: GFNet) -> MetricResult:
     on that CPU copy (gloo), as the step's does.
     """
     model.eval()
+    distributed.broadcast_buffers(model)  # the statistics of the weights rank 0 saves
     metric = run.task.metric(model.num_classes)
     try:
         score(model, run.eval_loader, run.task, metric, num_classes=model.num_classes,

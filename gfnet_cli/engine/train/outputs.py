@@ -107,6 +107,8 @@ class TrainCallbacks:
             if stats.top1 is not None
             else "no eval split"
         )
+        if "mean_iou" in stats.metrics:
+            top = f"eval mIoU {stats.metrics['mean_iou']:.2%}"
         logger.info("epoch %d: train loss %.4f, %s", stats.epoch, stats.train_loss, top)
 
     def on_train_end(self, result: TrainResult) -> None:
@@ -199,13 +201,16 @@ def write_results(output_dir: Path, result: TrainResult, config: TrainConfig) ->
 
 
 def training_card(model: GFNet, config: TrainConfig, stats: EpochStats, *, head: str,
-                  world_size: int = 1) -> str:  # fmt: skip
+                  world_size: int = 1, eval_split: str | None = None) -> str:  # fmt: skip
     """The model card, with how the model was trained and the epoch's evaluation."""
     eval_results = (
         {"top1": stats.top1, "top5": stats.top5, "loss": stats.eval_loss, "epoch": stats.epoch}
         if stats.top1 is not None
         else None
     )
+    if "mean_iou" in stats.metrics:
+        eval_results = dict(stats.metrics) | {"epoch": stats.epoch, "dataset": config.dataset,
+                                              "split": eval_split}  # fmt: skip
     return model_card(
         model.config,
         num_params=model.num_params,
@@ -213,11 +218,17 @@ def training_card(model: GFNet, config: TrainConfig, stats: EpochStats, *, head:
         dataset=config.dataset,
         hyperparameters={
             **config.hyperparameters(world_size),
-            "head": "MODEL's classifier, trained on" if head == "kept" else "new classifier",
+            "head": _head_words(head, model.config.is_segmentation),
             "weights": "EMA of the weights" if stats.weights == "ema" else "raw weights",
         },
         eval_results=eval_results,
     )
+
+
+def _head_words(head: str, segmentation: bool) -> str:
+    if segmentation:
+        return "MODEL's head, trained on" if head == "kept" else "new Semantic FPN head"
+    return "MODEL's classifier, trained on" if head == "kept" else "new classifier"
 
 
 def push_output(output_dir: Path, repo_id: str) -> None:
