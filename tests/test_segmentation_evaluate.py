@@ -270,3 +270,26 @@ def test_predict_refuses_two_inputs_writing_one_file(tmp_path, run_cli):
                      "--output-dir", str(tmp_path / "o"))  # fmt: skip
     assert_one_line_error(result, 2, "would both write")
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------ the demo
+def test_demo_scenes_are_real_digit_strokes_with_held_out_scans(tmp_path):
+    """scripts/export_scenes.py writes a segmentation DATASET folder (with its class names)
+    whose masks mark the inked pixels, by digit."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("export_scenes",
+                                                  root / "scripts/export_scenes.py")  # fmt: skip
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    counts = module.export_scenes(tmp_path / "s", train=6, validation=3, size=32)
+    assert counts == {"train": 6, "validation": 3}
+    data = load_segmentation_dataset(str(tmp_path / "s"), "validation")
+    assert data.class_names == ["background", "digit 0", "digit 1", "digit 4", "digit 7"]
+    view = TorchSegmentationDataset(data, SegmentationEvalTransform(32, [0.0] * 3, [1.0] * 3))
+    for image, mask, _ in view:
+        labelled = mask > 0
+        assert set(mask.unique().tolist()) <= {0, 1, 2, 3, 4} and bool(labelled.any())
+        brightness = image.mean(0)  # strokes are tinted brighter than the background
+        assert float(brightness[labelled].mean()) > float(brightness[~labelled].mean())
