@@ -293,3 +293,17 @@ def test_demo_scenes_are_real_digit_strokes_with_held_out_scans(tmp_path):
         assert set(mask.unique().tolist()) <= {0, 1, 2, 3, 4} and bool(labelled.any())
         brightness = image.mean(0)  # strokes are tinted brighter than the background
         assert float(brightness[labelled].mean()) > float(brightness[~labelled].mean())
+
+
+def test_an_exported_segmentation_onnx_is_refused_by_evaluate_and_predict(tmp_path, run_cli):
+    pytest.importorskip("onnxruntime")
+    from gfnet_cli.commands.export import export_model
+
+    root = mask_folder(tmp_path / "d", count=1)
+    save_model(tiny_segmenter(), tmp_path / "m")
+    export_model(tmp_path / "m", tmp_path / "seg.onnx")
+    result = run_cli("evaluate", "--model", str(tmp_path / "seg.onnx"), "--dataset", str(root))
+    assert_one_line_error(result, 2, "is an exported segmentation network")
+    image = root / "images" / "validation" / "scene_0.png"
+    result = run_cli("predict", str(image), "--model", str(tmp_path / "seg.onnx"))
+    assert_one_line_error(result, 2, "is an exported segmentation network")

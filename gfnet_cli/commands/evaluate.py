@@ -47,6 +47,7 @@ from gfnet_cli.engine.inference import (
     model_task,
     prepare_model,
     prepare_segmentation_model,
+    refuse_onnx_segmentation,
 )
 from gfnet_cli.engine.scoring import Skips, score
 from gfnet_cli.errors import GFNetError, UsageError
@@ -186,6 +187,7 @@ def evaluate(
     )
     require_labels(data)
     net = prepare_model(model, img_size, torch_device, precision, allow_onnx=True)
+    refuse_onnx_segmentation(net)
     label_map, mapping = match_labels(data, net, label_order)
     transform = eval_transform(net.config, img_size)
     loader, total = _build_loader(

@@ -23,6 +23,7 @@ from gfnet_cli.engine.inference import (
     check_at_least,
     model_task,
     prepare_model,
+    refuse_onnx_segmentation,
 )
 from gfnet_cli.errors import UsageError
 from gfnet_cli.models.config import to_pair
@@ -106,6 +107,7 @@ def predict(
         raise UsageError("output_dir and overlay write segmentation masks: this MODEL "
                          "classifies", param="output_dir")  # fmt: skip
     net = prepare_model(model, img_size, torch_device, precision, allow_onnx=True)
+    refuse_onnx_segmentation(net)
     transform = eval_transform(net.config, img_size)
     task = get_task(net.config.task)
 

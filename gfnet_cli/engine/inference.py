@@ -9,6 +9,7 @@ same ``config`` and is called the same way.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,8 @@ def model_task(model: str | Path | GFNet | GFNetForSegmentation | OnnxModel) -> 
     if isinstance(model, (GFNet, GFNetForSegmentation, OnnxModel)):
         return getattr(model.config, "task", None) or "classification"
     if is_onnx_file(model):
+        if _onnx_task(Path(str(model))) == "segmentation":
+            raise _onnx_segmentation_error(model)
         return "classification"
     return GFNetConfig.load(resolve_model(str(model))).task or "classification"
 
@@ -90,6 +93,36 @@ def prepare_segmentation_model(
     if not isinstance(net, GFNetForSegmentation):
         raise UsageError(f"{model_name(model)} is not a segmentation model", param="model")
     return net.eval().to(device)
+
+
+def refuse_onnx_segmentation(net: GFNet | OnnxModel) -> None:
+    """An exported segmentation ``.onnx`` file is fixed to its exported size; whole-image
+    scoring and mask writing need the network: refused, saying what to pass instead."""
+    if isinstance(net, OnnxModel) and net.config.task == "segmentation":
+        raise _onnx_segmentation_error(net.path)
+
+
+def _onnx_segmentation_error(path: object) -> UsageError:
+    return UsageError(
+        f"{path} is an exported segmentation network: evaluate and predict run the "
+        "segmentation MODEL folder it was exported from (images differ in size)",
+        param="model",
+    )
+
+
+def _onnx_task(path: Path) -> str | None:
+    """The task in an exported file's gfnet metadata, read without a runtime (None when the
+    ``onnx`` package is absent or the file carries none: the runtime's load decides then)."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+        props = {prop.key: prop.value for prop in proto.metadata_props}
+        return json.loads(props.get("config") or "{}").get("task")
+    except Exception:  # unreadable here: load_onnx_model says why, with its own message
+        return None
 
 
 def model_name(model: str | Path | GFNet | GFNetForSegmentation | OnnxModel) -> str:
