@@ -28,10 +28,8 @@ PYRAMID_STAGES = 4
 PYRAMID_DOWNSAMPLE = 8
 # Fields holding one value per stage (a single value for a flat model), and their types.
 _PER_STAGE: dict[str, type] = {"embed_dim": int, "depth": int, "mlp_ratio": float}
-#: what a model predicts: one label per image, or one per pixel (docs/segmentation.md);
-#: gfnet_cli.tasks says what each one means
+#: what a model predicts: one label per image, or one per pixel (docs/segmentation.md)
 TASKS = ("classification", "segmentation")
-MODEL_TASKS = TASKS
 
 
 def to_pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -205,10 +203,6 @@ class GFNetConfig:
     def _check_architecture(self) -> None:
         if self.kind not in ("flat", "pyramid"):
             raise ConfigError(f"unknown model kind {self.kind!r}: expected 'flat' or 'pyramid'")
-        if self.task not in MODEL_TASKS:
-            raise ConfigError(
-                f"unknown task {self.task!r}: this version knows {', '.join(MODEL_TASKS)}"
-            )
         if self.model_type != "gfnet":
             raise ConfigError(f"config.json describes a {self.model_type!r} model, not a GFNet")
         for name in _PER_STAGE:
