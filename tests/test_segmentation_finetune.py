@@ -173,3 +173,18 @@ def test_torchrun_two_processes_on_cpu_train_and_evaluate(scenes, backbone, tmp_
     assert results["num_eval_samples"] == 4 and "mean_iou" in results["best_metrics"]
     scored = evaluate(str(out), str(scenes), num_workers=0)
     assert scored.mean_iou == pytest.approx(results["best_metrics"]["mean_iou"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_gives_the_same_weights(scenes, backbone, tmp_path):
+    """A segmentation run killed outright (no checkpoint on the way out) and resumed from its
+    last periodic checkpoint ends with the uninterrupted run's weights, bit for bit."""
+    from tests.test_finetune import _assert_same_weights, _run_killed_and_resumed
+
+    common = ["--task", "segmentation", "--model", str(backbone), "--dataset", str(scenes),
+              "--num-classes", "3", "--img-size", "32", "--epochs", "3", "--batch-size", "2",
+              "--checkpoint-every", "1", "--num-workers", "1", "--lr-schedule", "poly"]  # fmt: skip
+    ref, cut = _run_killed_and_resumed(common, tmp_path)
+    results = json.loads((cut / "train_results.json").read_text())
+    assert results["resumed_from_step"] >= 1 and results["global_step"] == 6
+    _assert_same_weights(ref, cut)
