@@ -121,6 +121,7 @@ def loop_step_times(args: argparse.Namespace, root: Path) -> tuple[list[float], 
         img_size=args.img_size, batch_size=args.batch_size, epochs=1,
         max_steps=args.steps + 2, num_workers=args.num_workers, checkpoint_every=0,
         device=args.device, precision=args.precision, compile=args.compile,
+        validation_split_percentage=0,  # every image trains: steps + 2 full steps
     )  # fmt: skip
     result = finetune(config, timer)
     deltas = [b - a for a, b in zip(timer.stamps, timer.stamps[1:], strict=False)]

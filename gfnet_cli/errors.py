@@ -11,6 +11,8 @@ parameters (``pass resume to continue``) lists them after the first.
 
 from __future__ import annotations
 
+import errno
+import math
 from collections.abc import Sequence
 
 
@@ -66,3 +68,49 @@ def first_line(error: BaseException | str, limit: int = 300) -> str:
     if not text:
         return type(error).__name__ if isinstance(error, BaseException) else ""
     return text.splitlines()[0][:limit]
+
+
+def check_range(
+    param: str,
+    value: float | None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    above: bool = False,
+    below: bool = False,
+) -> None:
+    """Refuse a number outside its range, or not finite, naming the parameter.
+
+    The range is ``[minimum, maximum]``; ``above`` excludes ``minimum`` and ``below``
+    excludes ``maximum``. ``None`` means unset and passes. Every numeric parameter of a
+    command is checked with this before any MODEL or data is read.
+    """
+    if value is None:
+        return
+    low = "-inf" if minimum is None else f"{minimum:g}"
+    high = "inf" if maximum is None else f"{maximum:g}"
+    interval = f"{'(' if above else '['}{low}, {high}{')' if below or maximum is None else ']'}"
+    inside = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (minimum is None or (value > minimum if above else value >= minimum))
+        and (maximum is None or (value < maximum if below else value <= maximum))
+    )
+    if not inside:
+        raise UsageError(f"{param} must be in {interval}, got {value}", param=param)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is a write that found no space left (or the quota used up)."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def write_error(error: OSError, path: object, kept: str = "nothing was left behind") -> GFNetError:
+    """One line for a write that failed: a full disk says so, and what is left (``kept``)."""
+    if is_disk_full(error):
+        return GFNetError(
+            f"the disk is full: could not write {path} (no space left on device); {kept}: "
+            "free some space and run again"
+        )
+    return GFNetError(f"could not write {path} ({error.strerror or error}); {kept}")

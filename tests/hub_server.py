@@ -307,8 +307,11 @@ class FakeHub:
         token = self._writer_token(handler)
         payload = json.loads(body)
         repo_id = f"{payload['organization']}/{payload['name']}"
-        if repo_id in self.repos:
-            raise HubReplyError(409, message="You already created this model repo")
+        if repo_id in self.repos:  # the Hub's 409 names the repository (create_repo reads it)
+            return 409, {
+                "error": "You already created this model repo",
+                "url": f"{self.url}/{repo_id}",
+            }
         access = "private" if payload.get("visibility") == "private" else "public"
         self.add_repo(repo_id, {".gitattributes": GITATTRIBUTES}, access=access, token=token)
         return 200, {"url": f"{self.url}/{repo_id}", "name": repo_id}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -111,6 +112,61 @@ def test_help_lists_options_and_loads_no_heavy_library():
     assert "[default: gfnet-xs]" in predict_help and "IMAGE" in predict_help
 
 
+def test_every_commands_help_reads_like_gits():
+    # A synopsis, grouped options with help on every one, values named for what they hold,
+    # flags without a placeholder: no `<bool>`, `<list[str]>`, `{IMAGE}` or bare options.
+    from gfnet_cli.cli.help import GROUPED_FROM
+
+    commands = _commands()
+    invocations = [[name, "--help"] for name in commands]
+    env = os.environ | {"COLUMNS": "200", "TERMINAL_WIDTH": "200", "NO_COLOR": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", _HELP_PROBE.format(heavy=HEAVY, invocations=invocations)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    helps = {run["args"][0]: run["help"] for run in json.loads(done.stdout)}
+    placeholders: dict[str, set[str]] = {}
+    for name, command in commands.items():
+        text = helps[name]
+        usage = next(line for line in text.splitlines() if "Usage:" in line)
+        assert "{" not in usage and f"gfnet {name} [OPTIONS]" in usage, usage
+        assert not re.search(r"<(bool|int|float|str|path|list\[)", text), (name, text)
+        options = [p for p in command.params if p.param_type_name == "option"]
+        for param in command.params:
+            what = f"gfnet {name}: {param.opts or param.name}"
+            assert (param.help or "").strip(), f"{what} has no help"
+            if param.param_type_name == "argument":
+                assert param.metavar == param.metavar.upper(), (name, param.metavar)
+                assert param.metavar in usage, usage
+                continue
+            placeholders.setdefault(param.opts[0], set()).add(param.metavar)
+            if param.is_flag:
+                assert param.metavar == "", (name, param.opts)
+        panels = text.count("╭─")
+        assert panels >= (3 if len(options) > GROUPED_FROM else 1), (name, panels)
+    assert placeholders["--plot"] == {"FILE"} and placeholders["--json"] == {""}
+    assert placeholders["--batch-size"] == {"N"}
+
+
+def test_bool_flags_take_no_value():
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(typer.main.get_command(app), ["models", "--json", "true"])
+    assert result.exit_code == 2  # `--json true`: "true" is no argument of `models`
+
+
+def test_debug_after_the_subcommand_is_the_global_flag(run_cli, monkeypatch):
+    from gfnet_cli.cli.main import global_flags_first
+
+    assert global_flags_first(["predict", "x.jpg", "--debug"]) == ["--debug", "predict", "x.jpg"]
+    assert global_flags_first(["push", "d", "o/r", "--", "--debug"]) == [
+        "push", "d", "o/r", "--", "--debug"]  # fmt: skip
+    result = run_cli("models", "--json", "--debug")
+    assert result.exit_code == 0, result.stderr
+    assert "No such option" not in result.stderr
+
+
 # ------------------------------------------------------------------------------- options
 def _declared(command) -> dict[str, tuple[list[str], bool, str]]:
     declared = {}
@@ -164,6 +220,32 @@ def test_a_shared_option_reads_the_same_in_every_command(param, flag):
     assert len(helps) >= 1
     assert len(set(helps.values())) == 1, helps
     assert next(iter(helps.values()))[0][0] == flag
+
+
+def test_finetune_options_are_trainconfigs_fields_with_its_defaults():
+    # finetune_cmd.py declares its options by hand (importing TrainConfig would load torch
+    # for --help); every field must have its option, with the library's default.
+    import dataclasses
+
+    from gfnet_cli.cli.finetune_cmd import _NOT_CONFIG, RECIPE_NAMES
+    from gfnet_cli.engine.train import RECIPES, TrainConfig
+
+    command = _commands()["finetune"]
+    renamed = {"no_augment": "augment", "compile_model": "compile"}
+    cli = {renamed.get(p.name, p.name): p for p in command.params if p.name != "help"}
+    cli_fields = set(cli) - (_NOT_CONFIG - {"recipe", "lr_base_batch"}) | {"augment", "compile"}
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert set(fields) == cli_fields, (set(fields) ^ cli_fields)
+    cli_default = {"augment": True, "crop_scale": tuple(
+        float(v) for v in cli["crop_scale"].default.split(","))}  # fmt: skip
+    for name, field in fields.items():
+        if field.default is dataclasses.MISSING:
+            assert cli[name].required, name
+            continue
+        default = cli_default.get(name, cli[name].default)
+        flag = "--" + name.replace("_", "-")
+        assert default == field.default, f"{flag}: {default!r} != {field.default!r}"
+    assert set(RECIPE_NAMES) == set(RECIPES)
 
 
 def test_cli_constants_match_the_library():
@@ -265,3 +347,18 @@ def test_every_parameter_an_error_names_becomes_a_flag():
         "--output-dir runs/x is not empty: pass --resume to continue its run, --overwrite to "
         "start over"
     )
+
+
+def test_log_lines_are_one_line_each_at_80_columns(capsys):
+    import logging
+
+    from gfnet_cli.cli._common import setup_logging, stderr
+
+    setup_logging()
+    assert stderr.width <= 80  # not a terminal: the narrow default a user may have
+    long = "resuming from step-000000042.pt " + "with a long path/" * 10
+    logging.getLogger("gfnet_cli.engine").info("%s (step %d)", long, 42)
+    logging.getLogger("gfnet_cli.engine").warning("a [bold]warning[/bold]\nover two lines")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"info: {long.strip()} (step 42)",
+                     "warning: a [bold]warning[/bold] over two lines"]  # fmt: skip

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import pickle
+import re
 
 import pytest
 import torch
@@ -36,7 +37,11 @@ def test_convert_without_arch_reloads_to_the_same_logits(
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md",
         "config.json",
+        "configuration_gfnet.py",  # and the rest transformers loads it with
+        "image_processing_gfnet.py",
         "model.safetensors",
+        "modeling_gfnet.py",
+        "preprocessor_config.json",
     ]
     config = json.loads((out / "config.json").read_text())
     assert config["img_size"] == 64 and config["num_classes"] == 10
@@ -151,10 +156,16 @@ def _bad_inputs(tmp_path):
     cases["empty"] = (empty, "empty")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(os.urandom(1000))
-    cases["garbage"] = (garbage, "not a readable")
+    cases["garbage"] = (garbage, "checkpoint: it holds 1000 bytes of unrecognized binary")
     text = tmp_path / "notes.pth"
     text.write_text("these are not weights\n")
-    cases["text"] = (text, "not a readable")
+    cases["text"] = (text, "it is a text file (starting 'these are not weights')")
+    page = tmp_path / "page.pth"
+    page.write_text("<!DOCTYPE html><html><body>Not found</body></html>")
+    cases["html"] = (page, "looks like an HTML or XML page")
+    image = tmp_path / "photo.pth"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    cases["png"] = (image, "looks like a PNG image")
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pth"
     torch.save({"model": _Exploit(marker)}, evil)
@@ -178,7 +189,7 @@ def _bad_inputs(tmp_path):
     truncated = tmp_path / "truncated.pth"
     torch.save({"model": state}, truncated)
     truncated.write_bytes(truncated.read_bytes()[:2000])
-    cases["truncated"] = (truncated, "not a readable")
+    cases["truncated"] = (truncated, "truncated or damaged zip archive")
     return cases, marker
 
 
@@ -188,6 +199,7 @@ def test_every_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, run_
         out = tmp_path / f"out-{name}"
         result = run_cli("convert", source, out)
         assert_one_line_error(result, code=2, contains=message)
+        assert not re.search(r"\(\d+\)", result.stderr), result.stderr  # no bare opcode numbers
         assert not out.exists(), name
     assert not marker.exists(), "unpickling ran code"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out-")], "staging left behind"

@@ -254,3 +254,34 @@ def test_usage_errors(tiny, tmp_path, run_cli):
     assert_one_line_error(
         run_cli("evaluate", "--model", folder, "--dataset", many, "--label-order", "size"), 2
     )
+
+
+def test_an_existing_output_is_refused_before_any_work(tiny, tmp_path, run_cli):
+    """It replaced a .safetensors with JSON, after the whole evaluation."""
+    folder, _ = tiny
+    existing = tmp_path / "weights.safetensors"
+    existing.write_bytes(b"precious")
+    result = run_cli("evaluate", "--model", folder, "--dataset", tmp_path / "no-such-data",
+                     "--output", existing)  # fmt: skip
+    assert_one_line_error(result, 2, "already exists")
+    assert "--overwrite" in result.stderr
+    assert existing.read_bytes() == b"precious"
+    with pytest.raises(UsageError, match="already exists"):
+        evaluate(folder, str(tmp_path / "no-such-data"), output=existing)
+
+
+def test_output_with_overwrite_replaces_it_and_stale_partials_go(tiny, image_folder, run_cli):
+    folder, _ = tiny
+    data, _, _ = image_folder
+    out = data.parent / "result.json"
+    out.write_text("old")
+    stale = data.parent / ".result.json.k3j2.tmp"  # a killed earlier write
+    stale.write_bytes(b"")
+    assert_one_line_error(
+        run_cli("evaluate", "--model", folder, "--dataset", data, "--output", out), 2, "exists"
+    )
+    result = run_cli("evaluate", "--model", folder, "--dataset", data, "--num-workers", "0",
+                     "--output", out, "--overwrite")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(out.read_text())["num_samples"] == 14
+    assert not stale.exists() and not (data.parent / ".result.json.lock").exists()

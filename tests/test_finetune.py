@@ -207,7 +207,8 @@ def test_finetune_leaves_model_folder_results_and_metrics(run_cli, image_folder,
     config = json.loads((out / "config.json").read_text())
     assert config["class_names"] == CLASSES and config["num_classes"] == 3
     card = (out / "README.md").read_text()
-    assert str(image_folder) in card and "top-1" in card.lower()
+    assert image_folder.name in card and str(image_folder) not in card  # no local path
+    assert "top-1" in card.lower()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["type"] == "train"] == list(range(1, 7))
     assert len([r for r in rows if r["type"] == "eval"]) == 2
@@ -219,6 +220,66 @@ def test_finetune_leaves_model_folder_results_and_metrics(run_cli, image_folder,
     assert state["epoch"] == 2 and set(state["rng"][0]) >= {"torch", "numpy", "python"}
     # the reader is weights-only: the file holds tensors and plain types only
     torch.load(out / "checkpoints" / "step-000000006.pt", weights_only=True)
+
+
+def test_the_epoch_is_chosen_on_validation_and_test_is_reported_apart(run_cli, image_folder,
+                                                                     tmp_path):  # fmt: skip
+    out = tmp_path / "selected"
+    result = run_cli("finetune", *TINY_ARGS, "--dataset", image_folder, "--output-dir", out,
+                     "--epochs", "2", "--batch-size", "8", "--validation-split-percentage", "25")
+    assert result.exit_code == 0, result.stderr
+    saved = json.loads((out / "train_results.json").read_text())
+    # no validation split in the folder: 25 % of each class of train held out (2 of 8)
+    assert saved["validation_split"] == f"{image_folder} [train[25% held out]]"
+    assert saved["num_train_samples"] == 18 and saved["num_eval_samples"] == 6
+    assert saved["test"]["split"] == f"{image_folder} [test]" and saved["test"]["count"] == 6
+    assert saved["hyperparameters"]["validation_split_percentage"] == 25
+    said = " ".join(result.stdout.split())
+    assert f"chosen on {image_folder} [train[25% held out]]" in said
+    assert "test top-1" in said and f"({image_folder} [test], measured once" in said
+    assert "(chose the epoch)" in (out / "README.md").read_text()
+    assert f"| test | {saved['test']['top1'] * 100:.2f} |" in (out / "README.md").read_text()
+
+
+def test_held_out_validation_is_seeded_stratified_and_disjoint():
+    import datasets
+
+    from gfnet_cli.data.datasets import ImageDataset
+    from gfnet_cli.engine.train.data import carve_validation
+
+    labels = [0] * 40 + [1] * 20 + [2] * 3
+    table = datasets.Dataset.from_dict({"image": [None] * len(labels), "label": labels,
+                                        "row": list(range(len(labels)))})  # fmt: skip
+    data = ImageDataset(table, "d", "train", "image", "label", ["a", "b", "c"])
+    train, validation = carve_validation(data, 10, seed=0)
+    held = list(validation.dataset["row"])
+    assert sorted(held + list(train.dataset["row"])) == list(range(len(labels)))  # disjoint, whole
+    assert [list(validation.dataset["label"]).count(c) for c in range(3)] == [4, 2, 0]
+    assert list(carve_validation(data, 10, seed=0)[1].dataset["row"]) == held  # seeded
+    assert list(carve_validation(data, 10, seed=1)[1].dataset["row"]) != held
+    assert validation.split == "train[10% held out]"
+    assert carve_validation(data, 1, seed=0) == (data, None)  # too small: no validation
+
+
+def test_resume_of_a_finished_run_changes_nothing_and_exits_0(run_cli, image_folder, tmp_path):
+    out = tmp_path / "done"
+    args = [*TINY_ARGS, "--dataset", image_folder, "--output-dir", out, "--epochs", "1",
+            "--batch-size", "8"]  # fmt: skip
+    assert run_cli("finetune", *args).exit_code == 0
+
+    def snapshot() -> dict[str, tuple[bytes, int]]:
+        return {str(p.relative_to(out)): (p.read_bytes(), p.stat().st_mtime_ns)
+                for p in sorted(out.rglob("*")) if p.is_file()}  # fmt: skip
+
+    before = snapshot()
+    again = run_cli("finetune", *args, "--resume")
+    assert again.exit_code == 0, again.stderr
+    err = " ".join(again.stderr.split())
+    assert "already complete (1 epochs" in err and "from scratch" not in err, err
+    assert "Trained" not in again.stdout and again.stdout.strip() == str(out)
+    assert snapshot() == before
+    longer = run_cli("finetune", *args[:-4], "--epochs", "2", "--batch-size", "8", "--resume")
+    assert longer.exit_code == 0 and "Trained 2 epochs" in longer.stdout, longer.stderr
 
 
 def test_used_output_dir_needs_resume_or_overwrite(run_cli, image_folder, tmp_path):
@@ -366,6 +427,33 @@ def test_preflight_errors_exit_2_with_one_line(run_cli, tmp_path, kind, message)
     result = run_cli("finetune", *args, "--dataset", dataset, "--output-dir", out)
     assert_one_line_error(result, 2, message)
     assert not (out / "checkpoints").exists()
+
+
+def test_reading_a_local_folder_draws_no_datasets_progress_bars(tmp_path, capfd):
+    from datasets.utils.tqdm import are_progress_bars_disabled
+
+    from gfnet_cli.data.datasets import load_splits
+
+    for index, name in enumerate(CLASSES):
+        _write_images(tmp_path / "data" / "train" / name, 2, index, seed=0)
+    splits = load_splits(str(tmp_path / "data"))  # a first read: datasets builds its cache
+    assert len(splits["train"]) == 6
+    err = capfd.readouterr().err
+    assert "Generating" not in err and "examples" not in err, err
+    assert not are_progress_bars_disabled()  # a Hub download still shows its bars
+
+
+@pytest.mark.parametrize("layout", ["train/cat", "cat"])
+def test_an_image_folder_of_one_class_says_so_in_one_line(run_cli, tmp_path, layout):
+    # datasets drops the label column of a one-folder image folder; "no label column" misled.
+    root = tmp_path / "one"
+    _write_images(root / layout, 3, 0, seed=0)
+    if layout.startswith("train"):
+        _write_images(root / "test" / "cat", 2, 0, seed=1)
+    result = run_cli("finetune", *TINY_ARGS, "--dataset", root, "--output-dir", tmp_path / "o")
+    assert_one_line_error(result, 2, "has one class ('cat'): a classifier needs at least 2")
+    # nothing else on stderr: no datasets progress bar, no warning before the error
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 @pytest.mark.parametrize(
@@ -529,8 +617,9 @@ def test_torchrun_two_processes_on_cpu(image_folder, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "train_results.json").read_text())
     assert results["world_size"] == 2
-    # 24 images, 4 per process per step, 2 processes: 3 steps an epoch
-    assert results["global_step"] == 6 and results["num_eval_samples"] == 6
+    # 21 images (3 held out to validate), 4 per process per step, 2 processes: 3 steps an epoch
+    assert results["global_step"] == 6 and results["num_eval_samples"] == 3
+    assert results["test"]["count"] == 6  # the test split, scored over both processes
     assert (out / "model.safetensors").is_file()
 
 
@@ -543,7 +632,8 @@ def test_sampled_workers_persist_across_epochs(image_folder, tmp_path):
 
     config = _config(image_folder, tmp_path / "out", num_workers=1, batch_size=8)
     dist = distributed.setup("cpu")
-    train, _, classes = prepare_data(config, dist)
+    prepared = prepare_data(config, dist)
+    train, classes = prepared.train, prepared.class_names
     model_config = GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=32,
                                num_classes=len(classes))  # fmt: skip
     source = train_source(train, model_config, config, dist)
@@ -570,3 +660,48 @@ def test_checkpoint_state_is_moved_to_the_host_without_changing_it():
     assert moved["optimizer"]["state"][0]["step"] is state["optimizer"]["state"][0]["step"]
     assert moved["optimizer"]["param_groups"] == state["optimizer"]["param_groups"]
     assert moved["rng"] == [{"seed": 1}] and moved["n"] is None
+
+
+# ---------------------------------------------------------------------- resumed metrics
+def _epoch_rows(out: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: r[k] for k in ("epoch", "global_step", "train_loss", "top1", "eval_loss")}
+            for r in rows if r["type"] == "eval"]  # fmt: skip
+
+
+def test_a_mid_epoch_resume_gives_the_same_epoch_metrics(image_folder, tmp_path):
+    """The resumed epoch's train_loss averaged only the steps after the resume."""
+    changes = dict(epochs=2, batch_size=5, drop_path=0.1, depth=2)
+    finetune(_config(image_folder, tmp_path / "ref", **changes))
+    with pytest.raises(TrainingInterruptedError):  # stops after step 3 of 5 in epoch 1
+        finetune(_config(image_folder, tmp_path / "cut", **changes), _InterruptAt(2))
+    finetune(_config(image_folder, tmp_path / "cut", resume=True, **changes))
+    reference, resumed = _epoch_rows(tmp_path / "ref"), _epoch_rows(tmp_path / "cut")
+    assert len(reference) == 2 and resumed == reference  # identical, not close
+    history = json.loads((tmp_path / "cut" / "train_results.json").read_text())["history"]
+    assert [e["train_loss"] for e in history] == [r["train_loss"] for r in reference]
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_like_ctrl_c_and_the_run_resumes_exactly(image_folder, tmp_path):
+    common = [*TINY_ARGS[:-2], "--dataset", image_folder, "--epochs", "3", "--batch-size", "2",
+              "--checkpoint-every", "2", "--num-workers", "1"]  # fmt: skip
+    done = subprocess.run(_gfnet("finetune", *common, "--output-dir", tmp_path / "ref"),
+                          env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    cut = tmp_path / "cut"
+    process = subprocess.Popen(_gfnet("finetune", *common, "--output-dir", cut), env=_env(),
+                               text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)  # fmt: skip
+    assert _wait_for_checkpoint(process, cut)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "SIGTERM" in stderr and "checkpoint saved" in stderr and "Traceback" not in stderr
+    stopped = ckpt.load_checkpoint(ckpt.list_checkpoints(cut / "checkpoints")[-1])
+    assert stopped["global_step"] % 12 != 0  # mid-epoch (12 steps an epoch)
+    resumed = subprocess.run(_gfnet("finetune", *common, "--output-dir", cut, "--resume"),
+                             env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_weights(tmp_path / "ref", cut)
+    assert _epoch_rows(cut) == _epoch_rows(tmp_path / "ref")

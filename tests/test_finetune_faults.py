@@ -54,7 +54,8 @@ def test_a_batch_of_unreadable_images_neither_crashes_nor_counts(run_cli, corrup
     # evaluation (was: IndexError in the model, which indexed the shape of torch.empty(0))
     out = tmp_path / "out"
     result = run_cli("finetune", *TINY_ARGS, "--dataset", corrupt_folder, "--output-dir", out,
-                     "--batch-size", "1", "--epochs", "2", "--log-every", "1")  # fmt: skip
+                     "--batch-size", "1", "--epochs", "2", "--log-every", "1",
+                     "--eval-split", "test")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     results = json.loads((out / "train_results.json").read_text())
     assert results["global_step"] == 14  # 7 files an epoch, one step each
@@ -85,7 +86,7 @@ def test_torchrun_where_one_rank_gets_only_unreadable_images(corrupt_folder, tmp
     command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python", str(gfnet),
                "finetune", *TINY_ARGS, "--dataset", str(corrupt_folder), "--output-dir",
                str(out), "--epochs", "2", "--batch-size", "1", "--device", "cpu",
-               "--log-every", "1"]  # fmt: skip
+               "--log-every", "1", "--eval-split", "test"]  # fmt: skip
     done = subprocess.run(command, env=_env() | {"OMP_NUM_THREADS": "1"}, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -375,7 +376,7 @@ def test_evaluation_classes_training_lacks_are_named_and_skipped(run_cli, tmp_pa
                        test_names=["c0", "c1", "fox"])  # fox: never seen in training
     out = tmp_path / "out"
     result = run_cli("finetune", *TINY_ARGS, "--dataset", folder, "--output-dir", out,
-                     "--epochs", "1")  # fmt: skip
+                     "--epochs", "1", "--eval-split", "test")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     told = " ".join(result.stderr.split())
     assert "has 1 class(es) the training split lacks ('fox')" in told

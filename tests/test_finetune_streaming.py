@@ -74,7 +74,7 @@ def test_streaming_trains_and_writes_a_model(run_cli, saved_dataset, tmp_path):
     out = tmp_path / "run"
     result = run_cli("finetune", *TINY_ARGS, "--dataset", saved_dataset, "--output-dir", out,
                      "--streaming", "--epochs", "2", "--batch-size", "4", "--shuffle-buffer",
-                     "8", "--json")  # fmt: skip
+                     "8", "--json", "--eval-split", "test")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     results = json.loads((out / "train_results.json").read_text())
     # one process, no workers: 24 rows in batches of 4 make exactly 6 steps an epoch
@@ -194,7 +194,8 @@ def test_streaming_torchrun_two_processes_with_unequal_streams(tmp_path):
     out = tmp_path / "ddp"
     command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python", str(gfnet),
                "finetune", *TINY_ARGS, "--dataset", str(dataset), "--output-dir", str(out),
-               "--streaming", "--epochs", "2", "--batch-size", "7", "--device", "cpu"]  # fmt: skip
+               "--streaming", "--epochs", "2", "--batch-size", "7", "--device", "cpu",
+               "--eval-split", "test"]  # fmt: skip
     done = subprocess.run(command, env=_env() | {"OMP_NUM_THREADS": "1"}, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -16,11 +18,24 @@ import torch
 from huggingface_hub import ModelCard, snapshot_download
 
 from gfnet_cli import GFNet, GFNetConfig, convert_checkpoint, load_model
+from gfnet_cli.hub.remote_code import config_data
 from gfnet_cli.hub.serialization import save_model
 from tests.conftest import assert_one_line_error
 from tests.hub_server import FakeHub
 
 TINY = GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=32, num_classes=3)
+# What every writer puts in a MODEL folder (with its card): ours, and transformers' files.
+MODEL_FILES = sorted(
+    [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "configuration_gfnet.py",
+        "modeling_gfnet.py",
+        "image_processing_gfnet.py",
+    ]
+)
 
 
 def tiny_model(seed: int = 0, config: GFNetConfig = TINY) -> GFNet:
@@ -173,11 +188,7 @@ def test_zoo_name_falls_back_to_the_authors_checkpoint_once(
     assert model.config.architecture == "gfnet-ti"
     cache = Path(os.environ["HF_HOME"]) / "gfnet"
     folder = cache / "zoo" / "gfnet-ti"
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "README.md",
-        "config.json",
-        "model.safetensors",
-    ]
+    assert sorted(p.name for p in folder.iterdir()) == MODEL_FILES
     assert not any((cache / "downloads").iterdir())  # the raw pickle is not kept
     assert ModelCard.load(folder / "README.md").data.library_name == "gfnet-cli"
     assert [p for _, p in hub.requests].count("/mirror/gfnet-ti.pth") == 1
@@ -267,6 +278,46 @@ def test_network_unreachable(hub, run_cli, no_backoff):
     assert_one_line_error(run_cli("download", "org/tiny"), 2, "cannot reach the Hub")
 
 
+ROOT = Path(__file__).resolve().parents[1]  # this checkout's gfnet_cli, in the subprocess too
+_TIMED_CLI = """
+import json, sys, time
+import huggingface_hub.file_download, gfnet_cli.hub.resolve  # imports are not the wait
+from gfnet_cli.cli.main import main
+started = time.perf_counter()
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"code": code, "seconds": time.perf_counter() - started}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("command", "offline"),
+    [(["download", "org/tiny"], False), (["predict", "x.png", "-m", "org/tiny"], True),
+     (["predict", "x.png", "-m", "org/tiny"], False)],
+)  # fmt: skip
+def test_unreachable_hub_fails_fast_in_one_line(tmp_path, offline, command):
+    # A fresh interpreter, huggingface_hub's own logging and back-off untouched: a closed
+    # loopback port is what a machine without network answers.
+    closed = FakeHub().start()
+    closed.stop()
+    env = {**os.environ, "HF_ENDPOINT": closed.url, "HF_HOME": str(tmp_path / "hf"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("HF_HUB_OFFLINE", None)
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    (tmp_path / "x.png").write_bytes(b"")
+    proc = subprocess.run([sys.executable, "-c", _TIMED_CLI, *command], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert report["code"] == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error:"), proc.stderr
+    assert ("HF_HUB_OFFLINE" if offline else "cannot reach the Hub") in lines[0]
+    assert report["seconds"] <= 5, report
+
+
 @pytest.mark.parametrize("model", ["org/tiny", "gfnet-xs"])
 def test_offline_with_empty_cache(hub, run_cli, monkeypatch, model):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -344,6 +395,8 @@ def test_card_written_by_convert_loads_and_validates(data_dir, tmp_path):
     assert "gfnet predict" in card.text and "load_model(" in card.text
     assert "@inproceedings{rao2021global" in card.text
     assert "GFLOPs" in card.text and "64 x 64" in card.text
+    assert card.text.lstrip().startswith("# GFNet converted from tiny-gfnet.pth\n")  # named
+    assert str(data_dir) not in str(card)  # the trainer's paths stay on the trainer's disk
 
 
 def test_card_for_a_fine_tuned_model_has_training_and_results():
@@ -371,7 +424,7 @@ def test_card_for_a_fine_tuned_model_has_training_and_results():
     assert results["accuracy"].metric_value == 0.9
     assert results["accuracy"].dataset_split == "test"
     assert card.data.model_name == "tiny-cifar"
-    assert "| lr | 0.001 |" in card.text and "90.00" in card.text
+    assert "| peak learning rate | 0.001 |" in card.text and "90.00" in card.text
     assert 'load_model("me/tiny-cifar")' in card.text
 
 
@@ -397,8 +450,73 @@ def test_card_metadata_names_only_hub_repositories(tmp_path, monkeypatch, base_m
     card = ModelCard(model_card(TINY, base_model=base_model, dataset=dataset))
     assert card.data.base_model == metadata
     assert card.data.datasets == datasets
-    assert f"Fine-tuned from `{base_model}`" in card.text  # the body still says where from
+    shown = "base" if base_model == "runs/base" else base_model  # a folder by its name only
+    assert f"Fine-tuned from `{shown}`" in card.text  # the body still says where from
+    assert str(tmp_path) not in card.text
     assert ("https://huggingface.co/org/base)" in card.text) == (metadata is not None)
+
+
+def _metadata_problems(text: str) -> list[str]:
+    """What huggingface_hub's own parsing of a card's metadata finds wrong (the Hub runs the
+    same checks before it accepts a README)."""
+    from huggingface_hub import ModelCardData
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    card = ModelCard(text)  # raises on YAML the Hub refuses
+    metadata = card.data.to_dict()
+    problems = []
+    if "model-index" in metadata:
+        name, results = model_index_to_eval_results(metadata["model-index"])
+        problems += [f"result without split: {r.dataset_type}" for r in results
+                     if not r.dataset_split]  # fmt: skip
+        problems += [f"not a Hub dataset: {r.dataset_type}" for r in results
+                     if r.dataset_type in ("custom", "custom/custom") or "/" in r.dataset_type
+                     and r.dataset_type.startswith(("/", "."))]  # fmt: skip
+    ModelCardData(**metadata)  # every field of the metadata parses
+    return problems
+
+
+@pytest.mark.parametrize("dataset", ["LOCAL", "org/pets"])
+def test_a_trained_models_card_is_worth_publishing(tmp_path, monkeypatch, dataset):
+    from gfnet_cli.engine.train import TrainConfig
+    from gfnet_cli.engine.train.outputs import EpochStats, training_card
+    from gfnet_cli.hub.push import with_repo_id
+
+    folder = tmp_path / "data" / "digits"
+    folder.mkdir(parents=True)
+    dataset = str(folder) if dataset == "LOCAL" else dataset
+    model = GFNet(GFNetConfig(**{**TINY.to_dict(), "num_classes": 30,
+                                 "class_names": [f"class-{i}" for i in range(30)]}))  # fmt: skip
+    config = TrainConfig(model="gfnet-ti", dataset=dataset, output_dir=tmp_path / "run",
+                         augment=False, from_scratch=False)  # fmt: skip
+    stats = EpochStats(epoch=3, global_step=30, train_loss=0.5, top1=0.91, top5=0.99,
+                       eval_loss=0.4, images_per_second=10.0, is_best=True)  # fmt: skip
+    test = {"split": f"{dataset} [test]", "top1": 0.88, "top5": 0.98, "loss": 0.5, "count": 9}
+    text = training_card(model, config, stats, head="new",
+                         validation_split=f"{dataset} [train[10% held out]]", test=test)
+    card = ModelCard(text)
+    name = "digits" if dataset.startswith("/") else dataset
+    assert card.text.lstrip().startswith(f"# gfnet-ti fine-tuned on {name}\n")
+    assert str(tmp_path) not in text  # no path of the trainer's disk
+    assert "| None |" not in text and "| False |" not in text
+    for switched_off in ("hflip", "horizontal flip", "crop area", "randaugment", "mix"):
+        assert switched_off not in card.text.split("## Training")[1].split("## Evaluation")[0]
+    assert "| augmentation | none (the evaluation transform) |" in text
+    assert f"| {name} | train[10% held out] (chose the epoch) | 91.00 | 99.00 |" in text
+    assert f"| {name} | test | 88.00 | 98.00 |" in text
+    assert "<details><summary>30 classes</summary>" in text and "`class-29`" in text
+    assert "## Intended use" in text and "## Limitations" in text
+    assert "pip install gfnet-cli\n" not in text and "pypi.org" not in text
+    assert _metadata_problems(text) == []
+    if dataset == "org/pets":
+        splits = sorted(r.dataset_split for r in card.data.eval_results)
+        assert card.data.datasets == ["org/pets"] and "test" in splits
+    else:  # a local folder: no model-index (the Hub would link a dataset that does not exist)
+        assert card.data.eval_results is None and card.data.datasets is None
+    # push names the repository in the usage snippets of the card it sends
+    (tmp_path / "README.md").write_text(text)
+    pushed = with_repo_id(tmp_path / "README.md", "me/digits-gfnet")
+    assert 'load_model("me/digits-gfnet")' in pushed and "path/to/" not in pushed
 
 
 def test_card_links_a_zoo_base_read_from_a_named_organization(monkeypatch):
@@ -433,7 +551,7 @@ def test_push_dry_run_lists_exactly_the_files(run_cli, tmp_path):
     save_model(tiny_model(), convert_dir, card="# c\n")
     result = run_cli("push", convert_dir, "me/tiny", "--dry-run")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.split() == ["README.md", "config.json", "model.safetensors"]
+    assert result.stdout.split() == MODEL_FILES
 
     folder, sent = push_folder_fixture(tmp_path)
     result = run_cli("push", folder, "me/tiny", "--dry-run", "--json")
@@ -488,12 +606,12 @@ def test_push_generates_a_missing_card_in_a_staged_copy(run_cli, hub, writer, tm
     save_model(tiny_model(), folder)  # no README.md
     before = sorted(p.name for p in folder.iterdir())
     dry = run_cli("push", folder, "me/bare", "--dry-run", "--json")
-    assert dry.json()["files"] == ["README.md", "config.json", "model.safetensors"]
+    assert dry.json()["files"] == MODEL_FILES
     result = run_cli("push", folder, "me/bare")
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in folder.iterdir()) == before  # the folder is left as it was
     [commit] = hub.commits
-    assert commit.paths == ["README.md", "config.json", "model.safetensors"]
+    assert commit.paths == MODEL_FILES
     card = ModelCard.load(downloaded_back(hub, tmp_path, "me/bare", "main") / "README.md")
     assert card.data.library_name == "gfnet-cli"
     assert 'load_model("me/bare")' in card.text
@@ -539,12 +657,8 @@ def test_save_pretrained_from_pretrained_and_push_to_hub(hub, writer, tmp_path):
     model = tiny_model(4)
     model.save_pretrained(tmp_path / "saved")
     saved = tmp_path / "saved"
-    assert sorted(p.name for p in saved.iterdir()) == [
-        "README.md",
-        "config.json",
-        "model.safetensors",
-    ]
-    assert json.loads((saved / "config.json").read_text()) == model.config.to_dict()
+    assert sorted(p.name for p in saved.iterdir()) == MODEL_FILES
+    assert json.loads((saved / "config.json").read_text()) == config_data(model.config)
     assert ModelCard.load(saved / "README.md").data.library_name == "gfnet-cli"
     assert same_weights(GFNet.from_pretrained(saved), model)
 
@@ -555,9 +669,9 @@ def test_save_pretrained_from_pretrained_and_push_to_hub(hub, writer, tmp_path):
     [commit] = hub.commits
     assert commit.summary == "via the model"
     assert url == f"{hub.url}/me/mixin/commit/{hub.repos['me/mixin'].refs['main']}"
-    assert commit.paths == ["README.md", "config.json", "model.safetensors"]
+    assert commit.paths == MODEL_FILES
     pushed = hub.files_at("me/mixin")
-    assert json.loads(pushed["config.json"]) == model.config.to_dict()
+    assert json.loads(pushed["config.json"]) == config_data(model.config)
     reloaded = GFNet.from_pretrained("me/mixin")
     assert isinstance(reloaded, GFNet) and same_weights(reloaded, model)
 

@@ -117,6 +117,23 @@ def test_table_output_and_success_exit(tmp_path, tiny_model, run_cli):
     assert len(json.loads(json_result.stdout)) == 1  # stdout is one JSON document
 
 
+def test_each_unreadable_input_has_its_reason_on_stderr(tmp_path, tiny_model, run_cli):
+    # A user redirecting stdout (the table, or --json) must still learn why a file failed.
+    folder, _ = tiny_model
+    good = _picture(tmp_path / "good.png", (1, 2, 3))
+    (tmp_path / "notes.jpg").write_text("hello, not a picture")
+    for extra in ((), ("--json",)):
+        result = run_cli("predict", good, tmp_path / "notes.jpg", tmp_path / "gone.png",
+                         "--model", folder, *extra)  # fmt: skip
+        assert result.exit_code == 2, result.stderr
+        err = " ".join(result.stderr.split())
+        assert f"{tmp_path / 'notes.jpg'}: " in err and "not an image" in err, err
+        assert f"{tmp_path / 'gone.png'}: no such file" in err, err
+        assert "2 of 3 inputs could not be read" in err
+        assert "not an image" not in (result.stdout if not extra else "")
+        assert "good.png" in result.stdout
+
+
 def test_img_size_runs_the_model_at_another_resolution(tmp_path, tiny_model):
     folder, model = tiny_model
     image = _picture(tmp_path / "x.png", (120, 60, 30), size=(90, 70))

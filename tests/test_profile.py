@@ -92,6 +92,43 @@ def test_profile_table_output(run_cli, tiny_folder):
     assert "tiny" in result.stdout and "GFLOPs" in result.stdout
 
 
+def test_profile_reports_the_spread_names_the_memory_and_shows_progress(run_cli, tiny_folder):
+    result = run_cli("profile", "--model", tiny_folder, "--resolution", "32", "--resolution",
+                     "64", "--repeats", "3", "--no-memory")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "min-max" in out and "forward" in out and "peak" not in out  # headers may wrap
+    assert "the memory one forward pass adds (activations; the weights are not counted)" in out
+    assert "profiling" in result.stderr and "2/2" in result.stderr  # the bar over rows
+    rows = run_cli("profile", "--model", tiny_folder, "--resolution", "32", "--repeats", "3",
+                   "--no-memory", "--json").json()  # fmt: skip
+    assert rows[0]["latency_min_ms"] <= rows[0]["latency_ms"] <= rows[0]["latency_max_ms"]
+
+
+def test_a_busy_machine_is_named_when_latencies_spread(monkeypatch, caplog):
+    # The clock says one timed forward took 5x the others, as when another process takes
+    # the cores: the row keeps its median and says how far its runs spread.
+    import gfnet_cli.commands.profile as profiling
+
+    durations = iter([0.01, 0.01, 0.01, 0.05, 0.01, 0.01])  # warm-up, then 5 timed
+    calls = [0, 0.0]  # calls so far, the clock
+
+    def clock() -> float:  # read at the start and at the end of each forward
+        calls[0] += 1
+        if calls[0] % 2 == 0:
+            calls[1] += next(durations)
+        return calls[1]
+
+    monkeypatch.setattr(profiling.time, "perf_counter", clock)
+    options = ProfileOptions(warmup=1, repeats=5, measure_memory=False, device="cpu")
+    with caplog.at_level("WARNING", logger="gfnet_cli"):
+        row = profiling.profile_row(tiny_spec(), 32, options, torch.device("cpu"))
+    assert row.latency_ms == pytest.approx(10, rel=0.01)
+    assert row.latency_max_ms == pytest.approx(50, rel=0.01)
+    assert row.latency_min_ms == pytest.approx(10, rel=0.01)
+    assert "the machine is busy" in caplog.text and "10.0 to 50.0 ms" in caplog.text
+
+
 @pytest.mark.parametrize(
     "args, contains",
     [

@@ -65,12 +65,13 @@ from gfnet_cli.device import check_precision, resolve_device
 from gfnet_cli.engine.inference import (
     ProgressCallback,
     check_at_least,
+    check_img_size,
     default_workers,
     model_name,
     prepare_model,
 )
 from gfnet_cli.engine.scoring import Skips, scored_rows
-from gfnet_cli.errors import GFNetError, UsageError
+from gfnet_cli.errors import GFNetError, UsageError, check_range
 from gfnet_cli.hub.serialization import check_output_file, write_text_atomic
 from gfnet_cli.labels import imagenet_class_names
 from gfnet_cli.models.gfnet import GFNet
@@ -213,6 +214,8 @@ def robustness(
     check_at_least("batch_size", batch_size, 1)
     check_at_least("max_samples", max_samples, 1)
     check_at_least("num_workers", num_workers, 0)
+    check_img_size(img_size)
+    check_range("seed", seed, 0, 2**63 - 1)
     output_path = check_output_file(output, "output", overwrite=overwrite, suffixes=(".json",))
     plot_path = check_output_file(plot, "plot", overwrite=overwrite, suffixes=(".png",))
     if plot_path is not None:

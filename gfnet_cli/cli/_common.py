@@ -8,7 +8,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.logging import RichHandler
+from rich.markup import escape
+from rich.text import Text
 
 if TYPE_CHECKING:
     from typer._click import core as click
@@ -26,6 +27,12 @@ class State:
     command: click.Command | None = None  # the subcommand being run, for its flags
 
 
+def report_unreadable(image: str, reason: str) -> None:
+    """One stderr line per input that could not be read: the reason survives ``> out.txt``
+    and ``--json`` (whose stdout keeps the error entry too)."""
+    stderr.print(f"[yellow]skipped[/yellow] {escape(image)}: {escape(reason)}", soft_wrap=True)
+
+
 def emit_json(document: Any) -> None:
     """Write one JSON document to stdout, nothing else."""
     sys.stdout.write(json.dumps(document, indent=2, default=_jsonable) + "\n")
@@ -40,10 +47,27 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+class OneLineHandler(logging.Handler):
+    """A log record as one stderr line (``warning: ...``), never wrapped into columns, drawn
+    through the console so it lands above a live progress bar instead of through it."""
+
+    STYLES = {"DEBUG": "dim", "INFO": "cyan", "WARNING": "yellow", "ERROR": "red"}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = " ".join(self.format(record).split())
+            level = record.levelname.lower()
+            line = Text.assemble((f"{level}:", self.STYLES.get(record.levelname, "")), " ",
+                                 message)  # fmt: skip
+            stderr.print(line, soft_wrap=True, highlight=False)
+        except Exception:  # a log line must never end the run
+            self.handleError(record)
+
+
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     """Library logs (the ``gfnet_cli`` logger) go to stderr, at the level the flags ask."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
+    handler = OneLineHandler()
     root = logging.getLogger("gfnet_cli")
     root.handlers[:] = [handler]
     root.setLevel(level)

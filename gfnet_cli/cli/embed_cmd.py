@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from gfnet_cli.cli._common import State, emit_json, stdout
+from gfnet_cli.cli._common import State, emit_json, report_unreadable, stdout
 from gfnet_cli.cli.options import (
     BatchSizeOption,
     DeviceOption,
@@ -65,11 +65,11 @@ def embed_command(
             overwrite=overwrite,
             progress=progress,
         )
+    for entry in result.errors:
+        report_unreadable(entry["image"], entry["error"])
     if as_json:
         emit_json(result.to_dict())
     else:
-        for entry in result.errors:
-            stdout.print(f"[bold]{escape(entry['image'])}[/bold]: [red]{escape(entry['error'])}")
         if result.output is not None:
             stdout.print(
                 f"{result.num_images} embeddings of dimension {result.dim} written to "

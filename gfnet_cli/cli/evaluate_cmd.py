@@ -64,6 +64,7 @@ def evaluate_command(
     output: Path = typer.Option(
         None, "--output", "-o", help="Also write the full result (per-class accuracy) as JSON."
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace FILE if it exists."),
 ) -> None:
     """Evaluate MODEL on DATASET: top-1, top-5, mean cross-entropy and images/s.
 
@@ -94,9 +95,10 @@ def evaluate_command(
             reduce_labels=reduce_labels,
             slide=slide,
             strict=strict,
+            output=output,
+            overwrite=overwrite,
         )
     if output is not None:
-        result.save(output)
         if not State.quiet:
             stderr.print(f"wrote {output}")
     if as_json:

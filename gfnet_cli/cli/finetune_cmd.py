@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from gfnet_cli.cli._common import State, emit_json, stderr, stdout
 from gfnet_cli.cli.options import (
@@ -79,7 +80,7 @@ def finetune_command(
     depth: str = typer.Option(None, "--depth", help="With --from-scratch: depth(s)."),
     img_size: ImgSizeOption = None,
     crop_pct: float = typer.Option(None, "--crop-pct", help="Eval center-crop fraction."),
-    epochs: int = typer.Option(10, "--epochs"),
+    epochs: int = typer.Option(10, "--epochs", help="Passes over the training split."),
     max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many steps."),
     batch_size: int = typer.Option(
         32, "--batch-size", help="Images per micro-batch per process."
@@ -93,12 +94,18 @@ def finetune_command(
     ),
     min_lr: float = typer.Option(1e-6, "--min-lr", help="Learning rate at the end of the cosine."),
     warmup_lr: float = typer.Option(0.0, "--warmup-lr", help="Learning rate warmup starts from."),
-    weight_decay: float = typer.Option(1e-4, "--weight-decay"),
+    weight_decay: float = typer.Option(
+        1e-4, "--weight-decay", help="AdamW weight decay (not on norms, biases, filters)."
+    ),
     decay_all: bool = typer.Option(
         False, "--decay-all", help="Decay norms, biases, pos_embed and filters too."
     ),
-    warmup_epochs: float = typer.Option(1.0, "--warmup-epochs"),
-    label_smoothing: float = typer.Option(0.1, "--label-smoothing"),
+    warmup_epochs: float = typer.Option(
+        1.0, "--warmup-epochs", help="Epochs of linear warmup before the cosine."
+    ),
+    label_smoothing: float = typer.Option(
+        0.1, "--label-smoothing", help="Share of the target spread over the other classes."
+    ),
     drop_path: float = typer.Option(None, "--drop-path", help="Default: the variant's rate."),
     eval_mode: bool = typer.Option(
         False, "--eval-mode/--no-eval-mode",
@@ -126,7 +133,9 @@ def finetune_command(
     ema: float = typer.Option(
         None, "--ema", help="Keep an EMA of the weights with this decay (e.g. 0.9998)."
     ),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(
+        0, "--seed", help="Seeds data order, augmentation and the held-out validation share."
+    ),
     precision: PrecisionOption = "fp32",
     device: DeviceOption = "auto",
     compile_model: bool = typer.Option(
@@ -144,8 +153,24 @@ def finetune_command(
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a used folder."),
     push_to: str = typer.Option(None, "--push-to", help="Push the model to this Hub repo."),
-    train_split: str = typer.Option(None, "--train-split"),
-    eval_split: str = typer.Option(None, "--eval-split"),
+    train_split: str = typer.Option(
+        None, "--train-split", help="The split to train on (default: train or training)."
+    ),
+    eval_split: str = typer.Option(
+        None, "--eval-split",
+        help="The validation split that chooses the best epoch (default: validation, valid "
+        "or val; else a share of train, see --validation-split-percentage).",
+    ),  # fmt: skip
+    test_split: str = typer.Option(
+        None, "--test-split",
+        help="The split reported at the end on the kept weights, never chosen on "
+        "(default: test).",
+    ),  # fmt: skip
+    validation_split_percentage: float = typer.Option(
+        10.0, "--validation-split-percentage",
+        help="Without a validation split: % of each class of train held out (seeded) to "
+        "choose the best epoch; 0: keep the last epoch.",
+    ),  # fmt: skip
     dataset_config: DatasetConfigOption = None,
     image_column: ImageColumnOption = None,
     label_column: LabelColumnOption = None,
@@ -177,8 +202,8 @@ def finetune_command(
 ) -> None:
     """Fine-tune MODEL on DATASET (or train its architecture from scratch).
 
-    Leaves a MODEL folder (best epoch by eval top-1, or mIoU for --task segmentation) and
-    train_results.json in --output-dir,
+    Leaves a MODEL folder (the epoch with the best validation top-1, or mIoU for --task
+    segmentation; the test split is reported apart) and train_results.json in --output-dir,
     checkpoints in --output-dir/checkpoints. --recipe sets the authors' hyper-parameters
     (flags given explicitly still win); --print-config shows what would run. Run under
     `torchrun` for several processes. --streaming needs the dataset's size or --max-steps.
@@ -237,6 +262,9 @@ def _run(config: Any) -> Any:
 
 
 def _print_summary(result: Any) -> None:
+    if result.already_complete:  # the library's log line said so
+        stdout.print(escape(str(result.output_dir)))
+        return
     best = f"{result.best_top1:.2%}" if result.best_top1 is not None else "n/a"
     top5 = f"{result.best_top5:.2%}" if result.best_top5 is not None else "n/a"
     stdout.print(
@@ -244,20 +272,30 @@ def _print_summary(result: Any) -> None:
         f"process{'es' if result.world_size > 1 else ''}) in {result.train_runtime_s:.1f} s"
     )
     weights = " (EMA weights)" if result.best_weights == "ema" else ""
-    if "mean_iou" in (result.best_metrics or {}):
-        miou = result.best_metrics["mean_iou"]
-        stdout.print(f"  best eval mIoU: {miou:.2%}  (epoch {result.best_epoch}){weights}")
+    if result.validation_split is not None:
+        chosen = f"epoch {result.best_epoch}, chosen on {escape(result.validation_split)}"
+        if "mean_iou" in (result.best_metrics or {}):
+            miou = result.best_metrics["mean_iou"]
+            stdout.print(f"  best validation mIoU: {miou:.2%}  ({chosen}){weights}")
+        else:
+            stdout.print(f"  best validation top-1: {best}  top-5: {top5}  ({chosen}){weights}")
     else:
-        stdout.print(
-            f"  best eval top-1: {best}  top-5: {top5}  (epoch {result.best_epoch}){weights}"
-        )
+        stdout.print(f"  no validation split: the last epoch (epoch {result.best_epoch}) kept")
+    if result.test is not None and "top1" in result.test:
+        test, split = result.test, escape(str(result.test["split"]))
+        stdout.print(f"  test top-1: {test['top1']:.2%}  top-5: {test['top5']:.2%}  "
+                     f"({split}, measured once on the kept weights)")  # fmt: skip
+    elif result.test is not None and "mean_iou" in result.test:
+        split = escape(str(result.test["split"]))
+        stdout.print(f"  test mIoU: {result.test['mean_iou']:.2%}  ({split}, measured once "
+                     "on the kept weights)")
     head = "MODEL's, kept" if result.head == "kept" else "new"
     stdout.print(f"  classifier: {head}")
     if result.compile_time_s is not None:
         stdout.print(f"  compiling (first step): {result.compile_time_s:.1f} s")
     if result.resumed_from_step:
         stdout.print(f"  resumed from step {result.resumed_from_step}")
-    stdout.print(str(result.output_dir))
+    stdout.print(escape(str(result.output_dir)))
 
 
 def register(app: typer.Typer) -> None:

@@ -20,6 +20,7 @@ from typing import NoReturn
 
 import typer
 from rich.markup import escape
+from typer.core import TyperCommand
 
 from gfnet_cli import __version__
 from gfnet_cli.cli import (
@@ -37,6 +38,7 @@ from gfnet_cli.cli import (
     visualize_cmd,
 )
 from gfnet_cli.cli._common import State, setup_logging, stderr
+from gfnet_cli.cli.help import GFNetCommand
 from gfnet_cli.errors import GFNetError, first_line
 
 try:  # recent typer releases vendor click; older ones use the click package
@@ -95,16 +97,20 @@ _COMMANDS = (
 )
 for _module in _COMMANDS:
     _module.register(app)
+for _info in app.registered_commands:  # every command's help reads the same way
+    if _info.cls in (None, TyperCommand):
+        _info.cls = GFNetCommand
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; errors become one line and an exit status, never a traceback."""
-    State.debug = os.environ.get("GFNET_DEBUG") == "1" or "--debug" in (argv or sys.argv[1:])
+    args = global_flags_first(list(sys.argv[1:] if argv is None else argv))
+    State.debug = os.environ.get("GFNET_DEBUG") == "1" or "--debug" in args
     State.command = None
     try:
         # Not standalone: click's own usage errors (a boxed, multi-line message) and its
         # "Aborted!" on Ctrl-C then follow the same one-line policy as ours.
-        code = app(args=argv, prog_name="gfnet", standalone_mode=False)
+        code = app(args=args, prog_name="gfnet", standalone_mode=False)
     except click_exceptions.NoArgsIsHelpError as exc:  # plain `gfnet`: the help, as before
         exc.show()
         sys.exit(exc.exit_code)
@@ -113,6 +119,16 @@ def main(argv: list[str] | None = None) -> None:
     if code == 130:  # typer turns Ctrl-C into a silent exit 130
         _fail("interrupted", 130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def global_flags_first(args: list[str]) -> list[str]:
+    """``gfnet predict x.jpg --debug`` works as ``gfnet --debug predict x.jpg``: ``--debug`` is
+    the flag people add to a failing command line, at its end (not after ``--``)."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    rest = [arg for arg in args[:end] if arg != "--debug"]
+    return ["--debug", *rest, *args[end:]]
 
 
 def _describe(exc: BaseException) -> tuple[str, int]:
@@ -153,6 +169,9 @@ def flag_for(param: str, command: object) -> str | None:
     for _, flags in declared:
         if spelled in flags:
             return spelled
+    for unit in ("_mb", "_s"):  # memory_limit_mb -> --memory-limit
+        if param.endswith(unit):
+            return flag_for(param.removesuffix(unit), command)
     return None
 
 

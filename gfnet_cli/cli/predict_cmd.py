@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from gfnet_cli.cli._common import emit_json, stdout
+from gfnet_cli.cli._common import emit_json, report_unreadable, stdout
 from gfnet_cli.cli.options import (
     DEFAULT_MODEL,
     BatchSizeOption,
@@ -75,12 +75,14 @@ def predict_command(
         overlay=overlay,
         overwrite=overwrite,
     )
+    for result in results:
+        if not result.ok:
+            report_unreadable(result.image, result.error or "")
     if as_json:
         emit_json([result.to_dict() for result in results])
     else:
         for result in results:
             if not result.ok:
-                stdout.print(f"[bold]{escape(result.image)}[/bold]: [red]{escape(result.error)}")
                 continue
             if result.mask is not None:
                 _segmentation_table(result)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from gfnet_cli.cli._common import emit_json, stderr, stdout
+from gfnet_cli.cli._common import State, emit_json, stderr, stdout
 from gfnet_cli.cli.options import (
     BASELINES,
     DEFAULT_MODEL,
@@ -16,6 +16,7 @@ from gfnet_cli.cli.options import (
     PrecisionOption,
     RevisionOption,
 )
+from gfnet_cli.cli.progress import progress_bar
 from gfnet_cli.errors import UsageError
 
 
@@ -27,6 +28,10 @@ def _parse_compare(value: str | None) -> list[str]:
                 f"unknown --compare baseline {name!r}: expected {', '.join(BASELINES)}"
             )
     return names
+
+
+def _spread(low: float | None, high: float | None) -> str:
+    return "-" if low is None or high is None else f"{low:.3g}-{high:.3g}"
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -70,11 +75,7 @@ def profile_command(
 
     No weights are needed: a zoo name means its architecture, a folder or Hub id its config.
     """
-    if plot is not None and not plot.lower().endswith(".png"):
-        raise UsageError(f"--plot writes a PNG file: {plot!r} does not end in .png")
-    if warmup < 0 or repeats < 1:
-        raise UsageError("--warmup must be >= 0 and --repeats >= 1")
-    from gfnet_cli.commands.profile import ProfileOptions, plot_rows, profile
+    from gfnet_cli.commands.profile import ProfileOptions, profile
 
     options = ProfileOptions(
         batch_size=batch_size,
@@ -86,30 +87,22 @@ def profile_command(
         measure_memory=not no_memory,
         memory_limit_mb=memory_limit,
     )
+    with progress_bar("profiling", "rows", enabled=not State.quiet) as progress:
+        rows = profile(model, resolution or (), _parse_compare(compare), options,
+                       revision=revision, task=task, num_classes=num_classes, plot=plot,
+                       progress=progress)  # fmt: skip
     if plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise UsageError("--plot needs matplotlib: pip install 'gfnet-cli[plot]'") from None
-    rows = profile(
-        model,
-        resolution or (),
-        _parse_compare(compare),
-        options,
-        revision=revision,
-        task=task,
-        num_classes=num_classes,
-    )
-    if plot is not None:
-        path = plot_rows(rows, plot)
-        stderr.print(f"wrote {path}")
+        stderr.print(f"wrote {plot}")
     if as_json:
         emit_json([row.to_dict() for row in rows])
         return
     first = rows[0]
     table = Table(title=f"profile: batch {first.batch_size}, {first.device}, {first.precision}")
-    for column in ("model", "res", "tokens", "params", "GFLOPs", "latency ms", "img/s", "peak MB"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    columns = ("model", "res", "tokens", "params", "GFLOPs", "latency ms", "min-max ms", "img/s",
+               "forward MB")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column == "model" else "right",
+                         no_wrap=column == "min-max ms")  # fmt: skip
     for row in rows:
         table.add_row(
             row.model,
@@ -118,12 +111,15 @@ def profile_command(
             "-" if row.params is None else f"{row.params / 1e6:.2f}M",
             _fmt(row.gflops, ".2f"),
             row.error if row.error else _fmt(row.latency_ms, ".1f"),
+            _spread(row.latency_min_ms, row.latency_max_ms),
             _fmt(row.images_per_second, ".1f"),
             _fmt(row.peak_memory_mb, ".0f"),
         )
     stdout.print(table)
     stdout.print(
-        "GFLOPs per image (MACs, FFTs included: docs/flops.md); latency per batch (median).",
+        "GFLOPs per image (MACs, FFTs included: docs/flops.md); latency per batch (median, "
+        "fastest-slowest of the timed runs); forward MB: the memory one forward pass adds "
+        "(activations; the weights are not counted).",
         style="dim",
     )
 

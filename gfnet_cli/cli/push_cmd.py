@@ -45,7 +45,7 @@ def push(
     if dry_run:
         stderr.print(f"Would upload {len(result.files)} files to {target} (dry run):")
         for name in result.files:
-            note = " (generated card)" if name in result.generated else ""
+            note = " (generated)" if name in result.generated else ""
             stdout.print(f"{name}{note}")
         return
     for name in result.files:

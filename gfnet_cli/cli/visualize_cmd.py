@@ -9,10 +9,8 @@ from rich.table import Table
 
 from gfnet_cli.cli._common import State, emit_json, stderr, stdout
 from gfnet_cli.cli.options import JsonOption, ModelArgument
-from gfnet_cli.errors import UsageError
 
 DEFAULT_CHANNELS = 6  # gfnet_cli.analysis.filters.DEFAULT_CHANNELS
-SCALES = ("panel", "layer")  # gfnet_cli.analysis.filters.SCALES
 
 
 def visualize_command(
@@ -43,8 +41,6 @@ def visualize_command(
     models: one section per stage. Without --output, the summary only.
     See docs/analysis.md.
     """
-    if scale not in SCALES:
-        raise UsageError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
     from gfnet_cli.analysis.filters import filters
 
     result = filters(

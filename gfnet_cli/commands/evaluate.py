@@ -42,6 +42,7 @@ from gfnet_cli.device import (
 from gfnet_cli.engine.inference import (
     ProgressCallback,
     check_at_least,
+    check_img_size,
     default_workers,
     model_name,
     model_task,
@@ -51,7 +52,8 @@ from gfnet_cli.engine.inference import (
 )
 from gfnet_cli.engine.scoring import Skips, score
 from gfnet_cli.errors import GFNetError, UsageError
-from gfnet_cli.hub.serialization import write_text_atomic
+from gfnet_cli.hub.locks import writing
+from gfnet_cli.hub.serialization import check_output_file, write_text_atomic
 from gfnet_cli.labels import imagenet_class_names, imagenet_synsets, normalize_class_name
 from gfnet_cli.models.config import to_pair
 from gfnet_cli.models.gfnet import GFNet
@@ -101,11 +103,17 @@ class EvaluationResult:
         """Everything, per-class accuracy included: the ``--output`` file."""
         return {"task": "image-classification", **asdict(self)}
 
-    def save(self, path: str | Path) -> Path:
-        """Write :meth:`to_dict` as JSON (atomically: a reader never sees half a file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write :meth:`to_dict` as JSON (atomically: a reader never sees half a file).
+
+        An existing file is replaced only with ``overwrite``; the file's lock is held while
+        it is written (stale partial files of an interrupted write are removed first).
+        """
+        path = check_output_file(path, overwrite=overwrite, parent_must_exist=False)
+        assert path is not None
+        with writing(path, param="output"):
+            check_output_file(path, overwrite=overwrite, parent_must_exist=False)
+            write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
 
@@ -126,6 +134,8 @@ def evaluate(
     streaming: bool = False,
     label_order: str = "auto",
     progress: ProgressCallback | None = None,
+    output: str | Path | None = None,
+    overwrite: bool = False,
     mask_column: str | None = None,
     reduce_labels: bool | None = None,
     slide: bool = False,
@@ -146,7 +156,11 @@ def evaluate(
     A segmentation MODEL is scored by mIoU instead (:mod:`gfnet_cli.commands.evaluate_segmentation`:
     ``mask_column``, ``reduce_labels`` (default: the model's), ``slide``, ``strict``); its
     images go through the model one at a time, so ``batch_size`` does not apply.
+    ``output``: also write the full result there as JSON (:meth:`EvaluationResult.save`);
+    an existing file is refused before any work unless ``overwrite``.
     """
+    check_output_file(output, overwrite=overwrite, parent_must_exist=False)
+    check_img_size(img_size)
     check_at_least("batch_size", batch_size, 1)
     check_at_least("max_samples", max_samples, 1)
     check_at_least("num_workers", num_workers, 0)
@@ -166,13 +180,16 @@ def evaluate(
             mask_column=mask_column, streaming=streaming,
         )  # fmt: skip
         check_at_least("img_size", None if img_size is None else min(to_pair(img_size)), 32)
-        return evaluate_segmentation(
+        segmented = evaluate_segmentation(
             prepare_segmentation_model(model, torch_device), data_seg,
             model_label=model_name(model), max_samples=max_samples, num_workers=num_workers,
             device=torch_device, precision=precision, reduce_labels=reduce_labels, slide=slide,
             strict=strict, progress=progress, dataset_config=dataset_config,
             img_size=None if img_size is None else min(to_pair(img_size)),
         )  # fmt: skip
+        if output is not None:
+            segmented.save(output, overwrite=overwrite)
+        return segmented
     data = (
         dataset
         if isinstance(dataset, ImageDataset)
@@ -222,7 +239,7 @@ def evaluate(
         )
     if skips.count:
         logger.warning("skipped %d unreadable or unlabelled sample(s)", skips.count)
-    return EvaluationResult(
+    result = EvaluationResult(
         model=model_name(model),
         dataset=data.name,
         split=data.split,
@@ -242,6 +259,9 @@ def evaluate(
         precision=precision,
         elapsed_s=elapsed,
     )
+    if output is not None:
+        result.save(output, overwrite=overwrite)
+    return result
 
 
 # ---------------------------------------------------------------------------------- loading

@@ -35,7 +35,8 @@ from gfnet_cli.data.segmentation import (
 from gfnet_cli.engine.inference import ProgressCallback, default_workers
 from gfnet_cli.engine.scoring import Skips, score
 from gfnet_cli.errors import GFNetError, UsageError
-from gfnet_cli.hub.serialization import write_text_atomic
+from gfnet_cli.hub.locks import writing
+from gfnet_cli.hub.serialization import check_output_file, write_text_atomic
 from gfnet_cli.models.segmentation import GFNetForSegmentation
 from gfnet_cli.tasks.segmentation import SEGMENTATION, per_category_iou
 
@@ -93,10 +94,13 @@ class SegmentationEvaluationResult:
     def to_dict(self) -> dict[str, Any]:
         return {"task": "image-segmentation", **asdict(self)}
 
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write :meth:`to_dict` as JSON, as a classification result is written."""
+        path = check_output_file(path, overwrite=overwrite, parent_must_exist=False)
+        assert path is not None
+        with writing(path, param="output"):
+            check_output_file(path, overwrite=overwrite, parent_must_exist=False)
+            write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
 

@@ -56,9 +56,11 @@ from gfnet_cli.errors import (
     MissingDependencyError,
     UsageError,
     first_line,
+    write_error,
 )
+from gfnet_cli.hub.locks import writing
 from gfnet_cli.hub.resolve import load_model
-from gfnet_cli.hub.serialization import check_output_file, publish_file
+from gfnet_cli.hub.serialization import check_output_file, publish_file, write_bytes
 from gfnet_cli.models.config import to_pair
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.models.layers import filter_form, fused_inference
@@ -151,12 +153,15 @@ def export_model(
     job = _Job(net, file_format, output, _check_inputs(net, fixed_batch), fixed_batch, opset)
     missing = [p for p in (output.parent, *output.parent.parents) if not p.exists()]
     try:
-        return _write_first_that_checks(job, forms, fft, overwrite, steps)
-    except BaseException:
-        for folder in missing:  # folders made for OUT go too: nothing is left behind
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
+        with writing(output):  # one writer; partial files of a killed export are removed
+            return _write_first_that_checks(job, forms, fft, overwrite, steps)
+    except OSError as exc:
+        raise write_error(exc, output) from None
+    finally:
+        if not output.exists():
+            for folder in missing:  # folders made for OUT go too: nothing is left behind
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 @dataclass
@@ -268,8 +273,7 @@ def _check_format(file_format: str | None, output: Path) -> str:
     if file_format is None:
         if implied is None:
             raise UsageError(
-                f"output {output.name!r} names no format: end it in .onnx or .pt2, or pass "
-                "format",
+                f"output {output.name!r} names no format: end it in .onnx or .pt2, or pass format",
                 param=("output", "format"),
             )
         return implied
@@ -500,7 +504,7 @@ def _write_onnx(
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
         raise ExportCheckError(f"onnx.checker rejects the {form} form: {_line(exc)}") from exc
-    onnx.save_model(proto, str(path))
+    write_bytes(path, proto.SerializeToString())
     return next(entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx"))
 
 
@@ -535,7 +539,11 @@ def _write_pt2(
             )
     except Exception as exc:
         raise ExportCheckError(f"torch.export cannot export the {form} form: {_line(exc)}") from exc
-    torch.export.save(program, str(path), extra_files={PT2_EXTRA_FILE: json.dumps(metadata)})
+    # Into memory, then written by Python: torch's file writer aborts the process (exit 134)
+    # on a full disk, where Python's raises an OSError we can report.
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files={PT2_EXTRA_FILE: json.dumps(metadata)})
+    write_bytes(path, buffer.getvalue())
 
 
 def _check_pt2(path: Path, checks: list[tuple[torch.Tensor, torch.Tensor]]) -> float:

@@ -54,10 +54,10 @@ from torch.utils._pytree import tree_flatten
 
 from gfnet_cli.device import check_precision, inference, resolve_device
 from gfnet_cli.engine.inference import ProgressCallback, check_at_least
-from gfnet_cli.errors import GFNetError, UsageError
+from gfnet_cli.errors import GFNetError, UsageError, check_range
 from gfnet_cli.hub.resolve import resolve_config
 from gfnet_cli.hub.zoo_source import zoo_source
-from gfnet_cli.models.config import GFNetConfig, SegmentationConfig
+from gfnet_cli.models.config import LIMITS, GFNetConfig, SegmentationConfig
 from gfnet_cli.models.factory import build_model, model_config
 from gfnet_cli.models.flops import count_flops
 from gfnet_cli.models.layers import Mlp
@@ -87,15 +87,17 @@ class ProfileRow:
     gflops: float | None
     latency_ms: float | None = None
     images_per_second: float | None = None
-    peak_memory_mb: float | None = None
+    peak_memory_mb: float | None = None  # what one forward adds: activations, not the weights
     error: str | None = None
+    latency_min_ms: float | None = None  # the fastest and slowest timed forward: the spread
+    latency_max_ms: float | None = None
     compile_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         row = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         extra = row.pop("extra")
-        for optional in ("error", "compile_s"):
+        for optional in ("error", "compile_s", "latency_min_ms", "latency_max_ms"):
             if row[optional] is None:
                 row.pop(optional)
         row.update(extra)
@@ -420,6 +422,23 @@ def time_forward(
     repeats: int,
 ) -> tuple[float, float]:
     """(median seconds per forward, seconds of the first call) after ``warmup`` calls."""
+    times, first = time_forwards(model, inputs, precision, warmup, repeats)
+    return statistics.median(times), first
+
+
+# A row whose slowest timed forward is this much slower than its fastest was measured on a
+# busy machine (another process took the cores): its median may be off by as much.
+UNSTABLE_SPREAD = 1.5
+
+
+def time_forwards(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    precision: str,
+    warmup: int,
+    repeats: int,
+) -> tuple[list[float], float]:
+    """(seconds of each timed forward, seconds of the first call) after ``warmup`` calls."""
     device = inputs.device
     times: list[float] = []
     first = 0.0
@@ -434,7 +453,7 @@ def time_forward(
                 first = elapsed
             if i >= warmup:
                 times.append(elapsed)
-    return statistics.median(times), first
+    return times, first
 
 
 def _cuda_peak_mb(
@@ -557,6 +576,13 @@ class ProfileOptions:
     measure_memory: bool = True
     memory_limit_mb: float | None = None
 
+    def check(self) -> None:
+        """Refuse counts and limits out of range (before any model is built)."""
+        check_at_least("batch_size", self.batch_size, 1)
+        check_at_least("warmup", self.warmup, 0)
+        check_at_least("repeats", self.repeats, 1)
+        check_range("memory_limit_mb", self.memory_limit_mb, 0, above=True)
+
 
 def _check_resolution(spec: ModelSpec, resolution: int) -> None:
     stride = spec.stride()
@@ -640,9 +666,16 @@ def _measure(
     runner: Callable[[torch.Tensor], torch.Tensor] = model
     if options.compile:
         runner = _compiled(model)
-    median_s, first_s = time_forward(
+    times, first_s = time_forwards(
         runner, inputs, options.precision, max(options.warmup, 1), max(options.repeats, 1)
     )
+    median_s = statistics.median(times)
+    row.latency_min_ms, row.latency_max_ms = round(min(times) * 1e3, 3), round(max(times) * 1e3, 3)
+    if len(times) > 1 and max(times) > UNSTABLE_SPREAD * min(times):
+        log.warning("%s at %d px: forwards took %.1f to %.1f ms (median %.1f): the machine is "
+                    "busy, so latencies are unreliable; rerun on an idle one or with more "
+                    "repeats", spec.name, resolution, min(times) * 1e3, max(times) * 1e3,
+                    median_s * 1e3)  # fmt: skip
     if options.compile:
         row.compile_s = round(max(first_s - median_s, 0.0), 2)
     row.latency_ms = round(median_s * 1e3, 3)
@@ -670,15 +703,23 @@ def profile(
     *,
     task: str | None = None,
     num_classes: int | None = None,
+    plot: str | Path | None = None,
 ) -> list[ProfileRow]:
     """Profile MODEL (and the ``compare`` baselines) at each resolution, one row each.
 
     ``progress(rows_done, rows_total)`` is called after each row; without it, profiling is
     silent apart from logging. ``task="segmentation"`` profiles backbone + Semantic FPN head
-    (``num_classes`` classes; the baselines carry the same head).
+    (``num_classes`` classes; the baselines carry the same head). ``plot``: also draw the rows
+    there (:func:`plot_rows`; a ``.png``, needs matplotlib), checked before anything is
+    measured. A resolution beyond :data:`~gfnet_cli.models.config.LIMITS` is refused; one the
+    device cannot hold gives an out-of-memory row.
     """
     options = options or ProfileOptions()
-    check_at_least("batch_size", options.batch_size, 1)
+    options.check()
+    for size in resolutions:
+        check_range("resolution", size, 1, LIMITS["img_size"][1])
+    if plot is not None:
+        check_plot_path(plot)
     unknown = [name for name in compare if name not in BASELINES]
     if unknown:
         raise UsageError(
@@ -699,6 +740,8 @@ def profile(
             rows.append(profile_row(each, size, options, device))
             if progress is not None:
                 progress(len(rows), len(specs) * len(sizes))
+    if plot is not None:
+        plot_rows(rows, plot)
     return rows
 
 
@@ -743,17 +786,29 @@ def model_table() -> list[ZooRow]:
 
 
 # --------------------------------------------------------------------------- the figure
-def plot_rows(rows: Sequence[ProfileRow], path: str | Path) -> Path:
-    """FLOPs, latency and peak memory against tokens per model, log scales (paper Fig. 2)."""
+def check_plot_path(path: str | Path) -> Path:
+    """Refuse a plot that could not be written: not a ``.png``, or no matplotlib."""
+    if not str(path).lower().endswith(".png"):
+        raise UsageError(
+            f"plot writes a PNG file: {str(path)!r} does not end in .png", param="plot"
+        )
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
         raise UsageError(
-            "plotting needs matplotlib: pip install 'gfnet-cli[plot]' (or pip install matplotlib)"
+            "plotting needs matplotlib: pip install 'gfnet-cli[plot]' (or pip install matplotlib)",
+            param="plot",
         ) from None
+    return Path(path)
+
+
+def plot_rows(rows: Sequence[ProfileRow], path: str | Path) -> Path:
+    """FLOPs, latency and peak memory against tokens per model, log scales (paper Fig. 2)."""
+    check_plot_path(path)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     panels = (
         ("gflops", "GFLOPs per image"),
         ("latency_ms", "latency per batch (ms)"),

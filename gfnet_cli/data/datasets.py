@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,8 @@ def load_splits(
         if path.is_dir():
             if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
                 _refuse_empty_saved_splits(path)
-                loaded = datasets.load_from_disk(str(path))
+                with quiet_datasets():
+                    loaded = datasets.load_from_disk(str(path))
                 if isinstance(loaded, datasets.Dataset):
                     split = str(loaded.split) if loaded.split is not None else "train"
                     loaded = datasets.DatasetDict({split: loaded})
@@ -114,7 +116,10 @@ def load_splits(
                     f"{path} holds no images: an image folder needs class sub-folders of "
                     "images (optionally under train/, validation/, test/)"
                 )
-            return datasets.load_dataset("imagefolder", data_dir=str(path), streaming=streaming)
+            with quiet_datasets():
+                return datasets.load_dataset(
+                    "imagefolder", data_dir=str(path), streaming=streaming
+                )
         if path.exists():
             raise DatasetError(f"{path} is a file; DATASET must be a folder or a Hub dataset id")
         if dataset.startswith((".", "/", "~")) or not _HUB_ID.match(dataset):
@@ -124,6 +129,41 @@ def load_splits(
         raise
     except Exception as exc:  # datasets raises many types; each means "cannot use this"
         raise DatasetError(f"cannot load dataset {dataset!r}: {first_line(exc)}") from None
+
+
+@contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """No ``datasets`` progress bars ("Generating train split", "Loading dataset from disk")
+    while a local folder is read: they are seconds long, and our commands draw their own."""
+    from datasets.utils.tqdm import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
+
+
+def image_folder_classes(dataset: str, split: str) -> list[str] | None:
+    """The class sub-folders of a local image folder's ``split`` (None: not an image folder).
+
+    ``datasets`` drops the label column of an image folder whose images all sit in one
+    folder, so "no label column" there really means "one class".
+    """
+    root = Path(dataset).expanduser()
+    if not root.is_dir() or (root / "dataset_dict.json").is_file():
+        return None
+    base = root / split if (root / split).is_dir() else root
+    return sorted(
+        child.name for child in base.iterdir()
+        if child.is_dir() and any(is_image_file(p) for p in child.rglob("*"))
+    )  # fmt: skip
 
 
 def _to_iterable(data: Any, split: str, num_shards: int | None) -> Any:

@@ -51,7 +51,13 @@ def save_checkpoint(state: dict[str, Any], directory: Path, step: int, keep: int
     tmp = directory / f".{path.name}.{os.getpid()}.tmp"
     try:
         with open(tmp, "wb") as handle:
-            torch.save(state, handle)
+            writer = _RecordingWriter(handle)
+            try:
+                torch.save(state, writer)
+            except RuntimeError:
+                if writer.error is not None:  # torch words ENOSPC as "unexpected pos"
+                    raise writer.error from None
+                raise
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -61,6 +67,29 @@ def save_checkpoint(state: dict[str, Any], directory: Path, step: int, keep: int
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return path
+
+
+class _RecordingWriter:
+    """A file's ``write``/``flush`` for ``torch.save``, keeping the OSError a write raised
+    (torch replaces it with an error about the zip container's position)."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._handle.flush()
+        except OSError as exc:
+            self.error = exc
+            raise
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import torch
 from gfnet_cli.engine.onnx_model import OnnxModel, is_onnx_file, load_onnx_model
 from gfnet_cli.errors import UsageError
 from gfnet_cli.hub.resolve import load_model, resolve_model
-from gfnet_cli.models.config import GFNetConfig, to_pair
+from gfnet_cli.models.config import LIMITS, GFNetConfig, to_pair
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.models.segmentation import GFNetForSegmentation
 
@@ -145,8 +145,20 @@ def check_at_least(param: str, value: int | None, minimum: int) -> None:
         raise UsageError(f"{param} must be at least {minimum}, got {value}", param=param)
 
 
-def _size(img_size: int | tuple[int, int]) -> tuple[int, int]:
+def check_img_size(img_size: int | tuple[int, int] | None, param: str = "img_size") -> None:
+    """Refuse an input size that is not positive or is beyond what any model may take
+    (:data:`~gfnet_cli.models.config.LIMITS`), before anything is loaded or allocated."""
+    if img_size is not None:
+        _size(img_size, param)
+
+
+def _size(img_size: int | tuple[int, int], param: str = "img_size") -> tuple[int, int]:
     size = to_pair(img_size)
+    largest = int(LIMITS["img_size"][1])
     if min(size) <= 0:
-        raise UsageError(f"img_size must be positive, got {img_size}", param="img_size")
+        raise UsageError(f"{param} must be positive, got {img_size}", param=param)
+    if max(size) > largest:
+        raise UsageError(
+            f"{param} {img_size} is too large: at most {largest} pixels a side", param=param
+        )
     return size

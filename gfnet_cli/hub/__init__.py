@@ -6,6 +6,10 @@
 - ``convert``       the authors' ``.pth`` -> MODEL folder
 - ``push``          a MODEL folder -> a Hub repository
 - ``card``          the model card (README.md)
+- ``remote_code``   the files transformers loads a MODEL folder with (config keys, remote code,
+                    preprocessor_config.json); no transformers import
+- ``transformers_classes`` GFNet as transformers classes (config, models, image processor):
+                    what the remote code names; needs the ``transformers`` extra
 - ``zoo_source``    where a zoo name's weights come from, and the sha256 pin
 - ``cache``         cache folders, endpoint and offline mode read at call time, raw downloads
 - ``errors``        the Hub's failures as our errors, one translator

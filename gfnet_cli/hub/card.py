@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from gfnet_cli.errors import GFNetError
+from gfnet_cli.hub.remote_code import supports_transformers
 from gfnet_cli.hub.zoo_source import zoo_source
 from gfnet_cli.models.config import GFNetConfig
 from gfnet_cli.models.flops import config_gflops
@@ -26,6 +27,8 @@ LIBRARY_NAME = "gfnet-cli"
 PAPER_URL = "https://arxiv.org/abs/2107.00645"
 CODE_URL = "https://github.com/raoyongming/GFNet"
 IMAGENET_DATASET = "imagenet-1k"
+# What usage snippets name before the model has a repository; ``push`` writes the repo id.
+PLACEHOLDER_REFERENCE = "path/to/model-or-org/name"
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DATASET_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[\w.-]+$")  # canonical ones have no org
 
@@ -50,14 +53,16 @@ def model_card(
     base_model: str | None = None,
     dataset: str | None = None,
     hyperparameters: Mapping[str, Any] | None = None,
-    eval_results: Mapping[str, Any] | None = None,
+    eval_results: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     license: str = "mit",
 ) -> str:
     """A README.md: Hub metadata plus what the model is, how to use it, how it was made.
 
-    ``eval_results`` is ``{"top1", "top5", "loss", "dataset", "split"}`` (accuracies as
-    fractions, as ``gfnet evaluate --json`` writes them). Converting one of the authors' zoo
-    checkpoints fills in their published ImageNet-1k accuracy.
+    ``eval_results`` is one result or a list of them, each ``{"top1", "top5", "loss",
+    "dataset", "split"}`` (accuracies as fractions, as ``gfnet evaluate --json`` writes them),
+    optionally ``"chose_epoch": True`` for the split that chose a fine-tuned model's epoch.
+    Converting one of the authors' zoo checkpoints fills in their published ImageNet-1k
+    accuracy. Local paths never appear: a folder is named by its base name.
     """
     from huggingface_hub import ModelCard
 
@@ -67,18 +72,19 @@ def model_card(
             dataset=dataset, hyperparameters=hyperparameters, eval_results=eval_results,
             license=license,
         )  # fmt: skip
-    name = config.architecture or "GFNet"
-    title = repo_id.split("/")[-1] if repo_id else name
     published = _published_results(config, source) if eval_results is None else None
-    results = eval_results or published
-    result_dataset = results.get("dataset") if results else None
-    datasets = _unique([_hub_id(dataset, _DATASET_ID), _hub_id(result_dataset, _DATASET_ID)])
+    given = eval_results or published
+    rows = _result_rows(given, dataset) if given else []
+    datasets = _unique([_hub_id(dataset, _DATASET_ID)]
+                       + [row.get("hub_dataset") for row in rows])  # fmt: skip
     if published or (not datasets and config.num_classes == 1000 and not base_model):
         datasets = _unique(datasets + [IMAGENET_DATASET])
     base_model_id = _base_model_id(base_model)
-    data = _card_data(
-        title, config, license, datasets, base_model_id, results, published is not None
-    )
+    title = card_title(config, repo_id=repo_id, base_model=base_model, dataset=dataset,
+                       source=source)  # fmt: skip
+    data = _card_data(title, config, license, datasets, base_model_id, rows,
+                      published is not None)  # fmt: skip
+    results = rows[0] if rows else None
     body = _body(
         title,
         config,
@@ -92,9 +98,46 @@ def model_card(
         hyperparameters=hyperparameters,
         results=results,
         published=published is not None,
+        rows=rows,
     )
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
     return str(card)
+
+
+def card_title(config: GFNetConfig, *, repo_id: str | None = None,
+               base_model: str | None = None, dataset: str | None = None,
+               source: str | None = None) -> str:  # fmt: skip
+    """What the card's heading calls the model: the repository's name when it has one, else
+    what it is (``gfnet-ti fine-tuned on digits``), never a bare "GFNet"."""
+    if repo_id:
+        return repo_id.split("/")[-1]
+    name = config.architecture or f"GFNet ({config.describe().rsplit(', ', 2)[0]})"
+    if not dataset:
+        if source and not config.architecture:
+            return f"GFNet converted from {_display_name(source)}"
+        return name
+    if base_model:
+        return f"{_display_name(base_model)} fine-tuned on {_display_name(dataset)}"
+    return f"{name} trained on {_display_name(dataset)}"
+
+
+def _display_name(reference: Any) -> str:
+    """A model or dataset as a reader may see it: a Hub id as is, a local path by its name."""
+    text = str(reference).strip()
+    if _hub_id(text, _MODEL_ID) or _hub_id(text, _DATASET_ID):
+        return text
+    return Path(text).expanduser().resolve().name or text
+
+
+def _result_rows(results: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+                 dataset: str | None) -> list[dict[str, Any]]:  # fmt: skip
+    """``eval_results`` as a list of rows, each with its dataset named (no local path)."""
+    rows = [dict(results)] if isinstance(results, Mapping) else [dict(r) for r in results]
+    for row in rows:
+        reference = row.get("dataset") or dataset
+        row["hub_dataset"] = _hub_id(reference, _DATASET_ID)
+        row["dataset"] = _display_name(reference) if reference else None
+    return rows
 
 
 # ---------------------------------------------------------------------------- metadata
@@ -104,15 +147,19 @@ def _card_data(
     license: str,
     datasets: list[str],
     base_model: str | None,
-    results: Mapping[str, Any] | None,
+    rows: list[dict[str, Any]],
     published: bool,
 ) -> Any:
+    """The metadata block; ``model-index`` holds only results on a Hub dataset (the Hub
+    links each to its dataset page: a local folder has none)."""
     from huggingface_hub import EvalResult, ModelCardData
 
     eval_results = []
     metrics = []
-    if results:
-        dataset_id = str(results.get("dataset") or (datasets[0] if datasets else "custom"))
+    for results in rows:
+        dataset_id = results.get("hub_dataset")
+        if dataset_id is None:
+            continue
         for key, metric_type, metric_name in _METRICS:
             value = results.get(key)
             if value is None:
@@ -124,7 +171,7 @@ def _card_data(
                     task_name="Image Classification",
                     dataset_type=dataset_id,
                     dataset_name=dataset_id,
-                    dataset_split=results.get("split"),
+                    dataset_split=_split_id(results.get("split")),
                     metric_type=metric_type,
                     metric_name=metric_name,
                     metric_value=round(float(value), 4),
@@ -143,6 +190,15 @@ def _card_data(
         model_name=title if eval_results else None,
         eval_results=eval_results or None,
     )
+
+
+def _split_id(split: Any) -> str | None:
+    """A split as the metadata takes it: ``DATASET [validation]`` -> ``validation``."""
+    if not split:
+        return None
+    text = str(split)
+    inside = re.search(r"\[(.+)\]$", text)
+    return (inside.group(1) if inside else text).strip()
 
 
 def _published_results(config: GFNetConfig, source: str | None) -> dict[str, Any] | None:
@@ -183,9 +239,10 @@ def _body(
     hyperparameters: Mapping[str, Any] | None,
     results: Mapping[str, Any] | None,
     published: bool,
+    rows: list[dict[str, Any]] | None = None,
 ) -> str:
     height, width = config.image_size
-    ref = reference or "path/to/model-or-org/name"
+    ref = reference or PLACEHOLDER_REFERENCE
     kind = "hierarchical (4-stage pyramid)" if config.kind == "pyramid" else "isotropic (flat)"
     article = "A" if config.kind == "pyramid" else "An"
     lines = [
@@ -213,28 +270,30 @@ def _body(
     lines.append(f"- **Image size:** {height} x {width}")
     lines.append(f"- **Classes:** {config.num_classes}")
     if dataset or results:
-        lines.append(f"- **Dataset:** {dataset or results.get('dataset')}")  # type: ignore[union-attr]
+        lines.append(f"- **Dataset:** {_display_name(dataset or results.get('dataset'))}")  # type: ignore[union-attr]
     if base_model:
         linked = _base_model_id(base_model)
         lines.append(
             f"- **Fine-tuned from:** [{linked}](https://huggingface.co/{linked})"
             if linked
-            else f"- **Fine-tuned from:** `{base_model}`"
+            else f"- **Fine-tuned from:** `{_display_name(base_model)}`"
         )
     if source:
-        lines.append(f"- **Weights:** converted from {source}" + (" (EMA)" if used_ema else ""))
+        shown = source if "://" in source else _display_name(source)
+        lines.append(f"- **Weights:** converted from {shown}" + (" (EMA)" if used_ema else ""))
         if source_sha256:
             lines.append(f"- **Source file sha256:** `{source_sha256}`")
     lines += [
         f"- **Paper:** [Global Filter Networks for Image Classification]({PAPER_URL})",
         f"- **Original code:** {CODE_URL}",
         "",
+        *_classes_section(config),
+        *_intended_use(dataset, base_model),
         "## How to use",
         "",
-        "Command line ([gfnet-cli](https://pypi.org/project/gfnet-cli/)):",
+        install_line(),
         "",
         "```bash",
-        "pip install gfnet-cli",
         f"gfnet predict cat.jpg --model {ref} --top-k 5",
         f"gfnet evaluate --model {ref} --dataset DATASET --split validation",
         f"gfnet finetune --model {ref} --dataset DATASET --output-dir my-gfnet",
@@ -249,9 +308,10 @@ def _body(
         f'model = load_model("{ref}")  # eval mode; or GFNet.from_pretrained("{ref}")',
         "with torch.no_grad():",
         f"    logits = model(torch.randn(1, 3, {height}, {width}))",
-        "top5 = logits.softmax(-1).topk(5)",
+        f"top5 = logits.softmax(-1).topk({min(5, max(config.num_classes, 1))})",
         "```",
         "",
+        *(transformers_usage(ref) if supports_transformers(config) else []),
         f"Preprocessing (the authors' evaluation transform): resize the shorter side to "
         f"{int(height / config.crop_pct)} px ({config.interpolation}), center-crop "
         f"{height} x {width}, scale to [0, 1], normalize with mean {_floats(config.mean)} "
@@ -263,26 +323,176 @@ def _body(
         lines += ["", "## Training", ""]
         if base_model:
             lines.append(
-                f"Fine-tuned from `{base_model}`" + (f" on `{dataset}`." if dataset else ".")
+                f"Fine-tuned from `{_display_name(base_model)}`"
+                + (f" on `{_display_name(dataset)}`." if dataset else ".")
             )
         elif dataset:
-            lines.append(f"Trained on `{dataset}`.")
-        if hyperparameters:
+            lines.append(f"Trained on `{_display_name(dataset)}`.")
+        readable = readable_hyperparameters(hyperparameters or {})
+        if readable:
             lines += ["", "| hyperparameter | value |", "|---|---|"]
-            lines += [f"| {key} | {_value(value)} |" for key, value in hyperparameters.items()]
-    if results:
-        lines += ["", "## Evaluation", ""]
-        if published:
-            lines.append("Published by the authors (ImageNet-1k validation, 224 px):")
-            lines.append("")
-        lines += ["| dataset | split | top-1 (%) | top-5 (%) | loss |", "|---|---|---|---|---|"]
-        lines.append(
-            f"| {results.get('dataset', '')} | {results.get('split', '') or ''} "
-            f"| {_percent(results.get('top1'))} | {_percent(results.get('top5'))} "
-            f"| {_value(results.get('loss')) if results.get('loss') is not None else ''} |"
-        )
+            lines += [f"| {key} | {_value(value)} |" for key, value in readable.items()]
+    lines += _evaluation_section(rows or ([dict(results)] if results else []), published)
+    lines += _limitations()
     lines += ["", "## Citation", "", "```bibtex", CITATION, "```", ""]
     return "\n".join(lines)
+
+
+def transformers_usage(reference: str) -> list[str]:
+    """The card's transformers snippet: the same repository through ``trust_remote_code``
+    (docs/transformers.md); tests run it as written."""
+    return [
+        "transformers (gfnet-cli installed as above with its `transformers` extra: the code "
+        "this repository names is gfnet-cli's own, hence `trust_remote_code=True`):",
+        "",
+        "```python",
+        "from PIL import Image",
+        "from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline",
+        "",
+        f'classifier = pipeline("image-classification", model="{reference}", '
+        "trust_remote_code=True)",
+        'print(classifier("cat.jpg"))  # the top-5 of `gfnet predict cat.jpg`',
+        "",
+        f'processor = AutoImageProcessor.from_pretrained("{reference}", trust_remote_code=True)',
+        "model = AutoModelForImageClassification.from_pretrained(",
+        f'    "{reference}", trust_remote_code=True',
+        ")",
+        'inputs = processor(Image.open("cat.jpg"), return_tensors="pt")',
+        "logits = model(**inputs).logits",
+        "```",
+        "",
+    ]
+
+
+def install_line() -> str:
+    """How to install gfnet-cli today: from its repository (it is not on a package index)."""
+    url = repository_url()
+    if url:
+        return (f"Install [gfnet-cli]({url}) from its repository "
+                f"(`pip install 'gfnet-cli @ git+{url}'`), then:")  # fmt: skip
+    return "Install gfnet-cli from a clone of its repository (`pip install .` in the clone), then:"
+
+
+def repository_url() -> str | None:
+    """The ``Repository`` URL the installed package declares (``[project.urls]``), if any."""
+    from importlib import metadata
+
+    try:
+        urls = metadata.metadata(LIBRARY_NAME).get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for entry in urls:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() in ("repository", "source", "homepage") and url.strip():
+            return url.strip()
+    return None
+
+
+def _classes_section(config: GFNetConfig) -> list[str]:
+    names = list(config.class_names or [])
+    if not names:
+        return []
+    shown = ", ".join(f"`{name}`" for name in names)
+    if len(names) <= 20:
+        return ["## Classes", "", f"{len(names)} classes: {shown}.", ""]
+    return ["## Classes", "", f"<details><summary>{len(names)} classes</summary>", "",
+            shown, "", "</details>", ""]  # fmt: skip
+
+
+def _intended_use(dataset: str | None, base_model: str | None) -> list[str]:
+    trained = f"the classes of {_display_name(dataset)}" if dataset else "ImageNet-1k's classes"
+    return [
+        "## Intended use",
+        "",
+        f"Image classification into {trained}, and a feature backbone (pooled embeddings, "
+        "multi-scale feature maps) for retrieval, linear probes or dense prediction.",
+        "",
+    ]
+
+
+def _limitations() -> list[str]:
+    return [
+        "",
+        "## Limitations",
+        "",
+        "The model knows only its classes: every image gets one of them, however unlike them "
+        "it is. Its accuracy holds for images like its training data (resolution, framing, "
+        "domain); measure it on your own data before relying on it "
+        "(`gfnet evaluate`, `gfnet robustness`). It inherits the biases of its training set.",
+    ]
+
+
+def _evaluation_section(rows: list[dict[str, Any]], published: bool) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", "## Evaluation", ""]
+    if published:
+        lines += ["Published by the authors (ImageNet-1k validation, 224 px):", ""]
+    lines += ["| dataset | split | top-1 (%) | top-5 (%) | loss |", "|---|---|---|---|---|"]
+    for row in rows:
+        loss = row.get("loss")
+        split = _split_id(row.get("split")) or ""
+        if row.get("chose_epoch"):
+            split += " (chose the epoch)"
+        lines.append(
+            f"| {row.get('dataset') or ''} | {split} | {_percent(row.get('top1'))} "
+            f"| {_percent(row.get('top5'))} | {_value(loss) if loss is not None else ''} |"
+        )
+    chooser = next((r for r in rows if r.get("chose_epoch")), None)
+    if chooser is not None and len(rows) > 1:
+        lines += ["", f"The kept epoch was chosen on {_split_id(chooser.get('split'))}; the "
+                  "other rows were measured once, on the kept weights."]  # fmt: skip
+    return lines
+
+
+# Settings that mean nothing while the switch before them is off.
+_AUGMENTATION_KEYS = ("crop_scale", "hflip", "randaugment", "color_jitter", "reprob")
+_MIXING_KEYS = ("mix_prob", "mix_switch_prob")
+_OFF_AT_ZERO = ("mixup", "cutmix", "color_jitter", "reprob", "validation_split_percentage")
+_LABELS = {
+    "lr": "peak learning rate", "base_lr": "learning rate before batch scaling",
+    "lr_base_batch": "lr scaled per global batch of", "min_lr": "final learning rate",
+    "warmup_lr": "warmup start learning rate", "warmup_epochs": "warmup epochs",
+    "weight_decay": "weight decay", "label_smoothing": "label smoothing",
+    "drop_path": "drop path", "clip_grad": "gradient clipping (max norm)",
+    "batch_size": "batch size per process", "global_batch_size": "global batch size",
+    "crop_scale": "random-resized-crop area", "hflip": "horizontal flip probability",
+    "color_jitter": "colour jitter", "reprob": "random erasing probability",
+    "mix_prob": "mixing probability", "mix_switch_prob": "cutmix over mixup",
+    "ema": "EMA decay", "img_size": "image size", "eval_mode": "trained in eval mode",
+    "validation_split_percentage": "validation held out from train (%)",
+    "decay_all": "decay norms and filters too", "grad_checkpointing": "gradient checkpointing",
+}  # fmt: skip
+
+
+def readable_hyperparameters(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's settings as a person reads them: no unset (None) or off (False, 0 for an
+    optional part) values, no settings of switched-off augmentations, plain labels."""
+    kept = dict(values)
+    if kept.get("augment") is False:
+        for key in _AUGMENTATION_KEYS:
+            kept.pop(key, None)
+        kept["augmentation"] = "none (the evaluation transform)"
+    kept.pop("augment", None)
+    if not kept.get("mixup") and not kept.get("cutmix"):
+        for key in _MIXING_KEYS:
+            kept.pop(key, None)
+    if kept.get("base_lr") == kept.get("lr"):
+        kept.pop("base_lr", None)
+    readable = {}
+    for key, value in kept.items():
+        off = value is None or value is False or (key in _OFF_AT_ZERO and value == 0)
+        if off or (key == "accumulate" and value == 1):
+            continue
+        label = _LABELS.get(key, key.replace("_", " "))
+        readable[label] = "yes" if value is True else _readable_value(value)
+    return readable
+
+
+def _readable_value(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return "–".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return value
 
 
 def _gflops(config: GFNetConfig) -> float | None:
@@ -357,7 +567,7 @@ def segmentation_card(
     base_model: str | None = None,
     dataset: str | None = None,
     hyperparameters: Mapping[str, Any] | None = None,
-    eval_results: Mapping[str, Any] | None = None,
+    eval_results: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     license: str = "mit",
 ) -> str:
     """A segmentation MODEL's README.md: ``pipeline_tag: image-segmentation``, a model-index
@@ -370,7 +580,13 @@ def segmentation_card(
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     title = repo_id.split("/")[-1] if repo_id else (config.architecture or "GFNet") + "-seg"
+    if isinstance(eval_results, Sequence):  # a training run's rows: the one that chose
+        eval_results = next((row for row in eval_results if row.get("mean_iou") is not None),
+                            None)  # fmt: skip
     results = dict(eval_results or {})
+    split = str(results.get("split") or "")
+    if split.endswith("]") and "[" in split:  # "DATASET [validation]", as training names it
+        results["split"] = split.rsplit("[", 1)[-1][:-1]
     dataset_id = _hub_id(results.get("dataset") or dataset, _DATASET_ID)
     evaluations = [
         EvalResult(

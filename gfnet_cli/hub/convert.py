@@ -23,11 +23,12 @@ from typing import Any
 
 import torch
 
-from gfnet_cli.errors import CheckpointError, UsageError, first_line
+from gfnet_cli.errors import CheckpointError, UsageError
 from gfnet_cli.hub.cache import download_url
 from gfnet_cli.hub.card import model_card
 from gfnet_cli.hub.serialization import (
     atomic_directory,
+    check_output_dir,
     load_weights,
     model_from_state_dict,
     save_model,
@@ -36,6 +37,7 @@ from gfnet_cli.hub.zoo_source import (
     ZOO_MIRROR_ENV,
     check_against_record,
     file_sha256,
+    first_use_lock,
     zoo_checkpoint_url,
 )
 from gfnet_cli.labels import imagenet_class_names, read_label_file
@@ -85,11 +87,11 @@ def read_checkpoint(path: str | Path) -> Any:
                 "run code; only checkpoints of tensors and plain values are read"
             ) from None
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({_reason(message)})"
+            f"{path} is not a readable PyTorch checkpoint: {describe_content(path)}"
         ) from None
-    except Exception as exc:  # the unpickler raises many types on garbage; none is the user's bug
+    except Exception:  # the unpickler raises many types on garbage; none is the user's bug
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({_reason(str(exc))})"
+            f"{path} is not a readable PyTorch checkpoint: {describe_content(path)}"
         ) from None
 
 
@@ -168,10 +170,26 @@ def extract_state_dict(
             if state is checkpoint:
                 continue  # stray metadata beside a bare state dict
             raise CheckpointError(f"the checkpoint's weights hold a non-tensor under {key!r}")
+        _check_storage(str(key), value)
         tensors[_strip_prefix(str(key))] = value
     if not tensors:
         raise CheckpointError("the checkpoint holds no tensors")
     return tensors, used_ema
+
+
+def _check_storage(key: str, tensor: torch.Tensor) -> None:
+    """Refuse a tensor that claims more values than its file stores.
+
+    A pickle can hold an expanded view (stride 0) or overlapping strides: 100 KB on disk that
+    becomes gigabytes once a MODEL folder is written. Real weights never share values that way.
+    """
+    needed = tensor.numel() * tensor.element_size()
+    if needed > tensor.untyped_storage().nbytes():
+        raise CheckpointError(
+            f"the checkpoint stores {key!r} ({'x'.join(map(str, tensor.shape))}) as a view of "
+            f"{tensor.untyped_storage().nbytes():,} bytes (expanded or overlapping strides); "
+            "refusing to materialise it: save real tensors (.contiguous()) instead"
+        )
 
 
 def _strip_prefix(key: str) -> str:
@@ -341,7 +359,32 @@ def convert_checkpoint(
     labels: str | None = None,
     overwrite: bool = False,
 ) -> ConversionResult:
-    """Convert an authors' checkpoint (a file, an http(s) URL or a zoo name) to a MODEL folder."""
+    """Convert an authors' checkpoint (a file, an http(s) URL or a zoo name) to a MODEL folder.
+
+    ``output_dir`` is checked before anything is downloaded or read, and written under its
+    lock (:func:`~gfnet_cli.hub.serialization.atomic_directory`). A zoo name's download,
+    check against its record and conversion hold the zoo entry's lock
+    (:func:`~gfnet_cli.hub.zoo_source.first_use_lock`).
+    """
+    check_output_dir(output_dir, overwrite=overwrite)
+    options = {"arch": arch, "use_ema": use_ema, "labels": labels, "overwrite": overwrite}
+    zoo_name = _zoo_name(str(source))
+    if zoo_name is None:
+        return convert_source(source, output_dir, **options)
+    with first_use_lock(zoo_name):
+        return convert_source(source, output_dir, **options)
+
+
+def convert_source(
+    source: str | Path,
+    output_dir: str | Path,
+    *,
+    arch: str | None = None,
+    use_ema: bool = False,
+    labels: str | None = None,
+    overwrite: bool = False,
+) -> ConversionResult:
+    """:func:`convert_checkpoint`, for a caller that holds a zoo name's lock already."""
     source_text = str(source)
     checkpoint_path, source_label, zoo_name = _resolve_source(source_text)
     if zoo_name and arch is None:
@@ -383,6 +426,13 @@ def convert_checkpoint(
     )
 
 
+def _zoo_name(source: str) -> str | None:
+    """The zoo entry ``source`` names (a zoo name that is not a local file), if any."""
+    if source.lower() in ZOO and not Path(source).exists():
+        return ZOO[source.lower()].name
+    return None
+
+
 def _resolve_source(source: str) -> tuple[Path, str, str | None]:
     """A local path for SOURCE: the file itself, a downloaded URL, or a zoo entry's link."""
     if source.lower() in ZOO and not Path(source).exists():
@@ -408,14 +458,57 @@ def _class_names(labels: str | None, num_classes: int) -> list[str] | None:
     return names
 
 
-def _reason(message: str) -> str:
-    """The informative line of a torch.load error (skipping its weights_only preamble)."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    boilerplate = ("Weights only load failed", "Check the", "Please file an issue")
-    useful = [line for line in lines if not line.startswith(boilerplate)]
-    if useful and useful[0].startswith("Unsupported operand"):
-        return f"not a pickle: {useful[0].lower()}"
-    return first_line(useful[0] if useful else "unrecognized content", 200)
+# Magic numbers of files people pass by mistake, and what to call them.
+_SIGNATURES = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive (unpack it first)"),
+    (b"\x89HDF", "an HDF5 file (Keras/TensorFlow weights?)"),
+    (b"\x08", "a protobuf file (an ONNX model?)"),
+)
+
+
+def describe_content(path: Path) -> str:
+    """What a file that is not a checkpoint looks like, from its first bytes: a user who passed
+    the wrong file learns which one it is, not the unpickler's opcode number."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(256)
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    stripped = head.lstrip()
+    if stripped[:1] == b"<":
+        return "it looks like an HTML or XML page (a download that returned a web page?)"
+    if stripped[:1] in (b"{", b"["):
+        return "it looks like JSON text (a config.json?)"
+    if stripped.startswith(b"version https://git-lfs"):
+        return "it is a Git LFS pointer, not the file itself (run `git lfs pull`)"
+    if head.startswith(b"PK"):
+        return _describe_zip(path)
+    for magic, name in _SIGNATURES:
+        if head.startswith(magic):
+            return f"it looks like {name}"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"it holds {path.stat().st_size} bytes of unrecognized binary data"
+    if text.isprintable() or all(c.isprintable() or c.isspace() for c in text):
+        preview = " ".join(text.split())[:40]
+        return f"it is a text file (starting {preview!r})"
+    return f"it holds {path.stat().st_size} bytes of unrecognized binary data"
+
+
+def _describe_zip(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return "it is a truncated or damaged zip archive (a download cut short?)"
+    if any(name.endswith("data.pkl") for name in names):
+        return "it is a PyTorch checkpoint whose contents are damaged"
+    return "it is a zip archive without PyTorch's data.pkl"
 
 
 __all__ = [

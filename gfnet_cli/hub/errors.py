@@ -173,6 +173,12 @@ def _status_error(status: int, request: HubRequest) -> UsageError:
     )
 
 
+def unreachable_error(exc: BaseException, request: HubRequest) -> NetworkError | None:
+    """The one-line "cannot reach the Hub" error when ``exc`` is a transport failure (no
+    answer at all: refused, DNS, timeout), else None."""
+    return _unreachable(request) if _is_transport_error(exc) else None
+
+
 def _unreachable(request: HubRequest) -> NetworkError:
     if request.action == "push":
         return NetworkError(

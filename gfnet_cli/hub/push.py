@@ -5,9 +5,11 @@ evaluation JSON, plots, ``metrics.jsonl``...) except training checkpoints, pickl
 files and temporary files, as :data:`IGNORE_PATTERNS` says. The upload is huggingface_hub's
 ``upload_folder`` with those patterns, and ``dry_run`` lists the files with the same filter
 huggingface_hub applies, so the list is exactly what would be sent. A folder without a card
-gets one, written into a staged copy (links to the files, not copies); the folder itself is
-never changed. The token comes from huggingface_hub's usual places (``HF_TOKEN``,
-``hf auth login``) and is never printed or logged.
+gets one, and a folder written before transformers support gets the files transformers loads
+it with (:mod:`gfnet_cli.hub.remote_code`: the remote code, ``preprocessor_config.json``,
+transformers' keys in config.json), written into a staged copy (links to the files, not
+copies); the folder itself is never changed. The token comes from huggingface_hub's usual
+places (``HF_TOKEN``, ``hf auth login``) and is never printed or logged.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from typing import Any
 
 from gfnet_cli.errors import UsageError, first_line
 from gfnet_cli.hub.cache import hub_endpoint
-from gfnet_cli.hub.card import LIBRARY_NAME, model_card
+from gfnet_cli.hub.card import LIBRARY_NAME, PLACEHOLDER_REFERENCE, model_card
 from gfnet_cli.hub.errors import HubAccessError, HubRequest, hub_error
+from gfnet_cli.hub.remote_code import missing_transformers_files
 from gfnet_cli.hub.serialization import check_model_folder, count_parameters, safetensors_shapes
 from gfnet_cli.models.config import CARD_NAME, WEIGHTS_NAME
 
@@ -111,21 +114,24 @@ def push_folder(
     check_repo_id(repo_id)
     config = check_model_folder(folder)
     files = files_to_push(folder)
-    card: str | None = None
+    generated = missing_transformers_files(folder, config)
+    rewritten: dict[str, str] = {}  # the folder's files sent with changes
     if CARD_NAME in files:
         _check_card(folder / CARD_NAME)
+        card = with_repo_id(folder / CARD_NAME, repo_id)  # None: the card is sent as it is
+        if card is not None:
+            rewritten[CARD_NAME] = card
     else:
         num_params = count_parameters(safetensors_shapes(folder / WEIGHTS_NAME))
-        card = model_card(config, num_params=num_params, repo_id=repo_id)
-        files = sorted(files + [CARD_NAME])
+        generated[CARD_NAME] = model_card(config, num_params=num_params, repo_id=repo_id)
+    files = sorted(set(files) | set(generated))
     message = commit_message or f"Upload {config.architecture or 'GFNet'} with gfnet-cli"
-    generated = [CARD_NAME] if card is not None else []
-    result = PushResult(repo_id, revision, files, message, dry_run, generated=generated)
+    result = PushResult(repo_id, revision, files, message, dry_run, generated=sorted(generated))
     if dry_run:
         return result
 
     token = token or _require_token()
-    with _with_card(folder, files, card) as source:
+    with _staged(folder, files, generated | rewritten) as source:
         info = _upload(
             source, repo_id, private=private, revision=revision, message=message, token=token
         )
@@ -165,29 +171,39 @@ def _upload(
 
 
 @contextlib.contextmanager
-def _with_card(folder: Path, files: list[str], card: str | None) -> Iterator[Path]:
-    """``folder`` itself, or (when a card must be generated) a staged copy holding it.
+def _staged(folder: Path, files: list[str], generated: dict[str, str]) -> Iterator[Path]:
+    """``folder`` itself, or (when files must be generated) a staged copy holding them.
 
     The copy links to the folder's files (copying only where links are refused), so staging
     costs no disk space and the user's folder is left as it was.
     """
-    if card is None:
+    if not generated:
         yield folder
         return
     with tempfile.TemporaryDirectory(prefix="gfnet-push-") as tmp:
         staged = Path(tmp)
         for name in files:
-            if name == CARD_NAME:
-                continue
             target = staged / name
             target.parent.mkdir(parents=True, exist_ok=True)
+            if name in generated:
+                target.write_text(generated[name], encoding="utf-8")
+                continue
             source = (folder / name).resolve()
             try:
                 os.symlink(source, target)
             except OSError:  # e.g. Windows without the symlink privilege
                 shutil.copy2(source, target)
-        (staged / CARD_NAME).write_text(card, encoding="utf-8")
         yield staged
+
+
+def with_repo_id(card_path: Path, repo_id: str) -> str | None:
+    """The card with its usage snippets naming ``repo_id`` where they hold the placeholder
+    a card gets before the model has a repository (the user's folder is left as it was);
+    None when there is nothing to change."""
+    text = card_path.read_text(encoding="utf-8")
+    if PLACEHOLDER_REFERENCE not in text:
+        return None
+    return text.replace(PLACEHOLDER_REFERENCE, repo_id)
 
 
 def check_repo_id(repo_id: str) -> None:

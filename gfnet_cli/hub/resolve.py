@@ -44,7 +44,7 @@ from gfnet_cli.hub.cache import (
     is_offline,
 )
 from gfnet_cli.hub.card import model_card
-from gfnet_cli.hub.convert import convert_checkpoint
+from gfnet_cli.hub.convert import convert_source
 from gfnet_cli.hub.errors import (
     DownloadError,
     HubAccessError,
@@ -55,6 +55,7 @@ from gfnet_cli.hub.errors import (
     NetworkError,
     OfflineCacheMissError,
     hub_error,
+    unreachable_error,
 )
 from gfnet_cli.hub.push import push_folder
 from gfnet_cli.hub.serialization import (
@@ -73,6 +74,7 @@ from gfnet_cli.hub.zoo_source import (
     ChecksumMismatchError,
     ZooSource,
     converted_folder,
+    first_use_lock,
     hub_org_override,
     record_first_use,
     zoo_checkpoint_url,
@@ -448,6 +450,10 @@ def download_model(
     }
     label = f"{repo_id}@{revision}" if revision else repo_id
     config_path = _fetch(repo_id, CONFIG_NAME, revision, label=label, **options)
+    try:  # a config that cannot describe a GFNet is refused before its weights are fetched
+        GFNetConfig.load(config_path)
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
     commit = config_path.parent.name
     _fetch(repo_id, WEIGHTS_NAME, commit, label=label, **options)
     try:
@@ -481,6 +487,9 @@ def _fetch(
     from huggingface_hub import hf_hub_download
 
     endpoint = hub_endpoint()
+    if not local_files_only and not force_download:
+        _check_reachable(repo_id, filename, revision, label=label, endpoint=endpoint,
+                         token=token, cache_dir=cache_dir)  # fmt: skip
     try:
         return Path(
             hf_hub_download(
@@ -498,6 +507,38 @@ def _fetch(
     except Exception as exc:  # translated; anything unknown is re-raised as is
         request = HubRequest(repo_id, endpoint, "download", filename, label, local_files_only)
         raise hub_error(exc, request) from None
+
+
+def _check_reachable(
+    repo_id: str,
+    filename: str,
+    revision: str | None,
+    *,
+    label: str,
+    endpoint: str,
+    token: str | bool | None,
+    cache_dir: str | Path | None,
+) -> None:
+    """Fail at once, in one line, when the Hub cannot be reached and the file is not cached.
+
+    ``hf_hub_download`` retries a failed request five times with back-off when it has no
+    cached copy (about 25 s of "Retrying in 8s" lines); one request without retries tells
+    the same thing. A cached file skips this: huggingface_hub then falls back to it.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir or hub_cache_dir(),
+                                    revision=revision)  # fmt: skip
+    if isinstance(cached, str):
+        return
+    url = hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint)
+    try:
+        get_hf_file_metadata(url, token=token, endpoint=endpoint, library_name="gfnet-cli")
+    except Exception as exc:  # anything but "no answer" is left to hf_hub_download's handling
+        request = HubRequest(repo_id, endpoint, "download", filename, label)
+        unreachable = unreachable_error(exc, request)
+        if unreachable is not None:
+            raise unreachable from None
 
 
 # ---------------------------------------------------------------------------- zoo names
@@ -527,7 +568,7 @@ def _resolve_zoo(
     converted = converted_folder(entry.name)
     if not force_download and _looks_complete(converted):
         return converted
-    return convert_zoo_checkpoint(entry, converted)
+    return convert_zoo_checkpoint(entry, converted, reuse=not force_download)
 
 
 def _zoo_from_hub(
@@ -556,7 +597,7 @@ def _zoo_from_hub(
         if _looks_complete(converted_folder(entry.name)):
             return None
         try:
-            return convert_zoo_checkpoint(entry, converted_folder(entry.name))
+            return convert_zoo_checkpoint(entry, converted_folder(entry.name), reuse=True)
         except NetworkError:
             raise NetworkError(
                 f"{entry.name}: cannot reach the Hub ({hub_endpoint()}) nor the authors' link "
@@ -576,19 +617,29 @@ def _offline_zoo_error(entry: ZooEntry) -> OfflineCacheMissError:
     )
 
 
-def convert_zoo_checkpoint(entry: ZooEntry, target: Path) -> Path:
+def convert_zoo_checkpoint(entry: ZooEntry, target: Path, *, reuse: bool = False) -> Path:
     """Download the authors' checkpoint, check it against its record, convert it into ``target``.
 
     The file's sha256 is recorded the first time (trust on first use); a later download that
     differs is refused (:class:`~gfnet_cli.hub.zoo_source.ChecksumMismatchError`) before it is
-    read, and ``target`` is left as it was.
+    read, and ``target`` is left as it was. All of it holds the zoo entry's lock
+    (:func:`~gfnet_cli.hub.zoo_source.first_use_lock`), so the record always describes the
+    file that was converted; with ``reuse``, a folder another process converted while this
+    one waited is returned as it is.
     """
     if is_offline():
         raise _offline_zoo_error(entry)
+    with first_use_lock(entry.name):
+        if reuse and _looks_complete(target):
+            return target
+        return _convert_zoo_locked(entry, target)
+
+
+def _convert_zoo_locked(entry: ZooEntry, target: Path) -> Path:
     url = zoo_checkpoint_url(entry)
     logger.info("downloading %s from %s and converting it (once)", entry.name, url)
     try:
-        result = convert_checkpoint(entry.name, target, arch=entry.name, overwrite=True)
+        result = convert_source(entry.name, target, arch=entry.name, overwrite=True)
         record_first_use(entry.name, result.sha256 or "", url, download_path(url).stat().st_size)
     except CheckpointError as exc:
         if isinstance(exc, ChecksumMismatchError):

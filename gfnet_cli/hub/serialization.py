@@ -1,4 +1,5 @@
-"""MODEL folders on disk: ``config.json`` + ``model.safetensors`` (+ ``README.md`` card).
+"""MODEL folders on disk: ``config.json`` + ``model.safetensors`` (+ ``README.md`` card), and
+the files transformers loads them with (:mod:`gfnet_cli.hub.remote_code`).
 
 Weights are only ever written as safetensors; every file is written to a temporary name and
 renamed into place, so an interrupted write never leaves a half-written file that a later run
@@ -9,30 +10,32 @@ the config) before anything trusts it, without reading the tensors.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import shutil
-import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
 from torch.utils._pytree import tree_map_only
 
 from gfnet_cli.errors import ConfigError, UsageError, first_line
+from gfnet_cli.hub.locks import writing
+from gfnet_cli.hub.remote_code import config_data, to_json, transformers_files
 from gfnet_cli.models.config import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, GFNetConfig
 from gfnet_cli.models.factory import build_model
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.models.segmentation import GFNetForSegmentation
 
 ModelT = TypeVar("ModelT", bound=GFNet)
-_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 REWRITE_HINT = "write the MODEL folder again (gfnet convert / finetune)"
+# transformers saves the model under this attribute (transformers_classes): its checkpoint
+# keys carry the prefix, which loading reads past.
+TRANSFORMERS_PREFIX = "gfnet."
 
 
 class CorruptModelError(ConfigError):
@@ -49,6 +52,13 @@ def publish_file(tmp: Path, path: Path) -> None:
     """Give a finished temporary file the usual permissions and rename it into place."""
     os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` with Python's file writer: a full disk raises OSError (ENOSPC), where
+    some native writers abort the process or bury the errno in their own message."""
+    with open(path, "wb") as handle:
+        handle.write(data)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -126,8 +136,10 @@ def save_weights(
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     tensors = {k: v.contiguous() for k, v in to_host(state_dict).items()}
+    # Serialized here and written by Python: a full disk is an OSError (ENOSPC) to report.
+    data = save(tensors, metadata={"format": "pt", **(metadata or {})})
     try:
-        save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
+        write_bytes(tmp, data)
         publish_file(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -146,14 +158,12 @@ def save_model(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_weights(model.state_dict(), directory / WEIGHTS_NAME)
-    write_text_atomic(directory / CONFIG_NAME, _config_json(model.config))
+    write_text_atomic(directory / CONFIG_NAME, to_json(config_data(model.config)))
+    for name, text in transformers_files(model.config).items():
+        write_text_atomic(directory / name, text)
     if card is not None:
         write_text_atomic(directory / CARD_NAME, card)
     return directory
-
-
-def _config_json(config: GFNetConfig) -> str:
-    return json.dumps(config.to_dict(), indent=2) + "\n"
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -161,12 +171,19 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ConfigError(f"{path} not found: a MODEL folder needs a model.safetensors")
     try:
-        return load_file(str(path))
+        return without_transformers_prefix(load_file(str(path)))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ConfigError(
             f"{path} is not a readable safetensors file ({first_line(exc)}); "
             "it may be truncated or corrupt: download or convert it again"
         ) from None
+
+
+def without_transformers_prefix(tensors: dict[str, Any]) -> dict[str, Any]:
+    """Keys as gfnet names them: transformers' ``gfnet.`` prefix dropped where every key has it."""
+    if tensors and all(key.startswith(TRANSFORMERS_PREFIX) for key in tensors):
+        return {key[len(TRANSFORMERS_PREFIX) :]: value for key, value in tensors.items()}
+    return tensors
 
 
 def load_model_folder(
@@ -246,37 +263,54 @@ def _sample(keys: list[str], count: int = 3) -> str:
     return shown + (", ..." if len(keys) > count else "")
 
 
+def check_output_dir(
+    target: str | Path, *, overwrite: bool = False, param: str = "output_dir"
+) -> Path:
+    """``target`` as a Path once a MODEL folder may be written there, checked before any
+    work: a file, or a non-empty folder without ``overwrite``, is refused."""
+    target = Path(target).expanduser()
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{param} {target} exists and is not a folder", param=param)
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise UsageError(
+            f"{param} {target} already exists and is not empty: choose another folder or pass "
+            "overwrite",
+            param=(param, "overwrite"),
+        )
+    return target
+
+
 @contextlib.contextmanager
-def atomic_directory(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_directory(
+    target: str | Path, overwrite: bool = False, param: str = "output_dir"
+) -> Iterator[Path]:
     """Yield a temporary folder that replaces ``target`` only if the block succeeds.
 
     Refuses to touch a non-empty ``target`` unless ``overwrite``: an existing folder is only
-    removed after its replacement is complete.
+    removed after its replacement is complete. ``target``'s lock is held throughout
+    (:func:`gfnet_cli.hub.locks.writing`): a second writer is refused at once, or, once the
+    first is done, finds the folder it wrote and is refused as well; partial folders of a
+    killed writer are removed first.
     """
-    target = Path(target)
-    if target.exists() and not target.is_dir():
-        raise UsageError(f"{target} exists and is not a folder")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise UsageError(
-            f"{target} already exists and is not empty: choose another folder or pass --overwrite"
+    target = check_output_dir(target, overwrite=overwrite, param=param)
+    with writing(target, param=param):
+        check_output_dir(target, overwrite=overwrite, param=param)  # written meanwhile?
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    )
-    os.chmod(staging, 0o777 & ~_umask())
-    try:
-        yield staging
-        backup = None
-        if target.exists():
-            backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, backup)
-        os.replace(staging, target)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        os.chmod(staging, 0o777 & ~_umask())
+        try:
+            yield staging
+            backup = None
+            if target.exists():
+                backup = target.with_name(f".{target.name}.old.partial")
+                os.replace(target, backup)
+            os.replace(staging, target)
+            if backup is not None:
+                shutil.rmtree(backup, ignore_errors=True)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- checking
@@ -301,54 +335,29 @@ def check_model_folder(
 def safetensors_shapes(
     path: Path, label: str | None = None, hint: str | None = None
 ) -> dict[str, tuple[int, ...]]:
-    """Tensor shapes from a safetensors header, after checking the file is complete."""
+    """Tensor shapes from a safetensors header, after checking the file is complete.
+
+    safetensors itself reads and checks the header (at most 100 MB of JSON, offsets that
+    tile the data exactly up to the end of the file, shapes that match their byte ranges);
+    the file is memory-mapped, and no tensor is read.
+    """
     label = label or str(path)
     hint = hint or REWRITE_HINT
     if not path.is_file():
         raise ConfigError(f"{label}: {WEIGHTS_NAME} not found: a MODEL folder needs one")
-    size = path.stat().st_size
     try:
-        header_len, header = _read_header(path, size)
-        shapes, end = _header_shapes(header)
-    except (ValueError, KeyError, TypeError, AttributeError, struct.error) as exc:
+        with safe_open(str(path), framework="pt") as weights:
+            shapes = {key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
         raise CorruptModelError(
-            f"{label}: {WEIGHTS_NAME} is corrupt ({first_line(exc, 200)}): {hint}"
+            f"{label}: {WEIGHTS_NAME} is truncated or corrupt ({first_line(exc, 200)}): {hint}"
         ) from None
-    if 8 + header_len + end != size:
-        raise CorruptModelError(
-            f"{label}: {WEIGHTS_NAME} is truncated or corrupt ({size} bytes, its header "
-            f"describes {8 + header_len + end}): {hint}"
-        )
-    return shapes
+    return without_transformers_prefix(shapes)
 
 
 def count_parameters(shapes: dict[str, tuple[int, ...]]) -> int:
     """Number of values in tensors of these shapes (a model's parameter count)."""
     return sum(math.prod(shape) for shape in shapes.values())
-
-
-def _read_header(path: Path, size: int) -> tuple[int, dict]:
-    with path.open("rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) < 8:
-            raise ValueError("shorter than a header")
-        (header_len,) = struct.unpack("<Q", prefix)
-        if header_len > min(size - 8, _MAX_SAFETENSORS_HEADER):
-            raise ValueError("header longer than the file")
-        return header_len, json.loads(handle.read(header_len))
-
-
-def _header_shapes(header: dict) -> tuple[dict[str, tuple[int, ...]], int]:
-    """Shapes by tensor name, and where the last tensor's data ends."""
-    end = 0
-    shapes = {}
-    for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        _, stop = info["data_offsets"]
-        end = max(end, int(stop))
-        shapes[key] = tuple(int(d) for d in info["shape"])
-    return shapes, end
 
 
 def _expected_shapes(config: GFNetConfig) -> dict[str, tuple[int, ...]]:

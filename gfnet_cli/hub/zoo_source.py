@@ -17,17 +17,23 @@ clears that cache entry.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from gfnet_cli.errors import CheckpointError, UsageError
+from filelock import Timeout
+
+from gfnet_cli.errors import CheckpointError, GFNetError, UsageError
 from gfnet_cli.hub.cache import zoo_cache_dir
+from gfnet_cli.hub.locks import describe_holder, process_lock, read_holder
 from gfnet_cli.models.zoo import ZooEntry, get_zoo_entry
 
 ZOO_MIRROR_ENV = "GFNET_ZOO_MIRROR"
@@ -35,6 +41,10 @@ HUB_ORG_ENV = "GFNET_HUB_ORG"
 #: the organization the project publishes under; used only at commits this package ships
 PROJECT_HUB_ORG = "gfnet"
 RECORD_SUFFIX = ".source.json"
+#: how long a first use waits for another process fetching the same zoo name
+FIRST_USE_WAIT_S = 3600.0
+
+logger = logging.getLogger(__name__)
 
 SourceKind = Literal["authors", "mirror", "hub"]
 
@@ -107,6 +117,36 @@ def zoo_source(name: str, revision: str | None = None) -> ZooSource:
         sha256=record.get("sha256") if record else None,
         cached=str(folder) if (folder / "config.json").is_file() else None,
     )
+
+
+# ---------------------------------------------------------------------------- first use
+def first_use_lock_path(name: str) -> Path:
+    return zoo_cache_dir() / f".{name}.first-use.lock"
+
+
+@contextlib.contextmanager
+def first_use_lock(name: str, timeout_s: float = FIRST_USE_WAIT_S) -> Iterator[None]:
+    """Hold ``name``'s lock around download -> hash -> record check -> convert -> record.
+
+    Two processes using a zoo name for the first time at once would otherwise delete each
+    other's download, or convert one file while the record pins another. The second one
+    waits here, then finds the folder the first converted and reuses it.
+    """
+    path = first_use_lock_path(name)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(process_lock(path, timeout=0))
+        except Timeout:
+            holder = describe_holder(read_holder(path))
+            logger.warning("%s: waiting for %s, which is fetching it", name, holder)
+            try:
+                stack.enter_context(process_lock(path, timeout=timeout_s))
+            except Timeout:
+                raise GFNetError(
+                    f"{name}: gave up after {timeout_s:.0f} s waiting for {holder} to fetch it; "
+                    "run again once it is done"
+                ) from None
+        yield
 
 
 # ---------------------------------------------------------------------------- the record
@@ -191,6 +231,7 @@ __all__ = [
     "check_against_record",
     "converted_folder",
     "file_sha256",
+    "first_use_lock",
     "hub_org_override",
     "read_record",
     "record_first_use",

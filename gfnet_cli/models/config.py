@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,12 +25,55 @@ FORMAT_VERSION = 1
 # PIL resampling filters the evaluation transform accepts (gfnet_cli.data.transforms).
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming")
 PYRAMID_STAGES = 4
+# What transformers keeps in config.json beside our fields (PreTrainedConfig's own keys, and
+# the ones gfnet writes for it: docs/transformers.md). Read past, so a folder saved by either
+# library loads in both; the labels come from ``class_names``, kept in step with ``id2label``.
+TRANSFORMERS_KEYS = frozenset(
+    {
+        "_name_or_path",
+        "architectures",
+        "auto_map",
+        "chunk_size_feed_forward",
+        "dtype",
+        "id2label",
+        "is_encoder_decoder",
+        "label2id",
+        "num_labels",
+        "output_attentions",
+        "output_hidden_states",
+        "problem_type",
+        "return_dict",
+        "tie_word_embeddings",
+        "torch_dtype",
+        "transformers_version",
+        "use_cache",
+    }
+)
 # A pyramid model halves its grid three times after a patch-4 stem: inputs must divide by 32.
 PYRAMID_DOWNSAMPLE = 8
 # Fields holding one value per stage (a single value for a flat model), and their types.
 _PER_STAGE: dict[str, type] = {"embed_dim": int, "depth": int, "mlp_ratio": float}
 #: what a model predicts: one label per image, or one per pixel (docs/segmentation.md)
 TASKS = ("classification", "segmentation")
+
+# What a config may ask for (docs/trust.md). A config.json comes from anyone's Hub repository:
+# every size in it is bounded before the model skeleton is built or any weight is read, so a
+# hostile one is refused in milliseconds instead of building 100,000 blocks. The bounds sit
+# far beyond the authors' models (depths up to 27 per stage, widths up to 768, 224-384 px).
+LIMITS: dict[str, tuple[float, float]] = {
+    "patch_size": (1, 256),
+    "embed_dim": (1, 8192),
+    "depth": (0, 128),
+    "mlp_ratio": (1 / 64, 16),
+    "img_size": (1, 8192),
+    "in_chans": (1, 64),
+    "num_classes": (0, 100_000),
+}
+MAX_CONFIG_BYTES = 4 * 1024 * 1024  # 100,000 class names fit; a larger config.json is refused
+MAX_CLASS_NAME = 1000  # characters
+_INTEGERS = ("patch_size", "in_chans", "num_classes", "format_version")
+_NUMBERS = ("drop_rate", "drop_path_rate", "crop_pct")
+_STRINGS = ("kind", "interpolation", "model_type")
 
 
 def to_pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -115,8 +159,69 @@ class GFNetConfig:
     segmentation: SegmentationConfig | None = None
 
     def __post_init__(self) -> None:
+        self._check_types()
         self._normalize()
         self.validate()
+
+    def _check_types(self) -> None:
+        """Refuse a value of the wrong type before anything converts it (``depth: 2.5`` is
+        not silently 2), and sizes beyond :data:`LIMITS` before anything is built from them."""
+        for name in _INTEGERS:
+            _check_int(name, getattr(self, name))
+        for name in _NUMBERS:
+            _check_number(name, getattr(self, name))
+        for name in _STRINGS:
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if self.architecture is not None and not isinstance(self.architecture, str):
+            raise ConfigError(f"architecture must be a string, got {self.architecture!r}")
+        if self.init_values is not None:
+            _check_number("init_values", self.init_values)
+        self._check_sizes()
+        self._check_class_names()
+        if self.format_version > FORMAT_VERSION or self.format_version < 1:
+            raise ConfigError(
+                f"format_version {self.format_version}: this gfnet reads config.json format "
+                f"{FORMAT_VERSION}; a newer format needs a newer gfnet-cli"
+            )
+        for name, (low, high) in LIMITS.items():
+            values = getattr(self, name)
+            for value in values if isinstance(values, (list, tuple)) else [values]:
+                if not low <= value <= high:
+                    raise ConfigError(f"{name} must be in [{low:g}, {high:g}], got {value}")
+
+    def _check_sizes(self) -> None:
+        for name, kind in _PER_STAGE.items():
+            values = getattr(self, name)
+            values = values if isinstance(values, (list, tuple)) else [values]
+            if len(values) > PYRAMID_STAGES:
+                raise ConfigError(f"{name} has {len(values)} values; at most {PYRAMID_STAGES}")
+            for value in values:
+                (_check_int if kind is int else _check_number)(name, value)
+        sizes = self.img_size if isinstance(self.img_size, (list, tuple)) else [self.img_size]
+        if len(sizes) not in (1, 2):
+            raise ConfigError(f"img_size must be N or [height, width], got {self.img_size!r}")
+        for value in sizes:
+            _check_int("img_size", value)
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if not isinstance(values, (list, tuple)) or len(values) > LIMITS["in_chans"][1]:
+                raise ConfigError(f"{name} must be a list of one number per input channel")
+            for value in values:
+                _check_number(name, value)
+
+    def _check_class_names(self) -> None:
+        names = self.class_names
+        if names is None:
+            return
+        if not isinstance(names, (list, tuple)) or len(names) > LIMITS["num_classes"][1]:
+            raise ConfigError("class_names must be a list of strings, one per class")
+        for name in names:
+            if not isinstance(name, str) or len(name) > MAX_CLASS_NAME:
+                raise ConfigError(
+                    f"class_names must hold strings of at most {MAX_CLASS_NAME} characters, "
+                    f"got {str(name)[:40]!r}"
+                )
 
     def _normalize(self) -> None:
         """One spelling per value, so equal configs compare and serialize equal.
@@ -178,7 +283,13 @@ class GFNetConfig:
         return grids
 
     def check_image_size(self, image_size: tuple[int, int]) -> None:
+        """Refuse an input size this model cannot take, or one too large to allocate."""
         height, width = image_size
+        largest = int(LIMITS["img_size"][1])
+        if max(height, width) > largest:
+            raise ConfigError(
+                f"image size {height}x{width} is too large: at most {largest} pixels a side"
+            )
         if height <= 0 or width <= 0 or height % self.stride or width % self.stride:
             raise ConfigError(
                 f"image size {height}x{width} does not suit this {self.kind} GFNet: height and "
@@ -228,6 +339,9 @@ class GFNetConfig:
             raise ConfigError("mean and std need one value per input channel")
         if not 0 < self.crop_pct <= 1:
             raise ConfigError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        for name in ("drop_rate", "drop_path_rate"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if not all(math.isfinite(v) and v > 0 for v in self.std):
             raise ConfigError(f"std values must be positive, got {self.std}")
         if str(self.interpolation).lower() not in INTERPOLATIONS:
@@ -266,6 +380,7 @@ class GFNetConfig:
     def from_dict(cls, data: dict[str, Any]) -> GFNetConfig:
         if not isinstance(data, dict):
             raise ConfigError("config.json must hold a JSON object")
+        data = _without_transformers_keys(data)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -287,10 +402,17 @@ class GFNetConfig:
             path = path / CONFIG_NAME
         if not path.is_file():
             raise ConfigError(f"{path} not found: a MODEL folder needs a config.json")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path} is {path.stat().st_size:,} bytes: a config.json holds at most "
+                f"{MAX_CONFIG_BYTES:,}"
+            )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path} is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ConfigError(f"{path} is not a config: its JSON is nested too deeply") from None
         return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> GFNetConfig:
@@ -310,6 +432,32 @@ class GFNetConfig:
         if self.is_segmentation:
             return f"{arch}, Semantic FPN, {size} px crops, {self.num_classes} classes"
         return f"{arch}, {size} px, {self.num_classes} classes"
+
+
+def _without_transformers_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without :data:`TRANSFORMERS_KEYS`; ``id2label`` names the classes when
+    ``class_names`` does not (a config.json written for transformers alone)."""
+    ours = {key: value for key, value in data.items() if key not in TRANSFORMERS_KEYS}
+    id2label = data.get("id2label")
+    if ours.get("class_names") is None and isinstance(id2label, dict) and id2label:
+        try:
+            names = [str(id2label[key]) for key in sorted(id2label, key=int)]
+        except (TypeError, ValueError):
+            return ours
+        placeholders = {f"{stem}_{i}" for i in range(len(names)) for stem in ("LABEL", "class")}
+        if len(names) == ours.get("num_classes") and not set(names) <= placeholders:
+            ours["class_names"] = names
+    return ours
+def _check_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+
+
+def _check_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
 
 
 def _as_list(value: Any, length: int, kind: type) -> list:

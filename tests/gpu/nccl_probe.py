@@ -37,7 +37,7 @@ def main() -> None:
         model="gfnet-ti", dataset=dataset, output_dir=output_dir, from_scratch=True,
         patch_size=8, embed_dim=32, depth=2, img_size=32, epochs=2, batch_size=4,
         accumulate=2, ema=0.9, device="cuda", num_workers=0, checkpoint_every=2,
-        precision="bf16",
+        precision="bf16", eval_split="test",
     )  # fmt: skip
     result = finetune(config)
     report = {

@@ -23,9 +23,10 @@ from gfnet_cli.data.randaugment import RandAugmentSpec, RandAugmentSpecError
 from gfnet_cli.data.streaming import DEFAULT_SHUFFLE_BUFFER
 from gfnet_cli.device import check_precision, resolve_device
 from gfnet_cli.engine.distributed import world_size_from_env
-from gfnet_cli.errors import UsageError
+from gfnet_cli.errors import UsageError, check_range
 from gfnet_cli.hub.push import check_push_target
 from gfnet_cli.hub.resolve import resolve_config
+from gfnet_cli.models.config import LIMITS
 
 _HYPERPARAMETERS = (
     "recipe", "epochs", "batch_size", "accumulate", "lr", "lr_base_batch", "min_lr",
@@ -33,7 +34,8 @@ _HYPERPARAMETERS = (
     "eval_mode", "clip_grad", "augment", "crop_scale", "hflip", "randaugment", "color_jitter",
     "reprob", "mixup", "cutmix", "mix_prob", "mix_switch_prob", "ema", "seed", "precision",
     "img_size", "from_scratch", "new_head", "streaming", "compile", "grad_checkpointing",
-    "deterministic", "task", "lr_schedule", "poly_power", "reduce_labels", "resize_scale",
+    "deterministic", "validation_split_percentage", "task", "lr_schedule", "poly_power",
+    "reduce_labels", "resize_scale",
 )  # fmt: skip
 
 LR_SCHEDULES = ("cosine", "poly")
@@ -102,7 +104,11 @@ class TrainConfig:
     overwrite: bool = False
     push_to: str | None = None
     train_split: str | None = None
-    eval_split: str | None = None
+    eval_split: str | None = None  # the split that chooses the best epoch (validation)
+    test_split: str | None = None  # reported at the end, on the chosen weights only
+    # % of the training split held out (seeded, stratified) to choose the best epoch when
+    # DATASET has no validation split; 0: none (the last epoch is kept)
+    validation_split_percentage: float = 10.0
     dataset_config: str | None = None
     image_column: str | None = None
     label_column: str | None = None
@@ -237,8 +243,66 @@ def check_config(config: TrainConfig, device: torch.device) -> None:
             f"prepare_timeout must be a positive number of minutes, got {config.prepare_timeout}",
             param="prepare_timeout",
         )
+    if not 0 <= config.validation_split_percentage < 100:
+        raise UsageError(
+            "validation_split_percentage must be in [0, 100), got "
+            f"{config.validation_split_percentage}",
+            param="validation_split_percentage",
+        )
+    _check_ranges(config)
+    if config.resume and config.overwrite:
+        raise UsageError(
+            "resume continues the run in output_dir and overwrite deletes it: pass one of them",
+            param=("resume", "overwrite"),
+        )
     if config.push_to:  # refused now, not after hours of training
         check_push_target(config.push_to)
+
+
+# Every numeric value's range, (minimum, maximum, minimum excluded, maximum excluded); the
+# checks above give some of them a more specific message first. None: unbounded.
+_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "epochs": (1, None, False, False),
+    "max_steps": (1, None, False, False),
+    "batch_size": (1, None, False, False),
+    "accumulate": (1, None, False, False),
+    "lr_base_batch": (1, None, False, False),
+    "log_every": (1, None, False, False),
+    "shuffle_buffer": (1, None, False, False),
+    "checkpoint_every": (0, None, False, False),  # 0: at the end of each epoch only
+    "num_workers": (0, None, False, False),
+    "seed": (0, 2**63 - 1, False, False),
+    "lr": (0, None, True, False),
+    "min_lr": (0, None, False, False),
+    "warmup_lr": (0, None, False, False),
+    "weight_decay": (0, None, False, False),
+    "warmup_epochs": (0, None, False, False),
+    "clip_grad": (0, None, False, False),  # 0: off
+    "label_smoothing": (0, 1, False, True),
+    "drop_path": (0, 1, False, True),
+    "hflip": (0, 1, False, False),
+    "reprob": (0, 1, False, False),
+    "color_jitter": (0, None, False, False),
+    "mixup": (0, None, False, False),
+    "cutmix": (0, None, False, False),
+    "mix_prob": (0, 1, False, False),
+    "mix_switch_prob": (0, 1, False, False),
+    "ema": (0, 1, True, True),
+    "crop_pct": (0, 1, True, False),
+    "prepare_timeout": (0, None, True, False),
+    "patch_size": (*LIMITS["patch_size"], False, False),
+    "img_size": (*LIMITS["img_size"], False, False),
+}
+
+
+def _check_ranges(config: TrainConfig) -> None:
+    """Every number in its range and finite (``lr inf`` no longer starts training)."""
+    for name, (low, high, above, below) in _RANGES.items():
+        check_range(name, getattr(config, name), low, high, above=above, below=below)
+    for name in ("embed_dim", "depth"):
+        values = getattr(config, name)
+        for value in values if isinstance(values, list) else [values]:
+            check_range(name, value, *LIMITS[name])
 
 
 def _check_recipe(config: TrainConfig) -> None:

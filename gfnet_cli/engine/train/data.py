@@ -15,11 +15,12 @@ import logging
 import math
 import signal
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -35,6 +36,7 @@ from gfnet_cli.data.datasets import (
     choose_split,
     collate_skipping_failures,
     find_columns,
+    image_folder_classes,
     label_index,
     load_splits,
 )
@@ -67,10 +69,27 @@ STREAM_SHARDS = 64
 
 
 # ====================================================================== splits
-def prepare_data(
-    config: TrainConfig, dist: distributed.DistInfo
-) -> tuple[ImageDataset, ImageDataset | None, list[str]]:
-    """The train and eval splits and the class names, with the pre-flight data checks."""
+VALIDATION_SPLITS = ("validation", "valid", "val")
+
+
+@dataclass
+class PreparedData:
+    """A run's splits: training, the one that chooses the best epoch, the one reported."""
+
+    train: ImageDataset
+    validation: ImageDataset | None  # chooses the best epoch (None: the last epoch is kept)
+    test: ImageDataset | None  # evaluated once, on the chosen weights, at the end
+    class_names: list[str]
+
+
+def prepare_data(config: TrainConfig, dist: distributed.DistInfo) -> PreparedData:
+    """The splits and the class names, with the pre-flight data checks.
+
+    The best epoch is chosen on a validation split: DATASET's own, or
+    ``validation_split_percentage`` % of the training split held out (seeded, stratified by
+    class) when it has none. A test split is only ever reported, never chosen on.
+    Segmentation: :func:`prepare_segmentation_data`.
+    """
     if config.task == "segmentation":
         return prepare_segmentation_data(config, dist)
     refuse_mask_folder(config.dataset)
@@ -83,7 +102,7 @@ def prepare_data(
             streaming=config.streaming,
             num_shards=STREAM_SHARDS if config.streaming else None,
         )
-    train_name, eval_name = _choose_splits(list(splits), config)
+    train_name, validation_name, test_name = _choose_splits(list(splits), config)
     train = _image_dataset(splits, train_name, config)
     _check_train_split(train, config)
     class_names = train.class_names or _class_names_from_values(train)
@@ -93,32 +112,93 @@ def prepare_data(
             "needs at least 2"
         )
     _check_label_column(train, class_names)
-    evaluation = None
-    if eval_name is not None:
-        evaluation = _image_dataset(splits, eval_name, config)
-        if evaluation.label_column is None:
-            raise DatasetError(f"{config.dataset} [{eval_name}] has no label column")
-        if _is_empty(evaluation):
-            raise DatasetError(f"{config.dataset}: the {eval_name!r} split is empty")
-        if dist.is_main:
-            _warn_unseen_classes(evaluation, class_names)
-        _check_label_column(evaluation, class_names, _label_map(evaluation, class_names),
-                            evaluation=True)
-    return train, evaluation, class_names
+    validation = None
+    if validation_name is not None:
+        validation = _evaluation_split(splits, validation_name, class_names, config, dist)
+    elif config.validation_split_percentage > 0 and not config.streaming:
+        train, validation = carve_validation(train, config.validation_split_percentage,
+                                             config.seed)  # fmt: skip
+    test = None
+    if test_name is not None:
+        test = _evaluation_split(splits, test_name, class_names, config, dist)
+    if validation is None and dist.is_main:
+        logger.warning("%s has no validation split (%s): the last epoch is kept",
+                       config.dataset, _why_no_validation(config))  # fmt: skip
+    return PreparedData(train, validation, test, class_names)
 
 
-def _choose_splits(names: list[str], config: TrainConfig) -> tuple[str, str | None]:
-    """The training split and the evaluation split (None: no evaluation, with a warning)."""
+def _why_no_validation(config: TrainConfig) -> str:
+    if config.streaming:
+        return "a stream cannot be held out from"
+    if config.validation_split_percentage == 0:
+        return "validation_split_percentage is 0"
+    return (f"{config.validation_split_percentage:g}% of its training split is not one image "
+            "of any class")  # fmt: skip
+
+
+def _evaluation_split(splits: Any, name: str, class_names: list[str], config: TrainConfig,
+                      dist: distributed.DistInfo) -> ImageDataset:  # fmt: skip
+    data = _image_dataset(splits, name, config)
+    if data.label_column is None:
+        raise DatasetError(f"{config.dataset} [{name}] has no label column")
+    if _is_empty(data):
+        raise DatasetError(f"{config.dataset}: the {name!r} split is empty")
+    if dist.is_main:
+        _warn_unseen_classes(data, class_names)
+    _check_label_column(data, class_names, _label_map(data, class_names), evaluation=True)
+    return data
+
+
+def _choose_splits(names: list[str], config: TrainConfig) -> tuple[str, str | None, str | None]:
+    """The training, validation and test splits' names (None: not in DATASET).
+
+    ``eval_split`` names the validation split (default: validation, valid or val);
+    ``test_split`` the reported one (default: test, unless it already validates).
+    """
     train_name = choose_split(names, config.train_split, TRAIN_SPLITS)
     if config.eval_split is not None:
-        return train_name, choose_split(names, config.eval_split, EVAL_SPLITS)
-    eval_name = next((s for s in EVAL_SPLITS if s in names and s != train_name), None)
-    if eval_name is None:
-        logger.warning(
-            "%s has no validation/test split: no evaluation, the last epoch is kept",
-            config.dataset,
-        )
-    return train_name, eval_name
+        validation = choose_split(names, config.eval_split, EVAL_SPLITS)
+    else:
+        validation = next((s for s in VALIDATION_SPLITS if s in names and s != train_name),
+                          None)  # fmt: skip
+    if config.test_split is not None:
+        test = choose_split(names, config.test_split, ("test",))
+    else:
+        test = "test" if "test" in names else None
+    if test in (train_name, validation):
+        test = None
+    return train_name, validation, test
+
+
+def carve_validation(train: ImageDataset, percentage: float, seed: int
+                     ) -> tuple[ImageDataset, ImageDataset | None]:  # fmt: skip
+    """``percentage`` % of each class of ``train`` held out as a validation split (None when
+    that rounds to no image: the split is too small).
+
+    Seeded by ``seed`` and stratified (each class keeps its share, and at least one training
+    image), so the same run always holds out the same images, a resumed one included.
+    """
+    labels = np.asarray(
+        [label_index(v, train.label_ids) for v in train.dataset[train.label_column]]
+    )
+    rng = np.random.default_rng([seed, 0x7A11])
+    held: list[np.ndarray] = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        rng.shuffle(members)
+        count = min(int(round(len(members) * percentage / 100)), len(members) - 1)
+        held.append(members[:count])
+    validation_rows = np.sort(np.concatenate(held)) if held else np.array([], dtype=np.int64)
+    if not len(validation_rows):
+        return train, None
+    keep = np.ones(len(labels), dtype=bool)
+    keep[validation_rows] = False
+    split_name = f"{train.split}[{percentage:g}% held out]"
+    return (
+        dataclasses.replace(train, dataset=train.dataset.select(np.flatnonzero(keep))),
+        dataclasses.replace(train, dataset=train.dataset.select(validation_rows),
+                            split=split_name),  # fmt: skip
+    )
 
 
 def _check_train_split(train: ImageDataset, config: TrainConfig) -> None:
@@ -131,6 +211,13 @@ def _check_train_split(train: ImageDataset, config: TrainConfig) -> None:
             param="task",
         )
     if train.label_column is None:
+        classes = image_folder_classes(config.dataset, train.split)
+        if classes is not None and len(classes) < 2:
+            found = f"one class ({classes[0]!r})" if classes else "no class sub-folders"
+            raise DatasetError(
+                f"{where} has {found}: a classifier needs at least 2 (one sub-folder of "
+                "images per class)"
+            )
         raise DatasetError(
             f"{where} has no label column (no ClassLabel feature, no 'label' column): "
             "pass label_column",
@@ -179,11 +266,10 @@ def _class_names_from_values(data: ImageDataset) -> list[str]:
 
 
 # ====================================================================== segmentation
-def prepare_segmentation_data(
-    config: TrainConfig, dist: distributed.DistInfo
-) -> tuple[SegmentationDataset, SegmentationDataset | None, list[str]]:
-    """The train and eval splits of images and masks, and the class names
-    (:func:`segmentation_class_names`)."""
+def prepare_segmentation_data(config: TrainConfig, dist: distributed.DistInfo) -> PreparedData:
+    """The train, validation and test splits of images and masks, and the class names
+    (:func:`segmentation_class_names`). No validation split is carved out of the training
+    one: without one, the last epoch is kept."""
     with distributed.main_process_first(timedelta(minutes=config.prepare_timeout)):
         splits = segmentation_splits(config.dataset, dataset_config=config.dataset_config)
     train = segmentation_split(
@@ -193,16 +279,22 @@ def prepare_segmentation_data(
     if len(train) == 0:
         raise DatasetError(f"{config.dataset}: the {train.split!r} split is empty")
     class_names = segmentation_class_names(config, train.class_names)
-    evaluation = None
-    _, eval_name = _choose_splits(list(splits), replace(config, train_split=train.split))
-    if eval_name is not None:
-        evaluation = segmentation_split(
-            config.dataset, splits, eval_name, image_column=train.image_column,
-            mask_column=train.mask_column,
-        )  # fmt: skip
-        if len(evaluation) == 0:
-            raise DatasetError(f"{config.dataset}: the {eval_name!r} split is empty")
-    return train, evaluation, class_names
+    named = replace(config, train_split=train.split)
+    _, validation_name, test_name = _choose_splits(list(splits), named)
+
+    def evaluation(name: str | None) -> SegmentationDataset | None:
+        if name is None:
+            return None
+        data = segmentation_split(config.dataset, splits, name, image_column=train.image_column,
+                                  mask_column=train.mask_column)  # fmt: skip
+        if len(data) == 0:
+            raise DatasetError(f"{config.dataset}: the {name!r} split is empty")
+        return data
+
+    validation = evaluation(validation_name)
+    if validation is None and dist.is_main:
+        logger.warning("%s has no validation split: the last epoch is kept", config.dataset)
+    return PreparedData(train, validation, evaluation(test_name), class_names)
 
 
 def segmentation_class_names(config: TrainConfig, dataset_names: list[str] | None) -> list[str]:

@@ -22,10 +22,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,9 +52,11 @@ from gfnet_cli.engine.train.model import build_model
 from gfnet_cli.engine.train.optim import Schedule, build_optimizer, build_scaler
 from gfnet_cli.engine.train.outputs import (
     METRICS_NAME,
+    EpochStats,
     MetricsWriter,
     TrainCallbacks,
     TrainResult,
+    completed_run,
     prepare_output_dir,
     push_output,
     training_card,
@@ -68,7 +72,9 @@ from gfnet_cli.engine.train.state import (
     save_checkpoint,
     seed_everything,
 )
-from gfnet_cli.hub.serialization import save_model
+from gfnet_cli.errors import is_disk_full, write_error
+from gfnet_cli.hub.serialization import load_model_folder, save_model, write_text_atomic
+from gfnet_cli.models.config import CARD_NAME
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.tasks.base import MetricResult
 from gfnet_cli.tasks.classification import LabelRangeError
@@ -87,6 +93,11 @@ def finetune(config: TrainConfig, callbacks: TrainCallbacks | None = None) -> Tr
         dist = distributed.setup(config.device)
         try:
             return _train(config, dist, callbacks or TrainCallbacks())
+        except OSError as exc:  # the best MODEL, metrics, results: a full disk says so
+            if not is_disk_full(exc):
+                raise
+            kept = "the checkpoints written before are intact"
+            raise write_error(exc, f"into {config.output_dir}", kept) from None
         finally:
             distributed.cleanup(dist)
 
@@ -97,6 +108,12 @@ def _train(config: TrainConfig, dist: distributed.DistInfo, callbacks: TrainCall
     check_config(config, dist.device)
     with locked_output_dir(Path(config.output_dir), dist):
         prepare_output_dir(Path(config.output_dir), config)
+        done = completed_run(Path(config.output_dir), config) if config.resume else None
+        if done is not None:
+            if dist.is_main:
+                logger.info("%s: the run is already complete (%d epochs, step %d); nothing "
+                            "to do", config.output_dir, done.epochs, done.global_step)  # fmt: skip
+            return done
         seed_everything(config.seed + dist.rank)
         run = _set_up(config, dist, callbacks, started)
         state = resume(run) if config.resume else RunState()
@@ -116,15 +133,18 @@ def _train(config: TrainConfig, dist: distributed.DistInfo, callbacks: TrainCall
 def _set_up(config: TrainConfig, dist: distributed.DistInfo, callbacks: TrainCallbacks,
             started: float) -> Run:  # fmt: skip
     """Data, model, optimizer and schedule, with every pre-flight check before any step."""
-    train_data, eval_data, class_names = prepare_data(config, dist)
+    data = prepare_data(config, dist)
+    train_data, eval_data, class_names = data.train, data.validation, data.class_names
     starting = build_model(config, class_names)
     model = starting.model
     if dist.is_main:
         logger.info("%s", starting.describe())
     source = train_source(train_data, model.config, config, dist)
-    evaluation = None
+    evaluation = test = None
     if eval_data is not None:
         evaluation = eval_loader(eval_data, model.config, class_names, config, dist)
+    if data.test is not None:
+        test = eval_loader(data.test, model.config, class_names, config, dist)
     model.to(dist.device)
     ddp = _parallel(model, dist, config.deterministic)
     return Run(
@@ -149,6 +169,8 @@ def _set_up(config: TrainConfig, dist: distributed.DistInfo, callbacks: TrainCal
         started=started,
         train_split=where(train_data),
         eval_split=where(eval_data) if eval_data is not None else None,
+        test_loader=test,
+        test_split=where(data.test) if data.test is not None else None,
     )
 
 
@@ -210,23 +232,17 @@ class LocalStep:
 
 @dataclass
 class EpochMeter:
-    """The epoch's running totals: mean train loss and images per second."""
+    """This session's images per second in the epoch (the loss sums are in the RunState,
+    which checkpoints them)."""
 
     started: float = field(default_factory=time.perf_counter)
-    loss_sum: float = 0.0
-    images: int = 0
     timed_images: int = 0  # images since ``started`` (a compiling first step is not timed)
 
     def add(self, step: StepStats) -> None:
-        self.loss_sum += step.loss * step.images
-        self.images += step.images
         self.timed_images += step.images
 
     def restart_clock(self) -> None:
         self.started, self.timed_images = time.perf_counter(), 0
-
-    def train_loss(self) -> float:
-        return self.loss_sum / max(self.images, 1)
 
     def images_per_second(self) -> float:
         return self.timed_images / max(time.perf_counter() - self.started, 1e-9)
@@ -275,7 +291,7 @@ def _train_epoch(run: Run, state: RunState) -> EpochSummary:
         if step.images:  # else no process had a readable image: nothing to learn from
             _optimizer_step(run, local.micro_batches)
             _update_ema(run)
-        state.advance(step.loss if step.images else None)
+        state.advance(step.loss if step.images else None, step.images)
         meter.add(step)
         _time_compilation(run, meter)
         _report_step(run, state, step, lr, meter)
@@ -283,7 +299,7 @@ def _train_epoch(run: Run, state: RunState) -> EpochSummary:
             _stop_with_checkpoint(run, state)
         if _checkpoint_due(run, state):
             save_checkpoint(run, state)
-    return EpochSummary(meter.train_loss(), meter.images_per_second())
+    return EpochSummary(state.epoch_train_loss(), meter.images_per_second())
 
 
 def _set_lr(run: Run, step: int) -> float:
@@ -458,11 +474,13 @@ def _report_step(run: Run, state: RunState, step: StepStats, lr: float,
 
 def _stop_with_checkpoint(run: Run, state: RunState) -> None:
     save_checkpoint(run, state)
-    raise TrainingInterruptedError(
-        f"interrupted at step {state.global_step}; checkpoint saved in {run.checkpoint_dir}: "
-        "continue the run with resume",
+    error = TrainingInterruptedError(
+        f"interrupted ({signal.Signals(run.stop.signal).name}) at step {state.global_step}; "
+        f"checkpoint saved in {run.checkpoint_dir}: continue the run with resume",
         param="resume",
     )
+    error.exit_code = 128 + run.stop.signal
+    raise error
 
 
 def _checkpoint_due(run: Run, state: RunState) -> bool:
@@ -493,34 +511,30 @@ def _end_epoch(run: Run, state: RunState, summary: EpochSummary) -> None:
             kept = run.ema.module if stats.weights == "ema" else run.model
             card = training_card(kept, run.config, stats, head=run.head,
                                  world_size=run.dist.world_size,
-                                 eval_split=_split_name(run.eval_split))  # fmt: skip
+                                 validation_split=run.eval_split)  # fmt: skip
             save_model(kept, run.output_dir, card=card)
         run.callbacks.on_epoch_end(stats)
     state.next_epoch()
     save_checkpoint(run, state)
 
 
-def _split_name(described: str | None) -> str | None:
-    """``validation`` of ``DATASET [validation]`` (how :func:`where` names a split)."""
-    if not described or not described.endswith("]"):
-        return None
-    return described.rsplit("[", 1)[-1][:-1]
-
-
 @torch.no_grad()
-def _evaluate(run: Run, model: GFNet) -> MetricResult:
-    """The task's metrics summed over every process's shard (rows without a target, such as
-    classes the training split lacks, are skipped; unreadable images have none to score).
+def _evaluate(run: Run, model: GFNet, *, test: bool = False) -> MetricResult:
+    """The task's metrics on the validation split (or, with ``test``, the test split) summed
+    over every process's shard (rows without a target, such as classes the training split
+    lacks, are skipped; unreadable images have none to score).
 
     The sums stay on the device and are read once, after the last batch; the reduction runs
     on that CPU copy (gloo), as the step's does.
     """
     model.eval()
     distributed.broadcast_buffers(model)  # the statistics of the weights rank 0 saves
+    loader, split = (run.test_loader, run.test_split) if test else (run.eval_loader,
+                                                                     run.eval_split)  # fmt: skip
     metric = run.task.metric(model.num_classes)
     try:
-        score(model, run.eval_loader, run.task, metric, num_classes=model.num_classes,
-              device=run.device, precision=run.config.precision, where=run.eval_split)  # fmt: skip
+        score(model, loader, run.task, metric, num_classes=model.num_classes,
+              device=run.device, precision=run.config.precision, where=split)  # fmt: skip
     except LabelRangeError as exc:
         raise DatasetError(
             f"{exc}; evaluate on a split with the training split's classes (eval_split)",
@@ -534,6 +548,7 @@ def _evaluate(run: Run, model: GFNet) -> MetricResult:
 # ====================================================================== the end
 def _finish(run: Run, state: RunState) -> TrainResult:
     """The result; rank 0 writes train_results.json and pushes."""
+    test = _test(run, state)
     result = TrainResult(
         output_dir=run.output_dir,
         epochs=state.epoch,
@@ -560,13 +575,43 @@ def _finish(run: Run, state: RunState) -> TrainResult:
         unreadable_train_images=int(
             distributed.all_reduce_sum(torch.tensor([run.unreadable], dtype=torch.int64)).item()
         ),
+        validation_split=run.eval_split,
+        test=test,
     )
     if run.dist.is_main:
+        if test is not None:
+            _rewrite_card(run, state, test)
         write_results(run.output_dir, result, run.config)
         if run.config.push_to:
             push_output(run.output_dir, run.config.push_to)
         run.callbacks.on_train_end(result)
     return result
+
+
+def _test(run: Run, state: RunState) -> dict[str, Any] | None:
+    """The test split's scores for the weights the run kept (the MODEL folder), read once at
+    the end: the test split never chooses anything."""
+    if run.test_loader is None:
+        return None
+    kept = load_model_folder(run.output_dir, device=run.device)
+    scores = _evaluate(run, kept, test=True)
+    if run.dist.is_main:
+        figures = ", ".join(f"{name} {value:.4g}" for name, value in scores.values.items())
+        logger.info("%s: %s (epoch %s, chosen on %s)", run.test_split, figures,
+                    state.best_epoch, run.eval_split or "nothing: the last epoch")  # fmt: skip
+    return {"split": run.test_split, **scores.values, "count": scores.count}
+
+
+def _rewrite_card(run: Run, state: RunState, test: dict[str, Any]) -> None:
+    """The kept MODEL's card again, now with the test split's scores beside validation's."""
+    row = next((h for h in state.history if h["epoch"] == state.best_epoch), None)
+    if row is None:
+        return
+    model = load_model_folder(run.output_dir)
+    card = training_card(model, run.config, EpochStats(**row), head=run.head,
+                         world_size=run.dist.world_size, validation_split=run.eval_split,
+                         test=test)  # fmt: skip
+    write_text_atomic(run.output_dir / CARD_NAME, card)
 
 
 def _num_eval_samples(run: Run, state: RunState) -> int:

@@ -12,7 +12,7 @@ import json
 import logging
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +84,27 @@ class TrainResult:
     unreadable_train_images: int = 0
     #: every figure of the best epoch's evaluation (the task's metrics)
     best_metrics: dict[str, float] = field(default_factory=dict)
+    #: the split whose top-1 chose the best epoch ("DATASET [validation]", or a share of the
+    #: training split held out); None: no validation, the last epoch was kept
+    validation_split: str | None = None
+    #: the test split's scores for the kept weights ({"split", "top1", "top5", "loss",
+    #: "count"}), measured once at the end; None without a test split
+    test: dict[str, Any] | None = None
+    #: ``resume`` found the run already complete: nothing was trained or written
+    already_complete: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["output_dir"] = str(self.output_dir)
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainResult:
+        """A result read back from ``train_results.json`` (unknown keys ignored)."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["output_dir"] = Path(values["output_dir"])
+        return cls(**values)
 
 
 class TrainCallbacks:
@@ -103,9 +119,9 @@ class TrainCallbacks:
     def on_epoch_end(self, stats: EpochStats) -> None:
         """After each epoch's evaluation."""
         top = (
-            f"eval top-1 {stats.top1:.2%} top-5 {stats.top5:.2%}"
+            f"validation top-1 {stats.top1:.2%} top-5 {stats.top5:.2%}"
             if stats.top1 is not None
-            else "no eval split"
+            else "no validation split"
         )
         if "mean_iou" in stats.metrics:
             top = f"eval mIoU {stats.metrics['mean_iou']:.2%}"
@@ -194,6 +210,34 @@ def truncate_metrics(path: Path, step: int) -> None:
     write_text_atomic(path, "".join(k + "\n" for k in kept))
 
 
+def completed_run(output_dir: Path, config: TrainConfig) -> TrainResult | None:
+    """The result of the run in ``output_dir`` when it already finished what ``config`` asks
+    (``resume`` of a complete run: nothing to train, nothing to rewrite), else None.
+
+    Finished means ``train_results.json`` was written after the newest checkpoint's step and
+    that step reached the run's end: ``epochs`` epochs, or ``max_steps``.
+    """
+    results = output_dir / RESULTS_NAME
+    checkpoints = ckpt.list_checkpoints(output_dir / ckpt.CHECKPOINT_DIR)
+    if not results.is_file() or not checkpoints:
+        return None
+    try:
+        saved = json.loads(results.read_text(encoding="utf-8"))
+        newest_step = int(checkpoints[-1].stem.rpartition("-")[2])
+        done = TrainResult.from_dict({**saved, "output_dir": str(output_dir)})
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # unreadable results: let the resume decide from the checkpoint
+    if done.global_step != newest_step:
+        return None
+    reached = done.epochs >= config.epochs or (
+        config.max_steps is not None and done.global_step >= config.max_steps
+    )
+    if not reached:
+        return None
+    done.already_complete = True
+    return done
+
+
 def write_results(output_dir: Path, result: TrainResult, config: TrainConfig) -> None:
     """``train_results.json``: the result and the recipe that produced it."""
     document = result.to_dict() | {"hyperparameters": config.hyperparameters(result.world_size)}
@@ -201,16 +245,20 @@ def write_results(output_dir: Path, result: TrainResult, config: TrainConfig) ->
 
 
 def training_card(model: GFNet, config: TrainConfig, stats: EpochStats, *, head: str,
-                  world_size: int = 1, eval_split: str | None = None) -> str:  # fmt: skip
-    """The model card, with how the model was trained and the epoch's evaluation."""
-    eval_results = (
-        {"top1": stats.top1, "top5": stats.top5, "loss": stats.eval_loss, "epoch": stats.epoch}
-        if stats.top1 is not None
-        else None
-    )
-    if "mean_iou" in stats.metrics:
-        eval_results = dict(stats.metrics) | {"epoch": stats.epoch, "dataset": config.dataset,
-                                              "split": eval_split}  # fmt: skip
+                  world_size: int = 1, validation_split: str | None = None,
+                  test: dict[str, Any] | None = None) -> str:  # fmt: skip
+    """The model card: how the model was trained, the validation scores of the kept epoch
+    (the split that chose it, named) and, once measured, the test split's."""
+    rows = []
+    if stats.top1 is not None:
+        rows.append({"top1": stats.top1, "top5": stats.top5, "loss": stats.eval_loss,
+                     "split": validation_split, "chose_epoch": True})  # fmt: skip
+    if test is not None and "top1" in test:
+        rows.append({key: test.get(key) for key in ("top1", "top5", "loss", "split")})
+    if "mean_iou" in stats.metrics:  # segmentation: its own figures, the same rows
+        rows = [dict(stats.metrics) | {"split": validation_split, "chose_epoch": True}]
+        if test is not None and "mean_iou" in test:
+            rows.append(dict(test))
     return model_card(
         model.config,
         num_params=model.num_params,
@@ -218,10 +266,11 @@ def training_card(model: GFNet, config: TrainConfig, stats: EpochStats, *, head:
         dataset=config.dataset,
         hyperparameters={
             **config.hyperparameters(world_size),
+            "epoch kept": stats.epoch,
             "head": _head_words(head, model.config.is_segmentation),
             "weights": "EMA of the weights" if stats.weights == "ema" else "raw weights",
         },
-        eval_results=eval_results,
+        eval_results=rows or None,
     )
 
 

@@ -38,7 +38,7 @@ from gfnet_cli.engine.train.data import TrainSource
 from gfnet_cli.engine.train.ema import ModelEma
 from gfnet_cli.engine.train.optim import Schedule
 from gfnet_cli.engine.train.outputs import EpochStats, MetricsWriter, TrainCallbacks
-from gfnet_cli.errors import GFNetError
+from gfnet_cli.errors import GFNetError, write_error
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.tasks import Task, get_task
 from gfnet_cli.tasks.base import MetricResult
@@ -51,38 +51,45 @@ class TrainingDivergedError(GFNetError):
 
 
 class TrainingInterruptedError(GFNetError):
-    """Ctrl-C: a checkpoint was saved, the run can be resumed."""
+    """Ctrl-C or SIGTERM: a checkpoint was saved, the run can be resumed (exit 128 + the
+    signal's number: 130 for Ctrl-C, 143 for SIGTERM)."""
 
     exit_code = 130
 
 
 class StopFlag:
-    """Ctrl-C asks the loop to stop at the next step boundary (a second one stops at once).
+    """Ctrl-C (SIGINT) or SIGTERM, what schedulers send before killing a job, asks the loop to
+    stop at the next step boundary with a checkpoint (a second signal stops at once).
 
     The flag is shared over processes by the step's all-reduce, so every process stops at
     the same step and the checkpoint describes one step for all of them.
     """
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
     def __init__(self) -> None:
         self.requested = False
+        self.signal: int = signal.SIGINT  # the first signal received
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
-        logger.warning("stopping after this step (Ctrl-C again to abort without a checkpoint)")
+        self.requested, self.signal = True, signum
+        logger.warning("%s: stopping after this step with a checkpoint (again to abort "
+                       "without one)", signal.Signals(signum).name)  # fmt: skip
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         try:
-            previous = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+            previous = {signum: signal.signal(signum, self._handler) for signum in self.SIGNALS}
+        except ValueError:  # not the main thread: no handler, signals behave as usual
             yield
             return
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 @dataclass
@@ -112,6 +119,8 @@ class Run:
     stop: StopFlag = field(default_factory=StopFlag)
     compile_time_s: float | None = None  # this session's first step, compilation included
     unreadable: int = 0  # training images this process could not read (and skipped)
+    test_loader: DataLoader | None = None  # reported at the end, never chosen on
+    test_split: str | None = None
 
     @property
     def device(self) -> torch.device:
@@ -150,13 +159,24 @@ class RunState:
     resumed_from_step: int = 0
     last_loss: float | None = None
     eval_count: int = 0  # labelled images the last evaluation scored, over all processes
+    # the epoch's running sums, checkpointed: after a mid-epoch resume the epoch's train_loss
+    # averages every step of the epoch, as an uninterrupted run's does
+    epoch_loss_sum: float = 0.0
+    epoch_images: int = 0
 
-    def advance(self, loss: float | None) -> None:
-        """One optimizer step is done (``loss`` None: it had no image, the last loss stays)."""
+    def advance(self, loss: float | None, images: int = 0) -> None:
+        """One optimizer step over ``images`` is done (``loss`` None: it had no image, the
+        last loss stays)."""
         self.global_step += 1
         self.step_in_epoch += 1
         if loss is not None:
             self.last_loss = loss
+            self.epoch_loss_sum += loss * images
+            self.epoch_images += images
+
+    def epoch_train_loss(self) -> float:
+        """The mean training loss of the epoch so far, per image."""
+        return self.epoch_loss_sum / max(self.epoch_images, 1)
 
     def record_epoch(
         self,
@@ -187,6 +207,7 @@ class RunState:
     def next_epoch(self) -> None:
         self.epoch += 1
         self.step_in_epoch = 0
+        self.epoch_loss_sum, self.epoch_images = 0.0, 0
 
     def to_checkpoint(self) -> dict[str, Any]:
         return {
@@ -198,6 +219,8 @@ class RunState:
             "best_epoch": self.best_epoch,
             "best_weights": self.best_weights,
             "history": json.dumps(self.history),
+            "epoch_loss_sum": self.epoch_loss_sum,
+            "epoch_images": self.epoch_images,
         }
 
     @classmethod
@@ -214,6 +237,9 @@ class RunState:
             runtime_before_s=float(saved["train_runtime_s"]),
             history=json.loads(saved["history"]),
             resumed_from_step=step,
+            # absent from checkpoints written before they were kept
+            epoch_loss_sum=float(saved.get("epoch_loss_sum", 0.0)),
+            epoch_images=int(saved.get("epoch_images", 0)),
         )
 
 
@@ -249,10 +275,8 @@ def save_checkpoint(run: Run, state: RunState) -> None:
         try:
             ckpt.save_checkpoint(ckpt.to_host(contents), run.checkpoint_dir, state.global_step)
         except OSError as exc:
-            raise GFNetError(
-                f"could not write a checkpoint to {run.checkpoint_dir} ({exc.strerror or exc}); "
-                "the previous checkpoint is intact"
-            ) from None
+            kept = "the previous checkpoint is intact"
+            raise write_error(exc, f"a checkpoint to {run.checkpoint_dir}", kept) from None
     distributed.barrier()
 
 
