@@ -25,7 +25,6 @@ from gfnet_cli.cli.options import (
     ModelOption,
     NumWorkersOption,
     PrecisionOption,
-    ReduceLabelsOption,
     StreamingOption,
 )
 from gfnet_cli.errors import UsageError
@@ -37,6 +36,14 @@ def _parse_scale(text: str) -> tuple[float, float]:
     except ValueError:
         raise UsageError(f"--crop-scale takes MIN,MAX (e.g. 0.6,1), got {text!r}") from None
     return low, high
+
+
+def _parse_pair(text: str) -> tuple[int, int]:
+    try:
+        long_side, short_side = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--resize-scale takes LONG,SHORT (e.g. 2048,512), got {text!r}") from None
+    return long_side, short_side
 
 
 def _int_list(text: str | None, flag: str) -> int | list[int] | None:
@@ -178,7 +185,15 @@ def finetune_command(
         "classification", "--task", help="classification, or segmentation (masks, mIoU)."
     ),
     mask_column: MaskColumnOption = None,
-    reduce_labels: ReduceLabelsOption = None,
+    reduce_labels: bool = typer.Option(
+        False, "--reduce-labels/--no-reduce-labels",
+        help="Segmentation: mask 0 ignored, 1..N become 0..N-1 (ADE20K; on in --recipe ade20k).",
+    ),  # fmt: skip
+    resize_scale: str = typer.Option(
+        None, "--resize-scale",
+        help="Segmentation: random resize's base LONG,SHORT (x 0.5-2.0; default: the crop).",
+    ),  # fmt: skip
+    poly_power: float = typer.Option(0.9, "--poly-power", help="--lr-schedule poly's power."),
     labels: str = typer.Option(
         None, "--labels",
         help="Segmentation class names: a file (JSON id->name, or one per line) or 'ade20k'.",
@@ -240,8 +255,8 @@ def _explicit_values(ctx: typer.Context) -> dict[str, Any]:
         values["compile"] = given["compile_model"]
     if "lr_base_batch" in given:
         values["lr_base_batch"] = given["lr_base_batch"] or None  # 0: no scaling
-    if given.get("reduce_labels") is None:
-        values.pop("reduce_labels", None)
+    if "resize_scale" in given:
+        values["resize_scale"] = _parse_pair(given["resize_scale"])
     if "crop_scale" in given:
         values["crop_scale"] = _parse_scale(given["crop_scale"])
     for name in ("embed_dim", "depth"):
