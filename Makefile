@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo demo-seg bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,9 @@ test: lint
 
 demo: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh
+
+demo-seg: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo_segmentation.sh
 
 bench: setup
 	$(PY) benchmarks/bench_inference.py

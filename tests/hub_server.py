@@ -1,5 +1,6 @@
 """A loopback stand-in for the Hub, for tests that run the real huggingface_hub code against
-``HF_ENDPOINT=http://127.0.0.1:PORT``.
+``HF_ENDPOINT=http://127.0.0.1:PORT``. Dataset repositories (``/datasets/...``,
+``/api/datasets/...``, what ``datasets.load_dataset`` reads) are served like model ones.
 
 Downloads (what ``hf_hub_download`` and ``snapshot_download`` call): ``HEAD``/``GET
 /{org}/{name}/resolve/{rev}/{file}`` answered with ``X-Repo-Commit``, ``ETag`` and
@@ -26,7 +27,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 REPO = r"(?P<repo>[^/]+/[^/]+)"
 LFS_SUFFIXES = (".safetensors", ".png")
@@ -136,10 +137,16 @@ class FakeHub:
     def _answer(self, handler: BaseHTTPRequestHandler, body: bool) -> None:
         path = urlsplit(handler.path).path
         self.requests.append((handler.command, path))
+        # A dataset repository is served like a model one, under /datasets/ and /api/datasets/
+        # (what the datasets library reads); the two kinds share one namespace here.
+        if path.startswith("/datasets/"):
+            path = path[len("/datasets") :]
         parts = path.strip("/").split("/")
-        api = re.fullmatch(rf"/api/models/{REPO}(?P<rest>/.*)?", path)
+        api = re.fullmatch(rf"/api/(?:models|datasets)/{REPO}(?P<rest>/.*)?", path)
         if api:
-            return self._api_get(handler, api["repo"], unquote(api["rest"] or ""))
+            recursive = parse_qs(urlsplit(handler.path).query).get("recursive", ["true"])[0]
+            return self._api_get(handler, api["repo"], unquote(api["rest"] or ""),
+                                 recursive=recursive.lower() == "true")  # fmt: skip
         if len(parts) >= 5 and parts[2] == "resolve":
             repo_id = f"{parts[0]}/{parts[1]}"
             revision = unquote(parts[3])
@@ -204,18 +211,20 @@ class FakeHub:
         short = self.short.get(f"{repo_id}/{filename}")
         self._send(handler, 200, content, headers, body, short)
 
-    def _api_get(self, handler: BaseHTTPRequestHandler, repo_id: str, rest: str) -> None:
-        """Repository info (``/revision/{rev}``) and the file listing (``/tree/{rev}``)."""
+    def _api_get(self, handler: BaseHTTPRequestHandler, repo_id: str, rest: str,
+                 recursive: bool = True) -> None:  # fmt: skip
+        """Repository info (``/revision/{rev}``) and the file listing (``/tree/{rev}[/dir]``;
+        one level with ``recursive=false``, as the Hub lists)."""
         try:
             repo = self._readable(handler, repo_id)
             kind, _, revision = rest.strip("/").partition("/")
-            commit = self._commit_of(repo, revision.split("/")[0] if revision else "main")
+            revision, _, folder = revision.partition("/")
+            commit = self._commit_of(repo, revision or "main")
         except HubReplyError as reply:
             return self._error(handler, reply, body=True)
         files = repo.commits[commit]
         if kind == "tree":
-            listing = [self._tree_entry(path, content) for path, content in sorted(files.items())]
-            return self._json(handler, 200, listing)
+            return self._json(handler, 200, self._listing(files, folder.strip("/"), recursive))
         info = {
             "id": repo_id,
             "sha": commit,
@@ -223,6 +232,22 @@ class FakeHub:
             "siblings": [{"rfilename": path} for path in sorted(files)],
         }
         self._json(handler, 200, info)
+
+    def _listing(self, files: dict[str, bytes], folder: str, recursive: bool) -> list[dict]:
+        prefix = f"{folder}/" if folder else ""
+        entries: dict[str, dict] = {}
+        for path, content in sorted(files.items()):
+            if not path.startswith(prefix):
+                continue
+            inner = path[len(prefix):].split("/")
+            for depth in range(1, len(inner)):  # the folders on the way
+                if recursive or depth == 1:
+                    name = prefix + "/".join(inner[:depth])
+                    entries.setdefault(name, {"type": "directory", "path": name,
+                                              "oid": git_blob_id(name.encode()), "size": 0})
+            if recursive or len(inner) == 1:
+                entries[path] = self._tree_entry(path, content)
+        return list(entries.values())
 
     @staticmethod
     def _tree_entry(path: str, content: bytes) -> dict:

@@ -110,7 +110,7 @@ def test_library_takes_a_recipe_name_plus_overrides():
     assert config.scaled_lr(world_size=2) == pytest.approx(5e-4 * 512 / 512)
     described = describe_run(config, world_size=2)
     assert described["drop_path"] == 0.15 and described["global_batch_size"] == 512
-    assert set(RECIPES) == {"imagenet", "finetune-384", "transfer"}
+    assert set(RECIPES) == {"imagenet", "finetune-384", "transfer", "ade20k"}
     plain = TrainConfig.from_recipe(None, model="m", dataset="d", output_dir="o")
     assert plain == TrainConfig(model="m", dataset="d", output_dir="o")
 

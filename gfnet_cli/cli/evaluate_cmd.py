@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -17,12 +18,17 @@ from gfnet_cli.cli.options import (
     ImgSizeOption,
     JsonOption,
     LabelColumnOption,
+    MaskColumnOption,
     ModelOption,
     NumWorkersOption,
     PrecisionOption,
+    ReduceLabelsOption,
     StreamingOption,
 )
 from gfnet_cli.cli.progress import progress_bar
+
+if TYPE_CHECKING:
+    from gfnet_cli.commands.evaluate_segmentation import SegmentationEvaluationResult
 
 
 def evaluate_command(
@@ -46,6 +52,14 @@ def evaluate_command(
         "--label-order",
         help="auto: match class names to the model's; index: take label ids as class indices.",
     ),
+    mask_column: MaskColumnOption = None,
+    reduce_labels: ReduceLabelsOption = None,
+    slide: bool = typer.Option(
+        False, "--slide", help="Segmentation: sliding-window inference (512 crops, stride 341)."
+    ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Segmentation: exit 2 on a mask whose size differs from its image."
+    ),
     as_json: JsonOption = False,
     output: Path = typer.Option(
         None, "--output", "-o", help="Also write the full result (per-class accuracy) as JSON."
@@ -54,6 +68,7 @@ def evaluate_command(
 ) -> None:
     """Evaluate MODEL on DATASET: top-1, top-5, mean cross-entropy and images/s.
 
+    A segmentation MODEL reports mIoU, mean and overall pixel accuracy and per-class IoU.
     Class names are matched to the model's; unreadable images are skipped and counted.
     Without --num-workers, one DataLoader worker per spare core decodes images.
     """
@@ -76,6 +91,10 @@ def evaluate_command(
             streaming=streaming,
             label_order=label_order,
             progress=progress,
+            mask_column=mask_column,
+            reduce_labels=reduce_labels,
+            slide=slide,
+            strict=strict,
             output=output,
             overwrite=overwrite,
         )
@@ -84,6 +103,9 @@ def evaluate_command(
             stderr.print(f"wrote {output}")
     if as_json:
         emit_json(result.summary())
+        return
+    if hasattr(result, "mean_iou"):  # a segmentation MODEL's result
+        _segmentation_table(result)
         return
     table = Table(title=f"{result.model} on {result.dataset} ({result.split})", show_header=False)
     table.add_column("metric")
@@ -96,6 +118,21 @@ def evaluate_command(
         table.add_row("skipped", f"{result.num_skipped:,}")
     table.add_row("images/s", f"{result.images_per_second:.1f}")
     table.add_row("image size", "x".join(map(str, result.img_size)))
+    stdout.print(table)
+
+
+def _segmentation_table(result: SegmentationEvaluationResult) -> None:
+    table = Table(title=f"{result.model} on {result.dataset} ({result.split})", show_header=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("mIoU", f"{100 * result.mean_iou:.2f} %")
+    table.add_row("mean accuracy", f"{100 * result.mean_accuracy:.2f} %")
+    table.add_row("overall accuracy", f"{100 * result.overall_accuracy:.2f} %")
+    table.add_row("images", f"{result.num_samples:,}")
+    if result.num_skipped:
+        table.add_row("skipped", f"{result.num_skipped:,}")
+    table.add_row("images/s", f"{result.images_per_second:.2f}")
+    table.add_row("inference", f"{result.mode}, shorter side {result.img_size}")
     stdout.print(table)
 
 

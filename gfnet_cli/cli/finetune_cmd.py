@@ -21,6 +21,7 @@ from gfnet_cli.cli.options import (
     ImgSizeOption,
     JsonOption,
     LabelColumnOption,
+    MaskColumnOption,
     ModelOption,
     NumWorkersOption,
     PrecisionOption,
@@ -37,6 +38,14 @@ def _parse_scale(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _parse_pair(text: str) -> tuple[int, int]:
+    try:
+        long_side, short_side = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--resize-scale takes LONG,SHORT (e.g. 2048,512), got {text!r}") from None
+    return long_side, short_side
+
+
 def _int_list(text: str | None, flag: str) -> int | list[int] | None:
     """``--embed-dim``/``--depth``: one integer, or 4 comma-separated ones (one per stage)."""
     if text is None:
@@ -50,7 +59,7 @@ def _int_list(text: str | None, flag: str) -> int | list[int] | None:
     return numbers[0] if len(numbers) == 1 else numbers
 
 
-RECIPE_NAMES = ("imagenet", "finetune-384", "transfer")  # gfnet_cli.engine.train.RECIPES
+RECIPE_NAMES = ("imagenet", "finetune-384", "transfer", "ade20k")  # gfnet_cli.engine.train.RECIPES
 
 # CLI parameters that are not TrainConfig fields, or are under another name.
 _NOT_CONFIG = {"ctx", "recipe", "as_json", "print_config", "no_augment", "compile_model",
@@ -172,6 +181,29 @@ def finetune_command(
     dataset_config: DatasetConfigOption = None,
     image_column: ImageColumnOption = None,
     label_column: LabelColumnOption = None,
+    task: str = typer.Option(
+        "classification", "--task", help="classification, or segmentation (masks, mIoU)."
+    ),
+    mask_column: MaskColumnOption = None,
+    reduce_labels: bool = typer.Option(
+        False, "--reduce-labels/--no-reduce-labels",
+        help="Segmentation: mask 0 ignored, 1..N become 0..N-1 (ADE20K; on in --recipe ade20k).",
+    ),  # fmt: skip
+    resize_scale: str = typer.Option(
+        None, "--resize-scale",
+        help="Segmentation: random resize's base LONG,SHORT (x 0.5-2.0; default: the crop).",
+    ),  # fmt: skip
+    poly_power: float = typer.Option(0.9, "--poly-power", help="--lr-schedule poly's power."),
+    labels: str = typer.Option(
+        None, "--labels",
+        help="Segmentation class names: a file (JSON id->name, or one per line) or 'ade20k'.",
+    ),  # fmt: skip
+    num_classes: int = typer.Option(
+        None, "--num-classes", help="Segmentation without class names: class_0..class_{N-1}."
+    ),
+    lr_schedule: str = typer.Option(
+        "cosine", "--lr-schedule", help="After warmup: cosine, or poly (power 0.9; ade20k)."
+    ),
     log_every: int = typer.Option(10, "--log-every", help="Steps between metrics lines."),
     streaming: StreamingOption = False,
     shuffle_buffer: int = typer.Option(
@@ -185,9 +217,9 @@ def finetune_command(
 ) -> None:
     """Fine-tune MODEL on DATASET (or train its architecture from scratch).
 
-    Leaves a MODEL folder (the epoch with the best validation top-1; the test split is
-    reported apart) and train_results.json in --output-dir, checkpoints in
-    --output-dir/checkpoints. --recipe sets the authors' hyper-parameters
+    Leaves a MODEL folder (the epoch with the best validation top-1, or mIoU for --task
+    segmentation; the test split is reported apart) and train_results.json in --output-dir,
+    checkpoints in --output-dir/checkpoints. --recipe sets the authors' hyper-parameters
     (flags given explicitly still win); --print-config shows what would run. Run under
     `torchrun` for several processes. --streaming needs the dataset's size or --max-steps.
     """
@@ -223,6 +255,8 @@ def _explicit_values(ctx: typer.Context) -> dict[str, Any]:
         values["compile"] = given["compile_model"]
     if "lr_base_batch" in given:
         values["lr_base_batch"] = given["lr_base_batch"] or None  # 0: no scaling
+    if "resize_scale" in given:
+        values["resize_scale"] = _parse_pair(given["resize_scale"])
     if "crop_scale" in given:
         values["crop_scale"] = _parse_scale(given["crop_scale"])
     for name in ("embed_dim", "depth"):
@@ -255,13 +289,21 @@ def _print_summary(result: Any) -> None:
     weights = " (EMA weights)" if result.best_weights == "ema" else ""
     if result.validation_split is not None:
         chosen = f"epoch {result.best_epoch}, chosen on {escape(result.validation_split)}"
-        stdout.print(f"  best validation top-1: {best}  top-5: {top5}  ({chosen}){weights}")
+        if "mean_iou" in (result.best_metrics or {}):
+            miou = result.best_metrics["mean_iou"]
+            stdout.print(f"  best validation mIoU: {miou:.2%}  ({chosen}){weights}")
+        else:
+            stdout.print(f"  best validation top-1: {best}  top-5: {top5}  ({chosen}){weights}")
     else:
         stdout.print(f"  no validation split: the last epoch (epoch {result.best_epoch}) kept")
-    if result.test is not None:
+    if result.test is not None and "top1" in result.test:
         test, split = result.test, escape(str(result.test["split"]))
         stdout.print(f"  test top-1: {test['top1']:.2%}  top-5: {test['top5']:.2%}  "
                      f"({split}, measured once on the kept weights)")  # fmt: skip
+    elif result.test is not None and "mean_iou" in result.test:
+        split = escape(str(result.test["split"]))
+        stdout.print(f"  test mIoU: {result.test['mean_iou']:.2%}  ({split}, measured once "
+                     "on the kept weights)")
     head = "MODEL's, kept" if result.head == "kept" else "new"
     stdout.print(f"  classifier: {head}")
     if result.compile_time_s is not None:

@@ -60,14 +60,17 @@ class RichCallbacks(TrainCallbacks):
         self.last_refresh = now
 
     def on_epoch_end(self, stats: EpochStats) -> None:
-        if stats.top1 is not None:
+        if "mean_iou" in stats.metrics:
+            evaluation = (f"val mIoU {stats.metrics['mean_iou']:6.2%}  pixel accuracy "
+                          f"{stats.metrics['overall_accuracy']:6.2%}")  # fmt: skip
+        elif stats.top1 is not None:
             evaluation = f"val top-1 {stats.top1:6.2%}  top-5 {stats.top5:6.2%}"
             if stats.ema_top1 is not None:  # both were evaluated: say which weights these are
                 evaluation += f" ({'EMA' if stats.weights == 'ema' else 'raw'}; "
                 evaluation += f"raw {stats.raw_top1:.2%}, EMA {stats.ema_top1:.2%})"
         else:
             evaluation = "no validation split"
-        mark = "  *best" if stats.is_best and stats.top1 is not None else ""
+        mark = "  *best" if stats.is_best and stats.metrics else ""
         line = (
             f"epoch {stats.epoch:>3}  step {stats.global_step:>6}  "
             f"train loss {stats.train_loss:.4f}  {evaluation}  {stats.images_per_second:.0f} img/s"

@@ -44,6 +44,17 @@ DatasetConfigOption = Annotated[
 ImageColumnOption = Annotated[
     str | None, typer.Option("--image-column", help="The image column (default: from features).")
 ]
+MaskColumnOption = Annotated[
+    str | None,
+    typer.Option("--mask-column", help="Segmentation: the mask column (default: by name)."),
+]
+ReduceLabelsOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--reduce-labels/--no-reduce-labels",
+        help="Segmentation: mask 0 ignored, 1..N become 0..N-1 (ADE20K); default: the model's.",
+    ),
+]
 LabelColumnOption = Annotated[
     str | None, typer.Option("--label-column", help="The label column (default: from features).")
 ]

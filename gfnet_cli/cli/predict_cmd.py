@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -47,9 +48,18 @@ def predict_command(
     batch_size: BatchSizeOption = 32,
     device: DeviceOption = "auto",
     precision: PrecisionOption = "fp32",
+    output_dir: Path = typer.Option(
+        None, "--output-dir", "-o",
+        help="Segmentation: write a mask PNG <stem>.png per image here.",
+    ),  # fmt: skip
+    overlay: bool = typer.Option(
+        False, "--overlay", help="Segmentation: also write <stem>_overlay.png (image + mask)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     as_json: JsonOption = False,
 ) -> None:
-    """Classify images. Every readable input is predicted; unreadable ones are reported.
+    """Classify images (or segment them, with a segmentation MODEL). Every readable input is
+    predicted; unreadable ones are reported.
 
     Exits with status 2 after processing everything if any input could not be read.
     """
@@ -61,6 +71,9 @@ def predict_command(
         batch_size=batch_size,
         device=device,
         precision=precision,
+        output_dir=output_dir,
+        overlay=overlay,
+        overwrite=overwrite,
     )
     for result in results:
         if not result.ok:
@@ -70,6 +83,9 @@ def predict_command(
     else:
         for result in results:
             if not result.ok:
+                continue
+            if result.mask is not None:
+                _segmentation_table(result)
                 continue
             table = Table(title=escape(result.image), title_justify="left")
             table.add_column("rank", justify="right")
@@ -83,6 +99,19 @@ def predict_command(
     failed = count_failures(results)
     if failed:
         raise UsageError(f"{failed} of {len(results)} inputs could not be read")
+
+
+def _segmentation_table(result: ImagePrediction) -> None:
+    height, width = result.mask.shape
+    title = f"{escape(result.image)} ({width}x{height})"
+    if result.outputs:
+        title += f" -> {escape(result.outputs[0])}"
+    table = Table(title=title, title_justify="left")
+    table.add_column("class")
+    table.add_column("pixels", justify="right")
+    for item in result.predictions:
+        table.add_row(escape(item["label"]), f"{100 * item['share']:.1f} %")
+    stdout.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,6 +17,10 @@ from typing import Any
 
 import torch
 
+from gfnet_cli.commands.evaluate_segmentation import (
+    SegmentationEvaluationResult,
+    evaluate_segmentation,
+)
 from gfnet_cli.data.datasets import (
     DatasetError,
     ImageDataset,
@@ -24,6 +28,11 @@ from gfnet_cli.data.datasets import (
     TorchIterableImageDataset,
     collate_skipping_failures,
     load_image_dataset,
+)
+from gfnet_cli.data.segmentation import (
+    describe_columns,
+    is_segmentation_features,
+    load_segmentation_dataset,
 )
 from gfnet_cli.data.transforms import EvalTransform, eval_transform
 from gfnet_cli.device import (
@@ -36,13 +45,17 @@ from gfnet_cli.engine.inference import (
     check_img_size,
     default_workers,
     model_name,
+    model_task,
     prepare_model,
+    prepare_segmentation_model,
+    refuse_onnx_segmentation,
 )
 from gfnet_cli.engine.scoring import Skips, score
 from gfnet_cli.errors import GFNetError, UsageError
 from gfnet_cli.hub.locks import writing
 from gfnet_cli.hub.serialization import check_output_file, write_text_atomic
 from gfnet_cli.labels import imagenet_class_names, imagenet_synsets, normalize_class_name
+from gfnet_cli.models.config import to_pair
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.tasks import get_task
 
@@ -123,7 +136,11 @@ def evaluate(
     progress: ProgressCallback | None = None,
     output: str | Path | None = None,
     overwrite: bool = False,
-) -> EvaluationResult:
+    mask_column: str | None = None,
+    reduce_labels: bool | None = None,
+    slide: bool = False,
+    strict: bool = False,
+) -> EvaluationResult | SegmentationEvaluationResult:
     """Score ``model`` on one split of ``dataset`` (validation, then test, by default).
 
     ``model``: a MODEL argument, a loaded :class:`GFNet`, or an ``.onnx`` file written by
@@ -135,6 +152,10 @@ def evaluate(
     class-sorted folder is still covered. ``num_workers=None`` picks one per spare core.
     ``progress(completed, total)`` is called after each batch (``total`` is ``None`` when a
     stream's length is unknown); without it, evaluation is silent apart from logging.
+
+    A segmentation MODEL is scored by mIoU instead (:mod:`gfnet_cli.commands.evaluate_segmentation`:
+    ``mask_column``, ``reduce_labels`` (default: the model's), ``slide``, ``strict``); its
+    images go through the model one at a time, so ``batch_size`` does not apply.
     ``output``: also write the full result there as JSON (:meth:`EvaluationResult.save`);
     an existing file is refused before any work unless ``overwrite``.
     """
@@ -150,6 +171,25 @@ def evaluate(
         )
     torch_device = resolve_device(device)
     precision = check_precision(torch_device, precision)
+    if model_task(model) == "segmentation":
+        if isinstance(dataset, ImageDataset):
+            raise UsageError("a segmentation MODEL needs a DATASET of images and masks",
+                             param="dataset")  # fmt: skip
+        data_seg = load_segmentation_dataset(
+            dataset, split, dataset_config=dataset_config, image_column=image_column,
+            mask_column=mask_column, streaming=streaming,
+        )  # fmt: skip
+        check_at_least("img_size", None if img_size is None else min(to_pair(img_size)), 32)
+        segmented = evaluate_segmentation(
+            prepare_segmentation_model(model, torch_device), data_seg,
+            model_label=model_name(model), max_samples=max_samples, num_workers=num_workers,
+            device=torch_device, precision=precision, reduce_labels=reduce_labels, slide=slide,
+            strict=strict, progress=progress, dataset_config=dataset_config,
+            img_size=None if img_size is None else min(to_pair(img_size)),
+        )  # fmt: skip
+        if output is not None:
+            segmented.save(output, overwrite=overwrite)
+        return segmented
     data = (
         dataset
         if isinstance(dataset, ImageDataset)
@@ -164,6 +204,7 @@ def evaluate(
     )
     require_labels(data)
     net = prepare_model(model, img_size, torch_device, precision, allow_onnx=True)
+    refuse_onnx_segmentation(net)
     label_map, mapping = match_labels(data, net, label_order)
     transform = eval_transform(net.config, img_size)
     loader, total = _build_loader(
@@ -226,6 +267,14 @@ def evaluate(
 # ---------------------------------------------------------------------------------- loading
 def require_labels(data: ImageDataset) -> None:
     """Refuse a split without labels, before any model is loaded (shared with robustness)."""
+    features = getattr(data.dataset, "features", None)
+    if data.label_column is None and is_segmentation_features(features):
+        raise DatasetError(
+            f"{data.name} ({data.split}) is a segmentation dataset (columns: "
+            f"{describe_columns(features)}): a classification MODEL needs a label per image; "
+            "evaluate a segmentation MODEL on it",
+            param="dataset",
+        )
     if data.label_column is None:
         raise DatasetError(
             f"{data.name} ({data.split}) has no label column to measure accuracy against; "

@@ -15,11 +15,19 @@ from typing import Any
 import torch
 from PIL import Image
 
+from gfnet_cli.commands.predict_segmentation import predict_segmentation
 from gfnet_cli.data.images import ImageReadError, expand_inputs, open_image
 from gfnet_cli.data.transforms import eval_transform
 from gfnet_cli.device import check_precision, inference, resolve_device
-from gfnet_cli.engine.inference import check_at_least, prepare_model
+from gfnet_cli.engine.inference import (
+    check_at_least,
+    check_img_size,
+    model_task,
+    prepare_model,
+    refuse_onnx_segmentation,
+)
 from gfnet_cli.errors import UsageError
+from gfnet_cli.models.config import to_pair
 from gfnet_cli.models.gfnet import GFNet
 from gfnet_cli.tasks import get_task
 
@@ -35,6 +43,8 @@ class ImagePrediction:
     image: str
     predictions: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    mask: Any = field(default=None, repr=False)  # segmentation: the (H, W) class indices
+    outputs: list[str] = field(default_factory=list)  # segmentation: the files written
 
     @property
     def ok(self) -> bool:
@@ -45,6 +55,8 @@ class ImagePrediction:
         ``{"image", "error"}``."""
         if self.error is not None:
             return {"image": self.image, "error": self.error}
+        if self.outputs:
+            return {"image": self.image, "predictions": self.predictions, "outputs": self.outputs}
         return {"image": self.image, "predictions": self.predictions}
 
 
@@ -60,6 +72,9 @@ def predict(
     batch_size: int = 32,
     device: str | torch.device = "auto",
     precision: str = "fp32",
+    output_dir: str | Path | None = None,
+    overlay: bool = False,
+    overwrite: bool = False,
 ) -> list[ImagePrediction]:
     """Top-``top_k`` classes for each image, in input order (one entry per expanded input).
 
@@ -67,15 +82,34 @@ def predict(
     images. ``model``: a MODEL argument, a loaded :class:`GFNet`, or an ``.onnx`` file written
     by ``gfnet export`` (run by onnxruntime at its exported size). ``img_size`` runs the model
     at another resolution (weights resized at load, transform at that size).
+
+    A segmentation MODEL gives each image's classes by pixel share, its mask (``mask``) and,
+    with ``output_dir``, ``<stem>.png`` mask files (``overlay``: blended pictures too; never
+    replacing files without ``overwrite``); see :mod:`gfnet_cli.commands.predict_segmentation`.
     """
     check_at_least("top_k", top_k, 1)
     check_at_least("batch_size", batch_size, 1)
+    check_img_size(img_size)
     inputs = expand_images(images)
     if not inputs:
         raise UsageError("no images given")
     torch_device = resolve_device(device)
     precision = check_precision(torch_device, precision)
+    if model_task(model) == "segmentation":
+        entries = [ImagePrediction(image=input_name(item, i)) for i, item in enumerate(inputs)]
+        predict_segmentation(
+            inputs, [entry.image for entry in entries],
+            model, open_input=_open, entries=entries,
+            device=torch_device, precision=precision,
+            img_size=None if img_size is None else min(to_pair(img_size)), top_k=top_k,
+            output_dir=output_dir, overlay=overlay, overwrite=overwrite,
+        )  # fmt: skip
+        return entries
+    if output_dir is not None or overlay:
+        raise UsageError("output_dir and overlay write segmentation masks: this MODEL "
+                         "classifies", param="output_dir")  # fmt: skip
     net = prepare_model(model, img_size, torch_device, precision, allow_onnx=True)
+    refuse_onnx_segmentation(net)
     transform = eval_transform(net.config, img_size)
     task = get_task(net.config.task)
 

@@ -771,8 +771,6 @@ def profile(
     check_range("num_classes", num_classes, 1, LIMITS["num_classes"][1])
     for size in resolutions:
         check_range("resolution", size, 1, LIMITS["img_size"][1])
-    if num_classes is not None:
-        check_range("num_classes", num_classes, 1, LIMITS["num_classes"][1])
     if plot is not None:
         check_plot_path(plot)
     unknown = [name for name in compare if name not in BASELINES]

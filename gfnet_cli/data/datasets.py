@@ -261,6 +261,7 @@ def load_image_dataset(
     preferred_splits: Sequence[str] = EVAL_SPLITS,
 ) -> ImageDataset:
     """One split of DATASET with its columns located (evaluation splits preferred by default)."""
+    refuse_mask_folder(dataset)
     splits = load_splits(dataset, dataset_config=dataset_config, streaming=streaming)
     chosen = choose_split(list(splits), split, preferred_splits)
     data = splits[chosen]
@@ -426,13 +427,60 @@ class Batch:
 
 
 def collate_skipping_failures(items: list[tuple]) -> Batch:
-    """Stack the readable samples of a batch; record the unreadable ones."""
+    """Stack the readable samples of a batch (class indices, or masks of one size); record
+    the unreadable ones."""
     good = [item for item in items if item[0] is not None]
     failures = [(item[2], item[1]) for item in items if item[0] is None]
     if good:
         images = torch.stack([item[0] for item in good])
     else:
         images = torch.empty(0)
-    labels = torch.tensor([item[1] for item in good], dtype=torch.long)
+    if good and isinstance(good[0][1], torch.Tensor):  # segmentation masks, (H, W) each
+        labels = torch.stack([item[1] for item in good])
+    else:
+        labels = torch.tensor([item[1] for item in good], dtype=torch.long)
     indices = torch.tensor([item[2] for item in good], dtype=torch.long)
     return Batch(images, labels, indices, failures)
+
+
+# ------------------------------------------------------------- folders of images and masks
+# Folders a segmentation DATASET may use; found here so that a classification reader can
+# refuse them (data/segmentation.py reads them).
+MASK_FOLDERS = ("annotations", "masks")
+
+
+def is_mask_folder(path: Path) -> bool:
+    return bool(mask_folder_layout(path))
+
+
+def refuse_mask_folder(dataset: str) -> None:
+    """A folder of images and masks is not an image-classification folder (whose class
+    sub-folders would be ``images`` and ``annotations``): refuse it for classification."""
+    path = Path(dataset).expanduser()
+    if path.is_dir() and is_mask_folder(path):
+        split, (images, masks) = next(iter(mask_folder_layout(path).items()))
+        raise DatasetError(
+            f"{dataset} is a segmentation dataset (columns: image (Image), annotation (Image): "
+            f"{images.relative_to(path)}/ and {masks.relative_to(path)}/ matched by name): a "
+            "classification MODEL needs a label per image; evaluate a segmentation MODEL on it",
+            param="dataset",
+        )
+
+
+def mask_folder_layout(path: Path) -> dict[str, tuple[Path, Path]]:
+    """``{split: (image folder, mask folder)}`` of a local folder, in either layout."""
+    found: dict[str, tuple[Path, Path]] = {}
+    masks = next((path / m for m in MASK_FOLDERS if (path / m).is_dir()), None)
+    if (path / "images").is_dir() and masks is not None:
+        subfolders = sorted(p for p in (path / "images").iterdir() if p.is_dir())
+        if not subfolders:
+            return {"train": (path / "images", masks)}
+        for folder in subfolders:
+            if (masks / folder.name).is_dir():
+                found[folder.name] = (folder, masks / folder.name)
+        return found
+    for folder in sorted(p for p in path.iterdir() if p.is_dir()):
+        split_masks = next((folder / m for m in MASK_FOLDERS if (folder / m).is_dir()), None)
+        if (folder / "images").is_dir() and split_masks is not None:
+            found[folder.name] = (folder / "images", split_masks)
+    return found

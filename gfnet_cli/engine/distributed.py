@@ -218,6 +218,24 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm running statistics; a no-op in a single
+    process or for a model without buffers).
+
+    DDP copies them from rank 0 at the start of each forward, so each process's last training
+    step leaves its own: evaluating with them would score each shard with other statistics
+    than the weights rank 0 saves.
+    """
+    if not _group_active():
+        return
+    for buffer in module.buffers():
+        device = _reduction_device(buffer)
+        moved = buffer if device == buffer.device else buffer.to(device)
+        dist.broadcast(moved, src=0)
+        if moved is not buffer:
+            buffer.copy_(moved)
+
+
 def all_gather_objects(obj: Any) -> list[Any]:
     """Every process's ``obj``, in rank order."""
     if not _group_active():

@@ -9,6 +9,7 @@ same ``config`` and is called the same way.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +18,10 @@ import torch
 
 from gfnet_cli.engine.onnx_model import OnnxModel, is_onnx_file, load_onnx_model
 from gfnet_cli.errors import UsageError
-from gfnet_cli.hub.resolve import load_model
-from gfnet_cli.models.config import LIMITS, to_pair
+from gfnet_cli.hub.resolve import load_model, resolve_model
+from gfnet_cli.models.config import LIMITS, GFNetConfig, to_pair
 from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.segmentation import GFNetForSegmentation
 
 ProgressCallback = Callable[[int, int | None], None]
 """``progress(completed, total)``: work done so far, and the total when it is known.
@@ -69,9 +71,63 @@ def prepare_model(
     return net
 
 
-def model_name(model: str | Path | GFNet | OnnxModel) -> str:
+def model_task(model: str | Path | GFNet | GFNetForSegmentation | OnnxModel) -> str:
+    """The task MODEL was made for (its config.json's ``task``), read before loading weights,
+    so a command can pick its data pipeline and refuse a mismatch before any work."""
+    if isinstance(model, (GFNet, GFNetForSegmentation, OnnxModel)):
+        return getattr(model.config, "task", None) or "classification"
+    if is_onnx_file(model):
+        if _onnx_task(Path(str(model))) == "segmentation":
+            raise _onnx_segmentation_error(model)
+        return "classification"
+    return GFNetConfig.load(resolve_model(str(model))).task or "classification"
+
+
+def prepare_segmentation_model(
+    model: str | Path | GFNetForSegmentation, device: torch.device
+) -> GFNetForSegmentation:
+    """A segmentation MODEL on ``device`` in eval mode (it runs at any input size)."""
+    if isinstance(model, GFNetForSegmentation):
+        return model.eval().to(device)
+    net = load_model(str(model), device=device)
+    if not isinstance(net, GFNetForSegmentation):
+        raise UsageError(f"{model_name(model)} is not a segmentation model", param="model")
+    return net.eval().to(device)
+
+
+def refuse_onnx_segmentation(net: GFNet | OnnxModel) -> None:
+    """An exported segmentation ``.onnx`` file is fixed to its exported size; whole-image
+    scoring and mask writing need the network: refused, saying what to pass instead."""
+    if isinstance(net, OnnxModel) and net.config.task == "segmentation":
+        raise _onnx_segmentation_error(net.path)
+
+
+def _onnx_segmentation_error(path: object) -> UsageError:
+    return UsageError(
+        f"{path} is an exported segmentation network: evaluate and predict run the "
+        "segmentation MODEL folder it was exported from (images differ in size)",
+        param="model",
+    )
+
+
+def _onnx_task(path: Path) -> str | None:
+    """The task in an exported file's gfnet metadata, read without a runtime (None when the
+    ``onnx`` package is absent or the file carries none: the runtime's load decides then)."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+        props = {prop.key: prop.value for prop in proto.metadata_props}
+        return json.loads(props.get("config") or "{}").get("task")
+    except Exception:  # unreadable here: load_onnx_model says why, with its own message
+        return None
+
+
+def model_name(model: str | Path | GFNet | GFNetForSegmentation | OnnxModel) -> str:
     """How results name MODEL: the argument as given, or a loaded model's architecture."""
-    if isinstance(model, (GFNet, OnnxModel)):
+    if isinstance(model, (GFNet, GFNetForSegmentation, OnnxModel)):
         return model.config.architecture or "GFNet"
     return str(model)
 

@@ -66,6 +66,12 @@ def model_card(
     """
     from huggingface_hub import ModelCard
 
+    if config.is_segmentation:
+        return segmentation_card(
+            config, num_params=num_params, repo_id=repo_id, base_model=base_model,
+            dataset=dataset, hyperparameters=hyperparameters, eval_results=eval_results,
+            license=license,
+        )  # fmt: skip
     published = _published_results(config, source) if eval_results is None else None
     given = eval_results or published
     rows = _result_rows(given, dataset) if given else []
@@ -543,3 +549,149 @@ def _unique(values: list[Any]) -> list[str]:
         if value and str(value) not in out:
             out.append(str(value))
     return out
+
+
+# ---------------------------------------------------------------------------- segmentation
+_SEGMENTATION_METRICS = (
+    ("mean_iou", "mean_iou", "Mean IoU"),
+    ("mean_accuracy", "mean_accuracy", "Mean accuracy"),
+    ("overall_accuracy", "overall_accuracy", "Overall accuracy"),
+)
+
+
+def segmentation_card(
+    config: GFNetConfig,
+    *,
+    num_params: int | None = None,
+    repo_id: str | None = None,
+    base_model: str | None = None,
+    dataset: str | None = None,
+    hyperparameters: Mapping[str, Any] | None = None,
+    eval_results: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    license: str = "mit",
+) -> str:
+    """A segmentation MODEL's README.md: ``pipeline_tag: image-segmentation``, a model-index
+    with mIoU on the dataset when it is a Hub dataset id (a local path means nothing to a
+    reader), the backbone it started from and the recipe.
+
+    ``eval_results``: ``{"mean_iou", "mean_accuracy", "overall_accuracy", "dataset",
+    "split"}`` (fractions, as ``gfnet evaluate --json`` gives them).
+    """
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    title = repo_id.split("/")[-1] if repo_id else (config.architecture or "GFNet") + "-seg"
+    if isinstance(eval_results, Sequence):  # a training run's rows: the one that chose
+        eval_results = next((row for row in eval_results if row.get("mean_iou") is not None),
+                            None)  # fmt: skip
+    results = dict(eval_results or {})
+    split = str(results.get("split") or "")
+    if split.endswith("]") and "[" in split:  # "DATASET [validation]", as training names it
+        results["split"] = split.rsplit("[", 1)[-1][:-1]
+    dataset_id = _hub_id(results.get("dataset") or dataset, _DATASET_ID)
+    evaluations = [
+        EvalResult(
+            task_type="image-segmentation", task_name="Semantic Segmentation",
+            dataset_type=dataset_id, dataset_name=dataset_id,
+            dataset_split=results.get("split"), metric_type=metric, metric_name=label,
+            metric_value=round(float(results[key]), 4),
+        )  # fmt: skip
+        for key, metric, label in _SEGMENTATION_METRICS
+        if dataset_id and results.get(key) is not None
+    ]
+    base_model_id = _base_model_id(base_model)
+    data = ModelCardData(
+        library_name=LIBRARY_NAME,
+        pipeline_tag="image-segmentation",
+        license=license,
+        tags=["gfnet", "image-segmentation", "semantic-segmentation", "semantic-fpn",
+              "pytorch", "safetensors", "vision"],  # fmt: skip
+        datasets=[dataset_id] if dataset_id else None,
+        base_model=base_model_id,
+        metrics=[metric for _, metric, _ in _SEGMENTATION_METRICS] if evaluations else None,
+        model_name=title if evaluations else None,
+        eval_results=evaluations or None,
+    )
+    body = _segmentation_body(title, config, num_params, repo_id, base_model, dataset,
+                              hyperparameters, results)  # fmt: skip
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}"))
+
+
+def _segmentation_body(
+    title: str,
+    config: GFNetConfig,
+    num_params: int | None,
+    repo_id: str | None,
+    base_model: str | None,
+    dataset: str | None,
+    hyperparameters: Mapping[str, Any] | None,
+    results: Mapping[str, Any],
+) -> str:
+    height, width = config.image_size
+    ref = repo_id or "path/to/model-or-org/name"
+    settings = config.segmentation
+    backbone = config.replace(task="classification", segmentation=None).describe()
+    lines = [
+        f"# {title}",
+        "",
+        "A **Global Filter Network** (GFNet, Rao et al., NeurIPS 2021) backbone under a "
+        "**Semantic FPN** head (Kirillov et al., 2019) for semantic segmentation: one class "
+        "per pixel. The global filters mix tokens in O(N log N), which pays off at the high "
+        "resolutions of dense prediction; the model takes any input size.",
+        "",
+        "## Model details",
+        "",
+        "- **Model type:** semantic segmentation (Semantic FPN, mmsegmentation's FPN + FPNHead)",
+        f"- **Backbone:** {backbone}",
+        f"- **Head:** FPN neck {settings.neck_channels} channels, FPN head "
+        f"{settings.head_channels} channels, dropout {settings.dropout:g}",
+    ]
+    if num_params is not None:
+        lines.append(f"- **Params (M):** {num_params / 1e6:.2f}")
+    lines.append(f"- **Training crop:** {height} x {width}")
+    lines.append(f"- **Classes:** {config.num_classes}" + (
+        " (masks' 0 ignored, 1..N as 0..N-1: reduce_labels)" if settings.reduce_labels else ""))
+    if dataset:
+        lines.append(f"- **Dataset:** {dataset}")
+    if base_model:
+        linked = _base_model_id(base_model)
+        lines.append(f"- **Backbone weights from:** [{linked}](https://huggingface.co/{linked})"
+                     if linked else f"- **Backbone weights from:** `{base_model}`")  # fmt: skip
+    lines += [
+        f"- **Paper:** [Global Filter Networks for Image Classification]({PAPER_URL}), Table 2",
+        f"- **Original code:** {CODE_URL} (classification; the segmentation code was not "
+        "released, this head follows PVT's Semantic FPN configuration as the authors did)",
+        "",
+        "## How to use",
+        "",
+        "```bash",
+        "pip install gfnet-cli",
+        f"gfnet predict street.jpg --model {ref} --output-dir masks/ --overlay",
+        f"gfnet evaluate --model {ref} --dataset DATASET --split validation",
+        "```",
+        "",
+        "```python",
+        "import torch",
+        "from gfnet_cli import load_model",
+        "",
+        f'model = load_model("{ref}")  # eval mode',
+        "with torch.no_grad():",
+        f"    logits = model(torch.randn(1, 3, {height}, {width}))  # (1, classes, H, W)",
+        "mask = logits.argmax(1)",
+        "```",
+        "",
+        f"Preprocessing: resize the shorter side to {min(height, width)} px (aspect kept, "
+        f"bilinear), scale to [0, 1], normalize with mean {_floats(config.mean)} and std "
+        f"{_floats(config.std)}; resize the logits back to the image. `gfnet predict` does it.",
+    ]
+    if hyperparameters:
+        lines += ["", "## Training", "", "| hyperparameter | value |", "|---|---|"]
+        lines += [f"| {key} | {_value(value)} |" for key, value in hyperparameters.items()]
+    if results.get("mean_iou") is not None:
+        lines += ["", "## Evaluation", "", "| dataset | split | mIoU (%) | mean accuracy (%) | "
+                  "pixel accuracy (%) |", "|---|---|---|---|---|",
+                  f"| {results.get('dataset') or dataset or ''} | {results.get('split') or ''} "
+                  f"| {_percent(results.get('mean_iou'))} "
+                  f"| {_percent(results.get('mean_accuracy'))} "
+                  f"| {_percent(results.get('overall_accuracy'))} |"]  # fmt: skip
+    lines += ["", "## Citation", "", "```bibtex", CITATION, "```", ""]
+    return "\n".join(lines)

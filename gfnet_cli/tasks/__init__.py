@@ -9,8 +9,9 @@ from __future__ import annotations
 from gfnet_cli.errors import UsageError
 from gfnet_cli.tasks.base import Metric, MetricResult, Task
 from gfnet_cli.tasks.classification import CLASSIFICATION
+from gfnet_cli.tasks.segmentation import SEGMENTATION
 
-TASKS: dict[str, Task] = {task.name: task for task in (CLASSIFICATION,)}
+TASKS: dict[str, Task] = {task.name: task for task in (CLASSIFICATION, SEGMENTATION)}
 
 
 def get_task(name: str | None) -> Task:

@@ -34,8 +34,11 @@ _HYPERPARAMETERS = (
     "eval_mode", "clip_grad", "augment", "crop_scale", "hflip", "randaugment", "color_jitter",
     "reprob", "mixup", "cutmix", "mix_prob", "mix_switch_prob", "ema", "seed", "precision",
     "img_size", "from_scratch", "new_head", "streaming", "compile", "grad_checkpointing",
-    "deterministic", "validation_split_percentage",
+    "deterministic", "validation_split_percentage", "task", "lr_schedule", "poly_power",
+    "reduce_labels", "resize_scale",
 )  # fmt: skip
+
+LR_SCHEDULES = ("cosine", "poly")
 
 # Minutes the other processes wait for rank 0 to load and prepare the data (docs/training.md):
 # ImageNet's first load as an image folder takes far longer than NCCL's 10-minute default.
@@ -113,6 +116,17 @@ class TrainConfig:
     streaming: bool = False
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
     prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT  # minutes the others wait for rank 0's data
+    # after warmup: "cosine" to min_lr, or "poly": (1 - progress) ** poly_power (mmsegmentation)
+    lr_schedule: str = "cosine"
+    poly_power: float = 0.9
+    # segmentation (docs/segmentation.md): masks instead of labels
+    task: str = "classification"
+    mask_column: str | None = None
+    reduce_labels: bool = False  # mask 0 ignored, 1..N -> 0..N-1 (ADE20K); recorded in the MODEL
+    labels: str | None = None  # class names: a file (JSON id -> name, or one per line) or "ade20k"
+    num_classes: int | None = None  # without names: class_0 .. class_{N-1}
+    # random resize's base (long side, short side), times 0.5-2.0 (None: the crop's size)
+    resize_scale: tuple[int, int] | None = None
 
     @classmethod
     def from_recipe(cls, recipe: str | None, **values: Any) -> TrainConfig:
@@ -122,7 +136,8 @@ class TrainConfig:
         recipe's. ``model``, ``dataset`` and ``output_dir`` are required.
         """
         if recipe is None:
-            return cls(**values)
+            base = SEGMENTATION_DEFAULTS if values.get("task") == "segmentation" else {}
+            return cls(**{**base, **values})
         _check_recipe_name(recipe)
         return cls(**{**RECIPES[recipe], "recipe": recipe, **values})
 
@@ -141,6 +156,8 @@ class TrainConfig:
         """The recipe as plain values, for the model card and train_results.json."""
         values = {k: getattr(self, k) for k in _HYPERPARAMETERS}
         values["crop_scale"] = list(self.crop_scale)
+        if self.resize_scale is not None:
+            values["resize_scale"] = list(self.resize_scale)
         values["base_lr"] = self.lr
         values["lr"] = self.scaled_lr(world_size)
         values["global_batch_size"] = self.global_batch_size(world_size)
@@ -175,8 +192,28 @@ RECIPES: dict[str, dict[str, Any]] = {
                  "eval_mode": True},  # fmt: skip
 }
 
+# Semantic segmentation without a recipe: no label smoothing and none of classification's
+# augmentations (the paired pipeline of gfnet_cli.data.segmentation replaces them).
+SEGMENTATION_DEFAULTS: dict[str, Any] = {"task": "segmentation", "label_smoothing": 0.0}
+
+# PVT's Semantic FPN on ADE20K, which the GFNet authors followed for Table 2 (GFNet issue #1:
+# "Semantic FPN, following PVT's configuration"; whai362/PVT segmentation/configs/sem_fpn and
+# mmsegmentation's configs/_base_/datasets/ade20k.py): AdamW lr 1e-4 and weight decay 1e-4
+# on every parameter, no gradient clipping, poly decay (power 0.9) to 0 per iteration, no
+# warmup, 80k iterations of a global batch of 16 (8 GPUs x 2), 512x512 crops of images
+# resized to (2048, 512) x 0.5-2.0, ADE20K's 0 ignored (reduce_zero_label).
+RECIPES["ade20k"] = {
+    **SEGMENTATION_DEFAULTS, "epochs": 10_000, "max_steps": 80_000, "batch_size": 2,
+    "lr": 1e-4, "lr_base_batch": 16, "min_lr": 0.0, "warmup_lr": 0.0, "warmup_epochs": 0.0,
+    "weight_decay": 1e-4, "decay_all": True, "clip_grad": 0.0, "lr_schedule": "poly",
+    "poly_power": 0.9, "img_size": 512, "resize_scale": (2048, 512), "reduce_labels": True,
+    "augment": True, "hflip": 0.5, "randaugment": None, "color_jitter": 0.0, "reprob": 0.0,
+    "mixup": 0.0, "cutmix": 0.0, "drop_path": None, "eval_mode": False,
+}  # fmt: skip
+
 # Whether a recipe trains from scratch (True) or from MODEL's weights (False), and why.
 RECIPE_START: dict[str, tuple[bool, str]] = {
+    "ade20k": (False, "fine-tunes MODEL's ImageNet weights under a new Semantic FPN head"),
     "imagenet": (True, "trains from scratch (the authors' main_gfnet.py without --finetune)"),
     "finetune-384": (False, "fine-tunes MODEL's trained weights at 384 px"),
     "transfer": (False, "fine-tunes MODEL's ImageNet weights on another dataset"),
@@ -196,6 +233,7 @@ def check_config(config: TrainConfig, device: torch.device) -> None:
     _check_optimizer(config)
     _check_augmentation(config)
     _check_mixing(config)
+    _check_task(config)
     if config.num_workers < 0:
         raise UsageError(
             f"num_workers must be 0 or more, got {config.num_workers}", param="num_workers"
@@ -252,6 +290,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "ema": (0, 1, True, True),
     "crop_pct": (0, 1, True, False),
     "prepare_timeout": (0, None, True, False),
+    "poly_power": (0, None, True, False),
     "patch_size": (*LIMITS["patch_size"], False, False),
     "img_size": (*LIMITS["img_size"], False, False),
 }
@@ -363,6 +402,42 @@ def _check_augmentation(config: TrainConfig) -> None:
                              param="randaugment") from None  # fmt: skip
 
 
+def _check_task(config: TrainConfig) -> None:
+    """Segmentation's settings need task segmentation; classification-only ones refused."""
+    if config.task not in ("classification", "segmentation"):
+        raise UsageError(f"task must be classification or segmentation, got {config.task!r}",
+                         param="task")  # fmt: skip
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise UsageError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got "
+                         f"{config.lr_schedule!r}", param="lr_schedule")  # fmt: skip
+    if config.num_classes is not None and config.num_classes < 2:
+        raise UsageError(f"num_classes must be at least 2, got {config.num_classes}",
+                         param="num_classes")  # fmt: skip
+    segmentation_only = {"mask_column": config.mask_column, "labels": config.labels,
+                         "num_classes": config.num_classes,
+                         "resize_scale": config.resize_scale,
+                         "reduce_labels": config.reduce_labels or None}  # fmt: skip
+    if config.task == "classification":
+        given = [name for name, value in segmentation_only.items() if value is not None]
+        if given:
+            raise UsageError(f"{given[0]} is a segmentation setting: add task segmentation",
+                             param=(given[0], "task"))  # fmt: skip
+        return
+    classification_only = {"mixup": config.mixup, "cutmix": config.cutmix,
+                           "randaugment": config.randaugment, "reprob": config.reprob,
+                           "label_column": config.label_column}  # fmt: skip
+    given = [name for name, value in classification_only.items() if value]
+    if given:
+        raise UsageError(f"{given[0]} is a classification setting: segmentation masks take "
+                         "their own paired augmentation", param=(given[0], "task"))  # fmt: skip
+    if config.streaming:
+        raise UsageError("segmentation training reads map-style datasets: drop streaming "
+                         "(evaluate accepts streams)", param=("streaming", "task"))  # fmt: skip
+    if config.resize_scale is not None and min(config.resize_scale) < 1:
+        raise UsageError(f"resize_scale must be two positive sizes, got {config.resize_scale}",
+                         param="resize_scale")  # fmt: skip
+
+
 def _check_mixing(config: TrainConfig) -> None:
     for name in ("mixup", "cutmix"):
         alpha = getattr(config, name)
@@ -394,9 +469,11 @@ def describe_run(config: TrainConfig, world_size: int | None = None) -> dict[str
         "output_dir": str(config.output_dir),
         **config.hyperparameters(world_size),
         **OPTIMIZER,
-        "schedule": "warmup then cosine, per step",
+        "schedule": (f"poly (power {config.poly_power}) to min_lr, per step"
+                     if config.lr_schedule == "poly" else "warmup then cosine, per step"),
         "drop_path": drop_path,
-        "img_size": img_size,
+        "img_size": (img_size if config.img_size is not None or model_config.is_segmentation
+                     or config.task != "segmentation" else 512),
         "interpolation": model_config.interpolation,
         "max_steps": config.max_steps,
         "num_workers": config.num_workers,

@@ -15,7 +15,7 @@ import logging
 import math
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,6 +39,17 @@ from gfnet_cli.data.datasets import (
     image_folder_classes,
     label_index,
     load_splits,
+    refuse_mask_folder,
+)
+from gfnet_cli.data.segmentation import (
+    SegmentationDataset,
+    SegmentationEvalTransform,
+    SegmentationTrainTransform,
+    TorchSegmentationDataset,
+    describe_columns,
+    is_segmentation_features,
+    segmentation_split,
+    segmentation_splits,
 )
 from gfnet_cli.data.streaming import StreamPosition, TrainStream, pass_through, split_num_examples
 from gfnet_cli.data.transforms import eval_transform
@@ -46,7 +57,9 @@ from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine import distributed
 from gfnet_cli.engine.train.config import TrainConfig
 from gfnet_cli.errors import UsageError
+from gfnet_cli.labels import ade20k_class_names, read_label_file
 from gfnet_cli.models.config import GFNetConfig
+from gfnet_cli.tasks.base import Task
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +88,11 @@ def prepare_data(config: TrainConfig, dist: distributed.DistInfo) -> PreparedDat
     The best epoch is chosen on a validation split: DATASET's own, or
     ``validation_split_percentage`` % of the training split held out (seeded, stratified by
     class) when it has none. A test split is only ever reported, never chosen on.
+    Segmentation: :func:`prepare_segmentation_data`.
     """
+    if config.task == "segmentation":
+        return prepare_segmentation_data(config, dist)
+    refuse_mask_folder(config.dataset)
     # Rank 0 first: concurrent first loads of an image folder would race on the cache. The
     # others wait up to prepare_timeout for it (an ImageNet folder's first load is long).
     with distributed.main_process_first(timedelta(minutes=config.prepare_timeout)):
@@ -186,6 +203,13 @@ def carve_validation(train: ImageDataset, percentage: float, seed: int
 
 def _check_train_split(train: ImageDataset, config: TrainConfig) -> None:
     where = f"{config.dataset} [{train.split}]"
+    features = getattr(train.dataset, "features", None)
+    if train.label_column is None and is_segmentation_features(features):
+        raise DatasetError(
+            f"{where} is a segmentation dataset (columns: {describe_columns(features)}): "
+            "train it with task segmentation",
+            param="task",
+        )
     if train.label_column is None:
         classes = image_folder_classes(config.dataset, train.split)
         if classes is not None and len(classes) < 2:
@@ -239,6 +263,89 @@ def _class_names_from_values(data: ImageDataset) -> list[str]:
     if values and values[0] < 0:
         raise DatasetError(f"label column {data.label_column!r} holds negative labels")
     return [str(i) for i in range(values[-1] + 1)] if values else []
+
+
+# ====================================================================== segmentation
+def prepare_segmentation_data(config: TrainConfig, dist: distributed.DistInfo) -> PreparedData:
+    """The train, validation and test splits of images and masks, and the class names
+    (:func:`segmentation_class_names`). No validation split is carved out of the training
+    one: without one, the last epoch is kept."""
+    with distributed.main_process_first(timedelta(minutes=config.prepare_timeout)):
+        splits = segmentation_splits(config.dataset, dataset_config=config.dataset_config)
+    train = segmentation_split(
+        config.dataset, splits, config.train_split, image_column=config.image_column,
+        mask_column=config.mask_column, preferred_splits=TRAIN_SPLITS,
+    )  # fmt: skip
+    if len(train) == 0:
+        raise DatasetError(f"{config.dataset}: the {train.split!r} split is empty")
+    class_names = segmentation_class_names(config, train.class_names)
+    named = replace(config, train_split=train.split)
+    _, validation_name, test_name = _choose_splits(list(splits), named)
+
+    def evaluation(name: str | None) -> SegmentationDataset | None:
+        if name is None:
+            return None
+        data = segmentation_split(config.dataset, splits, name, image_column=train.image_column,
+                                  mask_column=train.mask_column)  # fmt: skip
+        if len(data) == 0:
+            raise DatasetError(f"{config.dataset}: the {name!r} split is empty")
+        return data
+
+    validation = evaluation(validation_name)
+    if validation is None and dist.is_main:
+        logger.warning("%s has no validation split: the last epoch is kept", config.dataset)
+    return PreparedData(train, validation, evaluation(test_name), class_names)
+
+
+def segmentation_class_names(config: TrainConfig, dataset_names: list[str] | None) -> list[str]:
+    """``labels`` (a file, or ``ade20k`` for the 150 shipped names), else the dataset's
+    ``id2label.json``, else ``class_0..`` for ``num_classes``; a given ``num_classes`` must
+    agree with the names."""
+    if config.labels is not None:
+        labels = config.labels
+        names = ade20k_class_names() if labels == "ade20k" else read_label_file(labels)
+    elif dataset_names is not None:
+        names = dataset_names
+    elif config.num_classes is not None:
+        names = [f"class_{index}" for index in range(config.num_classes)]
+    else:
+        raise DatasetError(
+            f"{config.dataset} does not name its classes: pass labels (a file, or ade20k) or "
+            "num_classes",
+            param=("labels", "num_classes"),
+        )
+    if config.num_classes is not None and config.num_classes != len(names):
+        raise UsageError(f"num_classes is {config.num_classes} but the class names are "
+                         f"{len(names)}", param="num_classes")  # fmt: skip
+    if len(names) < 2:
+        raise DatasetError(f"segmentation needs at least 2 classes, got {len(names)}")
+    return list(names)
+
+
+def segmentation_train_transform(model_config: GFNetConfig, config: TrainConfig
+                                 ) -> SegmentationTrainTransform:  # fmt: skip
+    """The paired training pipeline (or, without ``augment``, the resize to the crop's scale
+    and a seeded crop, no flip nor colour change)."""
+    crop = model_config.image_size
+    if not config.augment:
+        return SegmentationTrainTransform(
+            crop, model_config.mean, model_config.std, seed=config.seed,
+            scale=config.resize_scale, ratio_range=(1.0, 1.0), hflip=0.0, photometric=False,
+        )  # fmt: skip
+    return SegmentationTrainTransform(
+        crop, model_config.mean, model_config.std, seed=config.seed, scale=config.resize_scale,
+        hflip=config.hflip,
+    )  # fmt: skip
+
+
+def check_training_targets(task: Task, targets: torch.Tensor, num_classes: int,
+                           split: str) -> None:  # fmt: skip
+    """A training batch's targets, checked on the host: classification's labels (none may be
+    missing) or the task's own check (masks)."""
+    if task.name == "classification":
+        check_labels(targets, num_classes, split)
+    else:
+        task.check_targets(targets, num_classes, split)
 
 
 # ====================================================================== label ranges
@@ -332,6 +439,11 @@ class TrainSource(Protocol):
 def train_source(data: ImageDataset, model_config: GFNetConfig, config: TrainConfig,
                  dist: distributed.DistInfo) -> TrainSource:  # fmt: skip
     """The training batches of ``data``, augmented (or not) for ``model_config``'s input."""
+    if isinstance(data, SegmentationDataset):
+        dataset = TorchSegmentationDataset(
+            data, segmentation_train_transform(model_config, config), reduce=config.reduce_labels
+        )
+        return SampledSource(data, None, config, dist, dataset=dataset)
     if config.augment:
         transform = train_transform(
             model_config, seed=config.seed, scale=config.crop_scale, hflip=config.hflip,
@@ -367,9 +479,10 @@ class ResumableSampler(DistributedSampler):
 class SampledSource:
     """Training batches from a map-style split: :class:`ResumableSampler` order."""
 
-    def __init__(self, data: ImageDataset, transform: Any, config: TrainConfig,
-                 dist: distributed.DistInfo) -> None:  # fmt: skip
-        self.dataset = EpochSampleDataset(data, transform)
+    def __init__(self, data: Any, transform: Any, config: TrainConfig,
+                 dist: distributed.DistInfo, dataset: Any = None) -> None:  # fmt: skip
+        # ``dataset``: a map-style view taking ``(epoch, index)`` keys (segmentation's)
+        self.dataset = dataset if dataset is not None else EpochSampleDataset(data, transform)
         self.sampler = ResumableSampler(
             self.dataset, num_replicas=dist.world_size, rank=dist.rank, seed=config.seed
         )
@@ -484,7 +597,17 @@ def _every_process_has_a_batch(mine: bool, world_size: int) -> bool:
 
 def eval_loader(data: ImageDataset, model_config: GFNetConfig, class_names: list[str],
                 config: TrainConfig, dist: distributed.DistInfo) -> DataLoader:  # fmt: skip
-    """Evaluation batches: this process's share of the eval split (map-style or streamed)."""
+    """Evaluation batches: this process's share of the eval split (map-style or streamed).
+
+    Segmentation: whole images (shorter side to the crop size), one per batch, masks as
+    stored, as ``evaluate`` scores them.
+    """
+    if isinstance(data, SegmentationDataset):
+        transform_seg = SegmentationEvalTransform(min(model_config.image_size),
+                                                  model_config.mean, model_config.std)  # fmt: skip
+        view = TorchSegmentationDataset(data, transform_seg, reduce=config.reduce_labels)
+        return _loader(view, list(range(dist.rank, len(view), dist.world_size)), config,
+                       dist.device, batch_size=1)  # fmt: skip
     transform = eval_transform(model_config)
     label_map = _label_map(data, class_names)
     if not config.streaming:

@@ -39,7 +39,13 @@ from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine import distributed
 from gfnet_cli.engine.scoring import score
 from gfnet_cli.engine.train.config import TrainConfig, check_config
-from gfnet_cli.engine.train.data import check_labels, eval_loader, prepare_data, train_source, where
+from gfnet_cli.engine.train.data import (
+    check_training_targets,
+    eval_loader,
+    prepare_data,
+    train_source,
+    where,
+)
 from gfnet_cli.engine.train.ema import ModelEma
 from gfnet_cli.engine.train.lock import locked_output_dir
 from gfnet_cli.engine.train.model import build_model
@@ -312,7 +318,8 @@ def _accumulate_gradients(run: Run, batches: Lookahead, step: int) -> LocalStep:
     for index in range(accumulate):
         batch = batches.pop()
         _note_unreadable(run, batch)
-        check_labels(batch.labels, run.model.num_classes, run.train_split)  # on the host
+        check_training_targets(run.task, batch.labels, run.model.num_classes,
+                               run.train_split)  # on the host
         images, labels = _to_device(_images_or_stand_in(run, batch), batch.labels, run.device)
         last = index == accumulate - 1 or not batches
         images, targets = _mix(run, images, labels, step * accumulate + index)
@@ -521,6 +528,7 @@ def _evaluate(run: Run, model: GFNet, *, test: bool = False) -> MetricResult:
     on that CPU copy (gloo), as the step's does.
     """
     model.eval()
+    distributed.broadcast_buffers(model)  # the statistics of the weights rank 0 saves
     loader, split = (run.test_loader, run.test_split) if test else (run.eval_loader,
                                                                      run.eval_split)  # fmt: skip
     metric = run.task.metric(model.num_classes)

@@ -12,7 +12,7 @@ Either way the config gets class names, so the trained MODEL folder predicts nam
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gfnet_cli.engine.train.config import TrainConfig
@@ -37,6 +37,10 @@ class StartingModel:
 def build_model(config: TrainConfig, class_names: list[str]) -> StartingModel:
     """The starting point: fresh weights (``from_scratch``) or MODEL's, with its head or a new
     one for ``class_names``."""
+    if config.task == "segmentation":
+        started = _segmentation_model(config, class_names)
+        started.model.set_grad_checkpointing(config.grad_checkpointing)
+        return started
     changes = _run_changes(config)
     head = {"num_classes": len(class_names), "class_names": list(class_names)}
     if config.from_scratch:
@@ -49,6 +53,41 @@ def build_model(config: TrainConfig, class_names: list[str]) -> StartingModel:
     else:
         started = _pretrained(config, changes, class_names)
     started.model.set_grad_checkpointing(config.grad_checkpointing)
+    return started
+
+
+def _segmentation_model(config: TrainConfig, class_names: list[str]) -> StartingModel:
+    """MODEL's backbone under a new Semantic FPN head at the training crop (default 512), or
+    a segmentation MODEL as it is when it has these classes; ``reduce_labels`` recorded."""
+    from gfnet_cli.hub.resolve import create_model
+
+    head = {"num_classes": len(class_names), "class_names": list(class_names)}
+    source = resolve_config(config.model)
+    size = config.img_size if config.img_size is not None else (
+        source.img_size if source.is_segmentation else 512)  # fmt: skip
+    if config.from_scratch:
+        architecture = _architecture_changes(config)
+        if architecture:
+            source = source.replace(architecture=None, **architecture)
+        if config.drop_path is not None:
+            source = source.replace(drop_path_rate=config.drop_path)
+        model = create_model(source, task="segmentation", img_size=size, **head)
+        started = StartingModel(model, "new", "training from scratch")
+    else:
+        kept = source.is_segmentation and same_classes(class_names, source)
+        model = create_model(config.model, pretrained=True, task="segmentation", img_size=size,
+                             **({} if kept else head))  # fmt: skip
+        if kept and not config.new_head:
+            started = StartingModel(model, "kept", "MODEL segments the dataset's classes")
+        else:
+            if kept:  # new_head
+                model.reset_classifier(len(class_names), list(class_names))
+            started = StartingModel(model, "new", "a new Semantic FPN head for the dataset's "
+                                    f"{len(class_names)} classes")  # fmt: skip
+    settings = started.model.config.segmentation
+    started.model.config = started.model.config.replace(
+        segmentation=replace(settings, reduce_labels=config.reduce_labels)
+    )
     return started
 
 

@@ -23,13 +23,16 @@ from gfnet_cli.engine.train.config import TrainConfig
 
 
 def lr_at(step: int, lr: float, min_lr: float, warmup_steps: int, total_steps: int,
-          warmup_lr: float = 0.0) -> float:  # fmt: skip
-    """Linear warmup from ``warmup_lr`` to ``lr``, then cosine decay to ``min_lr`` at
-    ``total_steps``."""
+          warmup_lr: float = 0.0, kind: str = "cosine", power: float = 0.9) -> float:  # fmt: skip
+    """Linear warmup from ``warmup_lr`` to ``lr``, then decay to ``min_lr`` at
+    ``total_steps``: cosine, or ``kind="poly"``, ``(1 - progress) ** power`` as
+    mmsegmentation's ``PolyLR`` (``power`` 0.9 in its schedules)."""
     if step < warmup_steps:
         return warmup_lr + (lr - warmup_lr) * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(progress, 1.0)))
+    progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+    if kind == "poly":
+        return min_lr + (lr - min_lr) * (1 - progress) ** power
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_all: bool) -> list[dict]:
@@ -76,6 +79,8 @@ class Schedule:
     total_steps: int
     warmup_steps: int
     step_limit: float  # no step at or past it (inf: a stream's epochs end when it does)
+    kind: str = "cosine"  # or "poly"
+    power: float = 0.9  # poly's exponent
 
     @classmethod
     def plan(cls, config: TrainConfig, batches_per_epoch: int | None, world_size: int = 1
@@ -97,14 +102,18 @@ class Schedule:
         step_limit = (config.max_steps or math.inf) if config.streaming else total_steps
         warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
         return cls(config.scaled_lr(world_size), config.min_lr, config.warmup_lr,
-                   steps_per_epoch, total_steps, warmup_steps, step_limit)  # fmt: skip
+                   steps_per_epoch, total_steps, warmup_steps, step_limit,
+                   config.lr_schedule, config.poly_power)  # fmt: skip
 
     def lr_at(self, step: int) -> float:
         """The learning rate of step ``step`` (from 0)."""
         return lr_at(step, self.lr, self.min_lr, self.warmup_steps, self.total_steps,
-                     self.warmup_lr)  # fmt: skip
+                     self.warmup_lr, self.kind, self.power)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """What a checkpoint records of the schedule."""
-        return {"lr": self.lr, "min_lr": self.min_lr, "warmup_lr": self.warmup_lr,
-                "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}  # fmt: skip
+        schedule = {"lr": self.lr, "min_lr": self.min_lr, "warmup_lr": self.warmup_lr,
+                    "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}  # fmt: skip
+        if self.kind != "cosine":  # checkpoints of cosine runs stay as they were
+            schedule |= {"kind": self.kind, "power": self.power}
+        return schedule

@@ -123,6 +123,8 @@ class TrainCallbacks:
             if stats.top1 is not None
             else "no validation split"
         )
+        if "mean_iou" in stats.metrics:
+            top = f"eval mIoU {stats.metrics['mean_iou']:.2%}"
         logger.info("epoch %d: train loss %.4f, %s", stats.epoch, stats.train_loss, top)
 
     def on_train_end(self, result: TrainResult) -> None:
@@ -251,8 +253,12 @@ def training_card(model: GFNet, config: TrainConfig, stats: EpochStats, *, head:
     if stats.top1 is not None:
         rows.append({"top1": stats.top1, "top5": stats.top5, "loss": stats.eval_loss,
                      "split": validation_split, "chose_epoch": True})  # fmt: skip
-    if test is not None:
+    if test is not None and "top1" in test:
         rows.append({key: test.get(key) for key in ("top1", "top5", "loss", "split")})
+    if "mean_iou" in stats.metrics:  # segmentation: its own figures, the same rows
+        rows = [dict(stats.metrics) | {"split": validation_split, "chose_epoch": True}]
+        if test is not None and "mean_iou" in test:
+            rows.append(dict(test))
     return model_card(
         model.config,
         num_params=model.num_params,
@@ -261,11 +267,17 @@ def training_card(model: GFNet, config: TrainConfig, stats: EpochStats, *, head:
         hyperparameters={
             **config.hyperparameters(world_size),
             "epoch kept": stats.epoch,
-            "head": "MODEL's classifier, trained on" if head == "kept" else "new classifier",
+            "head": _head_words(head, model.config.is_segmentation),
             "weights": "EMA of the weights" if stats.weights == "ema" else "raw weights",
         },
         eval_results=rows or None,
     )
+
+
+def _head_words(head: str, segmentation: bool) -> str:
+    if segmentation:
+        return "MODEL's head, trained on" if head == "kept" else "new Semantic FPN head"
+    return "MODEL's classifier, trained on" if head == "kept" else "new classifier"
 
 
 def push_output(output_dir: Path, repo_id: str) -> None:

@@ -1,0 +1,190 @@
+"""Semantic segmentation: mask targets, cross-entropy ignoring 255, mIoU, classes by pixel share.
+
+Targets are masks, ``(B, H, W)`` class indices; every row of a batch is labelled and pixels
+labelled :data:`~gfnet_cli.data.masks.IGNORE_INDEX` (255) count for nothing. The metric is
+mmsegmentation's ``IoUMetric`` and Hugging Face ``evaluate``'s ``mean_iou``: per class, the
+intersection, union, predicted and labelled areas summed over the whole split, then
+``mean_iou`` = nan-mean of intersection / union over the classes present (in the labels or the
+predictions), ``mean_accuracy`` = nan-mean of intersection / labelled area, and
+``overall_accuracy`` = correct pixels / labelled pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from gfnet_cli.data.masks import IGNORE_INDEX
+from gfnet_cli.device import accumulator_dtype
+from gfnet_cli.errors import UsageError
+from gfnet_cli.tasks.base import Metric, MetricResult, Task
+
+#: the areas the metric sums per class, in the order :meth:`SegmentationMetric.totals` holds them
+AREAS = ("intersection", "union", "prediction", "label")
+
+
+class MaskValueError(UsageError):
+    """A mask value that is neither one of the model's classes nor the ignored 255."""
+
+
+def resize_logits(outputs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Logits ``(B, C, h, w)`` bilinearly resized to ``size`` (``align_corners=False``), as
+    mmsegmentation resizes predictions to the original mask before scoring."""
+    if tuple(outputs.shape[-2:]) == tuple(size):
+        return outputs
+    return F.interpolate(outputs, size=size, mode="bilinear", align_corners=False)
+
+
+class SegmentationMetric(Metric):
+    """Per class: intersection, union, predicted and labelled pixels; plus the images and the
+    cross-entropy summed over labelled pixels. Outputs at another size than the masks are
+    resized to them first."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(num_classes)
+        self._areas: torch.Tensor | None = None  # (4, classes), in AREAS order
+        self._loss_sum: torch.Tensor | None = None
+        self._images: torch.Tensor | None = None
+
+    def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        if self._areas is None:
+            device = outputs.device
+            self._areas = torch.zeros(4, self.num_classes, dtype=torch.long, device=device)
+            self._loss_sum = torch.zeros((), dtype=accumulator_dtype(device), device=device)
+            self._images = torch.zeros((), dtype=torch.long, device=device)
+        assert self._loss_sum is not None and self._images is not None
+        logits = resize_logits(outputs, tuple(targets.shape[-2:]))
+        self._loss_sum += F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX,
+                                          reduction="sum")  # fmt: skip
+        self._images += len(targets)
+        labelled = targets != IGNORE_INDEX
+        label = targets[labelled]
+        prediction = logits.argmax(dim=1)[labelled]
+        hit = prediction[prediction == label]
+        classes = self.num_classes
+        self._areas[0] += torch.bincount(hit, minlength=classes)[:classes]
+        self._areas[2] += torch.bincount(prediction, minlength=classes)[:classes]
+        self._areas[3] += torch.bincount(label, minlength=classes)[:classes]
+
+    def totals(self) -> torch.Tensor:
+        if self._areas is None or self._loss_sum is None or self._images is None:
+            return torch.zeros(2 + 4 * self.num_classes, dtype=torch.float64)
+        areas = self._areas.clone()
+        areas[1] = areas[2] + areas[3] - areas[0]  # union
+        head = torch.stack([self._images.double(), self._loss_sum.double()])
+        return torch.cat([head, areas.double().flatten()]).cpu()
+
+    def summarize(self, totals: torch.Tensor, class_names: list[str] | None) -> MetricResult:
+        count = int(totals[0])
+        areas = totals[2:].reshape(4, self.num_classes)
+        intersection, union, prediction, label = (row.tolist() for row in areas)
+        iou = [_ratio(i, u) for i, u in zip(intersection, union, strict=True)]
+        accuracy = [_ratio(i, n) for i, n in zip(intersection, label, strict=True)]
+        values = {
+            "mean_iou": _nan_mean(iou),
+            "mean_accuracy": _nan_mean(accuracy),
+            "overall_accuracy": _ratio(sum(intersection), sum(label)),
+            "loss": float(totals[1]) / max(sum(label), 1),  # per labelled pixel
+        }
+        values = {key: 0.0 if math.isnan(value) else value for key, value in values.items()}
+        per_class = [
+            {
+                "index": index,
+                "label": class_names[index] if class_names else str(index),
+                "iou": iou[index],
+                "accuracy": None if math.isnan(accuracy[index]) else accuracy[index],
+                "label_pixels": int(label[index]),
+                "predicted_pixels": int(prediction[index]),
+            }
+            for index in range(self.num_classes)
+            if union[index] > 0
+        ]
+        return MetricResult(count, values, "mean_iou", per_class)
+
+
+def per_category_iou(result: MetricResult, num_classes: int) -> list[float | None]:
+    """Every class's IoU in class order, ``None`` where the class is in neither the labels
+    nor the predictions (``evaluate``'s NaN, which JSON cannot hold)."""
+    ious: list[float | None] = [None] * num_classes
+    for row in result.per_class:
+        ious[row["index"]] = row["iou"]
+    return ious
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 else math.nan
+
+
+def _nan_mean(values: list[float]) -> float:
+    present = [value for value in values if not math.isnan(value)]
+    return sum(present) / len(present) if present else math.nan
+
+
+def pixel_shares(
+    mask: torch.Tensor, class_names: list[str], top_k: int | None = None
+) -> list[dict[str, Any]]:
+    """The classes of one predicted ``(H, W)`` mask by share of its pixels, largest first."""
+    counts = torch.bincount(mask.flatten().long(), minlength=len(class_names)).tolist()
+    total = max(1, mask.numel())
+    order = sorted((i for i, c in enumerate(counts) if c), key=lambda i: (-counts[i], i))
+    return [
+        {
+            "index": index,
+            "label": class_names[index] if index < len(class_names) else str(index),
+            "share": counts[index] / total,
+        }
+        for index in order[:top_k]
+    ]
+
+
+class Segmentation(Task):
+    name = "segmentation"
+    pipeline_tag = "image-segmentation"
+    primary_metric = "mean_iou"
+
+    def metric(self, num_classes: int) -> SegmentationMetric:
+        return SegmentationMetric(num_classes)
+
+    def labelled_rows(self, targets: torch.Tensor) -> torch.Tensor:
+        # every mask is a label; its unlabelled pixels are 255 inside it
+        return torch.ones(len(targets), dtype=torch.bool)
+
+    def check_targets(self, targets: torch.Tensor, num_classes: int, where: str) -> None:
+        if targets.ndim != 3:
+            raise UsageError(
+                f"{where}: segmentation targets are (batch, height, width) masks, got shape "
+                f"{tuple(targets.shape)}: is this a classification dataset?"
+            )
+        if not targets.numel():
+            return
+        bad = ((targets >= num_classes) & (targets != IGNORE_INDEX)) | (targets < 0)
+        if bool(bad.any()):
+            row = int(bad.flatten(1).any(dim=1).nonzero()[0])
+            value = int(targets[row][bad[row]][0])
+            raise MaskValueError(
+                f"{where}: mask value {value} (row {row} of a batch) is not a class: the model "
+                f"has {num_classes} classes (0 to {num_classes - 1}) and 255 marks ignored "
+                "pixels; ADE20K-style masks (0 = other, 1..N classes) need reduce_labels"
+            )
+
+    def loss(
+        self, outputs: torch.Tensor, targets: torch.Tensor, *, label_smoothing: float = 0.0
+    ) -> torch.Tensor:
+        if targets.is_floating_point():
+            raise UsageError("segmentation takes class-index masks, not mixed (mixup) targets")
+        logits = resize_logits(outputs.float(), tuple(targets.shape[-2:]))
+        return F.cross_entropy(
+            logits, targets, ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing
+        )
+
+    def describe(
+        self, outputs: torch.Tensor, class_names: list[str], top_k: int
+    ) -> list[list[dict[str, Any]]]:
+        masks = outputs.argmax(dim=1).cpu()
+        return [pixel_shares(mask, class_names, top_k) for mask in masks]
+
+
+SEGMENTATION = Segmentation()

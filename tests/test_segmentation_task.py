@@ -1,0 +1,141 @@
+"""The segmentation task on the seam: mask checks, loss, mIoU as mmsegmentation and evaluate."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gfnet_cli.data.datasets import Batch
+from gfnet_cli.engine.scoring import Skips, score
+from gfnet_cli.tasks import get_task
+from gfnet_cli.tasks.segmentation import SEGMENTATION, MaskValueError, per_category_iou
+
+CPU = torch.device("cpu")
+
+
+def _numpy_mean_iou(predictions, labels, num_classes, ignore_index=255):
+    """evaluate's mean_iou / mmsegmentation's IoUMetric, written out with numpy histograms."""
+    intersect = np.zeros(num_classes)
+    area_pred = np.zeros(num_classes)
+    area_label = np.zeros(num_classes)
+    for pred, label in zip(predictions, labels, strict=True):
+        keep = label != ignore_index
+        pred, label = pred[keep], label[keep]
+        hits = pred[pred == label]
+        intersect += np.histogram(hits, bins=num_classes, range=(0, num_classes - 1))[0]
+        area_pred += np.histogram(pred, bins=num_classes, range=(0, num_classes - 1))[0]
+        area_label += np.histogram(label, bins=num_classes, range=(0, num_classes - 1))[0]
+    union = area_pred + area_label - intersect
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = intersect / union
+        acc = intersect / area_label
+    return {
+        "mean_iou": float(np.nanmean(iou)),
+        "mean_accuracy": float(np.nanmean(acc)),
+        "overall_accuracy": float(intersect.sum() / area_label.sum()),
+        "per_category_iou": iou,
+    }
+
+
+def test_registered_with_its_primary_metric():
+    task = get_task("segmentation")
+    assert task is SEGMENTATION and task.primary_metric == "mean_iou"
+    assert task.pipeline_tag == "image-segmentation"
+
+
+def test_mean_iou_equals_a_numpy_computation_with_ignored_pixels_over_batches():
+    """Random logits at half the mask size (resized to the mask before argmax), 255-labelled
+    pixels, a class never labelled but predicted (IoU 0) and one in neither (NaN, left out)."""
+    generator = torch.Generator().manual_seed(0)
+    classes = 6
+    metric = SEGMENTATION.metric(classes)
+    predictions, labels = [], []
+    for _ in range(3):
+        logits = torch.randn(2, classes, 8, 10, generator=generator)
+        logits[:, 5] -= 100  # class 5: never predicted, never labelled
+        masks = torch.randint(0, 4, (2, 16, 20), generator=generator)  # class 4 never labelled
+        masks[torch.rand(2, 16, 20, generator=generator) < 0.2] = 255
+        metric.update(logits, masks)
+        full = F.interpolate(logits, size=(16, 20), mode="bilinear", align_corners=False)
+        predictions += list(full.argmax(1).numpy())
+        labels += list(masks.numpy())
+    result = metric.summarize(metric.totals(), None)
+    expected = _numpy_mean_iou(predictions, labels, classes)
+    assert bool((np.stack(predictions) == 4).any())  # the never-labelled class is predicted
+    for key in ("mean_iou", "mean_accuracy", "overall_accuracy"):
+        assert result.values[key] == pytest.approx(expected[key], abs=1e-12), key
+    ious = per_category_iou(result, classes)
+    assert ious[4] == 0.0 and ious[5] is None and math.isnan(expected["per_category_iou"][5])
+    assert ious[:5] == pytest.approx(list(expected["per_category_iou"][:5]))
+    assert result.count == 6 and result.primary == "mean_iou"
+    json.dumps(result.values)  # no NaN in what evaluate --json prints
+
+
+def test_totals_add_up_over_shards_like_one_pass():
+    torch.manual_seed(1)
+    logits, masks = torch.randn(4, 3, 6, 6), torch.randint(0, 3, (4, 6, 6))
+    whole, first, second = (SEGMENTATION.metric(3) for _ in range(3))
+    whole.update(logits, masks)
+    first.update(logits[:1], masks[:1])
+    second.update(logits[1:], masks[1:])
+    assert torch.allclose(first.totals() + second.totals(), whole.totals())
+
+
+def test_loss_ignores_255_and_matches_cross_entropy():
+    torch.manual_seed(2)
+    logits = torch.randn(2, 4, 5, 5, requires_grad=True)
+    masks = torch.randint(0, 4, (2, 5, 5))
+    masks[0, :2] = 255
+    loss = SEGMENTATION.loss(logits, masks)
+    keep = masks != 255
+    by_hand = F.cross_entropy(logits.permute(0, 2, 3, 1)[keep], masks[keep])
+    assert float(loss.detach()) == pytest.approx(float(by_hand.detach()))
+    loss.backward()
+    assert float(logits.grad[0, :, :2].abs().sum()) == 0.0  # ignored pixels give no gradient
+
+
+def test_check_targets_names_the_value_and_the_data():
+    masks = torch.zeros(2, 4, 4, dtype=torch.long)
+    masks[:, 0, 0] = 255
+    SEGMENTATION.check_targets(masks, 3, "d [validation]")  # 255 is fine
+    masks[1, 2, 3] = 7
+    with pytest.raises(MaskValueError, match=r"d \[validation\]: mask value 7 \(row 1"):
+        SEGMENTATION.check_targets(masks, 3, "d [validation]")
+    with pytest.raises(Exception, match="classification dataset"):
+        SEGMENTATION.check_targets(torch.tensor([0, 1]), 3, "d")
+
+
+def test_every_mask_is_a_labelled_row_and_scores_through_the_one_loop():
+    """score() over a stand-in (B, C, H, W) model: all rows scored, none skipped."""
+
+    class Constant(torch.nn.Module):
+        def forward(self, images):
+            logits = torch.zeros(len(images), 3, *images.shape[-2:])
+            logits[:, 1] = 1.0  # predicts class 1 everywhere
+            return logits
+
+    masks = torch.ones(2, 4, 4, dtype=torch.long)
+    masks[0, :2] = 0
+    masks[1, 0] = 255
+    batch = Batch(torch.zeros(2, 3, 4, 4), masks, torch.arange(2), [(5, "broken mask")])
+    metric, skips = SEGMENTATION.metric(3), Skips()
+    score(Constant(), [batch], SEGMENTATION, metric, num_classes=3, device=CPU, skips=skips)
+    result = metric.summarize(metric.totals(), ["a", "b", "c"])
+    assert skips.count == 1 and result.count == 2
+    # class 1: 8 + 12 labelled pixels, all hit; 8 class-0 pixels predicted as 1
+    assert per_category_iou(result, 3) == [0.0, 20 / 28, None]
+    assert result.values["overall_accuracy"] == pytest.approx(20 / 28)
+
+
+def test_describe_lists_classes_by_pixel_share():
+    logits = torch.zeros(1, 3, 2, 4)
+    logits[0, 2, :, :3] = 1  # 6 pixels class 2
+    logits[0, 0, :, 3] = 1  # 2 pixels class 0
+    rows = SEGMENTATION.describe(logits, ["a", "b", "c"], top_k=5)
+    assert rows == [[{"index": 2, "label": "c", "share": 0.75},
+                     {"index": 0, "label": "a", "share": 0.25}]]  # fmt: skip
