@@ -35,8 +35,8 @@ def _training_step(request: dict):
     import torch
     import torch.nn.functional as F
 
+    from gfnet_cli import create_model
     from gfnet_cli.engine.train import param_groups
-    from gfnet_cli.models import create_model
 
     torch.manual_seed(0)
     resolution, batch = request["resolution"], request["batch_size"]

@@ -25,8 +25,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from gfnet_cli import create_model
 from gfnet_cli.device import autocast_context, resolve_device
-from gfnet_cli.models import create_model
 from gfnet_cli.tasks.segmentation import SEGMENTATION
 
 

@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from gfnet_cli import create_model
 from gfnet_cli.device import autocast_context, resolve_device
 from gfnet_cli.engine.train import TrainCallbacks, TrainConfig, finetune, param_groups
-from gfnet_cli.models import create_model
 from gfnet_cli.models.layers import filter_form
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -50,11 +50,17 @@ class ConfigError(UsageError):
     """A ``config.json`` is missing, invalid, or disagrees with the weights."""
 
 
+def install_extra(extra: str) -> str:
+    """How to add an optional extra: gfnet-cli is installed from its repository (it is not on a
+    package index), so the command runs in the clone."""
+    return f"pip install '.[{extra}]' in the gfnet-cli clone"
+
+
 class MissingDependencyError(UsageError):
     """An optional extra is not installed; the message gives the pip command."""
 
     def __init__(self, feature: str, extra: str) -> None:
-        super().__init__(f"{feature} needs the '{extra}' extra: pip install 'gfnet-cli[{extra}]'")
+        super().__init__(f"{feature} needs the '{extra}' extra: {install_extra(extra)}")
         self.extra = extra
 
 

@@ -259,10 +259,10 @@ def test_loading_a_local_model_stays_light(tmp_path):
     import PyTorch's compiler and sympy: most of a second of start-up)."""
     code = (
         "from gfnet_cli.hub.resolve import load_model\n"
-        "from gfnet_cli.models import GFNet, GFNetConfig\n"
+        "from gfnet_cli.models import GFNetArchitecture, GFNetConfig\n"
         "from gfnet_cli.hub.serialization import save_model\n"
         "config = GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=32, num_classes=3)\n"
-        f"save_model(GFNet(config), {str(tmp_path)!r})\n"
+        f"save_model(GFNetArchitecture(config), {str(tmp_path)!r})\n"
         f"load_model({str(tmp_path)!r})"
     )
     heavy = ("huggingface_hub", "datasets", "sympy", "torch._dynamo")

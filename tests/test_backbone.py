@@ -18,22 +18,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from gfnet_cli.errors import ConfigError, UsageError
-from gfnet_cli.hub.resolve import create_model as hub_create_model
-from gfnet_cli.hub.resolve import load_model
+from gfnet_cli.hub.resolve import create_model, load_model
 from gfnet_cli.hub.serialization import save_model
 from gfnet_cli.models import (
     ZOO,
     FeatureExtractor,
     FeatureIndexError,
-    GFNet,
+    GFNetArchitecture,
     GFNetConfig,
-    create_model,
 )
 
 ZOO_NAMES = list(ZOO)
 
 
-def _narrow(name: str, **changes) -> GFNet:
+def _narrow(name: str, **changes) -> GFNetArchitecture:
     """The zoo architecture ``name`` (patch, depths, MLP ratios, layer scale) made narrow."""
     config = ZOO[name].config()
     if config.kind == "flat":
@@ -43,11 +41,11 @@ def _narrow(name: str, **changes) -> GFNet:
     return create_model(name, num_classes=changes.pop("num_classes", 10), **changes)
 
 
-def _stride(model: GFNet) -> int:
+def _stride(model: GFNetArchitecture) -> int:
     return model.config.stride
 
 
-def _input(model: GFNet, batch: int = 1, scale: tuple[int, int] = (2, 3), **kwargs):
+def _input(model: GFNetArchitecture, batch: int = 1, scale: tuple[int, int] = (2, 3), **kwargs):
     """A non-square input the patching divides: (2 x stride) by (3 x stride) pixels."""
     stride = _stride(model)
     return torch.randn(batch, 3, scale[0] * stride, scale[1] * stride, **kwargs)
@@ -232,7 +230,7 @@ def test_pruning_leaves_no_unused_parameters(name):
 
 def test_a_pruned_model_is_not_saved_as_a_model_folder(tmp_path):
     """A cut model's weights no longer match its config: the folder would not load again."""
-    model = hub_create_model("gfnet-ti", img_size=32, num_classes=3)
+    model = create_model("gfnet-ti", img_size=32, num_classes=3)
     model.prune_intermediate_layers([len(model.feature_info) - 1])  # the head only: still whole
     model.save_pretrained(tmp_path / "whole")
     assert load_model(str(tmp_path / "whole")).num_classes == 0
@@ -349,7 +347,7 @@ def test_reset_classifier_keeps_class_names_and_the_old_call():
 def test_pretrained_weights_load_into_a_features_only_model(tmp_path):
     source = _narrow("gfnet-h-ti").eval()
     save_model(source, tmp_path / "model")
-    backbone = hub_create_model(str(tmp_path / "model"), pretrained=True, features_only=True)
+    backbone = create_model(str(tmp_path / "model"), pretrained=True, features_only=True)
     assert isinstance(backbone, FeatureExtractor)
     x = torch.randn(1, 3, 96, 128)
     with torch.no_grad():

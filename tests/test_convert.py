@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from gfnet_cli import GFNetConfig, convert_checkpoint, create_model, load_model
 from gfnet_cli.errors import CheckpointError
 from gfnet_cli.hub.convert import extract_state_dict
-from gfnet_cli.models import GFNet
+from gfnet_cli.models import GFNetArchitecture
 from tests.conftest import assert_one_line_error
 
 
@@ -64,8 +64,8 @@ def test_load_model_with_img_size_resizes(data_dir, tmp_path, expected):
     )
 
 
-def _tiny_flat(num_classes: int, **kw) -> GFNet:
-    return GFNet(
+def _tiny_flat(num_classes: int, **kw) -> GFNetArchitecture:
+    return GFNetArchitecture(
         GFNetConfig(patch_size=8, embed_dim=16, depth=2, img_size=32, num_classes=num_classes, **kw)
     )
 
@@ -117,7 +117,8 @@ def test_labels_file_and_zoo_arch(tmp_path, data_dir, run_cli):
 
 def test_zoo_arch_takes_image_size_from_the_checkpoint(tmp_path):
     with torch.device("meta"):
-        model = GFNet(GFNetConfig(embed_dim=384, depth=12, img_size=384, num_classes=1000))
+        config = GFNetConfig(embed_dim=384, depth=12, img_size=384, num_classes=1000)
+        model = GFNetArchitecture(config)
     state = {k: torch.zeros(v.shape) for k, v in model.state_dict().items()}
     path = tmp_path / "xs384.pth"
     torch.save({"model": state}, path)
@@ -128,7 +129,7 @@ def test_zoo_arch_takes_image_size_from_the_checkpoint(tmp_path):
 
 
 def test_non_square_checkpoint(tmp_path):
-    model = GFNet(
+    model = GFNetArchitecture(
         GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=[32, 48], num_classes=2)
     )
     path = tmp_path / "rect.pth"

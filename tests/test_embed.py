@@ -14,12 +14,12 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
+from gfnet_cli import create_model
 from gfnet_cli.commands.embed import embed, read_embeddings
 from gfnet_cli.commands.predict import predict
 from gfnet_cli.data.transforms import eval_transform
 from gfnet_cli.errors import UsageError
 from gfnet_cli.hub.serialization import save_model
-from gfnet_cli.models import create_model
 from tests.conftest import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,7 +34,7 @@ from gfnet_cli.engine.onnx_model import (
     decode_metadata,
 )
 from gfnet_cli.errors import GFNetError, UsageError
-from gfnet_cli.models import GFNet, layers
+from gfnet_cli.models import GFNetArchitecture, layers
 from gfnet_cli.models.layers import GlobalFilter, dft_bases, filter_form, fused_inference
 from tests.conftest import assert_one_line_error
 
@@ -54,7 +54,7 @@ PYRAMID = GFNetConfig(
 )
 
 
-def _model(config: GFNetConfig, seed: int = 0) -> GFNet:
+def _model(config: GFNetConfig, seed: int = 0) -> GFNetArchitecture:
     torch.manual_seed(seed)
     model = create_model(config).eval()
     with torch.no_grad():  # filters and a head far from their small init: a harder test
@@ -470,11 +470,11 @@ def test_predicting_with_a_folder_loads_no_onnx_library(tmp_path):
 
     code = (
         "from PIL import Image\n"
-        "from gfnet_cli.models import GFNet, GFNetConfig\n"
+        "from gfnet_cli.models import GFNetArchitecture, GFNetConfig\n"
         "from gfnet_cli.commands.predict import predict\n"
         "from gfnet_cli.hub.serialization import save_model\n"
         "config = GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=32, num_classes=3)\n"
-        f"save_model(GFNet(config), {str(tmp_path)!r})\n"
+        f"save_model(GFNetArchitecture(config), {str(tmp_path)!r})\n"
         f"predict([Image.new('RGB', (40, 30))], {str(tmp_path)!r}, device='cpu')"
     )
     assert loaded_after(code, ("onnxruntime", "onnx", "onnxscript")) == []
@@ -565,11 +565,11 @@ def test_without_the_extra_export_exits_2_with_the_pip_command(
     folder, onnx_file = folder_and_file
     monkeypatch.setitem(sys.modules, missing, None)  # `import missing` now raises ImportError
     result = run_cli("export", folder, tmp_path / "m.onnx")
-    assert_one_line_error(result, 2, "pip install 'gfnet-cli[export]'")
+    assert_one_line_error(result, 2, "pip install '.[export]' in the gfnet-cli clone")
     assert list(tmp_path.iterdir()) == []
     if missing == "onnxruntime":
         result = run_cli("predict", "x.png", "--model", onnx_file)
-        assert_one_line_error(result, 2, "pip install 'gfnet-cli[export]'")
+        assert_one_line_error(result, 2, "pip install '.[export]' in the gfnet-cli clone")
 
 
 def test_pt2_needs_no_extra(folder_and_file, tmp_path, monkeypatch):

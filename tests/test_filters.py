@@ -213,7 +213,7 @@ def test_visualize_bad_input_exits_2(run_cli, flat_folder, tmp_path, args, messa
 def test_visualize_without_matplotlib_names_the_extra(run_cli, flat_folder, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
     result = run_cli("visualize", flat_folder, "--output", tmp_path / "f.png")
-    assert_one_line_error(result, 2, "pip install 'gfnet-cli[plot]'")
+    assert_one_line_error(result, 2, "pip install '.[plot]' in the gfnet-cli clone")
     assert not (tmp_path / "f.png").exists()
     # the summary and the arrays need no matplotlib
     arrays = tmp_path / "f.safetensors"

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from gfnet_cli import create_model
 from gfnet_cli.data.augment import TrainTransform, random_resized_crop_box, sample_rng
 from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine.train import (
@@ -29,7 +30,6 @@ from gfnet_cli.engine.train import (
 )
 from gfnet_cli.errors import UsageError
 from gfnet_cli.hub.serialization import save_model
-from gfnet_cli.models import create_model
 from gfnet_cli.models.config import GFNetConfig
 from tests.conftest import assert_one_line_error
 from tests.hub_server import FakeHub

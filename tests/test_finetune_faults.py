@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from gfnet_cli import create_model
 from gfnet_cli.commands.evaluate import evaluate
 from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine import distributed
@@ -23,7 +24,6 @@ from gfnet_cli.engine.train import finetune
 from gfnet_cli.engine.train.state import resume_scaler
 from gfnet_cli.errors import UsageError
 from gfnet_cli.hub.serialization import save_model
-from gfnet_cli.models import create_model
 from gfnet_cli.models.config import GFNetConfig
 from tests.conftest import assert_one_line_error
 from tests.test_finetune import TINY_ARGS, _config, _env, _write_images

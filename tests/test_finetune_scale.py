@@ -18,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from gfnet_cli import create_model
 from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine.distributed import DistInfo
 from gfnet_cli.engine.train import (
@@ -31,7 +32,6 @@ from gfnet_cli.engine.train.lock import LOCK_NAME, RunLock, locked_output_dir
 from gfnet_cli.engine.train.model import same_classes
 from gfnet_cli.hub.serialization import save_model
 from gfnet_cli.labels import imagenet_class_names, imagenet_synsets
-from gfnet_cli.models import create_model
 from gfnet_cli.models.config import GFNetConfig
 from tests.conftest import assert_one_line_error
 from tests.test_finetune import (

@@ -678,7 +678,7 @@ def test_save_pretrained_from_pretrained_and_push_to_hub(hub, writer, tmp_path):
 
 def test_public_constructors_return_the_hub_aware_class(tmp_path):
     from gfnet_cli import create_model
-    from gfnet_cli.models import GFNet as Architecture
+    from gfnet_cli.models import GFNetArchitecture as Architecture
 
     built = create_model(TINY)
     assert isinstance(built, GFNet) and isinstance(built, Architecture)

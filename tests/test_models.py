@@ -16,14 +16,14 @@ from gfnet_cli.device import autocast_context
 from gfnet_cli.errors import ConfigError
 from gfnet_cli.hub.convert import extract_state_dict, infer_config, read_checkpoint
 from gfnet_cli.hub.serialization import model_from_state_dict
-from gfnet_cli.models import GFNet, adapt_state_dict, layers
+from gfnet_cli.models import GFNetArchitecture, adapt_state_dict, layers
 from gfnet_cli.models.flops import config_gflops
 from gfnet_cli.models.layers import GlobalFilter, Mlp, fused_inference
 
 TINY = GFNetConfig(patch_size=8, embed_dim=32, depth=2, img_size=32, num_classes=10)
 
 
-def tiny(data_dir, name: str) -> GFNet:
+def tiny(data_dir, name: str) -> GFNetArchitecture:
     state_dict, _ = extract_state_dict(read_checkpoint(data_dir / f"{name}.pth"))
     return model_from_state_dict(infer_config(state_dict), state_dict).eval()
 
@@ -43,11 +43,11 @@ def test_tiny_checkpoints_match_authors_logits(data_dir, expected, name):
     torch.testing.assert_close(logits, expected[f"{name}.logits_64"], atol=1e-5, rtol=0)
 
 
-def _resize_at_run_time(model: GFNet) -> GFNet:
+def _resize_at_run_time(model: GFNetArchitecture) -> GFNetArchitecture:
     return model  # a 96 px input is enough: filters and position embedding follow
 
 
-def _resize_with_set_image_size(model: GFNet) -> GFNet:
+def _resize_with_set_image_size(model: GFNetArchitecture) -> GFNetArchitecture:
     model.set_image_size(96)
     assert model.config.img_size == 96
     assert model.state_dict()["blocks.0.filter.complex_weight"].shape == (12, 7, 32, 2)
@@ -55,9 +55,9 @@ def _resize_with_set_image_size(model: GFNet) -> GFNet:
     return model
 
 
-def _resize_the_state_dict(model: GFNet) -> GFNet:
+def _resize_the_state_dict(model: GFNetArchitecture) -> GFNetArchitecture:
     target = model.config.replace(img_size=96)
-    resized = GFNet(target).eval()
+    resized = GFNetArchitecture(target).eval()
     resized.load_state_dict(adapt_state_dict(model.state_dict(), model.config, target))
     return resized
 
@@ -126,7 +126,7 @@ def test_non_square_input_runs(name):
 
 def test_non_square_native_size():
     config = GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=[32, 48], num_classes=3)
-    model = GFNet(config).eval()
+    model = GFNetArchitecture(config).eval()
     assert model.state_dict()["pos_embed"].shape == (1, 4 * 6, 16)
     assert model.state_dict()["blocks.0.filter.complex_weight"].shape == (4, 4, 16, 2)
     with torch.no_grad():
@@ -144,7 +144,7 @@ def test_size_the_patching_does_not_divide_is_refused():
 
 def test_resized_filters_are_cached_at_inference_only():
     config = GFNetConfig(patch_size=8, embed_dim=16, depth=1, img_size=32, num_classes=3)
-    model = GFNet(config).eval()
+    model = GFNetArchitecture(config).eval()
     gfilter = model.blocks[0].filter
     with torch.no_grad():
         first = gfilter.filter_for((6, 6))
@@ -169,7 +169,7 @@ def test_compiling_at_another_size_gives_one_graph_without_breaks(kind):
     config = GFNetConfig(patch_size=4, embed_dim=[8, 8, 8, 8] if kind == "pyramid" else 16,
                          depth=[1, 1, 1, 1] if kind == "pyramid" else 2, img_size=size,
                          kind=kind, num_classes=3)  # fmt: skip
-    model = GFNet(config).eval()
+    model = GFNetArchitecture(config).eval()
     inputs = torch.randn(2, 3, size + size // 2, size + size // 2)  # not the native size
     torch._dynamo.reset()
     with torch.inference_mode():
@@ -291,7 +291,7 @@ def assert_fused_ran(calls: list[torch.dtype], blocks: int, dtype=torch.float32)
     assert calls == [dtype] * blocks, calls
 
 
-def reference_forward(model: GFNet, images: torch.Tensor) -> torch.Tensor:
+def reference_forward(model: GFNetArchitecture, images: torch.Tensor) -> torch.Tensor:
     """A flat GFNet computed the way the paper's listing does, from ``model``'s weights."""
     weights = model.state_dict()
     x = F.conv2d(
@@ -317,7 +317,7 @@ def reference_forward(model: GFNet, images: torch.Tensor) -> torch.Tensor:
     return F.linear(x.mean(1), weights["head.weight"], weights["head.bias"])
 
 
-def fused_and_plain(model: GFNet, images: torch.Tensor, calls: list, blocks: int):
+def fused_and_plain(model: GFNetArchitecture, images: torch.Tensor, calls: list, blocks: int):
     """The logits of the fused path (checked to have run) and of the plain path (without it)."""
     with torch.inference_mode():
         fused = model(images)
@@ -331,7 +331,7 @@ def fused_and_plain(model: GFNet, images: torch.Tensor, calls: list, blocks: int
 
 def test_fast_path_matches_the_reference_within_1e4(fused_calls):
     config = GFNetConfig(patch_size=8, embed_dim=64, depth=3, img_size=64, num_classes=10)
-    model = GFNet(config).eval()
+    model = GFNetArchitecture(config).eval()
     images = torch.randn(4, 3, 64, 64)
     fused, plain = fused_and_plain(model, images, fused_calls, blocks=3)
     with torch.inference_mode():
@@ -347,7 +347,7 @@ def test_pyramid_fast_path_matches_the_plain_path(fused_calls):
 
 
 def test_cached_bf16_weights_follow_weight_updates(fused_calls):
-    model = GFNet(TINY).eval()
+    model = GFNetArchitecture(TINY).eval()
     images = torch.randn(2, 3, 32, 32)
     with torch.inference_mode(), autocast_context("cpu", "bf16"):
         before = model(images).float()
@@ -360,7 +360,7 @@ def test_cached_bf16_weights_follow_weight_updates(fused_calls):
 
 
 def test_autograd_takes_the_plain_path(fused_calls):
-    model = GFNet(TINY).eval()
+    model = GFNetArchitecture(TINY).eval()
     out = model(torch.randn(2, 3, 32, 32))
     assert fused_calls == []
     assert out.requires_grad
@@ -370,7 +370,7 @@ def test_autograd_takes_the_plain_path(fused_calls):
 
 def test_bf16_agrees_with_fp32_on_argmax(fused_calls):
     config = GFNetConfig(patch_size=8, embed_dim=64, depth=3, img_size=64, num_classes=10)
-    model = GFNet(config).eval()
+    model = GFNetArchitecture(config).eval()
     with torch.no_grad():  # a head with some spread, so argmax is not decided by noise
         model.head.weight.mul_(20)
     images = torch.randn(64, 3, 64, 64)

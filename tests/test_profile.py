@@ -19,7 +19,7 @@ from gfnet_cli.commands.profile import (
 )
 from gfnet_cli.device import autocast_context, check_precision, resolve_device
 from gfnet_cli.errors import UsageError
-from gfnet_cli.models import GFNet
+from gfnet_cli.models import GFNetArchitecture
 from gfnet_cli.models.flops import config_gflops, model_gflops
 from tests.conftest import assert_one_line_error
 
@@ -187,7 +187,7 @@ def test_gflops_grow_log_linearly_for_gfnet_and_quadratically_for_baselines():
 
 def test_counting_a_cpu_model_counts_the_plain_path():
     """The fused kernels are invisible to the counter: counting must force the plain path."""
-    model = GFNet(TINY).eval()
+    model = GFNetArchitecture(TINY).eval()
     assert model_gflops(model, (32, 32)) == pytest.approx(config_gflops(TINY), rel=1e-9)
 
 
@@ -286,7 +286,7 @@ def hub(monkeypatch):
 
 
 def test_profile_and_the_zoo_table_read_no_weights(hub, tmp_path):
-    folder = save_model(GFNet(TINY).eval(), tmp_path / "tiny")
+    folder = save_model(GFNetArchitecture(TINY).eval(), tmp_path / "tiny")
     hub.add_repo("org/tiny", {path.name: path.read_bytes() for path in folder.iterdir()})
     options = ProfileOptions(repeats=1, warmup=0, measure_memory=False)
     calls = []

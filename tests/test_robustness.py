@@ -449,7 +449,7 @@ def test_plot_without_matplotlib_names_the_extra(run_cli, digits, tmp_path, monk
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     result = run_cli("robustness", "-m", digits["model"], "-d", digits["data"],
                      "--plot", tmp_path / "p.png")  # fmt: skip
-    assert_one_line_error(result, 2, "pip install 'gfnet-cli[plot]'")
+    assert_one_line_error(result, 2, "pip install '.[plot]' in the gfnet-cli clone")
 
 
 def test_mce_for_an_imagenet_model_on_imagenet_classes(tmp_path):

@@ -6,10 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gfnet_cli import create_model
 from gfnet_cli.data.datasets import Batch
 from gfnet_cli.engine.scoring import MAX_REPORTED_SKIPS, Skips, score, scored_rows
 from gfnet_cli.errors import UsageError
-from gfnet_cli.models import GFNetConfig, create_model
+from gfnet_cli.models import GFNetConfig
 from gfnet_cli.tasks import TASKS, get_task
 from gfnet_cli.tasks.classification import CLASSIFICATION
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from gfnet_cli import create_model
 from gfnet_cli.commands.evaluate import evaluate
 from gfnet_cli.data.datasets import DatasetError, collate_skipping_failures
 from gfnet_cli.data.segmentation import (
@@ -24,7 +25,6 @@ from gfnet_cli.data.segmentation import (
 from gfnet_cli.hub.serialization import save_model
 from gfnet_cli.models import GFNetConfig
 from gfnet_cli.models.config import SegmentationConfig
-from gfnet_cli.models.factory import create_model
 from gfnet_cli.tasks.segmentation import SEGMENTATION, per_category_iou
 from tests.conftest import assert_one_line_error
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from gfnet_cli import create_model
 from gfnet_cli.commands.evaluate import evaluate
 from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine.train import TrainConfig, finetune
@@ -22,7 +23,6 @@ from gfnet_cli.engine.train.state import TrainingInterruptedError
 from gfnet_cli.hub.resolve import load_model
 from gfnet_cli.hub.serialization import save_model
 from gfnet_cli.models import GFNetConfig
-from gfnet_cli.models.factory import create_model
 from tests.conftest import assert_one_line_error
 from tests.test_segmentation_evaluate import mask_folder
 

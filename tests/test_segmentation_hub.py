@@ -17,10 +17,10 @@ import yaml
 from huggingface_hub import ModelCard
 from PIL import Image
 
+from gfnet_cli import create_model
 from gfnet_cli.hub.card import model_card
 from gfnet_cli.hub.resolve import load_model
 from gfnet_cli.hub.serialization import save_model
-from gfnet_cli.models.factory import create_model
 from gfnet_cli.models.segmentation import GFNetForSegmentation
 from tests.hub_server import FakeHub
 from tests.test_hub import hub, writer  # noqa: F401  (fixtures)

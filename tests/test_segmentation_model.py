@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from gfnet_cli import create_model as create_architecture
 from gfnet_cli.commands.profile import ProfileOptions, profile
 from gfnet_cli.data.masks import (
     IGNORE_INDEX,
@@ -33,8 +34,12 @@ from gfnet_cli.errors import ConfigError, UsageError
 from gfnet_cli.hub.resolve import create_model, load_model
 from gfnet_cli.hub.serialization import check_model_folder, save_model
 from gfnet_cli.labels import ade20k_class_names
-from gfnet_cli.models import GFNet, GFNetConfig, GFNetForSegmentation, SegmentationConfig
-from gfnet_cli.models import create_model as create_architecture
+from gfnet_cli.models import (
+    GFNetArchitecture,
+    GFNetConfig,
+    GFNetForSegmentation,
+    SegmentationConfig,
+)
 from gfnet_cli.models.flops import config_gflops, count_flops
 from gfnet_cli.models.layers import resize_filter
 from gfnet_cli.models.segmentation import sync_batchnorm
@@ -95,7 +100,7 @@ def test_head_parameters_equal_mmsegmentation_fpn_and_fpnhead(base):
     neck, head = _expected_head_params([c for c, _ in maps], [s for _, s in maps])
     assert _params(model.neck) == neck
     assert _params(model.decode_head) == head
-    backbone = _params(GFNet(base.replace(num_classes=0)))
+    backbone = _params(GFNetArchitecture(base.replace(num_classes=0)))
     pyramid = 0
     if base.kind == "flat":  # ConvT(C,C,2)+BN+ConvT for s/4, ConvT for s/2 (all with bias)
         width = base.widths[0]
@@ -292,7 +297,7 @@ def _conv_macs(height: int, width: int, c_in: int, c_out: int, kernel: int) -> i
 def test_flops_are_backbone_plus_the_convolutions_of_neck_and_head():
     config = _segmenter(PYRAMID).config
     size = (64, 96)
-    backbone = GFNet(PYRAMID.replace(num_classes=0), global_pool="").eval()
+    backbone = GFNetArchitecture(PYRAMID.replace(num_classes=0), global_pool="").eval()
     backbone_macs = count_flops(backbone, torch.zeros(1, 3, *size))
     maps = _backbone_maps(PYRAMID)
     head_macs = 0

@@ -358,19 +358,20 @@ def test_missing_or_old_transformers_is_one_line_naming_the_extra(monkeypatch):
         transformers_classes.require_transformers()
     message = str(old.value)
     assert "transformers>=" in message and "4.57.1" in message
-    assert "pip install -U 'gfnet-cli[transformers]'" in message and "\n" not in message
+    assert "pip install '.[transformers]' in the gfnet-cli clone" in message
+    assert "\n" not in message
 
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(MissingDependencyError) as missing:
         transformers_classes.require_transformers()
-    assert str(missing.value).endswith("pip install 'gfnet-cli[transformers]'")
+    assert str(missing.value).endswith("pip install '.[transformers]' in the gfnet-cli clone")
 
 
 def test_remote_code_without_gfnet_cli_names_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "gfnet_cli.hub.transformers_classes", None)
     with pytest.raises(ImportError) as error:
         exec(compile(remote_code.CONFIGURATION_CODE, "configuration_gfnet.py", "exec"), {})  # noqa: S102
-    assert 'pip install -U "gfnet-cli[transformers]"' in str(error.value)
+    assert "pip install '.[transformers]' in a clone" in str(error.value)
 
 
 def test_segmentation_folders_carry_no_transformers_files_yet(run_cli, tmp_path):

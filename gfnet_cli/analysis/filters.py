@@ -40,7 +40,7 @@ from gfnet_cli.analysis.outputs import require_matplotlib
 from gfnet_cli.engine.inference import check_at_least, model_name, prepare_model
 from gfnet_cli.errors import UsageError
 from gfnet_cli.hub.serialization import check_output_file
-from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.gfnet import GFNetArchitecture
 from gfnet_cli.models.layers import GlobalFilter
 
 logger = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ class FilterResult:
 
 
 def filters(
-    model: str | GFNet,
+    model: str | GFNetArchitecture,
     *,
     layers: str | Sequence[int] | None = None,
     channels: int = DEFAULT_CHANNELS,
@@ -191,7 +191,8 @@ def filters(
     if output_path is not None:
         require_matplotlib("drawing the filters (output)")
     # a caller's model is read where it is (weights are copied to the CPU), never moved
-    net = model if isinstance(model, GFNet) else prepare_model(model, None, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    net = model if isinstance(model, GFNetArchitecture) else prepare_model(model, None, cpu)
     modules = filter_modules(net)
     chosen = parse_layers(layers, len(modules))
     result = FilterResult(
@@ -211,7 +212,7 @@ def filters(
     return result
 
 
-def filter_modules(net: GFNet) -> list[tuple[int, str, GlobalFilter]]:
+def filter_modules(net: GFNetArchitecture) -> list[tuple[int, str, GlobalFilter]]:
     """``(stage, parameter name, module)`` of every global filter, in network order."""
     found = []
     for name, module in net.named_modules():

@@ -74,7 +74,7 @@ from gfnet_cli.engine.scoring import Skips, scored_rows
 from gfnet_cli.errors import GFNetError, UsageError, check_range
 from gfnet_cli.hub.serialization import check_output_file, write_text_atomic
 from gfnet_cli.labels import imagenet_class_names
-from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.gfnet import GFNetArchitecture
 from gfnet_cli.tasks.base import MetricResult
 from gfnet_cli.tasks.classification import CLASSIFICATION
 
@@ -170,7 +170,7 @@ class _Plan:
 
 
 def robustness(
-    model: str | GFNet,
+    model: str | GFNetArchitecture,
     dataset: str | ImageDataset,
     *,
     split: str | None = None,

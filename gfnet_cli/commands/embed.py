@@ -34,7 +34,7 @@ from gfnet_cli.engine.inference import (
 )
 from gfnet_cli.errors import UsageError
 from gfnet_cli.hub.serialization import check_output_file, publish_file, save_weights
-from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.gfnet import GFNetArchitecture
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class EmbeddingResult:
 
 def embed(
     images: ImageInput | Iterable[ImageInput],
-    model: str | Path | GFNet,
+    model: str | Path | GFNetArchitecture,
     *,
     output: str | Path | None = None,
     batch_size: int = 32,
@@ -130,7 +130,7 @@ def embed(
     return result
 
 
-def _embed_batch(net: GFNet, batch: torch.Tensor, precision: str) -> torch.Tensor:
+def _embed_batch(net: GFNetArchitecture, batch: torch.Tensor, precision: str) -> torch.Tensor:
     with inference(batch.device, precision):
         vectors = net.forward_head(net.forward_features(batch), pre_logits=True)
     if vectors.dim() == 4:  # a model built with global_pool="": pool here

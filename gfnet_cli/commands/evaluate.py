@@ -56,7 +56,7 @@ from gfnet_cli.hub.locks import writing
 from gfnet_cli.hub.serialization import check_output_file, write_text_atomic
 from gfnet_cli.labels import imagenet_class_names, imagenet_synsets, normalize_class_name
 from gfnet_cli.models.config import to_pair
-from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.gfnet import GFNetArchitecture
 from gfnet_cli.tasks import get_task
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class EvaluationResult:
 
 
 def evaluate(
-    model: str | GFNet,
+    model: str | GFNetArchitecture,
     dataset: str | ImageDataset,
     *,
     split: str | None = None,
@@ -339,7 +339,7 @@ def _evenly_spaced(
 
 # ---------------------------------------------------------------------------------- labels
 def match_labels(
-    data: ImageDataset, model: GFNet, label_order: str = "auto"
+    data: ImageDataset, model: GFNetArchitecture, label_order: str = "auto"
 ) -> tuple[dict[int, int] | None, str]:
     """How dataset label ids become model class indices: ``(label_map or None, mode)``.
 

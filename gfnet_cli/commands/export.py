@@ -68,7 +68,7 @@ from gfnet_cli.hub.locks import writing
 from gfnet_cli.hub.resolve import load_model
 from gfnet_cli.hub.serialization import check_output_file, publish_file, write_bytes
 from gfnet_cli.models.config import to_pair
-from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.gfnet import GFNetArchitecture
 from gfnet_cli.models.layers import filter_form, fused_inference
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class ExportCheckError(GFNetError):
 
 
 def export_model(
-    model: str | Path | GFNet,
+    model: str | Path | GFNetArchitecture,
     output: str | Path,
     *,
     format: str | None = None,  # named like the --format flag
@@ -196,7 +196,7 @@ def export_model(
 class _Job:
     """What every attempt at writing the file shares."""
 
-    net: GFNet
+    net: GFNetArchitecture
     file_format: str
     output: Path
     checks: list[tuple[torch.Tensor, torch.Tensor]]  # (images, PyTorch's logits)
@@ -442,14 +442,14 @@ def _require_onnx_exporter() -> None:
 
 # ---------------------------------------------------------------------------- the model
 def _model_to_export(
-    model: str | Path | GFNet | OnnxModel, img_size: int | tuple[int, int] | None
-) -> GFNet:
+    model: str | Path | GFNetArchitecture | OnnxModel, img_size: int | tuple[int, int] | None
+) -> GFNetArchitecture:
     """A private copy in eval mode on the CPU, native at ``img_size``, without gradients.
 
     Native means the resized filters and position embedding are the weights: nothing is
     resized inside the exported graph.
     """
-    if isinstance(model, GFNet):
+    if isinstance(model, GFNetArchitecture):
         net = copy.deepcopy(model).cpu()
     elif is_onnx_file(model) or isinstance(model, OnnxModel):
         raise UsageError(
@@ -471,7 +471,9 @@ def _model_to_export(
     return net
 
 
-def _check_inputs(net: GFNet, fixed_batch: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _check_inputs(
+    net: GFNetArchitecture, fixed_batch: int | None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Deterministic inputs (normalized images look standard normal) and PyTorch's logits.
 
     The reference is the model as it runs eagerly (FFT form, the fast CPU path included).
@@ -543,7 +545,7 @@ def _write_checked(job: _Job, form: str, steps: _Steps) -> tuple[Path, float, in
         raise
 
 
-def _trace_input(net: GFNet, fixed_batch: int | None) -> torch.Tensor:
+def _trace_input(net: GFNetArchitecture, fixed_batch: int | None) -> torch.Tensor:
     batch = fixed_batch if fixed_batch is not None else TRACE_BATCH
     return torch.zeros(batch, net.config.in_chans, *net.config.image_size)
 
@@ -555,7 +557,7 @@ def _dynamic_shapes(fixed_batch: int | None) -> tuple[dict[int, Any]] | None:
 
 
 @contextlib.contextmanager
-def _traceable(net: GFNet, form: str, example: torch.Tensor) -> Iterator[None]:
+def _traceable(net: GFNetArchitecture, form: str, example: torch.Tensor) -> Iterator[None]:
     """The plain graph of ``form``: fused CPU kernels off, the filter in ``form``, and the
     exporters' chatter (warnings, logs, prints) kept off stdout and stderr."""
     layer_form = "fft" if form == "native" else "matmul"
@@ -580,7 +582,7 @@ def _traceable(net: GFNet, form: str, example: torch.Tensor) -> Iterator[None]:
 
 
 def _write_onnx(
-    net: GFNet,
+    net: GFNetArchitecture,
     form: str,
     path: Path,
     metadata: dict[str, Any],
@@ -641,7 +643,7 @@ def _check_onnx(path: Path, checks: list[tuple[torch.Tensor, torch.Tensor]]) -> 
 
 
 def _write_pt2(
-    net: GFNet, form: str, path: Path, metadata: dict[str, Any], fixed_batch: int | None
+    net: GFNetArchitecture, form: str, path: Path, metadata: dict[str, Any], fixed_batch: int | None
 ) -> None:
     example = _trace_input(net, fixed_batch)
     try:

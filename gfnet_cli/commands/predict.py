@@ -28,7 +28,7 @@ from gfnet_cli.engine.inference import (
 )
 from gfnet_cli.errors import UsageError
 from gfnet_cli.models.config import to_pair
-from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.gfnet import GFNetArchitecture
 from gfnet_cli.tasks import get_task
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ ImageInput = str | Path | Image.Image
 
 def predict(
     images: ImageInput | Iterable[ImageInput],
-    model: str | GFNet = DEFAULT_MODEL,
+    model: str | GFNetArchitecture = DEFAULT_MODEL,
     *,
     top_k: int = 5,
     img_size: int | tuple[int, int] | None = None,

@@ -60,7 +60,7 @@ from torch.utils._pytree import tree_flatten
 
 from gfnet_cli.device import check_precision, inference, resolve_device
 from gfnet_cli.engine.inference import ProgressCallback, check_at_least
-from gfnet_cli.errors import GFNetError, UsageError, check_range
+from gfnet_cli.errors import GFNetError, UsageError, check_range, install_extra
 from gfnet_cli.hub.resolve import resolve_config
 from gfnet_cli.hub.zoo_source import zoo_source
 from gfnet_cli.models.config import LIMITS, GFNetConfig, SegmentationConfig
@@ -849,7 +849,7 @@ def check_plot_path(path: str | Path) -> Path:
         import matplotlib  # noqa: F401
     except ImportError:
         raise UsageError(
-            "plotting needs matplotlib: pip install 'gfnet-cli[plot]' (or pip install matplotlib)",
+            f"plotting needs matplotlib: {install_extra('plot')} (or pip install matplotlib)",
             param="plot",
         ) from None
     return Path(path)

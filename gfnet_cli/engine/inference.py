@@ -20,7 +20,7 @@ from gfnet_cli.engine.onnx_model import OnnxModel, is_onnx_file, load_onnx_model
 from gfnet_cli.errors import UsageError
 from gfnet_cli.hub.resolve import load_model, resolve_model
 from gfnet_cli.models.config import LIMITS, GFNetConfig, to_pair
-from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.gfnet import GFNetArchitecture
 from gfnet_cli.models.segmentation import GFNetForSegmentation
 
 ProgressCallback = Callable[[int, int | None], None]
@@ -31,13 +31,13 @@ Library functions that take a while accept one (default: silent); the CLI passes
 
 
 def prepare_model(
-    model: str | GFNet | OnnxModel,
+    model: str | GFNetArchitecture | OnnxModel,
     img_size: int | tuple[int, int] | None,
     device: torch.device,
     precision: str = "fp32",
     *,
     allow_onnx: bool = False,
-) -> GFNet | OnnxModel:
+) -> GFNetArchitecture | OnnxModel:
     """Load MODEL at ``img_size`` on ``device`` in eval mode (a given model is not resized).
 
     A loaded :class:`GFNet` accepts any valid size at run time (its filters are resized and
@@ -57,7 +57,7 @@ def prepare_model(
             model.check_image_size(None if img_size is None else _size(img_size))
             return model
         return load_onnx_model(str(model), img_size=img_size, device=device, precision=precision)
-    if isinstance(model, GFNet):
+    if isinstance(model, GFNetArchitecture):
         if img_size is not None:
             model.config.check_image_size(_size(img_size))
         return model.eval().to(device)
@@ -71,10 +71,10 @@ def prepare_model(
     return net
 
 
-def model_task(model: str | Path | GFNet | GFNetForSegmentation | OnnxModel) -> str:
+def model_task(model: str | Path | GFNetArchitecture | GFNetForSegmentation | OnnxModel) -> str:
     """The task MODEL was made for (its config.json's ``task``), read before loading weights,
     so a command can pick its data pipeline and refuse a mismatch before any work."""
-    if isinstance(model, (GFNet, GFNetForSegmentation, OnnxModel)):
+    if isinstance(model, (GFNetArchitecture, GFNetForSegmentation, OnnxModel)):
         return getattr(model.config, "task", None) or "classification"
     if is_onnx_file(model):
         if _onnx_task(Path(str(model))) == "segmentation":
@@ -95,7 +95,7 @@ def prepare_segmentation_model(
     return net.eval().to(device)
 
 
-def refuse_onnx_segmentation(net: GFNet | OnnxModel) -> None:
+def refuse_onnx_segmentation(net: GFNetArchitecture | OnnxModel) -> None:
     """An exported segmentation ``.onnx`` file is fixed to its exported size; whole-image
     scoring and mask writing need the network: refused, saying what to pass instead."""
     if isinstance(net, OnnxModel) and net.config.task == "segmentation":
@@ -125,9 +125,9 @@ def _onnx_task(path: Path) -> str | None:
         return None
 
 
-def model_name(model: str | Path | GFNet | GFNetForSegmentation | OnnxModel) -> str:
+def model_name(model: str | Path | GFNetArchitecture | GFNetForSegmentation | OnnxModel) -> str:
     """How results name MODEL: the argument as given, or a loaded model's architecture."""
-    if isinstance(model, (GFNet, GFNetForSegmentation, OnnxModel)):
+    if isinstance(model, (GFNetArchitecture, GFNetForSegmentation, OnnxModel)):
         return model.config.architecture or "GFNet"
     return str(model)
 

@@ -42,7 +42,8 @@ except ModuleNotFoundError as error:  # no gfnet-cli, or one from before transfo
     if not (error.name or "").startswith("gfnet_cli"):
         raise
     raise ImportError(
-        'this GFNet model runs on gfnet-cli: pip install -U "gfnet-cli[transformers]"'
+        "this GFNet model runs on gfnet-cli with its transformers extra: install it from its "
+        "repository (pip install '.[transformers]' in a clone; the model card links it)"
     ) from None
 """
 
@@ -50,7 +51,8 @@ _HEADER = '''"""GFNet for transformers ({what}), written by gfnet-cli.
 
 The class below is gfnet-cli's own (gfnet_cli.hub.transformers_classes), named here so that
 transformers can load this repository with trust_remote_code=True. Needs
-pip install "gfnet-cli[transformers]". See https://pypi.org/project/gfnet-cli/
+gfnet-cli installed with its transformers extra, from its repository (it is not on a package
+index yet): pip install '.[transformers]' in a clone.
 """
 '''
 

@@ -99,7 +99,7 @@ ModelT = TypeVar("ModelT", bound="GFNet")
 
 
 # ---------------------------------------------------------------------------- the model
-class GFNet(architecture.GFNet):
+class GFNet(architecture.GFNetArchitecture):
     """A GFNet that knows MODEL folders and the Hub: the public ``gfnet_cli.GFNet``.
 
     The methods are the ones huggingface_hub's ``PyTorchModelHubMixin`` users expect, over

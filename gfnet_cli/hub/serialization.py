@@ -28,10 +28,10 @@ from gfnet_cli.hub.locks import writing
 from gfnet_cli.hub.remote_code import config_data, to_json, transformers_files
 from gfnet_cli.models.config import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, GFNetConfig
 from gfnet_cli.models.factory import build_model
-from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.gfnet import GFNetArchitecture
 from gfnet_cli.models.segmentation import GFNetForSegmentation
 
-ModelT = TypeVar("ModelT", bound=GFNet)
+ModelT = TypeVar("ModelT", bound=GFNetArchitecture)
 REWRITE_HINT = "write the MODEL folder again (gfnet convert / finetune)"
 # transformers saves the model under this attribute (transformers_classes): its checkpoint
 # keys carry the prefix, which loading reads past.
@@ -146,7 +146,7 @@ def save_weights(
 
 
 def save_model(
-    model: GFNet | GFNetForSegmentation, directory: str | Path, card: str | None = None
+    model: GFNetArchitecture | GFNetForSegmentation, directory: str | Path, card: str | None = None
 ) -> Path:
     """Write ``model`` into ``directory`` as a MODEL folder (files replaced atomically)."""
     if getattr(model, "pruned", False):
@@ -191,7 +191,7 @@ def load_model_folder(
     *,
     img_size: int | tuple[int, int] | None = None,
     device: str | torch.device | None = None,
-    model_class: type[ModelT] = GFNet,  # type: ignore[assignment]
+    model_class: type[ModelT] = GFNetArchitecture,  # type: ignore[assignment]
 ) -> ModelT:
     """Build the model a MODEL folder describes and load its weights (strictly), eval mode.
 
@@ -216,7 +216,7 @@ def model_from_state_dict(
     config: GFNetConfig,
     state_dict: dict[str, torch.Tensor],
     source: str = "weights",
-    model_class: type[ModelT] = GFNet,  # type: ignore[assignment]
+    model_class: type[ModelT] = GFNetArchitecture,  # type: ignore[assignment]
 ) -> ModelT:
     """A GFNet from ``config`` holding ``state_dict``; a clear error when the two disagree.
 

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from gfnet_cli.errors import MissingDependencyError, UsageError
+from gfnet_cli.errors import MissingDependencyError, UsageError, install_extra
 
 #: The oldest transformers release the tests passed on (5.20.0 and 5.25.0 were run): v5's
 #: loading (meta-device init, ``PreTrainedConfig``, ``transformers.initialization``).
@@ -62,7 +62,7 @@ class TransformersVersionError(MissingDependencyError):
         UsageError.__init__(
             self,
             f"GFNet's transformers classes need transformers>={MIN_TRANSFORMERS}, found "
-            f"{found}: pip install -U 'gfnet-cli[{EXTRA}]'",
+            f"{found}: {install_extra(EXTRA)} (pip install -U 'transformers>={MIN_TRANSFORMERS}')",
         )
         self.extra = EXTRA
 
@@ -78,7 +78,7 @@ from transformers.modeling_outputs import ImageClassifierOutput  # noqa: E402
 from gfnet_cli.data.images import open_image  # noqa: E402
 from gfnet_cli.data.transforms import EvalTransform  # noqa: E402
 from gfnet_cli.models import config as gfnet_config  # noqa: E402
-from gfnet_cli.models.gfnet import GFNet  # noqa: E402
+from gfnet_cli.models.gfnet import GFNetArchitecture  # noqa: E402
 from gfnet_cli.models.layers import Block, GlobalFilter  # noqa: E402
 
 #: our config.json fields, as the transformers config holds them (model_type is a class attribute)
@@ -168,7 +168,7 @@ class GFNetPreTrainedModel(PreTrainedModel):
             hf_init.normal_(module.complex_weight, std=0.02)
         elif isinstance(module, Block) and module.gamma is not None:  # layer scale: pyramid
             hf_init.constant_(module.gamma, float(self.config.init_values))
-        elif isinstance(module, GFNet):
+        elif isinstance(module, GFNetArchitecture):
             hf_init.trunc_normal_(module.pos_embed, std=0.02)
 
 
@@ -188,7 +188,7 @@ class GFNetForImageClassification(GFNetPreTrainedModel):
                 f"GFNetForImageClassification needs a classification config, not a "
                 f"{architecture.task} one"
             )
-        self.gfnet = GFNet(architecture)
+        self.gfnet = GFNetArchitecture(architecture)
         self.post_init()
 
     def forward(

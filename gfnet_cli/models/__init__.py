@@ -5,9 +5,9 @@ The bottom of the package: torch, the standard library, ``gfnet_cli.errors`` and
 """
 
 from gfnet_cli.models.config import GFNetConfig, SegmentationConfig
-from gfnet_cli.models.factory import build_model, create_model, model_config
+from gfnet_cli.models.factory import build_model, model_config
 from gfnet_cli.models.features import FeatureExtractor, FeatureIndexError, FeatureInfo
-from gfnet_cli.models.gfnet import GFNet, adapt_state_dict
+from gfnet_cli.models.gfnet import GFNetArchitecture, adapt_state_dict
 from gfnet_cli.models.layers import GlobalFilter, resize_filter, resize_pos_embed
 from gfnet_cli.models.segmentation import GFNetForSegmentation, sync_batchnorm
 from gfnet_cli.models.zoo import ZOO, get_zoo_entry, list_models
@@ -24,7 +24,6 @@ __all__ = [
     "SegmentationConfig",
     "adapt_state_dict",
     "build_model",
-    "create_model",
     "get_zoo_entry",
     "list_models",
     "model_config",

@@ -12,8 +12,8 @@ from torch import nn
 
 from gfnet_cli.errors import UsageError
 from gfnet_cli.models.config import TASKS, GFNetConfig
-from gfnet_cli.models.features import FeatureExtractor, Indices, features_only_model
-from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.features import Indices
+from gfnet_cli.models.gfnet import GFNetArchitecture
 from gfnet_cli.models.segmentation import GFNetForSegmentation, segmentation_config
 from gfnet_cli.models.zoo import get_zoo_entry
 
@@ -27,7 +27,7 @@ def model_config(
     task: str | None = None,
     **overrides: Any,
 ) -> GFNetConfig:
-    """The config :func:`create_model` builds: a zoo variant's or ``name_or_config``, changed.
+    """The config ``gfnet_cli.create_model`` builds: a zoo variant's or ``name_or_config``, changed.
 
     A new ``num_classes`` drops the variant's class names unless ``class_names`` are given.
     ``task="segmentation"`` turns a classification config into a Semantic FPN model's (PVT's
@@ -58,49 +58,14 @@ def model_config(
     return config.replace(**changes) if changes else config
 
 
-def create_model(
-    name_or_config: str | GFNetConfig,
-    *,
-    img_size: int | tuple[int, int] | None = None,
-    num_classes: int | None = None,
-    class_names: list[str] | None = None,
-    global_pool: str = "avg",
-    features_only: bool = False,
-    out_indices: Indices = None,
-    task: str | None = None,
-    **overrides: Any,
-) -> GFNet | FeatureExtractor | GFNetForSegmentation:
-    """A GFNet with fresh weights: a zoo name (``"gfnet-xs"``) or a :class:`GFNetConfig`.
-
-    Keyword arguments override config fields (e.g. ``drop_path_rate=0.1``, ``depth=6``).
-    ``features_only=True`` returns the backbone (:class:`FeatureExtractor`): its forward
-    gives the feature maps ``out_indices`` chooses (default: a pyramid model's four stages,
-    a flat model's last three blocks), NCHW. ``task="segmentation"`` (or a segmentation
-    config) builds a :class:`GFNetForSegmentation`: the GFNet under a Semantic FPN head.
-    """
-    config = model_config(
-        name_or_config,
-        img_size=img_size,
-        num_classes=num_classes,
-        class_names=class_names,
-        task=task,
-        **overrides,
-    )
-    if config.is_segmentation:
-        check_segmentation_arguments(features_only, out_indices, global_pool)
-        return GFNetForSegmentation(config)
-    model = GFNet(config, global_pool=global_pool)
-    return features_only_model(model, features_only, out_indices)
-
-
-def build_model(config: GFNetConfig) -> GFNet | GFNetForSegmentation:
+def build_model(config: GFNetConfig) -> GFNetArchitecture | GFNetForSegmentation:
     """The architecture ``config`` describes, for its task (fresh weights; meta-device safe)."""
-    return GFNetForSegmentation(config) if config.is_segmentation else GFNet(config)
+    return GFNetForSegmentation(config) if config.is_segmentation else GFNetArchitecture(config)
 
 
 def architecture_class(config: GFNetConfig) -> type[nn.Module]:
     """The class :func:`build_model` instantiates for ``config``."""
-    return GFNetForSegmentation if config.is_segmentation else GFNet
+    return GFNetForSegmentation if config.is_segmentation else GFNetArchitecture
 
 
 def check_task(task: str | None) -> None:

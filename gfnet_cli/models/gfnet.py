@@ -37,7 +37,7 @@ from gfnet_cli.models.layers import (
 )
 
 
-class GFNet(nn.Module):
+class GFNetArchitecture(nn.Module):
     """A Global Filter Network built from a :class:`GFNetConfig` (flat or pyramid).
 
     The plain architecture: it knows nothing of files or the Hub. ``gfnet_cli.GFNet``

@@ -4,11 +4,12 @@ The paper's Table 2 puts Semantic FPN (Kirillov et al., 2019) on GFNet-H followi
 configuration (the authors' answer in their repository's first issue): mmsegmentation's
 ``FPN`` neck and ``FPNHead`` decode head. This module is that model in plain torch:
 
-- **backbone**: a :class:`~gfnet_cli.models.gfnet.GFNet` without classifier. A pyramid model
-  gives its four stage maps (strides 4/8/16/32, the last one normed); a flat model its last
-  block's normed map (stride 16), which :class:`SimpleFeaturePyramid` turns into four, as
-  ViTDet does and with the layers of mmsegmentation's ``Feature2Pyramid``: two transposed
-  convolutions up (stride 4), one (stride 8), the map itself (16), a max-pool down (32).
+- **backbone**: a :class:`~gfnet_cli.models.gfnet.GFNetArchitecture` without classifier. A
+  pyramid model gives its four stage maps (strides 4/8/16/32, the last one normed); a flat
+  model its last block's normed map (stride 16), which :class:`SimpleFeaturePyramid` turns
+  into four, as ViTDet does and with the layers of mmsegmentation's ``Feature2Pyramid``: two
+  transposed convolutions up (stride 4), one (stride 8), the map itself (16), a max-pool down
+  (32).
 - **neck** (:class:`FPN`): a 1x1 lateral convolution per level to ``neck_channels``, a
   top-down path (nearest-neighbour upsampling, summed), a 3x3 convolution per level; no norm.
 - **head** (:class:`FPNHead`): per level, ``max(1, log2(stride / 4))`` stages of 3x3
@@ -39,7 +40,7 @@ from torch import nn
 
 from gfnet_cli.errors import ConfigError, UsageError
 from gfnet_cli.models.config import GFNetConfig, SegmentationConfig
-from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.gfnet import GFNetArchitecture
 
 #: PVT's (and so the paper's) ADE20K training crop: the size segmentation backbones get
 DEFAULT_CROP = 512
@@ -216,7 +217,7 @@ class GFNetForSegmentation(nn.Module):
     :func:`segmentation_from_classifier`.
     """
 
-    def __init__(self, config: GFNetConfig, *, backbone: GFNet | None = None) -> None:
+    def __init__(self, config: GFNetConfig, *, backbone: GFNetArchitecture | None = None) -> None:
         super().__init__()
         if not config.is_segmentation:
             raise ConfigError(
@@ -227,7 +228,7 @@ class GFNetForSegmentation(nn.Module):
         settings: SegmentationConfig = config.segmentation  # type: ignore[assignment]
         expected = backbone_config(config)
         if backbone is None:
-            backbone = GFNet(expected, global_pool="")
+            backbone = GFNetArchitecture(expected, global_pool="")
         else:
             backbone.reset_classifier(0, "")
             if backbone.config != expected:
@@ -368,7 +369,7 @@ def segmentation_config(
 
 
 def segmentation_from_classifier(
-    classifier: GFNet,
+    classifier: GFNetArchitecture,
     *,
     num_classes: int,
     class_names: list[str] | None = None,

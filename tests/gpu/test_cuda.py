@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from gfnet_cli import create_model
 from gfnet_cli.commands.evaluate import evaluate
 from gfnet_cli.commands.predict import predict
 from gfnet_cli.commands.profile import ProfileOptions, profile
@@ -24,7 +25,6 @@ from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine.train import TrainConfig, finetune
 from gfnet_cli.errors import UsageError
 from gfnet_cli.hub.serialization import save_model
-from gfnet_cli.models import create_model
 from gfnet_cli.models.config import GFNetConfig
 from tests.test_finetune import CLASSES, _env, _wait_for_checkpoint, _write_images
 from tests.test_finetune_faults import _labelled

@@ -15,15 +15,15 @@ import copy
 import torch
 from torch import nn
 
-from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.gfnet import GFNetArchitecture
 
 
 class ModelEma:
     """The moving average of ``model``'s weights with ``decay`` per optimizer step."""
 
-    def __init__(self, model: GFNet, decay: float) -> None:
+    def __init__(self, model: GFNetArchitecture, decay: float) -> None:
         self.decay = float(decay)
-        self.module: GFNet = copy.deepcopy(model).eval()
+        self.module: GFNetArchitecture = copy.deepcopy(model).eval()
         self.module.set_grad_checkpointing(False)  # never trained: nothing to recompute
         for param in self.module.parameters():
             param.requires_grad_(False)

@@ -75,7 +75,7 @@ from gfnet_cli.engine.train.state import (
 from gfnet_cli.errors import is_disk_full, write_error
 from gfnet_cli.hub.serialization import load_model_folder, save_model, write_text_atomic
 from gfnet_cli.models.config import CARD_NAME
-from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.gfnet import GFNetArchitecture
 from gfnet_cli.tasks.base import MetricResult
 from gfnet_cli.tasks.classification import LabelRangeError
 
@@ -519,7 +519,7 @@ def _end_epoch(run: Run, state: RunState, summary: EpochSummary) -> None:
 
 
 @torch.no_grad()
-def _evaluate(run: Run, model: GFNet, *, test: bool = False) -> MetricResult:
+def _evaluate(run: Run, model: GFNetArchitecture, *, test: bool = False) -> MetricResult:
     """The task's metrics on the validation split (or, with ``test``, the test split) summed
     over every process's shard (rows without a target, such as classes the training split
     lacks, are skipped; unreadable images have none to score).

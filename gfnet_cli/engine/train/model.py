@@ -19,14 +19,14 @@ from gfnet_cli.engine.train.config import TrainConfig
 from gfnet_cli.hub.resolve import load_model, resolve_config
 from gfnet_cli.labels import imagenet_class_names, imagenet_synsets, normalize_class_name
 from gfnet_cli.models.config import GFNetConfig
-from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.gfnet import GFNetArchitecture
 
 
 @dataclass
 class StartingModel:
     """The model a run starts from and what became of MODEL's classifier."""
 
-    model: GFNet
+    model: GFNetArchitecture
     head: str  # "kept": MODEL's trained classifier; "new": a fresh one
     reason: str  # one line for the log
 
@@ -48,7 +48,7 @@ def build_model(config: TrainConfig, class_names: list[str]) -> StartingModel:
         if architecture:
             changes["architecture"] = None  # no longer the named variant
         source = resolve_config(config.model)  # config.json only: no weights downloaded
-        model = GFNet(source.replace(**architecture, **changes, **head))
+        model = GFNetArchitecture(source.replace(**architecture, **changes, **head))
         started = StartingModel(model, "new", "training from scratch")
     else:
         started = _pretrained(config, changes, class_names)
@@ -94,7 +94,7 @@ def _segmentation_model(config: TrainConfig, class_names: list[str]) -> Starting
 def _pretrained(config: TrainConfig, changes: dict[str, Any], class_names: list[str]
                 ) -> StartingModel:  # fmt: skip
     pretrained = load_model(config.model, img_size=config.img_size)
-    model = GFNet(pretrained.config.replace(**changes))
+    model = GFNetArchitecture(pretrained.config.replace(**changes))
     model.load_state_dict(pretrained.state_dict())
     same = same_classes(class_names, pretrained.config)
     if same and not config.new_head:

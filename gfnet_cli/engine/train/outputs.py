@@ -23,7 +23,7 @@ from gfnet_cli.errors import UsageError
 from gfnet_cli.hub.card import model_card
 from gfnet_cli.hub.push import push_folder
 from gfnet_cli.hub.serialization import write_text_atomic
-from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.gfnet import GFNetArchitecture
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def write_results(output_dir: Path, result: TrainResult, config: TrainConfig) ->
     write_text_atomic(output_dir / RESULTS_NAME, json.dumps(document, indent=2) + "\n")
 
 
-def training_card(model: GFNet, config: TrainConfig, stats: EpochStats, *, head: str,
+def training_card(model: GFNetArchitecture, config: TrainConfig, stats: EpochStats, *, head: str,
                   world_size: int = 1, validation_split: str | None = None,
                   test: dict[str, Any] | None = None) -> str:  # fmt: skip
     """The model card: how the model was trained, the validation scores of the kept epoch

@@ -39,7 +39,7 @@ from gfnet_cli.engine.train.ema import ModelEma
 from gfnet_cli.engine.train.optim import Schedule
 from gfnet_cli.engine.train.outputs import EpochStats, MetricsWriter, TrainCallbacks
 from gfnet_cli.errors import GFNetError, write_error
-from gfnet_cli.models.gfnet import GFNet
+from gfnet_cli.models.gfnet import GFNetArchitecture
 from gfnet_cli.tasks import Task, get_task
 from gfnet_cli.tasks.base import MetricResult
 
@@ -98,7 +98,7 @@ class Run:
 
     config: TrainConfig
     dist: distributed.DistInfo
-    model: GFNet
+    model: GFNetArchitecture
     # what the steps run: ``model``, or ``ddp``, compiled with ``compile``
     train_model: nn.Module
     ddp: nn.parallel.DistributedDataParallel | None
