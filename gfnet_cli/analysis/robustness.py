@@ -51,12 +51,11 @@ from gfnet_cli.analysis.corruptions import (
     parse_corruptions,
 )
 from gfnet_cli.analysis.outputs import require_matplotlib
-from gfnet_cli.commands.evaluate import match_labels, require_labels
+from gfnet_cli.commands.evaluate import evenly_spaced, match_labels, require_labels
 from gfnet_cli.data.datasets import (
     Batch,
     DatasetError,
     ImageDataset,
-    TorchImageDataset,
     collate_skipping_failures,
     load_image_dataset,
 )
@@ -233,7 +232,7 @@ def robustness(
     net = prepare_model(model, img_size, torch_device)
     label_map, mapping = match_labels(data, net, label_order)
     transform = pixel_transform(net.config, img_size)
-    samples = _samples(data, transform, label_map, max_samples)
+    samples = evenly_spaced(data, transform, label_map, max_samples)
     pixel_model = PixelModel(net, net.config.mean, net.config.std, precision).eval()
     run = _Run(net.num_classes, plan, len(samples), progress)
     workers = default_workers(num_workers)
@@ -344,19 +343,6 @@ def _require_labels(data: ImageDataset) -> None:
             "robustness reads a dataset several times: load it without streaming",
             param="streaming",
         )
-
-
-def _samples(
-    data: ImageDataset, transform: Any, label_map: dict[int, int] | None, max_samples: int | None
-) -> torch.utils.data.Dataset:
-    """The pixel view of the split (``max_samples`` evenly spaced ones, as evaluate takes)."""
-    if len(data) == 0:
-        raise DatasetError(f"{data.name} ({data.split}) holds no samples")
-    view = TorchImageDataset(data, transform, label_map)
-    count = len(view)
-    if max_samples is None or max_samples >= count:
-        return view
-    return torch.utils.data.Subset(view, [i * count // max_samples for i in range(max_samples)])
 
 
 

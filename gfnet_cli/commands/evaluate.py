@@ -8,7 +8,6 @@ correctly and one with other classes is refused up front instead of yielding a s
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -52,8 +51,7 @@ from gfnet_cli.engine.inference import (
 )
 from gfnet_cli.engine.scoring import Skips, score
 from gfnet_cli.errors import GFNetError, UsageError
-from gfnet_cli.hub.locks import writing
-from gfnet_cli.hub.serialization import check_output_file, write_text_atomic
+from gfnet_cli.hub.serialization import check_output_file, save_json
 from gfnet_cli.labels import imagenet_class_names, imagenet_synsets, normalize_class_name
 from gfnet_cli.models.config import to_pair
 from gfnet_cli.models.gfnet import GFNetArchitecture
@@ -109,12 +107,7 @@ class EvaluationResult:
         An existing file is replaced only with ``overwrite``; the file's lock is held while
         it is written (stale partial files of an interrupted write are removed first).
         """
-        path = check_output_file(path, overwrite=overwrite, parent_must_exist=False)
-        assert path is not None
-        with writing(path, param="output"):
-            check_output_file(path, overwrite=overwrite, parent_must_exist=False)
-            write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        return save_json(self.to_dict(), path, overwrite=overwrite)
 
 
 def evaluate(
@@ -305,7 +298,7 @@ def _build_loader(
             workers = torch_data.num_shards
         total = max_samples
     else:
-        torch_data = _evenly_spaced(data, transform, label_map, max_samples)
+        torch_data = evenly_spaced(data, transform, label_map, max_samples)
         total = len(torch_data)
     loader = torch.utils.data.DataLoader(
         torch_data,
@@ -319,7 +312,7 @@ def _build_loader(
     return loader, total
 
 
-def _evenly_spaced(
+def evenly_spaced(
     data: ImageDataset,
     transform: EvalTransform,
     label_map: dict[int, int] | None,

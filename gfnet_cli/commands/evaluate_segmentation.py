@@ -13,7 +13,6 @@ mmsegmentation's evaluation. ``slide=True`` runs mmsegmentation's sliding window
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,8 +34,7 @@ from gfnet_cli.data.segmentation import (
 from gfnet_cli.engine.inference import ProgressCallback, default_workers
 from gfnet_cli.engine.scoring import Skips, score
 from gfnet_cli.errors import GFNetError, UsageError
-from gfnet_cli.hub.locks import writing
-from gfnet_cli.hub.serialization import check_output_file, write_text_atomic
+from gfnet_cli.hub.serialization import save_json
 from gfnet_cli.models.segmentation import GFNetForSegmentation
 from gfnet_cli.tasks.segmentation import SEGMENTATION, per_category_iou
 
@@ -96,12 +94,7 @@ class SegmentationEvaluationResult:
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write :meth:`to_dict` as JSON, as a classification result is written."""
-        path = check_output_file(path, overwrite=overwrite, parent_must_exist=False)
-        assert path is not None
-        with writing(path, param="output"):
-            check_output_file(path, overwrite=overwrite, parent_must_exist=False)
-            write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        return save_json(self.to_dict(), path, overwrite=overwrite)
 
 
 def evaluate_segmentation(

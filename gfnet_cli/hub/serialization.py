@@ -10,6 +10,7 @@ the config) before anything trusts it, without reading the tensors.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import shutil
@@ -364,3 +365,14 @@ def _expected_shapes(config: GFNetConfig) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
         skeleton = build_model(config)
     return {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+
+
+def save_json(document: Any, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``document`` as indented JSON to ``path``: refused when taken unless ``overwrite``,
+    under the file's lock (stale partial files of an interrupted write removed), atomically."""
+    checked = check_output_file(path, overwrite=overwrite, parent_must_exist=False)
+    assert checked is not None
+    with writing(checked, param="output"):
+        check_output_file(checked, overwrite=overwrite, parent_must_exist=False)
+        write_text_atomic(checked, json.dumps(document, indent=2) + "\n")
+    return checked
