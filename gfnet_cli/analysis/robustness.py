@@ -70,7 +70,7 @@ from gfnet_cli.engine.inference import (
     prepare_model,
 )
 from gfnet_cli.engine.scoring import Skips, scored_rows
-from gfnet_cli.errors import GFNetError, UsageError, check_range
+from gfnet_cli.errors import UsageError, check_range
 from gfnet_cli.hub.serialization import check_output_file, write_text_atomic
 from gfnet_cli.labels import imagenet_class_names
 from gfnet_cli.models.gfnet import GFNetArchitecture
@@ -253,10 +253,7 @@ def robustness(
     for batch in loader:
         _attack_batch(run, pixel_model, batch, torch_device, seed, pgd_random_start)
     attack_seconds = time.perf_counter() - start
-    if run.scored == 0:
-        raise GFNetError(
-            f"no sample could be evaluated: {run.skips.count} skipped{run.skips.first_reason()}"
-        )
+    run.skips.require_scores(run.scored, "unreadable or unlabelled")
     start = time.perf_counter()
     for name in plan.corruptions:
         views = _CorruptedViews(samples, name, plan.severities, seed, frost_textures)

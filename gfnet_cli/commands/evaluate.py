@@ -50,7 +50,7 @@ from gfnet_cli.engine.inference import (
     refuse_onnx_segmentation,
 )
 from gfnet_cli.engine.scoring import Skips, score
-from gfnet_cli.errors import GFNetError, UsageError
+from gfnet_cli.errors import UsageError
 from gfnet_cli.hub.serialization import check_output_file, save_json
 from gfnet_cli.labels import imagenet_class_names, imagenet_synsets, normalize_class_name
 from gfnet_cli.models.config import to_pair
@@ -226,12 +226,7 @@ def evaluate(
     scores = metric.summarize(metric.totals(), net.config.labels)  # the one device read
     elapsed = time.perf_counter() - start
 
-    if scores.count == 0:
-        raise GFNetError(
-            f"no sample could be evaluated: {skips.count} skipped{skips.first_reason()}"
-        )
-    if skips.count:
-        logger.warning("skipped %d unreadable or unlabelled sample(s)", skips.count)
+    skips.require_scores(scores.count, "unreadable or unlabelled")
     result = EvaluationResult(
         model=model_name(model),
         dataset=data.name,

@@ -33,7 +33,7 @@ from gfnet_cli.data.segmentation import (
 )
 from gfnet_cli.engine.inference import ProgressCallback, default_workers
 from gfnet_cli.engine.scoring import Skips, score
-from gfnet_cli.errors import GFNetError, UsageError
+from gfnet_cli.errors import UsageError
 from gfnet_cli.hub.serialization import save_json
 from gfnet_cli.models.segmentation import GFNetForSegmentation
 from gfnet_cli.tasks.segmentation import SEGMENTATION, per_category_iou
@@ -151,12 +151,7 @@ def evaluate_segmentation(
           max_samples=max_samples, progress=progress, total=total)  # fmt: skip
     result = metric.summarize(metric.totals(), config.labels)  # the one device read
     elapsed = time.perf_counter() - start
-    if result.count == 0:
-        raise GFNetError(
-            f"no sample could be evaluated: {skips.count} skipped{skips.first_reason()}"
-        )
-    if skips.count:
-        logger.warning("skipped %d unreadable or mismatched sample(s)", skips.count)
+    skips.require_scores(result.count, "unreadable or mismatched")
     return SegmentationEvaluationResult(
         model=model_label,
         dataset=data.name,

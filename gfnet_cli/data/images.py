@@ -82,15 +82,8 @@ def open_image(
         raise _error(
             name, "too many pixels (possible decompression bomb); refusing to decode it"
         ) from None
-    except UnidentifiedImageError:
-        raise _error(name, "not an image (or a format Pillow cannot read)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        text = str(exc)
-        if "truncated" in text.lower() or isinstance(exc, EOFError):
-            reason = "truncated image file"
-        else:
-            reason = f"unreadable image ({text.splitlines()[0] if text else type(exc).__name__})"
-        raise _error(name, reason) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise _error(name, decode_failure(exc, "image")) from None
     finally:
         stream.close()
 
@@ -198,3 +191,13 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
 
 # Never let PIL silently pad a truncated file with grey: it must be reported.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def decode_failure(exc: BaseException, what: str) -> str:
+    """Why Pillow could not decode a file, in words (``what``: "image", "mask")."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image (or a format Pillow cannot read)"
+    text = str(exc)
+    if "truncated" in text.lower() or isinstance(exc, EOFError):
+        return f"truncated {what} file"
+    return f"unreadable {what} ({text.splitlines()[0] if text else type(exc).__name__})"

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from gfnet_cli.data.images import MAX_IMAGE_PIXELS, ImageReadError, _stream
+from gfnet_cli.data.images import MAX_IMAGE_PIXELS, ImageReadError, _stream, decode_failure
 
 #: the label of pixels that count for nothing (loss, metrics)
 IGNORE_INDEX = 255
@@ -57,15 +57,8 @@ def open_mask(source: str | Path | bytes | dict[str, Any] | Image.Image) -> np.n
         if isinstance(exc, MaskReadError):
             raise
         raise _mask_error(name, exc.reason) from None
-    except UnidentifiedImageError:
-        raise _mask_error(name, "not an image (or a format Pillow cannot read)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        text = str(exc)
-        if "truncated" in text.lower() or isinstance(exc, EOFError):
-            reason = "truncated mask file"
-        else:
-            reason = f"unreadable mask ({text.splitlines()[0] if text else type(exc).__name__})"
-        raise _mask_error(name, reason) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise _mask_error(name, decode_failure(exc, "mask")) from None
     finally:
         stream.close()
 

@@ -17,6 +17,7 @@ import torch
 
 from gfnet_cli.data.datasets import Batch
 from gfnet_cli.device import autocast_context
+from gfnet_cli.errors import GFNetError
 from gfnet_cli.tasks.base import Metric, Task
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,16 @@ class Skips:
 
     def first_reason(self) -> str:
         return f" (first: {self.reported[0]['error']})" if self.reported else ""
+
+    def require_scores(self, scored: int, skipped_as: str) -> None:
+        """Refuse an evaluation that scored nothing (naming the first skip); log the skips
+        (``skipped_as``: how they are described, "unreadable or unlabelled")."""
+        if scored == 0:
+            raise GFNetError(
+                f"no sample could be evaluated: {self.count} skipped{self.first_reason()}"
+            )
+        if self.count:
+            logger.warning("skipped %d %s sample(s)", self.count, skipped_as)
 
 
 def scored_rows(
