@@ -76,6 +76,7 @@ from gfnet_cli.errors import is_disk_full, write_error
 from gfnet_cli.hub.serialization import load_model_folder, save_model, write_text_atomic
 from gfnet_cli.models.config import CARD_NAME
 from gfnet_cli.models.gfnet import GFNetArchitecture
+from gfnet_cli.models.layers import filter_form
 from gfnet_cli.tasks.base import MetricResult
 from gfnet_cli.tasks.classification import LabelRangeError
 
@@ -88,8 +89,12 @@ def finetune(config: TrainConfig, callbacks: TrainCallbacks | None = None) -> Tr
 
     With ``config.deterministic`` PyTorch's deterministic mode is on for the whole call (set
     before CUDA starts) and the previous settings are restored when it returns.
+
+    The global filters run in their FFT form throughout: the ``auto`` form is chosen by timing,
+    so a resumed process could pick the other form than the run it continues, and the two forms
+    round differently; a resume would then no longer end with the same weights.
     """
-    with deterministic_algorithms(config.deterministic):
+    with deterministic_algorithms(config.deterministic), filter_form("fft"):
         dist = distributed.setup(config.device)
         try:
             return _train(config, dist, callbacks or TrainCallbacks())
