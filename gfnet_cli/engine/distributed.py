@@ -17,6 +17,7 @@ through, moves a tensor to a device the group can reduce on when it lacks a back
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -183,6 +184,9 @@ def cleanup(info: DistInfo | None = None) -> None:
     if info is not None and not info.owns_group:
         return
     if _group_active():
+        # a finished run's DDP wrapper, held only in a reference cycle, keeps the group's
+        # backend alive until interpreter shutdown, when its threads can no longer be joined
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -97,7 +97,11 @@ def finetune(config: TrainConfig, callbacks: TrainCallbacks | None = None) -> Tr
     with deterministic_algorithms(config.deterministic), filter_form("fft"):
         dist = distributed.setup(config.device)
         try:
-            return _train(config, dist, callbacks or TrainCallbacks())
+            result = _train(config, dist, callbacks or TrainCallbacks())
+            # no process leaves the group while another still talks in it: gloo aborted a
+            # process that tore its connections down while process 0 was finishing
+            distributed.barrier()
+            return result
         except OSError as exc:  # the best MODEL, metrics, results: a full disk says so
             if not is_disk_full(exc):
                 raise
