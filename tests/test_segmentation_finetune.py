@@ -74,6 +74,26 @@ def test_training_reports_miou_keeps_the_best_and_evaluate_agrees(scenes, backbo
     assert saved["hyperparameters"]["task"] == "segmentation"
 
 
+def test_without_a_validation_split_a_seeded_share_of_train_chooses_the_epoch(backbone,
+                                                                              tmp_path):  # fmt: skip
+    """The best epoch is never chosen on the split that is reported: a dataset with only a
+    training split gives validation_split_percentage % of it (the same rows every run) to
+    choose on, and trains on the rest; at 0 nothing is held out and the last epoch is kept."""
+    only_train = mask_folder(tmp_path / "d", splits=("training",), count=6)
+    first = finetune(_config(only_train, backbone, tmp_path / "a",
+                             validation_split_percentage=34))  # fmt: skip
+    second = finetune(_config(only_train, backbone, tmp_path / "b",
+                              validation_split_percentage=34))  # fmt: skip
+    assert first.num_train_samples == 4 and first.num_eval_samples == 2
+    assert first.validation_split.endswith("[training[34% held out]]")
+    assert first.best_metrics["mean_iou"] == second.best_metrics["mean_iou"]
+    assert all("mean_iou" in entry["metrics"] for entry in first.history)
+    none_held = finetune(_config(only_train, backbone, tmp_path / "c",
+                                 validation_split_percentage=0))  # fmt: skip
+    assert none_held.num_train_samples == 6 and none_held.validation_split is None
+    assert none_held.best_epoch is None or none_held.best_epoch == none_held.epochs
+
+
 class _InterruptAt(TrainCallbacks):
     def __init__(self, step: int) -> None:
         self.step = step

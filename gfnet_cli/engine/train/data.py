@@ -132,8 +132,8 @@ def _why_no_validation(config: TrainConfig) -> str:
         return "a stream cannot be held out from"
     if config.validation_split_percentage == 0:
         return "validation_split_percentage is 0"
-    return (f"{config.validation_split_percentage:g}% of its training split is not one image "
-            "of any class")  # fmt: skip
+    return (f"{config.validation_split_percentage:g}% of its training split is not one image"
+            + ("" if config.task == "segmentation" else " of any class"))
 
 
 def _evaluation_split(splits: Any, name: str, class_names: list[str], config: TrainConfig,
@@ -181,17 +181,32 @@ def carve_validation(train: ImageDataset, percentage: float, seed: int
     labels = np.asarray(
         [label_index(v, train.label_ids) for v in train.dataset[train.label_column]]
     )
+    return _hold_out(train, labels, percentage, seed)
+
+
+def carve_segmentation_validation(
+    train: SegmentationDataset, percentage: float, seed: int
+) -> tuple[SegmentationDataset, SegmentationDataset | None]:
+    """``percentage`` % of ``train``'s images and masks held out as a validation split, as
+    :func:`carve_validation` does; an image holds many classes, so the share is drawn from
+    all rows at once (seeded, the same rows on every run and resume)."""
+    return _hold_out(train, np.zeros(len(train), dtype=np.int64), percentage, seed)
+
+
+def _hold_out(train: Any, strata: np.ndarray, percentage: float, seed: int) -> tuple[Any, Any]:
+    """``train`` without, and with only, a seeded ``percentage`` % of each stratum's rows
+    (at least one row of each stratum stays in training)."""
     rng = np.random.default_rng([seed, 0x7A11])
     held: list[np.ndarray] = []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
+    for stratum in np.unique(strata):
+        members = np.flatnonzero(strata == stratum)
         rng.shuffle(members)
         count = min(int(round(len(members) * percentage / 100)), len(members) - 1)
         held.append(members[:count])
     validation_rows = np.sort(np.concatenate(held)) if held else np.array([], dtype=np.int64)
     if not len(validation_rows):
         return train, None
-    keep = np.ones(len(labels), dtype=bool)
+    keep = np.ones(len(strata), dtype=bool)
     keep[validation_rows] = False
     split_name = f"{train.split}[{percentage:g}% held out]"
     return (
@@ -268,8 +283,9 @@ def _class_names_from_values(data: ImageDataset) -> list[str]:
 # ====================================================================== segmentation
 def prepare_segmentation_data(config: TrainConfig, dist: distributed.DistInfo) -> PreparedData:
     """The train, validation and test splits of images and masks, and the class names
-    (:func:`segmentation_class_names`). No validation split is carved out of the training
-    one: without one, the last epoch is kept."""
+    (:func:`segmentation_class_names`). Without a validation split of its own,
+    ``validation_split_percentage`` % of the training images is held out
+    (:func:`carve_segmentation_validation`) to choose the best epoch on."""
     with distributed.main_process_first(timedelta(minutes=config.prepare_timeout)):
         splits = segmentation_splits(config.dataset, dataset_config=config.dataset_config)
     train = segmentation_split(
@@ -292,8 +308,13 @@ def prepare_segmentation_data(config: TrainConfig, dist: distributed.DistInfo) -
         return data
 
     validation = evaluation(validation_name)
+    if validation is None and config.validation_split_percentage > 0 and not config.streaming:
+        train, validation = carve_segmentation_validation(
+            train, config.validation_split_percentage, config.seed
+        )
     if validation is None and dist.is_main:
-        logger.warning("%s has no validation split: the last epoch is kept", config.dataset)
+        logger.warning("%s has no validation split (%s): the last epoch is kept",
+                       config.dataset, _why_no_validation(config))  # fmt: skip
     return PreparedData(train, validation, evaluation(test_name), class_names)
 
 
