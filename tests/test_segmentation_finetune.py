@@ -74,8 +74,7 @@ def test_training_reports_miou_keeps_the_best_and_evaluate_agrees(scenes, backbo
     assert saved["hyperparameters"]["task"] == "segmentation"
 
 
-def test_without_a_validation_split_a_seeded_share_of_train_chooses_the_epoch(backbone,
-                                                                              tmp_path):  # fmt: skip
+def test_without_a_validation_split_a_seeded_share_of_train_chooses(backbone, tmp_path):
     """The best epoch is never chosen on the split that is reported: a dataset with only a
     training split gives validation_split_percentage % of it (the same rows every run) to
     choose on, and trains on the rest; at 0 nothing is held out and the last epoch is kept."""

@@ -289,6 +289,18 @@ def test_zoo_name_builds_the_papers_architecture_on_meta():
     assert model.backbone.blocks[0][0].filter.grid == (128, 128)
 
 
+@pytest.mark.parametrize(("name", "paper_millions"),
+                         [("gfnet-h-ti", 26.6), ("gfnet-h-s", 47.5), ("gfnet-h-b", 74.7)])
+def test_parameters_match_the_papers_table_2_with_the_imagenet_classifier(name, paper_millions):
+    """docs/segmentation.md: the paper's Table 2 counts the backbone's unused ImageNet
+    classifier (width x 1000 + 1000) beside filters sized for the 512 crop; ours drops it."""
+    with torch.device("meta"):
+        model = create_model(name, task="segmentation", num_classes=150)
+    last_width = model.config.embed_dim[-1]
+    ours = sum(p.numel() for p in model.parameters())
+    assert round((ours + last_width * 1000 + 1000) / 1e6, 1) == paper_millions
+
+
 # --------------------------------------------------------------------------- FLOPs
 def _conv_macs(height: int, width: int, c_in: int, c_out: int, kernel: int) -> int:
     return height * width * c_in * c_out * kernel * kernel
