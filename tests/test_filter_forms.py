@@ -4,6 +4,7 @@ under bf16 autocast, and models whose MLP layers were replaced (quantized) by th
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -86,6 +87,27 @@ def test_auto_in_training_measures_forward_and_backward_without_touching_grads()
     # the trial runs added nothing: one backward's gradients, equal in either form
     torch.testing.assert_close(gfilter.complex_weight.grad, expected_weight, atol=1e-4, rtol=0)
     torch.testing.assert_close(x.grad, expected_x, atol=1e-5, rtol=0)
+
+
+def test_a_training_choice_holds_for_every_batch_and_survives_a_checkpoint():
+    """Training measures once per filter, whatever the batch (the last, smaller one too), so
+    the first step's choices are all a run makes; their plain form reloads exactly, and a
+    reloaded choice is used without measuring again."""
+    gfilter = _filter(8, (7, 7)).train()
+    for batch in (4, 1, 3):
+        gfilter(torch.randn(batch, 7, 7, 8, requires_grad=True)).sum().backward()
+    (case,) = filter_form_choices(training=True)
+    assert case == "cpu 7x7x8 any batch float32 forward+backward"
+    saved = layers.filter_form_state()
+    assert json.loads(json.dumps(saved)) == saved  # plain values, as a checkpoint keeps them
+    flipped = {"fft": "matmul", "matmul": "fft"}[filter_form_choices()[case]]
+    saved[0][-1] = flipped
+    layers.clear_filter_form_choices()
+    layers.load_filter_form_state([*saved, ["cpu", None, [7], 0, "torch.nope"], "junk"])
+    assert filter_form_choices() == {case: flipped}  # unreadable entries are skipped
+    with record_filter_forms() as ran:
+        gfilter(torch.randn(2, 7, 7, 8, requires_grad=True)).sum().backward()
+    assert ran == {flipped}
 
 
 def test_auto_takes_the_fft_form_on_the_meta_device_without_measuring():

@@ -31,6 +31,7 @@ from gfnet_cli.engine.train import (
 from gfnet_cli.errors import UsageError
 from gfnet_cli.hub.serialization import save_model
 from gfnet_cli.models.config import GFNetConfig
+from gfnet_cli.models.layers import GlobalFilter, clear_filter_form_choices
 from tests.conftest import assert_one_line_error
 from tests.hub_server import FakeHub
 
@@ -550,7 +551,12 @@ KILL_RUN = ["--epochs", "3", "--batch-size", "2", "--checkpoint-every", "3", "--
 
 
 def _run_killed_and_resumed(common: list, tmp_path: Path) -> tuple[Path, Path]:
-    """Train ``common`` once uninterrupted (``ref``) and once SIGKILLed then resumed (``cut``)."""
+    """Train ``common`` once uninterrupted (``ref``) and once SIGKILLed then resumed (``cut``).
+
+    The two runs are two processes, each of which would time the filter forms for itself: one
+    fixed form makes them comparable (the resume itself takes the forms its checkpoint
+    recorded: test_a_resume_trains_in_the_forms_its_checkpoint_recorded)."""
+    common = [*common, "--filter-form", "fft"]
     done = subprocess.run(_gfnet("finetune", *common, "--output-dir", tmp_path / "ref"),
                           env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -669,6 +675,44 @@ def _epoch_rows(out: Path) -> list[dict]:
             for r in rows if r["type"] == "eval"]  # fmt: skip
 
 
+def test_a_resume_trains_in_the_forms_its_checkpoint_recorded(image_folder, tmp_path,
+                                                              monkeypatch):  # fmt: skip
+    """Training times the two filter forms on its first step; a resumed process, which has
+    measured nothing, takes the interrupted run's choices from the checkpoint instead of
+    timing again (a new timing could choose the other form, which rounds differently)."""
+    clear_filter_form_choices()
+    changes = dict(epochs=2, batch_size=5, depth=2)
+    reference = finetune(_config(image_folder, tmp_path / "ref", **changes))
+    assert reference.filter_forms and all("forward+backward" in case
+                                          for case in reference.filter_forms)  # fmt: skip
+    with pytest.raises(TrainingInterruptedError):
+        finetune(_config(image_folder, tmp_path / "cut", **changes), _InterruptAt(2))
+    saved = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path / "cut" / "checkpoints")[-1])
+    assert saved["filter_forms"]
+    clear_filter_form_choices()  # as a new process starts
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("the resumed run timed the forms instead of taking the recorded")
+
+    monkeypatch.setattr(GlobalFilter, "_measure_forms", no_timing)
+    resumed = finetune(_config(image_folder, tmp_path / "cut", resume=True, **changes))
+    assert resumed.filter_forms == reference.filter_forms
+    _assert_same_weights(tmp_path / "ref", tmp_path / "cut")
+
+
+def test_deterministic_and_a_fixed_form_time_nothing(image_folder, tmp_path, monkeypatch):
+    def no_timing(*args, **kwargs):
+        raise AssertionError("timed the forms")
+
+    clear_filter_form_choices()
+    monkeypatch.setattr(GlobalFilter, "_measure_forms", no_timing)
+    first = finetune(_config(image_folder, tmp_path / "a", epochs=1, deterministic=True))
+    second = finetune(_config(image_folder, tmp_path / "b", epochs=1, filter_form="matmul"))
+    assert first.filter_forms == {} and second.filter_forms == {}
+    with pytest.raises(UsageError, match="filter_form must be one of auto, fft, matmul"):
+        finetune(_config(image_folder, tmp_path / "c", filter_form="dft"))
+
+
 def test_a_mid_epoch_resume_gives_the_same_epoch_metrics(image_folder, tmp_path):
     """The resumed epoch's train_loss averaged only the steps after the resume."""
     changes = dict(epochs=2, batch_size=5, drop_path=0.1, depth=2)
@@ -685,7 +729,7 @@ def test_a_mid_epoch_resume_gives_the_same_epoch_metrics(image_folder, tmp_path)
 @pytest.mark.slow
 def test_sigterm_checkpoints_like_ctrl_c_and_the_run_resumes_exactly(image_folder, tmp_path):
     common = [*TINY_ARGS[:-2], "--dataset", image_folder, "--epochs", "3", "--batch-size", "2",
-              "--checkpoint-every", "2", "--num-workers", "1"]  # fmt: skip
+              "--checkpoint-every", "2", "--num-workers", "1", "--filter-form", "fft"]  # fmt: skip
     done = subprocess.run(_gfnet("finetune", *common, "--output-dir", tmp_path / "ref"),
                           env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr

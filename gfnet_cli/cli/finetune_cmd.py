@@ -155,6 +155,11 @@ def finetune_command(
         False, "--deterministic",
         help="PyTorch's deterministic mode: bit-identical --resume on GPUs (slower).",
     ),  # fmt: skip
+    filter_form: str = typer.Option(
+        "auto", "--filter-form",
+        help="Global filters in training: auto (the faster, measured on the first step), fft "
+        "or matmul.",
+    ),  # fmt: skip
     num_workers: NumWorkersOption = 2,
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps (0: epochs)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint."),

@@ -41,7 +41,8 @@ _PANELS = {
     ),
     "Runtime": (
         "device", "precision", "batch_size", "num_workers", "compile_model", "grad_checkpointing",
-        "deterministic", "prepare_timeout", "warmup", "repeats", "no_memory", "memory_limit",
+        "deterministic", "filter_form", "prepare_timeout", "warmup", "repeats", "no_memory",
+        "memory_limit",
     ),
     "Output": (
         "output_dir", "output", "as_json", "print_config", "plot", "overwrite", "resume",

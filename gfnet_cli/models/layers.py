@@ -24,8 +24,8 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import Iterator
-from typing import NamedTuple
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -106,17 +106,59 @@ _FORM_CHOICES: dict[tuple, str] = {}
 _FORM_RECORDERS: list[set[str]] = []
 
 
-def filter_form_choices() -> dict[str, str]:
-    """What ``"auto"`` chose so far in this process, one readable line per measured case."""
+def filter_form_choices(*, training: bool | None = None) -> dict[str, str]:
+    """What ``"auto"`` chose so far in this process, one readable line per measured case
+    (``training``: only the forward+backward cases, or only the forward ones)."""
     choices = {}
     for key, form in _FORM_CHOICES.items():
         device, index, (rows, cols, channels), bucket, dtype, autocast, backward = key[:7]
+        if training is not None and backward != training:
+            continue
         where = device if index is None else f"{device}:{index}"
         precision = str(autocast or dtype).replace("torch.", "")
         mode = "forward+backward" if backward else "forward"
-        name = f"{where} {rows}x{cols}x{channels} batch<={bucket} {precision} {mode}"
+        batch = "any batch" if backward else f"batch<={bucket}"
+        name = f"{where} {rows}x{cols}x{channels} {batch} {precision} {mode}"
         choices[name] = form
     return choices
+
+
+def filter_form_state() -> list[list[Any]]:
+    """``"auto"``'s choices as plain values, for a training checkpoint: a resumed run takes
+    them back (:func:`load_filter_form_state`) and runs each filter in the form the run it
+    continues used, so the two round alike and end with the same weights."""
+    state = []
+    for key, form in _FORM_CHOICES.items():
+        device, index, shape, bucket, dtype, autocast, *flags = key
+        autocast_name = None if autocast is None else str(autocast)
+        state.append([device, index, list(shape), bucket, str(dtype), autocast_name, *flags,
+                      form])  # fmt: skip
+    return state
+
+
+def load_filter_form_state(state: Sequence[Sequence[Any]]) -> None:
+    """Take back :func:`filter_form_state`'s choices (over those measured for the same
+    cases); an entry this version cannot read is left to be measured again."""
+    for entry in state:
+        try:
+            device, index, shape, bucket, dtype, autocast, *flags, form = entry
+            key = (str(device), index, tuple(int(n) for n in shape), int(bucket),
+                   _dtype_named(dtype), None if autocast is None else _dtype_named(autocast),
+                   *(bool(flag) for flag in flags))  # fmt: skip
+        except (TypeError, ValueError):
+            continue
+        if form in ("fft", "matmul") and len(key) == _FORM_KEY_LENGTH:
+            _FORM_CHOICES[key] = form
+
+
+_FORM_KEY_LENGTH = 9
+
+
+def _dtype_named(name: Any) -> torch.dtype:
+    dtype = getattr(torch, str(name).removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"not a dtype: {name!r}")
+    return dtype
 
 
 def clear_filter_form_choices() -> None:
@@ -468,7 +510,10 @@ class GlobalFilter(nn.Module):
             x.device.type,
             x.device.index,
             tuple(x.shape[1:]),
-            1 << (x.shape[0] - 1).bit_length(),  # batch rounded up to a power of two
+            # the batch rounded up to a power of two; a training choice holds for any batch
+            # (the last, smaller one too): the first step decides every later one, so a
+            # checkpoint taken after it records all of them (filter_form_state)
+            0 if backward else 1 << (x.shape[0] - 1).bit_length(),
             x.dtype,
             autocast,
             backward,

@@ -27,6 +27,7 @@ from gfnet_cli.errors import UsageError, check_range
 from gfnet_cli.hub.push import check_push_target
 from gfnet_cli.hub.resolve import resolve_config
 from gfnet_cli.models.config import LIMITS
+from gfnet_cli.models.layers import FILTER_FORMS
 
 _HYPERPARAMETERS = (
     "recipe", "epochs", "batch_size", "accumulate", "lr", "lr_base_batch", "min_lr",
@@ -35,7 +36,7 @@ _HYPERPARAMETERS = (
     "reprob", "mixup", "cutmix", "mix_prob", "mix_switch_prob", "ema", "seed", "precision",
     "img_size", "from_scratch", "new_head", "streaming", "compile", "grad_checkpointing",
     "deterministic", "validation_split_percentage", "task", "lr_schedule", "poly_power",
-    "reduce_labels", "resize_scale",
+    "reduce_labels", "resize_scale", "filter_form",
 )  # fmt: skip
 
 LR_SCHEDULES = ("cosine", "poly")
@@ -98,6 +99,9 @@ class TrainConfig:
     # PyTorch's deterministic mode for the run (device.deterministic_algorithms): what a
     # bit-identical resume on a GPU needs; slower. The CPU is exact without it.
     deterministic: bool = False
+    # the global filters' form in training: "auto" measures the faster per filter on the first
+    # step (recorded in checkpoints so a resume rounds alike; "fft" under deterministic)
+    filter_form: str = "auto"
     num_workers: int = 2
     checkpoint_every: int = 500
     resume: bool = False
@@ -221,6 +225,15 @@ RECIPE_START: dict[str, tuple[bool, str]] = {
 
 
 # ====================================================================== checks
+def training_filter_form(config: TrainConfig) -> str:
+    """The form the global filters train in: ``filter_form``, but the FFT form for ``auto``
+    under ``deterministic`` (a timing is not reproducible)."""
+    if config.filter_form not in FILTER_FORMS:
+        raise UsageError(f"filter_form must be one of {', '.join(FILTER_FORMS)}, got "
+                         f"{config.filter_form!r}", param="filter_form")  # fmt: skip
+    return "fft" if config.deterministic and config.filter_form == "auto" else config.filter_form
+
+
 def check_config(config: TrainConfig, device: torch.device) -> None:
     """Refuse a recipe that cannot run on ``device``, before any data is read.
 
@@ -234,6 +247,7 @@ def check_config(config: TrainConfig, device: torch.device) -> None:
     _check_augmentation(config)
     _check_mixing(config)
     _check_task(config)
+    training_filter_form(config)
     if config.num_workers < 0:
         raise UsageError(
             f"num_workers must be 0 or more, got {config.num_workers}", param="num_workers"

@@ -38,7 +38,7 @@ from gfnet_cli.device import autocast_context, deterministic_algorithms
 from gfnet_cli.engine import checkpoint as ckpt
 from gfnet_cli.engine import distributed
 from gfnet_cli.engine.scoring import score
-from gfnet_cli.engine.train.config import TrainConfig, check_config
+from gfnet_cli.engine.train.config import TrainConfig, check_config, training_filter_form
 from gfnet_cli.engine.train.data import (
     check_training_targets,
     eval_loader,
@@ -76,7 +76,12 @@ from gfnet_cli.errors import is_disk_full, write_error
 from gfnet_cli.hub.serialization import load_model_folder, save_model, write_text_atomic
 from gfnet_cli.models.config import CARD_NAME
 from gfnet_cli.models.gfnet import GFNetArchitecture
-from gfnet_cli.models.layers import filter_form
+from gfnet_cli.models.layers import (
+    filter_form,
+    filter_form_choices,
+    filter_form_state,
+    load_filter_form_state,
+)
 from gfnet_cli.tasks.base import MetricResult
 from gfnet_cli.tasks.classification import LabelRangeError
 
@@ -90,11 +95,15 @@ def finetune(config: TrainConfig, callbacks: TrainCallbacks | None = None) -> Tr
     With ``config.deterministic`` PyTorch's deterministic mode is on for the whole call (set
     before CUDA starts) and the previous settings are restored when it returns.
 
-    The global filters run in their FFT form throughout: the ``auto`` form is chosen by timing,
-    so a resumed process could pick the other form than the run it continues, and the two forms
-    round differently; a resume would then no longer end with the same weights.
+    The global filters train in the faster of their two forms, measured per filter on the
+    first step (``filter_form("auto")``); every process takes process 0's choices, which each
+    checkpoint records and a resume takes back, since the forms round differently. Evaluation
+    inside training runs the FFT form, so a run and its resume score alike. With
+    ``deterministic`` everything runs the FFT form (a timing is not reproducible);
+    ``filter_form`` fixes one form for all.
     """
-    with deterministic_algorithms(config.deterministic), filter_form("fft"):
+    form = training_filter_form(config)
+    with deterministic_algorithms(config.deterministic), filter_form(form):
         dist = distributed.setup(config.device)
         try:
             result = _train(config, dist, callbacks or TrainCallbacks())
@@ -297,6 +306,7 @@ def _train_epoch(run: Run, state: RunState) -> EpochSummary:
         local = _accumulate_gradients(run, batches, state.global_step)
         step = _all_reduce(local, run)  # the step's one wait for the device
         _check_finite(run, state, step.loss)
+        _share_filter_forms(run)
         if step.images:  # else no process had a readable image: nothing to learn from
             _optimizer_step(run, local.micro_batches)
             _update_ema(run)
@@ -309,6 +319,16 @@ def _train_epoch(run: Run, state: RunState) -> EpochSummary:
         if _checkpoint_due(run, state):
             save_checkpoint(run, state)
     return EpochSummary(state.epoch_train_loss(), meter.images_per_second())
+
+
+def _share_filter_forms(run: Run) -> None:
+    """After this session's first step, every process runs process 0's filter forms: the
+    choices a checkpoint records (process 0's) are then those every process trains with."""
+    if run.forms_shared:
+        return
+    run.forms_shared = True
+    if run.dist.distributed:
+        load_filter_form_state(distributed.all_gather_objects(filter_form_state())[0])
 
 
 def _set_lr(run: Run, step: int) -> float:
@@ -542,8 +562,9 @@ def _evaluate(run: Run, model: GFNetArchitecture, *, test: bool = False) -> Metr
                                                                      run.eval_split)  # fmt: skip
     metric = run.task.metric(model.num_classes)
     try:
-        score(model, loader, run.task, metric, num_classes=model.num_classes,
-              device=run.device, precision=run.config.precision, where=split)  # fmt: skip
+        with filter_form("fft"):  # measured choices could differ between a run and its resume
+            score(model, loader, run.task, metric, num_classes=model.num_classes,
+                  device=run.device, precision=run.config.precision, where=split)  # fmt: skip
     except LabelRangeError as exc:
         raise DatasetError(
             f"{exc}; evaluate on a split with the training split's classes (eval_split)",
@@ -586,6 +607,7 @@ def _finish(run: Run, state: RunState) -> TrainResult:
         ),
         validation_split=run.eval_split,
         test=test,
+        filter_forms=filter_form_choices(training=True),
     )
     if run.dist.is_main:
         if test is not None:

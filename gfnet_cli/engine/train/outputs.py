@@ -92,6 +92,9 @@ class TrainResult:
     test: dict[str, Any] | None = None
     #: ``resume`` found the run already complete: nothing was trained or written
     already_complete: bool = False
+    #: the form each global filter trained in, per case (``filter_form("auto")``'s choices,
+    #: process 0's; empty when every filter ran the FFT form, as with ``deterministic``)
+    filter_forms: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -40,6 +40,7 @@ from gfnet_cli.engine.train.optim import Schedule
 from gfnet_cli.engine.train.outputs import EpochStats, MetricsWriter, TrainCallbacks
 from gfnet_cli.errors import GFNetError, write_error
 from gfnet_cli.models.gfnet import GFNetArchitecture
+from gfnet_cli.models.layers import filter_form_state, load_filter_form_state
 from gfnet_cli.tasks import Task, get_task
 from gfnet_cli.tasks.base import MetricResult
 
@@ -119,6 +120,7 @@ class Run:
     stop: StopFlag = field(default_factory=StopFlag)
     compile_time_s: float | None = None  # this session's first step, compilation included
     unreadable: int = 0  # training images this process could not read (and skipped)
+    forms_shared: bool = False  # this session's processes run process 0's filter forms
     test_loader: DataLoader | None = None  # reported at the end, never chosen on
     test_split: str | None = None
 
@@ -294,6 +296,7 @@ def _checkpoint_contents(run: Run, state: RunState) -> dict[str, Any]:
         "stream": distributed.all_gather_objects(run.source.state()),
         "identity": json.dumps(run.identity, sort_keys=True),
         "world_size": run.dist.world_size,
+        "filter_forms": filter_form_state(),
     }
 
 
@@ -312,6 +315,7 @@ def resume(run: Run) -> RunState:
     state = RunState.from_checkpoint(saved)
     _restore_rng(saved["rng"], run.dist.rank, run.config.seed + run.dist.rank, run.device)
     run.source.resume(saved.get("stream"), state.epoch, state.step_in_epoch, path)
+    load_filter_form_state(saved.get("filter_forms", []))  # the forms the steps so far ran
     logger.info("resuming from %s (step %d)", path.name, state.global_step)
     return state
 
