@@ -64,6 +64,14 @@ class MissingDependencyError(UsageError):
         self.extra = extra
 
 
+def is_transport_error(exc: BaseException) -> bool:
+    """``exc`` means no answer at all (refused, DNS, timeout), not an answer that says no."""
+    module = type(exc).__module__ or ""
+    return module.startswith(("httpx", "httpcore", "socket", "ssl")) or isinstance(
+        exc, (ConnectionError, TimeoutError)
+    )
+
+
 def first_line(error: BaseException | str, limit: int = 300) -> str:
     """The first non-empty line of an error (or text), cut to ``limit`` characters.
 

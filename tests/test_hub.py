@@ -282,6 +282,7 @@ ROOT = Path(__file__).resolve().parents[1]  # this checkout's gfnet_cli, in the 
 _TIMED_CLI = """
 import json, sys, time
 import huggingface_hub.file_download, gfnet_cli.hub.resolve  # imports are not the wait
+import datasets, torch, gfnet_cli.engine.train
 from gfnet_cli.cli.main import main
 started = time.perf_counter()
 try:
@@ -295,7 +296,10 @@ print(json.dumps({"code": code, "seconds": time.perf_counter() - started}))
 @pytest.mark.parametrize(
     ("command", "offline"),
     [(["download", "org/tiny"], False), (["predict", "x.png", "-m", "org/tiny"], True),
-     (["predict", "x.png", "-m", "org/tiny"], False)],
+     (["predict", "x.png", "-m", "org/tiny"], False),
+     (["finetune", "-m", "gfnet-ti", "--from-scratch", "--patch-size", "8", "--embed-dim", "8",
+       "--depth", "1", "--img-size", "16", "--dataset", "org/data", "--output-dir", "o"], False),
+     (["evaluate", "-m", "org/tiny", "--dataset", "org/data"], True)],
 )  # fmt: skip
 def test_unreachable_hub_fails_fast_in_one_line(tmp_path, offline, command):
     # A fresh interpreter, huggingface_hub's own logging and back-off untouched: a closed

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from gfnet_cli.data.images import ImageReadError, is_image_file, open_image
-from gfnet_cli.errors import GFNetError, UsageError, first_line
+from gfnet_cli.errors import GFNetError, UsageError, first_line, is_transport_error
 
 logger = logging.getLogger(__name__)
 
@@ -124,11 +124,37 @@ def load_splits(
             raise DatasetError(f"{path} is a file; DATASET must be a folder or a Hub dataset id")
         if dataset.startswith((".", "/", "~")) or not _HUB_ID.match(dataset):
             raise DatasetError(f"{dataset}: no such folder (and not a Hub dataset id)")
+        check_hub_reachable(dataset)
         return datasets.load_dataset(dataset, dataset_config, streaming=streaming)
     except GFNetError:
         raise
     except Exception as exc:  # datasets raises many types; each means "cannot use this"
         raise DatasetError(f"cannot load dataset {dataset!r}: {first_line(exc)}") from None
+
+
+def check_hub_reachable(dataset: str) -> None:
+    """Fail at once, in one line, when the Hub cannot be reached to load ``dataset`` (an id).
+
+    ``datasets`` retries a request that gets no answer five times with back-off (about 25 s of
+    "Retrying in 8s" lines) before giving up; one request without retries tells the same. Any
+    answer, even a refusal, is left to ``datasets``; offline mode (``HF_HUB_OFFLINE`` or
+    ``HF_DATASETS_OFFLINE``) sends nothing: ``datasets`` then reads its cache.
+    """
+    import datasets
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if datasets.config.HF_HUB_OFFLINE:
+        return
+    endpoint = constants.ENDPOINT.rstrip("/")
+    try:
+        get_session().head(f"{endpoint}/api/datasets/{dataset}", timeout=10)
+    except Exception as exc:  # an answer of any kind is not this check's business
+        if is_transport_error(exc):
+            raise DatasetError(
+                f"cannot reach the Hub at {endpoint} to load dataset {dataset!r}: check your "
+                "connection, proxy or HF_ENDPOINT (one loaded before: set HF_HUB_OFFLINE=1)"
+            ) from None
 
 
 @contextmanager

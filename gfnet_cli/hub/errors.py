@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from gfnet_cli.errors import ModelNotFoundError, UsageError, first_line
+from gfnet_cli.errors import ModelNotFoundError, UsageError, first_line, is_transport_error
 
 LOGIN_HINT = "log in with `hf auth login` or set HF_TOKEN"
 
@@ -96,7 +96,7 @@ def _translate(exc: BaseException, request: HubRequest) -> BaseException:
             f"the download of {request.filename} from {request.what} was cut short; nothing "
             "was kept: run the command again"
         )
-    if _is_transport_error(exc):
+    if is_transport_error(exc):
         if request.action == "push":
             return _unreachable(request)
         return NetworkError(
@@ -176,7 +176,7 @@ def _status_error(status: int, request: HubRequest) -> UsageError:
 def unreachable_error(exc: BaseException, request: HubRequest) -> NetworkError | None:
     """The one-line "cannot reach the Hub" error when ``exc`` is a transport failure (no
     answer at all: refused, DNS, timeout), else None."""
-    return _unreachable(request) if _is_transport_error(exc) else None
+    return _unreachable(request) if is_transport_error(exc) else None
 
 
 def _unreachable(request: HubRequest) -> NetworkError:
@@ -188,11 +188,4 @@ def _unreachable(request: HubRequest) -> NetworkError:
     return NetworkError(
         f"cannot reach the Hub at {request.endpoint} to download {request.what}, and it is not "
         "cached: check your connection, proxy or HF_ENDPOINT"
-    )
-
-
-def _is_transport_error(exc: BaseException) -> bool:
-    module = type(exc).__module__ or ""
-    return module.startswith(("httpx", "httpcore", "socket", "ssl")) or isinstance(
-        exc, (ConnectionError, TimeoutError)
     )
