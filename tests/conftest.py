@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +14,14 @@ import pytest
 import torch
 
 DATA = Path(__file__).parent / "data"
+
+# transformers fixes where remote code is imported from when it is first imported (HF_HOME
+# set per test comes too late): one folder for this session, not the user's
+# ~/.cache/huggingface/modules, where another checkout's modeling files of the same repo and
+# commit would be imported instead of this one's.
+_MODULES = tempfile.mkdtemp(prefix="gfnet-tests-hf-modules-")
+os.environ["HF_MODULES_CACHE"] = _MODULES
+atexit.register(shutil.rmtree, _MODULES, ignore_errors=True)
 
 
 @dataclass
