@@ -15,13 +15,15 @@ import torch
 
 DATA = Path(__file__).parent / "data"
 
-# transformers fixes where remote code is imported from when it is first imported (HF_HOME
-# set per test comes too late): one folder for this session, not the user's
-# ~/.cache/huggingface/modules, where another checkout's modeling files of the same repo and
-# commit would be imported instead of this one's.
-_MODULES = tempfile.mkdtemp(prefix="gfnet-tests-hf-modules-")
-os.environ["HF_MODULES_CACHE"] = _MODULES
-atexit.register(shutil.rmtree, _MODULES, ignore_errors=True)
+# huggingface_hub and transformers fix their cache folders when first imported (the HF_HOME
+# each test sets comes too late for them): one home for this session, not the user's
+# ~/.cache/huggingface, where files another checkout's tests cached for the same loopback repo
+# and commit (remote code included) would be read instead of this one's.
+_SESSION_HF_HOME = tempfile.mkdtemp(prefix="gfnet-tests-hf-home-")
+os.environ["HF_HOME"] = _SESSION_HF_HOME
+os.environ["HF_MODULES_CACHE"] = os.path.join(_SESSION_HF_HOME, "modules")
+os.environ.pop("HF_HUB_CACHE", None)
+atexit.register(shutil.rmtree, _SESSION_HF_HOME, ignore_errors=True)
 
 
 @dataclass
