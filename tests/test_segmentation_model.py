@@ -488,3 +488,33 @@ def test_a_segmentation_model_exports_to_onnx_checked_against_pytorch(tmp_path):
         expected = model(x).numpy()
     assert logits.shape == (1, CLASSES, 64, 64)
     np.testing.assert_allclose(logits, expected, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- other commands
+def test_embed_filters_and_robustness_on_a_segmentation_folder(run_cli, tmp_path):
+    """embed gives the backbone's pooled features (a segmentation model has no classifier),
+    visualize its backbone's filters; robustness, a classifier's measure, is refused before
+    any data is read."""
+    from gfnet_cli.analysis.filters import filters
+    from gfnet_cli.commands.embed import embed
+    from gfnet_cli.data.transforms import eval_transform
+
+    model = _segmenter(PYRAMID).eval()
+    folder = tmp_path / "seg"
+    save_model(model, folder)
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 56, 3), np.uint8))
+    result = embed([picture], str(folder), device="cpu")
+    backbone = model.backbone
+    pixels = eval_transform(backbone.config)(picture).unsqueeze(0)
+    with torch.no_grad():
+        expected = backbone.forward_head(backbone.forward_features(pixels), pre_logits=True)
+    expected = expected.mean(dim=(2, 3)) if expected.dim() == 4 else expected
+    assert result.embeddings.shape == (1, PYRAMID.widths[-1])
+    torch.testing.assert_close(result.embeddings, expected, atol=1e-5, rtol=0)
+
+    shown = filters(str(folder))
+    assert shown.num_layers == sum(PYRAMID.depth)
+    assert [layer.stage for layer in shown.layers] == [1, 2, 3, 3, 4]
+
+    refused = run_cli("robustness", "--model", folder, "--dataset", tmp_path / "no-such-data")
+    assert_one_line_error(refused, 2, "is made for segmentation: robustness measures")

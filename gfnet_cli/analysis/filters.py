@@ -42,6 +42,7 @@ from gfnet_cli.errors import UsageError
 from gfnet_cli.hub.serialization import check_output_file
 from gfnet_cli.models.gfnet import GFNetArchitecture
 from gfnet_cli.models.layers import GlobalFilter
+from gfnet_cli.models.segmentation import GFNetForSegmentation
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +193,8 @@ def filters(
         require_matplotlib("drawing the filters (output)")
     # a caller's model is read where it is (weights are copied to the CPU), never moved
     cpu = torch.device("cpu")
-    net = model if isinstance(model, GFNetArchitecture) else prepare_model(model, None, cpu)
+    given = isinstance(model, (GFNetArchitecture, GFNetForSegmentation))
+    net = model if given else prepare_model(model, None, cpu)
     modules = filter_modules(net)
     chosen = parse_layers(layers, len(modules))
     result = FilterResult(
@@ -212,13 +214,17 @@ def filters(
     return result
 
 
-def filter_modules(net: GFNetArchitecture) -> list[tuple[int, str, GlobalFilter]]:
-    """``(stage, parameter name, module)`` of every global filter, in network order."""
+def filter_modules(net: GFNetArchitecture | GFNetForSegmentation
+                   ) -> list[tuple[int, str, GlobalFilter]]:  # fmt: skip
+    """``(stage, parameter name, module)`` of every global filter, in network order (a
+    segmentation model's are its backbone's: ``backbone.blocks...``)."""
     found = []
     for name, module in net.named_modules():
         if isinstance(module, GlobalFilter):
             parts = name.split(".")
-            stage = int(parts[1]) + 1 if net.config.kind == "pyramid" else 1
+            stage = 1
+            if net.config.kind == "pyramid":  # blocks.<stage>.<block>...
+                stage = int(parts[parts.index("blocks") + 1]) + 1
             found.append((stage, f"{name}.complex_weight", module))
     return found
 

@@ -67,6 +67,7 @@ from gfnet_cli.engine.inference import (
     check_img_size,
     default_workers,
     model_name,
+    model_task,
     prepare_model,
 )
 from gfnet_cli.engine.scoring import Skips, scored_rows
@@ -210,6 +211,12 @@ def robustness(
     ``progress(completed, total)``: work done in images (attack pass plus corruption passes).
     """
     plan = _plan(attacks, epsilons, pgd_steps, pgd_step_size, corruptions, severities)
+    if model_task(model) != "classification":
+        raise UsageError(
+            f"{model_name(model)} is made for {model_task(model)}: robustness measures a "
+            "classifier's top-1 (evaluate scores segmentation, in mIoU)",
+            param="model",
+        )
     check_at_least("batch_size", batch_size, 1)
     check_at_least("max_samples", max_samples, 1)
     check_at_least("num_workers", num_workers, 0)

@@ -2,8 +2,10 @@
 
 The vector is the model's pooled pre-logits (``forward_head(forward_features(x),
 pre_logits=True)``): the final norm's output averaged over the token grid, what the classifier
-reads. Inputs are those of ``predict`` (files, folders, glob patterns, PIL images) with the
-same per-file error entries; an unreadable input is reported and the rest are embedded.
+reads (for a segmentation MODEL, which has no classifier, its backbone's: the last stage's
+features after its norm, averaged). Inputs are those of ``predict`` (files, folders, glob
+patterns, PIL images) with the same per-file error entries; an unreadable input is reported
+and the rest are embedded.
 
 Files: ``.safetensors`` holds ``embeddings`` (N x D float32, input order) with the image
 paths as a JSON list under the metadata key ``images``; ``.parquet`` holds one row per image
@@ -35,6 +37,7 @@ from gfnet_cli.engine.inference import (
 from gfnet_cli.errors import UsageError
 from gfnet_cli.hub.serialization import check_output_file, publish_file, save_weights
 from gfnet_cli.models.gfnet import GFNetArchitecture
+from gfnet_cli.models.segmentation import GFNetForSegmentation
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ class EmbeddingResult:
 
 def embed(
     images: ImageInput | Iterable[ImageInput],
-    model: str | Path | GFNetArchitecture,
+    model: str | Path | GFNetArchitecture | GFNetForSegmentation,
     *,
     output: str | Path | None = None,
     batch_size: int = 32,
@@ -107,6 +110,8 @@ def embed(
     torch_device = resolve_device(device)
     precision = check_precision(torch_device, precision)
     net = prepare_model(model, img_size, torch_device)
+    if isinstance(net, GFNetForSegmentation):  # no classifier: its backbone's pooled features
+        net = net.backbone
     transform = eval_transform(net.config, img_size)
 
     rows: list[torch.Tensor] = []
