@@ -21,7 +21,7 @@ from gfnet_cli.hub import remote_code
 from gfnet_cli.hub.serialization import save_model
 from gfnet_cli.models.config import SegmentationConfig
 from tests.test_segmentation_evaluate import TINY as PYRAMID
-from tests.test_segmentation_evaluate import scene, tiny_segmenter
+from tests.test_segmentation_evaluate import mask_folder, scene, tiny_segmenter
 from tests.test_transformers import TINY as FLAT_CLASSIFIER
 from tests.test_transformers import hub, push  # noqa: F401  (fixture)
 
@@ -144,8 +144,44 @@ def test_pipeline_masks_equal_gfnet_predict_through_push(run_cli, hub, tmp_path)
     assert torch.equal(batch["pixel_values"][0], transform.image(image))
     assert batch["labels"].shape == (1, 59, 32) and batch["labels"].dtype == torch.long
     assert set(batch["labels"].unique().tolist()) <= {0, 1, 2, 255}
+    at_size = np.asarray(Image.fromarray(mask).resize((32, 59), Image.Resampling.NEAREST))
+    np.testing.assert_array_equal(batch["labels"][0].numpy(), at_size)
+    reduced = processor(image, segmentation_maps=mask, do_reduce_labels=True)["labels"][0]
+    expected = at_size.astype(np.int64) - 1  # ADE20K's 0 ("other") ignored, 1..N as 0..N-1
+    expected[(at_size == 0) | (at_size == 255)] = 255
+    np.testing.assert_array_equal(reduced, expected)
     with pytest.raises(ValueError, match="different sizes"):
         processor([image, scene(0)[0]], return_tensors="pt")
+
+
+@pytest.mark.slow
+def test_a_finetuned_folder_loads_in_the_pipeline_as_gfnet_predicts_it(run_cli, tmp_path):
+    from transformers import pipeline
+
+    from tests.test_segmentation_finetune import BACKBONE
+
+    save_model(create_model(BACKBONE), tmp_path / "backbone")
+    data = mask_folder(tmp_path / "data", count=2)
+    (tmp_path / "labels.txt").write_text("sky\nroad\ntree\n")
+    run = tmp_path / "run"
+    result = run_cli(
+        "finetune", "--task", "segmentation", "--model", tmp_path / "backbone", "--dataset",
+        data, "--output-dir", run, "--img-size", "32", "--epochs", "1", "--batch-size", "2",
+        "--num-workers", "0", "--labels", tmp_path / "labels.txt",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((run / "config.json").read_text())["architectures"] == [
+        "GFNetForSemanticSegmentation"
+    ]
+    paths = sorted((data / "images" / "validation").iterdir())
+    result = run_cli("predict", *paths, "--model", run, "--output-dir", tmp_path / "masks")
+    assert result.exit_code == 0, result.stderr
+    segmenter = pipeline("image-segmentation", model=str(run), trust_remote_code=True)
+    assert segmenter.model.config.id2label == {0: "sky", 1: "road", 2: "tree"}
+    for path in paths:
+        expected = np.asarray(Image.open(tmp_path / "masks" / f"{path.stem}.png"))
+        classes = class_map(segmenter(str(path)), segmenter.model.config.label2id)
+        np.testing.assert_array_equal(classes, expected)
 
 
 # ---------------------------------------------------------------------------- Trainer
@@ -196,6 +232,9 @@ def test_trainer_finetunes_a_new_head_and_gfnet_reads_the_result(tmp_path, run_c
     with torch.no_grad():
         torch.testing.assert_close(ours(pixels), model.eval()(pixel_values=pixels).logits,
                                    atol=1e-5, rtol=0)  # fmt: skip
+    reloaded = AutoImageProcessor.from_pretrained(str(saved), trust_remote_code=True)
+    assert type(reloaded).__name__ == "GFNetSegmentationImageProcessor"
+    assert reloaded.size == {"shortest_edge": 32} and not reloaded.do_reduce_labels
     image_path = tmp_path / "street.png"
     pairs[0][0].save(image_path)
     result = run_cli("predict", image_path, "--model", saved, "--json")
