@@ -105,6 +105,26 @@ def test_auto_model_from_a_folder_gives_gfnet_logits_and_its_loss(tmp_path, conf
         model(pixel_values=pixels, labels=torch.full((2, 40, 56), 7))
 
 
+def test_from_config_gives_the_head_mmsegmentations_init(tmp_path):
+    from transformers import AutoConfig, AutoModelForSemanticSegmentation
+
+    save_model(create_model(FLAT), tmp_path / "flat")
+    config = AutoConfig.from_pretrained(str(tmp_path / "flat"), trust_remote_code=True)
+    model = AutoModelForSemanticSegmentation.from_config(config, trust_remote_code=True)
+    assert not any(t.is_meta for t in model.state_dict().values())
+    net = model.gfnet
+    classifier = net.decode_head.conv_seg
+    assert 0.003 < classifier.weight.std() < 0.03 and not classifier.bias.any()  # N(0, 0.01)
+    # Xavier-uniform neck (std sqrt(2 / (fan_in + fan_out))), Kaiming fan-out head convs
+    # (sqrt(2 / fan_out)): about twice PyTorch's default std for these shapes
+    lateral = net.neck.lateral_convs[0].conv  # 1x1, 16 -> 8
+    assert 0.2 < lateral.weight.std() < 0.4 and not lateral.bias.any()  # 0.29
+    head = net.decode_head.scale_heads[0][0].conv  # 3x3, 8 -> 8
+    assert 0.12 < head.weight.std() < 0.22  # 0.17
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(bool((m.running_var == 1).all() and (m.weight == 1).all()) for m in norms)
+
+
 # ---------------------------------------------------------------------------- pipeline
 def test_pipeline_masks_equal_gfnet_predict_through_push(run_cli, hub, tmp_path):  # noqa: F811
     from transformers import AutoImageProcessor, pipeline

@@ -92,6 +92,8 @@ from gfnet_cli.models.layers import Block, GlobalFilter  # noqa: E402
 from gfnet_cli.models.segmentation import GFNetForSegmentation  # noqa: E402
 from gfnet_cli.tasks.segmentation import SEGMENTATION, resize_logits  # noqa: E402
 
+#: the attribute naming which of mmsegmentation's inits a segmentation conv gets
+INIT_ROLE = "_gfnet_init_role"
 #: our config.json fields, as the transformers config holds them (model_type is a class attribute)
 FIELDS = tuple(
     f.name for f in dataclasses.fields(gfnet_config.GFNetConfig) if f.name != "model_type"
@@ -195,7 +197,7 @@ class GFNetPreTrainedModel(PreTrainedModel):
         """mmsegmentation's init in a segmentation head (Xavier neck, Kaiming head, N(0, 0.01)
         classifier: :func:`~gfnet_cli.models.segmentation.init_semantic_fpn`), PyTorch's
         default elsewhere (the authors' patch embedding)."""
-        role = getattr(self, "_conv_roles", {}).get(id(conv))
+        role = getattr(conv, INIT_ROLE, None)
         if role == "neck":
             hf_init.xavier_uniform_(conv.weight)
         elif role == "head":
@@ -298,7 +300,7 @@ class GFNetForSemanticSegmentation(GFNetPreTrainedModel):
                 f"{architecture.task} one"
             )
         self.gfnet = GFNetForSegmentation(architecture)
-        self._conv_roles = _semantic_fpn_roles(self.gfnet)
+        _mark_semantic_fpn_roles(self.gfnet)
         self.post_init()
 
     def forward(
@@ -330,13 +332,15 @@ class GFNetForSemanticSegmentation(GFNetPreTrainedModel):
         return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
 
-def _semantic_fpn_roles(model: GFNetForSegmentation) -> dict[int, str]:
-    """Which init each of the head's convolutions gets (see ``_init_conv``), by module id."""
-    roles = {id(m): "neck" for m in model.neck.modules() if isinstance(m, nn.Conv2d)}
+def _mark_semantic_fpn_roles(model: GFNetForSegmentation) -> None:
+    """Tag the head's convolutions with the init each gets (``_init_conv`` reads the tag,
+    which travels with the module through copies)."""
     head = model.decode_head
-    roles |= {id(m): "head" for m in head.scale_heads.modules() if isinstance(m, nn.Conv2d)}
-    roles[id(head.conv_seg)] = "classifier"
-    return roles
+    for role, part in (("neck", model.neck), ("head", head.scale_heads)):
+        for module in part.modules():
+            if isinstance(module, nn.Conv2d):
+                setattr(module, INIT_ROLE, role)
+    setattr(head.conv_seg, INIT_ROLE, "classifier")
 
 
 # ---------------------------------------------------------------------------- processor
@@ -417,14 +421,16 @@ def _to_pil(image: Any) -> Image.Image:
     array = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if array.dtype != np.uint8:
         raise ValueError(
-            f"GFNetImageProcessor takes PIL images or uint8 arrays, got {array.dtype} values"
+            f"GFNet's image processors take PIL images or uint8 arrays, got {array.dtype} values"
         )
     if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
         array = np.moveaxis(array, 0, -1)  # CHW -> HWC
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3):
-        raise ValueError(f"GFNetImageProcessor takes RGB or grey images, got shape {array.shape}")
+        raise ValueError(
+            f"GFNet's image processors take RGB or grey images, got shape {array.shape}"
+        )
     return open_image(Image.fromarray(array))
 
 
