@@ -23,7 +23,6 @@ from gfnet_cli import GFNet, GFNetConfig, load_model
 from gfnet_cli.data.transforms import eval_transform
 from gfnet_cli.errors import MissingDependencyError
 from gfnet_cli.hub import remote_code
-from gfnet_cli.hub.card import model_card
 from gfnet_cli.hub.serialization import save_model
 from tests.hub_server import FakeHub
 
@@ -45,6 +44,8 @@ def hub(monkeypatch):
         "huggingface_hub.constants.HUGGINGFACE_CO_URL_TEMPLATE",
         server.url + "/{repo_id}/resolve/{revision}/{filename}",
     )
+    # transformers keeps one HfApi, its endpoint fixed when made: a fresh one for this server
+    monkeypatch.setattr("transformers.utils.hub._hf_api", None, raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
@@ -373,20 +374,3 @@ def test_remote_code_without_gfnet_cli_names_the_install(monkeypatch):
         exec(compile(remote_code.CONFIGURATION_CODE, "configuration_gfnet.py", "exec"), {})  # noqa: S102
     assert "pip install '.[transformers]' in a clone" in str(error.value)
 
-
-def test_segmentation_folders_carry_no_transformers_files_yet(run_cli, tmp_path):
-    from gfnet_cli.models.factory import build_model
-
-    config = TINY.replace(task="segmentation", img_size=64)
-    folder = tmp_path / "seg"
-    save_model(build_model(config), folder, card="# seg\n")
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "README.md",
-        "config.json",
-        "model.safetensors",
-    ]
-    assert "auto_map" not in json.loads((folder / "config.json").read_text())
-    dry = run_cli("push", folder, "me/seg", "--dry-run", "--json")
-    assert dry.json()["files"] == ["README.md", "config.json", "model.safetensors"]
-    assert "trust_remote_code" not in model_card(config)
-    assert "trust_remote_code" in model_card(TINY)

@@ -364,6 +364,33 @@ def transformers_usage(reference: str) -> list[str]:
     ]
 
 
+def segmentation_transformers_usage(reference: str) -> list[str]:
+    """A segmentation card's transformers snippet (docs/transformers.md); tests run it."""
+    return [
+        "transformers (gfnet-cli installed as above with its `transformers` extra: the code "
+        "this repository names is gfnet-cli's own, hence `trust_remote_code=True`):",
+        "",
+        "```python",
+        "from PIL import Image",
+        "from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, pipeline",
+        "",
+        f'segmenter = pipeline("image-segmentation", model="{reference}", trust_remote_code=True)',
+        'print([segment["label"] for segment in segmenter("street.jpg")])  # a mask per class',
+        "",
+        f'processor = AutoImageProcessor.from_pretrained("{reference}", trust_remote_code=True)',
+        "model = AutoModelForSemanticSegmentation.from_pretrained(",
+        f'    "{reference}", trust_remote_code=True',
+        ")",
+        'image = Image.open("street.jpg").convert("RGB")',
+        'outputs = model(**processor(image, return_tensors="pt"))  # logits at the input size',
+        "mask = processor.post_process_semantic_segmentation(",
+        "    outputs, target_sizes=[(image.height, image.width)]",
+        ")[0]  # the class map of `gfnet predict street.jpg`",
+        "```",
+        "",
+    ]
+
+
 def install_line() -> str:
     """How to install gfnet-cli today: from its repository (it is not on a package index)."""
     url = repository_url()
@@ -663,8 +690,9 @@ def _segmentation_body(
         "",
         "## How to use",
         "",
+        install_line(),
+        "",
         "```bash",
-        "pip install gfnet-cli",
         f"gfnet predict street.jpg --model {ref} --output-dir masks/ --overlay",
         f"gfnet evaluate --model {ref} --dataset DATASET --split validation",
         "```",
@@ -679,6 +707,7 @@ def _segmentation_body(
         "mask = logits.argmax(1)",
         "```",
         "",
+        *(segmentation_transformers_usage(ref) if supports_transformers(config) else []),
         f"Preprocessing: resize the shorter side to {min(height, width)} px (aspect kept, "
         f"bilinear), scale to [0, 1], normalize with mean {_floats(config.mean)} and std "
         f"{_floats(config.std)}; resize the logits back to the image. `gfnet predict` does it.",

@@ -8,7 +8,10 @@
   :mod:`gfnet_cli.hub.transformers_classes`, so the code a user trusts is a few lines and the
   model is this package's (docs/transformers.md).
 - ``preprocessor_config.json``: the evaluation transform's settings, for
-  ``AutoImageProcessor`` and ``pipeline``.
+  ``AutoImageProcessor`` and ``pipeline`` (a segmentation model's: whole-image inference).
+
+Classification and segmentation folders get the same code files (each names both models and
+both processors); config.json's ``auto_map`` and ``preprocessor_config.json`` pick the task's.
 
 Nothing here imports transformers: every writer (convert, finetune, ``save_pretrained``,
 push) writes these files whether or not it is installed.
@@ -27,13 +30,20 @@ PREPROCESSOR_NAME = "preprocessor_config.json"
 CONFIGURATION_FILE = "configuration_gfnet.py"
 MODELING_FILE = "modeling_gfnet.py"
 PROCESSOR_FILE = "image_processing_gfnet.py"
-#: What a task's model is called in transformers, and the auto class that loads it. Tasks
-#: missing here get no transformers files (their folders are gfnet's alone). Segmentation
-#: joins with ``"segmentation": ("GFNetForSemanticSegmentation",
-#: "AutoModelForSemanticSegmentation")``, its class in transformers_classes and in
-#: :data:`MODELING_CODE`, and a processor for its masks.
-TASKS: dict[str, tuple[str, str]] = {
-    "classification": ("GFNetForImageClassification", "AutoModelForImageClassification"),
+#: What a task's model is called in transformers, the auto class that loads it and the image
+#: processor that feeds it (classes of transformers_classes, named in :data:`MODELING_CODE`
+#: and :data:`PROCESSOR_CODE`). Tasks missing here get no transformers files.
+TASKS: dict[str, tuple[str, str, str]] = {
+    "classification": (
+        "GFNetForImageClassification",
+        "AutoModelForImageClassification",
+        "GFNetImageProcessor",
+    ),
+    "segmentation": (
+        "GFNetForSemanticSegmentation",
+        "AutoModelForSemanticSegmentation",
+        "GFNetSegmentationImageProcessor",
+    ),
 }
 
 _IMPORT = """try:
@@ -76,6 +86,10 @@ MODELING_CODE = (
 
 class GFNetForImageClassification(gfnet.GFNetForImageClassification):
     config_class = GFNetConfig
+
+
+class GFNetForSemanticSegmentation(gfnet.GFNetForSemanticSegmentation):
+    config_class = GFNetConfig
 """
 )
 
@@ -86,6 +100,10 @@ PROCESSOR_CODE = (
     + """
 
 class GFNetImageProcessor(gfnet.GFNetImageProcessor):
+    pass
+
+
+class GFNetSegmentationImageProcessor(gfnet.GFNetSegmentationImageProcessor):
     pass
 """
 )
@@ -108,7 +126,7 @@ def transformers_keys(config: GFNetConfig) -> dict[str, Any]:
     (none for a task transformers cannot load yet)."""
     if not supports_transformers(config):
         return {}
-    model_class, auto_class = TASKS[config.task]
+    model_class, auto_class, _ = TASKS[config.task]
     labels = config.labels
     return {
         "model_type": "gfnet",
@@ -132,17 +150,41 @@ def preprocessor_config(config: GFNetConfig) -> dict[str, Any]:
 
     The keys are the stock processors' (``size.shortest_edge``, ``crop_size``, ``resample``,
     ``image_mean``, ``image_std``); :class:`GFNetImageProcessor` applies them exactly as
-    ``gfnet predict`` does.
+    ``gfnet predict`` does. A segmentation model's: :func:`segmentation_preprocessor_config`.
     """
+    if config.is_segmentation:
+        return segmentation_preprocessor_config(config)
     height, width = config.image_size
     return {
-        "image_processor_type": "GFNetImageProcessor",
-        "auto_map": {"AutoImageProcessor": f"{Path(PROCESSOR_FILE).stem}.GFNetImageProcessor"},
+        **_processor_class(config),
         "size": {"shortest_edge": crop_size_to_resize(min(height, width), config.crop_pct)},
         "crop_size": {"height": height, "width": width},
         "resample": int(pil_interpolation(config.interpolation)),
         "image_mean": list(config.mean),
         "image_std": list(config.std),
+    }
+
+
+def segmentation_preprocessor_config(config: GFNetConfig) -> dict[str, Any]:
+    """A segmentation model's ``preprocessor_config.json``: whole-image inference as
+    ``gfnet predict`` runs it (the shorter side to the model's size, aspect kept, bilinear;
+    mean/std), and ``do_reduce_labels`` as the model was trained (for masks given with
+    ``segmentation_maps``)."""
+    settings = config.segmentation
+    return {
+        **_processor_class(config),
+        "size": {"shortest_edge": min(config.image_size)},
+        "image_mean": list(config.mean),
+        "image_std": list(config.std),
+        "do_reduce_labels": bool(settings is not None and settings.reduce_labels),
+    }
+
+
+def _processor_class(config: GFNetConfig) -> dict[str, Any]:
+    processor = TASKS[config.task][2]
+    return {
+        "image_processor_type": processor,
+        "auto_map": {"AutoImageProcessor": f"{Path(PROCESSOR_FILE).stem}.{processor}"},
     }
 
 

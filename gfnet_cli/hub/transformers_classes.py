@@ -14,9 +14,13 @@ so far: they may gain features, never change meaning or disappear.
   transformers saves it; gfnet's loader reads past it.
 - :class:`GFNetImageProcessor`: the authors' evaluation transform, the same code as
   ``gfnet predict`` (:class:`~gfnet_cli.data.transforms.EvalTransform`), PIL only.
-
-A segmentation head would join as ``GFNetForSemanticSegmentation`` (same ``gfnet.`` backbone
-prefix, ``AutoModelForSemanticSegmentation`` in :data:`~gfnet_cli.hub.remote_code.TASKS`).
+- :class:`GFNetForSemanticSegmentation`: the Semantic FPN segmentation model
+  (:class:`~gfnet_cli.models.segmentation.GFNetForSegmentation`) under ``.gfnet``;
+  ``SemanticSegmenterOutput`` with logits at the input's size, and the loss gfnet trains with
+  when ``labels`` are given.
+- :class:`GFNetSegmentationImageProcessor`: ``gfnet predict``'s whole-image transform
+  (:class:`~gfnet_cli.data.segmentation.SegmentationEvalTransform`), masks for training, and
+  ``post_process_semantic_segmentation`` for ``pipeline("image-segmentation")``.
 """
 
 from __future__ import annotations
@@ -73,14 +77,23 @@ require_transformers()
 from transformers import PretrainedConfig, PreTrainedModel  # noqa: E402
 from transformers import initialization as hf_init  # noqa: E402
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature  # noqa: E402
-from transformers.modeling_outputs import ImageClassifierOutput  # noqa: E402
+from transformers.modeling_outputs import (  # noqa: E402
+    ImageClassifierOutput,
+    SemanticSegmenterOutput,
+)
 
 from gfnet_cli.data.images import open_image  # noqa: E402
+from gfnet_cli.data.masks import open_mask, reduce_labels  # noqa: E402
+from gfnet_cli.data.segmentation import SegmentationEvalTransform  # noqa: E402
 from gfnet_cli.data.transforms import EvalTransform  # noqa: E402
 from gfnet_cli.models import config as gfnet_config  # noqa: E402
 from gfnet_cli.models.gfnet import GFNetArchitecture  # noqa: E402
 from gfnet_cli.models.layers import Block, GlobalFilter  # noqa: E402
+from gfnet_cli.models.segmentation import GFNetForSegmentation  # noqa: E402
+from gfnet_cli.tasks.segmentation import SEGMENTATION, resize_logits  # noqa: E402
 
+#: the attribute naming which of mmsegmentation's inits a segmentation conv gets
+INIT_ROLE = "_gfnet_init_role"
 #: our config.json fields, as the transformers config holds them (model_type is a class attribute)
 FIELDS = tuple(
     f.name for f in dataclasses.fields(gfnet_config.GFNetConfig) if f.name != "model_type"
@@ -108,7 +121,8 @@ class GFNetConfig(PretrainedConfig):
             kwargs["id2label"] = dict(enumerate(checked.labels))
             kwargs["label2id"] = {name: i for i, name in enumerate(checked.labels)}
         super().__init__(**kwargs)
-        for name, value in checked.to_dict().items():  # a classification config: no task keys
+        # a classification config has no task keys; a segmentation one its task and head
+        for name, value in checked.to_dict().items():
             if name in FIELDS:
                 setattr(self, name, value)
 
@@ -163,13 +177,38 @@ class GFNetPreTrainedModel(PreTrainedModel):
             hf_init.ones_(module.weight)
             hf_init.zeros_(module.bias)
         elif isinstance(module, nn.Conv2d):
-            module.reset_parameters()  # PyTorch's default, as the authors' patch embedding
+            self._init_conv(module)
         elif isinstance(module, GlobalFilter):
             hf_init.normal_(module.complex_weight, std=0.02)
         elif isinstance(module, Block) and module.gamma is not None:  # layer scale: pyramid
             hf_init.constant_(module.gamma, float(self.config.init_values))
         elif isinstance(module, GFNetArchitecture):
             hf_init.trunc_normal_(module.pos_embed, std=0.02)
+        elif isinstance(module, nn.BatchNorm2d):  # the segmentation head's, running stats too
+            hf_init.ones_(module.weight)
+            hf_init.zeros_(module.bias)
+            hf_init.zeros_(module.running_mean)
+            hf_init.ones_(module.running_var)
+            hf_init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, nn.ConvTranspose2d):  # a flat model's feature pyramid
+            module.reset_parameters()
+
+    def _init_conv(self, conv: nn.Conv2d) -> None:
+        """mmsegmentation's init in a segmentation head (Xavier neck, Kaiming head, N(0, 0.01)
+        classifier: :func:`~gfnet_cli.models.segmentation.init_semantic_fpn`), PyTorch's
+        default elsewhere (the authors' patch embedding)."""
+        role = getattr(conv, INIT_ROLE, None)
+        if role == "neck":
+            hf_init.xavier_uniform_(conv.weight)
+        elif role == "head":
+            hf_init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        elif role == "classifier":
+            hf_init.normal_(conv.weight, std=0.01)
+        else:
+            conv.reset_parameters()
+            return
+        if conv.bias is not None:
+            hf_init.zeros_(conv.bias)
 
 
 class GFNetForImageClassification(GFNetPreTrainedModel):
@@ -238,6 +277,70 @@ class GFNetForImageClassification(GFNetPreTrainedModel):
         if self.config.problem_type == "single_label_classification":
             return nn.functional.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
         return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+class GFNetForSemanticSegmentation(GFNetPreTrainedModel):
+    """GFNet with a Semantic FPN head for transformers: ``pixel_values`` in,
+    ``SemanticSegmenterOutput`` out.
+
+    The logits are at the input's own size (B, classes, H, W), as gfnet's model gives them
+    (upsampled bilinearly from stride 4; SegFormer's stay at a quarter): the processor's
+    ``post_process_semantic_segmentation`` resizes them to each image as ``gfnet predict``
+    does. ``labels`` (B, H, W class indices, 255 ignored) add gfnet's training loss,
+    cross-entropy over the labelled pixels, the logits resized to the labels first.
+    ``output_hidden_states`` returns the four maps the FPN neck takes, finest first.
+    """
+
+    def __init__(self, config: GFNetConfig) -> None:
+        super().__init__(config)
+        architecture = config.to_gfnet_config()
+        if architecture.task != "segmentation":
+            raise ValueError(
+                f"GFNetForSemanticSegmentation needs a segmentation config, not a "
+                f"{architecture.task} one"
+            )
+        self.gfnet = GFNetForSegmentation(architecture)
+        _mark_semantic_fpn_roles(self.gfnet)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> SemanticSegmenterOutput | tuple:
+        if pixel_values is None:
+            raise ValueError("GFNetForSemanticSegmentation needs pixel_values")
+        output_hidden_states = (
+            self.config.output_hidden_states
+            if output_hidden_states is None
+            else output_hidden_states
+        )
+        logits, features = self.gfnet.forward_with_features(pixel_values)
+        hidden_states = tuple(features) if output_hidden_states else None
+        loss = None
+        if labels is not None:
+            labels = labels.to(logits.device).long()
+            SEGMENTATION.check_targets(labels, self.gfnet.num_classes, "labels")
+            loss = SEGMENTATION.loss(logits, labels)
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        if not return_dict:
+            output = (logits,) + ((hidden_states,) if hidden_states is not None else ())
+            return ((loss,) + output) if loss is not None else output
+        return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+
+
+def _mark_semantic_fpn_roles(model: GFNetForSegmentation) -> None:
+    """Tag the head's convolutions with the init each gets (``_init_conv`` reads the tag,
+    which travels with the module through copies)."""
+    head = model.decode_head
+    for role, part in (("neck", model.neck), ("head", head.scale_heads)):
+        for module in part.modules():
+            if isinstance(module, nn.Conv2d):
+                setattr(module, INIT_ROLE, role)
+    setattr(head.conv_seg, INIT_ROLE, "classifier")
 
 
 # ---------------------------------------------------------------------------- processor
@@ -318,12 +421,137 @@ def _to_pil(image: Any) -> Image.Image:
     array = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if array.dtype != np.uint8:
         raise ValueError(
-            f"GFNetImageProcessor takes PIL images or uint8 arrays, got {array.dtype} values"
+            f"GFNet's image processors take PIL images or uint8 arrays, got {array.dtype} values"
         )
     if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
         array = np.moveaxis(array, 0, -1)  # CHW -> HWC
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3):
-        raise ValueError(f"GFNetImageProcessor takes RGB or grey images, got shape {array.shape}")
+        raise ValueError(
+            f"GFNet's image processors take RGB or grey images, got shape {array.shape}"
+        )
     return open_image(Image.fromarray(array))
+
+
+class GFNetSegmentationImageProcessor(BaseImageProcessor):
+    """``gfnet predict``'s whole-image segmentation transform, masks, and post-processing.
+
+    Images: the shorter side resized to ``size["shortest_edge"]`` (aspect kept, PIL bilinear),
+    scaled to [0, 1], normalized with ``image_mean`` / ``image_std``: the code of
+    :class:`~gfnet_cli.data.segmentation.SegmentationEvalTransform`, so ``pipeline`` masks are
+    ``gfnet predict``'s. Images of different aspect ratios give differently sized pixels:
+    pass them one at a time (as ``pipeline`` does) or resize them to one size first.
+
+    ``segmentation_maps`` (PIL masks or integer arrays of class indices, 255 ignored) come
+    back as ``labels`` (long), resized (nearest) to their image's pixels, ADE20K's 0 dropped
+    when ``do_reduce_labels``: what ``GFNetForSemanticSegmentation`` takes for its loss.
+    """
+
+    model_input_names = ["pixel_values"]
+
+    def __init__(
+        self,
+        size: dict[str, int] | None = None,
+        image_mean: list[float] | None = None,
+        image_std: list[float] | None = None,
+        do_reduce_labels: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.size = dict(size or {"shortest_edge": 512})
+        self.image_mean = list(image_mean or gfnet_config.IMAGENET_MEAN)
+        self.image_std = list(image_std or gfnet_config.IMAGENET_STD)
+        self.do_reduce_labels = bool(do_reduce_labels)
+
+    def transform(self, size: dict[str, int] | None = None) -> SegmentationEvalTransform:
+        """gfnet's :class:`SegmentationEvalTransform` with these settings."""
+        shortest = int((size or self.size)["shortest_edge"])
+        return SegmentationEvalTransform(shortest, self.image_mean, self.image_std)
+
+    def preprocess(
+        self,
+        images: Any,
+        segmentation_maps: Any = None,
+        return_tensors: str | None = None,
+        size: dict[str, int] | None = None,
+        do_reduce_labels: bool | None = None,
+        **kwargs: Any,
+    ) -> BatchFeature:
+        """``{"pixel_values": (N, 3, H, W)}``, and ``"labels"`` (N, H, W) for masks."""
+        if kwargs:
+            raise ValueError(
+                f"GFNetSegmentationImageProcessor does not take {', '.join(sorted(kwargs))}"
+            )
+        if return_tensors not in ("pt", "np", None):
+            raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
+        transform = self.transform(size)
+        batch = _as_list(images)
+        pixels = [transform.image(_to_pil(image)) for image in batch]
+        data = {"pixel_values": _stack(pixels, "pixel_values")}
+        if segmentation_maps is not None:
+            masks = _as_list(segmentation_maps)
+            if len(masks) != len(batch):
+                raise ValueError(f"{len(batch)} images but {len(masks)} segmentation_maps")
+            reduce = self.do_reduce_labels if do_reduce_labels is None else do_reduce_labels
+            labels = [
+                _mask_labels(mask, tuple(pixel.shape[-2:]), reduce=reduce)
+                for mask, pixel in zip(masks, pixels, strict=True)
+            ]
+            data["labels"] = _stack(labels, "labels")
+        if return_tensors != "pt":
+            data = {key: value.numpy() for key, value in data.items()}
+        return BatchFeature(data, tensor_type=return_tensors)
+
+    def post_process_semantic_segmentation(
+        self, outputs: Any, target_sizes: list[tuple[int, int]] | None = None
+    ) -> list[torch.Tensor]:
+        """One (H, W) class map per image: the logits resized (bilinear) to ``target_sizes``
+        (each image's (height, width)) and arg-maxed, as ``gfnet predict`` makes its masks;
+        without ``target_sizes``, at the logits' size."""
+        logits = outputs.logits
+        if target_sizes is not None and len(target_sizes) != len(logits):
+            raise ValueError(f"{len(logits)} logits but {len(target_sizes)} target_sizes")
+        maps = []
+        for index in range(len(logits)):
+            single = logits[index : index + 1].float()
+            if target_sizes is not None:
+                height, width = (int(value) for value in target_sizes[index])
+                single = resize_logits(single, (height, width))
+            maps.append(single.argmax(dim=1)[0])
+        return maps
+
+
+def _as_list(items: Any) -> list[Any]:
+    return list(items) if isinstance(items, (list, tuple)) else [items]
+
+
+def _stack(tensors: list[torch.Tensor], name: str) -> torch.Tensor:
+    shapes = sorted({tuple(tensor.shape) for tensor in tensors})
+    if len(shapes) > 1:
+        raise ValueError(
+            f"the images give {name} of different sizes ({shapes[0]} and {shapes[-1]}): "
+            "pass images of one aspect ratio together, or one at a time"
+        )
+    return torch.stack(tensors)
+
+
+def _mask_labels(mask: Any, size: tuple[int, int], *, reduce: bool) -> torch.Tensor:
+    """A mask's class indices as long labels at ``size`` (height, width), nearest resampling
+    as gfnet's training resizes masks; ADE20K's 0 ignored when ``reduce``."""
+    if isinstance(mask, Image.Image):
+        values = open_mask(mask)
+    else:
+        values = mask.numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+        if values.ndim != 2 or values.dtype.kind not in "iub":
+            raise ValueError(
+                f"segmentation_maps are (H, W) integer masks, got {values.dtype} of shape "
+                f"{values.shape}"
+            )
+    if reduce:
+        values = reduce_labels(values)
+    height, width = size
+    if values.shape != (height, width):
+        image = Image.fromarray(values.astype(np.int32), mode="I")
+        values = np.asarray(image.resize((width, height), Image.Resampling.NEAREST))
+    return torch.from_numpy(values.astype(np.int64))

@@ -289,17 +289,23 @@ class GFNetForSegmentation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Per-pixel logits (B, num_classes, H, W) for images (B, C, H, W) of any size."""
+        return self.forward_with_features(x)[0]
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`forward`'s logits, and the four maps the neck took (of the padded input,
+        finest first): transformers' ``hidden_states`` without a second pass."""
         height, width = x.shape[-2:]
         padded = pad_to_multiple(x, self.size_divisor)
+        features = self.forward_features(padded)
         logits = F.interpolate(
-            self.forward_logits(padded),
+            self.decode_head(self.neck(features)),
             size=padded.shape[-2:],
             mode="bilinear",
             align_corners=False,
         )
         if padded.shape[-2:] != (height, width):
             logits = logits[..., :height, :width]
-        return logits
+        return logits, features
 
     # ------------------------------------------------------------------ training
     def no_weight_decay(self) -> set[str]:
