@@ -1,0 +1,148 @@
+"""``finetune --task segmentation --streaming``: the classification stream's machinery on images
+and masks (shuffled, sharded, exact to resume), the same bad-row handling as map-style."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gfnet_cli import create_model
+from gfnet_cli.commands.evaluate import evaluate
+from gfnet_cli.engine import checkpoint as ckpt
+from gfnet_cli.engine.train import TrainCallbacks, TrainingInterruptedError, finetune
+from gfnet_cli.hub.serialization import save_model
+from tests.conftest import assert_one_line_error
+from tests.test_finetune import _assert_same_weights
+from tests.test_segmentation_evaluate import mask_folder, scene
+from tests.test_segmentation_finetune import BACKBONE, _config
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("backbone") / "m"
+    save_model(create_model(BACKBONE), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    """8 training scenes (images/ + annotations/, matched by stem) and 2 validation ones."""
+    root = tmp_path_factory.mktemp("scenes") / "d"
+    mask_folder(root, splits=("training",), count=8)
+    return mask_folder(root, splits=("validation",), count=2)
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _saved_scenes(folder: Path) -> Path:
+    """The same kind of scenes as a ``save_to_disk`` folder: PNG bytes in two Image columns."""
+    import datasets
+
+    features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
+    splits = {}
+    for split, seeds in (("train", range(4)), ("validation", range(100, 102))):
+        pairs = [scene(seed) for seed in seeds]
+        rows = {"image": [{"bytes": _png(np.asarray(i)), "path": None} for i, _ in pairs],
+                "annotation": [{"bytes": _png(m), "path": None} for _, m in pairs]}  # fmt: skip
+        splits[split] = datasets.Dataset.from_dict(rows, features=features)
+    datasets.DatasetDict(splits).save_to_disk(str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["mask folder", "save_to_disk"])
+def test_streaming_trains_and_scores_the_validation_split(scenes, backbone, tmp_path, kind):
+    dataset = scenes if kind == "mask folder" else _saved_scenes(tmp_path / "saved")
+    rows, epochs = (8, 2) if kind == "mask folder" else (4, 1)
+    out = tmp_path / "run"
+    result = finetune(_config(dataset, backbone, out, streaming=True, shuffle_buffer=4,
+                              epochs=epochs))  # fmt: skip
+    # one process, no workers: every row once an epoch, in batches of 2
+    assert result.global_step == epochs * rows // 2 and result.epochs == epochs
+    assert result.num_train_samples == rows and result.num_eval_samples == 2
+    assert result.validation_split.endswith("[validation]")
+    saved = json.loads((out / "train_results.json").read_text())
+    assert saved["hyperparameters"]["streaming"] is True
+    # the streamed validation scored as evaluate scores the kept MODEL
+    scored = evaluate(str(out), str(dataset), split="validation", num_workers=0)
+    assert scored.mean_iou == pytest.approx(result.best_metrics["mean_iou"], abs=1e-9)
+
+
+class _CtrlCAt(TrainCallbacks):
+    """SIGINT to this process after step ``step``: the loop checkpoints after the next one."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step(self, step, epoch, loss, lr, ips) -> None:
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 2])
+def test_streaming_interrupted_then_resumed_gives_the_same_weights(scenes, backbone, tmp_path,
+                                                                   workers):  # fmt: skip
+    """Stopped inside the second epoch (with 2 workers: worker 1 next in the round-robin), the
+    resumed stream skips exactly the rows handed over, and each later sample's crop, flip and
+    colours are seeded as in the uninterrupted run."""
+
+    def config(out: Path, **changes):
+        return _config(scenes, backbone, out, streaming=True, num_workers=workers,
+                       shuffle_buffer=3, drop_path=0.1, lr_schedule="poly",
+                       warmup_epochs=0.0, min_lr=0.0, **changes)  # fmt: skip
+
+    reference = finetune(config(tmp_path / "ref"))
+    assert reference.global_step == 8
+    cut = tmp_path / "cut"
+    with pytest.raises(TrainingInterruptedError):
+        finetune(config(cut), _CtrlCAt(6))
+    state = ckpt.load_checkpoint(ckpt.list_checkpoints(cut / "checkpoints")[-1])
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 3)
+    assert state["stream"][0]["next_worker"] == (1 if workers == 2 else 0)
+    resumed = finetune(config(cut, resume=True))
+    assert resumed.resumed_from_step == 7 and resumed.global_step == 8
+    _assert_same_weights(tmp_path / "ref", cut)
+
+
+def _bad_rows(root: Path) -> Path:
+    """A mask folder whose training split has one corrupt mask and one of the wrong size."""
+    mask_folder(root, count=4)
+    masks = root / "annotations" / "training"
+    (masks / "scene_1.png").write_bytes(b"not a png")
+    Image.fromarray(np.zeros((10, 12), np.uint8), mode="L").save(masks / "scene_2.png")
+    return root
+
+
+def test_bad_rows_are_skipped_and_counted_as_without_streaming(backbone, tmp_path):
+    # one batch of the 4 rows: the 2 readable ones train (BatchNorm needs 2 at 32 pixels)
+    dataset = _bad_rows(tmp_path / "bad")
+    counts = {}
+    for streaming in (False, True):
+        result = finetune(_config(dataset, backbone, tmp_path / f"run-{streaming}",
+                                  streaming=streaming, epochs=1, batch_size=4))  # fmt: skip
+        counts[streaming] = result.unreadable_train_images
+    assert counts == {False: 2, True: 2}
+
+
+def test_a_mask_value_that_is_no_class_stops_the_stream_naming_it(backbone, tmp_path, run_cli):
+    root = mask_folder(tmp_path / "d", splits=("training",), count=2)
+    mask = np.zeros((40, 48), np.uint8)
+    mask[:] = 7  # in every crop
+    Image.fromarray(mask, mode="L").save(root / "annotations" / "training" / "scene_0.png")
+    out = tmp_path / "out"
+    result = run_cli("finetune", "--task", "segmentation", "--model", str(backbone), "--dataset",
+                     str(root), "--num-classes", "3", "--img-size", "32", "--num-workers", "0",
+                     "--batch-size", "2", "--output-dir", str(out), "--streaming")  # fmt: skip
+    assert_one_line_error(result, 2, "mask value 7")
+    assert not (out / "model.safetensors").exists()
