@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -76,8 +77,8 @@ def _png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _parquet(seeds: list[int], mask_column: str = "annotation") -> bytes:
-    """Rows as scene_parse_150 stores them: an image column and a mask column (PNG bytes)."""
+def scene_rows(seeds: list[int] | range, mask_column: str = "annotation") -> Any:
+    """Scenes as scene_parse_150 stores them: an image column and a mask column (PNG bytes)."""
     import datasets
 
     images, masks = [], []
@@ -86,9 +87,12 @@ def _parquet(seeds: list[int], mask_column: str = "annotation") -> bytes:
         images.append({"bytes": _png(np.asarray(image)), "path": f"{seed}.png"})
         masks.append({"bytes": _png(mask), "path": f"{seed}_mask.png"})
     features = datasets.Features({"image": datasets.Image(), mask_column: datasets.Image()})
+    return datasets.Dataset.from_dict({"image": images, mask_column: masks}, features=features)
+
+
+def _parquet(seeds: list[int], mask_column: str = "annotation") -> bytes:
     buffer = io.BytesIO()
-    datasets.Dataset.from_dict({"image": images, mask_column: masks},
-                               features=features).to_parquet(buffer)  # fmt: skip
+    scene_rows(seeds, mask_column).to_parquet(buffer)
     return buffer.getvalue()
 
 

@@ -3,10 +3,7 @@ and masks (shuffled, sharded, exact to resume), the same bad-row handling as map
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +12,14 @@ from PIL import Image
 
 from gfnet_cli.commands.evaluate import evaluate
 from gfnet_cli.engine import checkpoint as ckpt
-from gfnet_cli.engine.train import TrainCallbacks, TrainingInterruptedError, finetune
+from gfnet_cli.engine.train import TrainingInterruptedError, finetune
 from gfnet_cli.hub.serialization import save_model
 from tests.conftest import assert_one_line_error
 from tests.test_finetune import _assert_same_weights
-from tests.test_segmentation_evaluate import mask_folder, scene, tiny_segmenter
+from tests.test_finetune_streaming import _CtrlCAt
+from tests.test_segmentation_evaluate import mask_folder, tiny_segmenter
 from tests.test_segmentation_finetune import _config
+from tests.test_segmentation_hub import scene_rows
 
 
 @pytest.fixture(scope="module")
@@ -40,23 +39,11 @@ def scenes(tmp_path_factory) -> Path:
     return mask_folder(root, splits=("validation",), count=2)
 
 
-def _png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def _saved_scenes(folder: Path) -> Path:
-    """The same kind of scenes as a ``save_to_disk`` folder: PNG bytes in two Image columns."""
+    """4 training and 2 validation scenes as a ``save_to_disk`` folder (PNG bytes)."""
     import datasets
 
-    features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
-    splits = {}
-    for split, seeds in (("train", range(4)), ("validation", range(100, 102))):
-        pairs = [scene(seed) for seed in seeds]
-        rows = {"image": [{"bytes": _png(np.asarray(i)), "path": None} for i, _ in pairs],
-                "annotation": [{"bytes": _png(m), "path": None} for _, m in pairs]}  # fmt: skip
-        splits[split] = datasets.Dataset.from_dict(rows, features=features)
+    splits = {"train": scene_rows(range(4)), "validation": scene_rows(range(100, 102))}
     datasets.DatasetDict(splits).save_to_disk(str(folder))
     return folder
 
@@ -77,17 +64,6 @@ def test_streaming_trains_and_scores_the_validation_split(scenes, backbone, tmp_
     # the streamed validation scored as evaluate scores the kept MODEL
     scored = evaluate(str(out), str(dataset), split="validation", num_workers=0)
     assert scored.mean_iou == pytest.approx(result.best_metrics["mean_iou"], abs=1e-9)
-
-
-class _CtrlCAt(TrainCallbacks):
-    """SIGINT to this process after step ``step``: the loop checkpoints after the next one."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step(self, step, epoch, loss, lr, ips) -> None:
-        if step == self.step:
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 @pytest.mark.slow
