@@ -123,3 +123,14 @@ def test_a_mask_value_that_is_no_class_stops_the_stream_naming_it(backbone, tmp_
                      "--batch-size", "2", "--output-dir", str(out), "--streaming")  # fmt: skip
     assert_one_line_error(result, 2, "mask value 7")
     assert not (out / "model.safetensors").exists()
+
+
+def test_nothing_is_held_out_of_a_stream(backbone, tmp_path, caplog):
+    """Without a validation split a map-style run holds out a share of train; a stream cannot
+    be held out from, so every row trains and the last epoch is kept."""
+    dataset = mask_folder(tmp_path / "d", splits=("training",), count=4)
+    result = finetune(_config(dataset, backbone, tmp_path / "run", streaming=True, epochs=1,
+                              validation_split_percentage=50))  # fmt: skip
+    assert result.num_train_samples == 4 and result.global_step == 2
+    assert result.validation_split is None and result.num_eval_samples == 0
+    assert "a stream cannot be held out from" in caplog.text
