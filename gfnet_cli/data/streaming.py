@@ -108,8 +108,9 @@ class TrainStream(torch.utils.data.IterableDataset):
         from datasets.distributed import split_dataset_by_node
 
         self.image_column = data.image_column
-        self.label_column = getattr(data, "label_column", None)
-        self.mask_column = getattr(data, "mask_column", None)  # segmentation: a mask per image
+        segmentation = isinstance(data, SegmentationDataset)
+        self.label_column = None if segmentation else data.label_column
+        self.mask_column = data.mask_column if segmentation else None
         self.transform = transform
         self.label_map = label_map
         self.reduce = reduce_labels  # read by segmentation_sample
@@ -152,7 +153,6 @@ class TrainStream(torch.utils.data.IterableDataset):
                 items = []
         if items:
             yield _batch(items, worker)
-
 
     def _sample(self, row: dict, epoch: int, index: int) -> tuple:
         """One row decoded and augmented as sample ``index`` of ``epoch`` (its seed); an

@@ -469,8 +469,8 @@ class TrainSource(Protocol):
         """Continue from a checkpoint's :meth:`state` of every process."""
 
 
-def train_source(data: ImageDataset, model_config: GFNetConfig, config: TrainConfig,
-                 dist: distributed.DistInfo) -> TrainSource:  # fmt: skip
+def train_source(data: ImageDataset | SegmentationDataset, model_config: GFNetConfig,
+                 config: TrainConfig, dist: distributed.DistInfo) -> TrainSource:  # fmt: skip
     """The training batches of ``data``, augmented (or not) for ``model_config``'s input."""
     if isinstance(data, SegmentationDataset):
         paired = segmentation_train_transform(model_config, config)
@@ -630,15 +630,15 @@ def _every_process_has_a_batch(mine: bool, world_size: int) -> bool:
     return int(flags.item()) == world_size
 
 
-def eval_loader(data: ImageDataset, model_config: GFNetConfig, class_names: list[str],
-                config: TrainConfig, dist: distributed.DistInfo) -> DataLoader:  # fmt: skip
+def eval_loader(data: ImageDataset | SegmentationDataset, model_config: GFNetConfig,
+                class_names: list[str], config: TrainConfig,
+                dist: distributed.DistInfo) -> DataLoader:  # fmt: skip
     """Evaluation batches: this process's share of the eval split (map-style or streamed).
 
     Segmentation: whole images (shorter side to the crop size), one per batch, masks as
     stored, as ``evaluate`` scores them.
     """
-    segmentation = isinstance(data, SegmentationDataset)
-    batch_size: int | str = 1 if segmentation else "config"
+    batch_size: int | str = 1 if isinstance(data, SegmentationDataset) else "config"
     if config.streaming and dist.world_size > 1:
         from datasets.distributed import split_dataset_by_node
 
