@@ -52,15 +52,17 @@ def _saved_scenes(folder: Path) -> Path:
 def test_streaming_trains_and_scores_the_validation_split(scenes, backbone, tmp_path, kind):
     dataset = scenes if kind == "mask folder" else _saved_scenes(tmp_path / "saved")
     rows, epochs = (8, 2) if kind == "mask folder" else (4, 1)
+    (tmp_path / "names.txt").write_text("sky\nroad\ntree\n")  # class names as without streaming
     out = tmp_path / "run"
     result = finetune(_config(dataset, backbone, out, streaming=True, shuffle_buffer=4,
-                              epochs=epochs))  # fmt: skip
+                              epochs=epochs, labels=str(tmp_path / "names.txt")))  # fmt: skip
     # one process, no workers: every row once an epoch, in batches of 2
     assert result.global_step == epochs * rows // 2 and result.epochs == epochs
     assert result.num_train_samples == rows and result.num_eval_samples == 2
     assert result.validation_split.endswith("[validation]")
     saved = json.loads((out / "train_results.json").read_text())
     assert saved["hyperparameters"]["streaming"] is True
+    assert json.loads((out / "config.json").read_text())["class_names"] == ["sky", "road", "tree"]
     # the streamed validation scored as evaluate scores the kept MODEL
     scored = evaluate(str(out), str(dataset), split="validation", num_workers=0)
     assert scored.mean_iou == pytest.approx(result.best_metrics["mean_iou"], abs=1e-9)
