@@ -172,7 +172,9 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_on_cpu_train_and_evaluate(scenes, backbone, tmp_path):
+@pytest.mark.parametrize("streaming", [False, True])
+def test_torchrun_two_processes_on_cpu_train_and_evaluate(scenes, backbone, tmp_path, streaming):
+    """Map-style (DistributedSampler) and streamed (4 shards, 2 a process) alike."""
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         pytest.skip("torchrun is not installed beside this Python")
@@ -181,11 +183,12 @@ def test_torchrun_two_processes_on_cpu_train_and_evaluate(scenes, backbone, tmp_
                "finetune", "--task", "segmentation", "--model", str(backbone), "--dataset",
                str(scenes), "--num-classes", "3", "--img-size", "32", "--epochs", "2",
                "--batch-size", "2", "--num-workers", "0", "--device", "cpu",
-               "--output-dir", str(out)]  # fmt: skip
+               "--output-dir", str(out), *(["--streaming"] if streaming else [])]  # fmt: skip
     done = subprocess.run(command, env=_env() | {"OMP_NUM_THREADS": "1"}, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "train_results.json").read_text())
+    assert results["hyperparameters"]["streaming"] is streaming
     # 4 training scenes, 2 per process per step (BatchNorm needs 2 at a 1x1 stride-32 map),
     # 2 processes: 1 step an epoch
     assert results["world_size"] == 2 and results["global_step"] == 2

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -76,8 +77,8 @@ def _png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _parquet(seeds: list[int], mask_column: str = "annotation") -> bytes:
-    """Rows as scene_parse_150 stores them: an image column and a mask column (PNG bytes)."""
+def scene_rows(seeds: list[int] | range, mask_column: str = "annotation") -> Any:
+    """Scenes as scene_parse_150 stores them: an image column and a mask column (PNG bytes)."""
     import datasets
 
     images, masks = [], []
@@ -86,17 +87,21 @@ def _parquet(seeds: list[int], mask_column: str = "annotation") -> bytes:
         images.append({"bytes": _png(np.asarray(image)), "path": f"{seed}.png"})
         masks.append({"bytes": _png(mask), "path": f"{seed}_mask.png"})
     features = datasets.Features({"image": datasets.Image(), mask_column: datasets.Image()})
+    return datasets.Dataset.from_dict({"image": images, mask_column: masks}, features=features)
+
+
+def _parquet(seeds: list[int], mask_column: str = "annotation") -> bytes:
     buffer = io.BytesIO()
-    datasets.Dataset.from_dict({"image": images, mask_column: masks},
-                               features=features).to_parquet(buffer)  # fmt: skip
+    scene_rows(seeds, mask_column).to_parquet(buffer)
     return buffer.getvalue()
 
 
 def _gfnet(hub: FakeHub, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:  # noqa: F811
     """The CLI in a fresh process: datasets and huggingface_hub read HF_ENDPOINT at import."""
     root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     env = os.environ | {"HF_ENDPOINT": hub.url, "HF_DATASETS_CACHE": str(tmp_path / "cache"),
-                        "PYTHONPATH": root, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # fmt: skip
+                        "PYTHONPATH": path, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # fmt: skip
     return subprocess.run([sys.executable, "-m", "gfnet_cli", *args], env=env, text=True,
                           capture_output=True, timeout=600)  # fmt: skip
 
@@ -160,3 +165,64 @@ def test_a_hub_classification_dataset_is_refused_for_a_segmentation_model(hub, t
                     "org/labels")  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "image (Image), label (ClassLabel, 2 classes)" in " ".join(result.stderr.split())
+
+
+
+@pytest.fixture
+def brief_stream_ends(tmp_path, monkeypatch) -> None:
+    """``datasets`` sleeps 5 s when a shuffled parquet stream ends (its guard against
+    apache/arrow#45214), once per epoch and worker. These runs last seconds, so their
+    subprocesses (through a ``sitecustomize`` on PYTHONPATH) sleep 0.2 s instead."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import datasets.config\n\ndatasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0.2\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [
+        str(site), os.environ.get("PYTHONPATH")])))  # fmt: skip
+
+
+def _streamed_finetune_args(backbone: Path) -> list[str]:
+    return ["--task", "segmentation", "--model", str(backbone), "--dataset", "org/scenes",
+            "--img-size", "32", "--batch-size", "2", "--streaming",
+            "--shuffle-buffer", "3"]  # fmt: skip
+
+
+def test_finetune_streams_a_hub_parquet_dataset(hub, hub_scenes, tmp_path,  # noqa: F811
+                                                brief_stream_ends):  # fmt: skip
+    """Rows streamed from the Hub's parquet files (nothing downloaded ahead), classes from the
+    repository's id2label.json, the validation split streamed and scored."""
+    save_model(tiny_segmenter(), tmp_path / "backbone")  # sky, road, tree: its head goes on
+    args = ["finetune", *_streamed_finetune_args(tmp_path / "backbone"), "--num-workers", "0",
+            "--output-dir", str(tmp_path / "run"), "--json"]  # fmt: skip
+    unknown = _gfnet(hub, tmp_path, *args)  # the repository records no split sizes
+    assert unknown.returncode == 2 and "pass --max-steps" in " ".join(unknown.stderr.split())
+    assert "Traceback" not in unknown.stderr
+    done = _gfnet(hub, tmp_path, *args, "--max-steps", "3", "--epochs", "2")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    # 4 rows in batches of 2: the first stream ends after 2 steps, the second is cut at 3
+    assert result["global_step"] == 3 and result["epochs"] == 2
+    assert result["num_eval_samples"] == 2 and "mean_iou" in result["best_metrics"]
+    assert load_model(tmp_path / "run").config.class_names == ["sky", "road", "tree"]
+
+
+@pytest.mark.slow
+def test_a_killed_hub_stream_resumes_to_the_same_weights(hub, hub_scenes, tmp_path,  # noqa: F811
+                                                         brief_stream_ends,
+                                                         monkeypatch):  # fmt: skip
+    from tests.test_finetune import _assert_same_weights, _run_killed_and_resumed
+
+    # the runs are subprocesses: the hub fixture's HF_ENDPOINT reaches them through the
+    # environment, and so does a datasets cache of their own
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    save_model(tiny_segmenter(), tmp_path / "backbone")
+    # one parquet file is one shard: the stream is read in the main process (workers: the
+    # local streaming tests); 4 rows in batches of 2, killed after its first checkpoint
+    common = [*_streamed_finetune_args(tmp_path / "backbone"), "--num-workers", "0",
+              "--epochs", "2", "--max-steps", "4", "--checkpoint-every", "1",
+              "--lr-schedule", "poly", "--drop-path", "0.1"]  # fmt: skip
+    ref, cut = _run_killed_and_resumed(common, tmp_path)
+    results = json.loads((cut / "train_results.json").read_text())
+    assert results["resumed_from_step"] >= 1 and results["global_step"] == 4
+    _assert_same_weights(ref, cut)

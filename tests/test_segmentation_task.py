@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gfnet_cli.data.datasets import Batch
+from gfnet_cli.data.datasets import Batch, collate_skipping_failures
 from gfnet_cli.engine.scoring import Skips, score
 from gfnet_cli.tasks import get_task
 from gfnet_cli.tasks.segmentation import SEGMENTATION, MaskValueError, per_category_iou
@@ -108,6 +108,9 @@ def test_check_targets_names_the_value_and_the_data():
         SEGMENTATION.check_targets(masks, 3, "d [validation]")
     with pytest.raises(Exception, match="classification dataset"):
         SEGMENTATION.check_targets(torch.tensor([0, 1]), 3, "d")
+    # a training batch whose every sample was skipped (unreadable masks) has nothing to check
+    skipped = collate_skipping_failures([(None, "corrupt", 0), (None, "corrupt", 1)])
+    SEGMENTATION.check_targets(skipped.labels, 3, "d")
 
 
 def test_every_mask_is_a_labelled_row_and_scores_through_the_one_loop():

@@ -226,7 +226,8 @@ def finetune_command(
     segmentation; the test split is reported apart) and train_results.json in --output-dir,
     checkpoints in --output-dir/checkpoints. --recipe sets the authors' hyper-parameters
     (flags given explicitly still win); --print-config shows what would run. Run under
-    `torchrun` for several processes. --streaming needs the dataset's size or --max-steps.
+    `torchrun` for several processes. --streaming (either task) needs the dataset's size or
+    --max-steps; --resume a stream with the same --num-workers and process count.
     """
     from gfnet_cli.engine.train import TrainConfig, describe_run
 

@@ -303,6 +303,17 @@ def load_image_dataset(
     )
 
 
+def undecoded(dataset: Any, columns: Sequence[str]) -> Any:
+    """``dataset`` (map-style or a stream) with its image ``columns`` left as stored bytes or
+    paths: they are decoded by :func:`open_image` in the DataLoader's workers, where a corrupt
+    file is counted and skipped instead of raising inside ``datasets``."""
+    import datasets
+
+    for column in columns:
+        dataset = dataset.cast_column(column, datasets.Image(decode=False))
+    return dataset
+
+
 class TorchImageDataset(torch.utils.data.Dataset):
     """A map-style view of an :class:`ImageDataset` yielding ``(tensor, label, index)``.
 
@@ -317,11 +328,9 @@ class TorchImageDataset(torch.utils.data.Dataset):
         transform: Callable,
         label_map: dict[int, int] | None = None,
     ) -> None:
-        import datasets
-
         self.image_column = data.image_column
         self.label_column = data.label_column
-        self.dataset = data.dataset.cast_column(data.image_column, datasets.Image(decode=False))
+        self.dataset = undecoded(data.dataset, [data.image_column])
         self.transform = transform
         self.label_map = label_map
         self.label_ids = data.label_ids
@@ -347,11 +356,9 @@ class TorchIterableImageDataset(torch.utils.data.IterableDataset):
         label_map: dict[int, int] | None = None,
         max_samples: int | None = None,
     ) -> None:
-        import datasets
-
         self.image_column = data.image_column
         self.label_column = data.label_column
-        stream = data.dataset.cast_column(data.image_column, datasets.Image(decode=False))
+        stream = undecoded(data.dataset, [data.image_column])
         self.dataset = stream.take(max_samples) if max_samples is not None else stream
         self.transform = transform
         self.label_map = label_map

@@ -36,6 +36,7 @@ from gfnet_cli.data.datasets import (
     is_mask_folder,
     load_splits,
     mask_folder_layout,
+    undecoded,
 )
 from gfnet_cli.data.images import ImageReadError, is_image_file, open_image
 from gfnet_cli.data.masks import IGNORE_INDEX, open_mask, reduce_labels
@@ -94,16 +95,25 @@ def load_segmentation_dataset(
 
 
 def segmentation_splits(
-    dataset: str, *, dataset_config: str | None = None, streaming: bool = False
+    dataset: str,
+    *,
+    dataset_config: str | None = None,
+    streaming: bool = False,
+    num_shards: int | None = None,
 ) -> Any:
-    """Every split of DATASET: a folder of images and masks, or what ``datasets`` loads."""
+    """Every split of DATASET: a folder of images and masks, or what ``datasets`` loads.
+
+    ``num_shards``: as for :func:`load_splits`, how many shards a streamed local folder (or
+    ``save_to_disk`` folder) is cut into so that several DataLoader workers share it.
+    """
     path = Path(dataset).expanduser()
     if path.is_dir() and is_mask_folder(path):
         splits = mask_folder_splits(path)
         if streaming:
-            splits = {name: _to_iterable(data, name, None) for name, data in splits.items()}
+            splits = {name: _to_iterable(data, name, num_shards) for name, data in splits.items()}
         return splits
-    return load_splits(dataset, dataset_config=dataset_config, streaming=streaming)
+    return load_splits(dataset, dataset_config=dataset_config, streaming=streaming,
+                       num_shards=num_shards)  # fmt: skip
 
 
 def segmentation_split(
@@ -271,12 +281,8 @@ class TorchSegmentationDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, data: SegmentationDataset, transform: Any, *, reduce: bool = False) -> None:
-        import datasets
-
         self.image_column, self.mask_column = data.image_column, data.mask_column
-        stream = data.dataset
-        for column in (data.image_column, data.mask_column):
-            stream = stream.cast_column(column, datasets.Image(decode=False))
+        stream = undecoded(data.dataset, [data.image_column, data.mask_column])
         self.dataset = stream
         self.transform = transform
         self.reduce = reduce
@@ -294,12 +300,8 @@ class TorchIterableSegmentationDataset(torch.utils.data.IterableDataset):
 
     def __init__(self, data: SegmentationDataset, transform: Any, *, reduce: bool = False,
                  max_samples: int | None = None) -> None:  # fmt: skip
-        import datasets
-
         self.image_column, self.mask_column = data.image_column, data.mask_column
-        stream = data.dataset
-        for column in (data.image_column, data.mask_column):
-            stream = stream.cast_column(column, datasets.Image(decode=False))
+        stream = undecoded(data.dataset, [data.image_column, data.mask_column])
         self.dataset = stream.take(max_samples) if max_samples is not None else stream
         self.transform = transform
         self.reduce = reduce

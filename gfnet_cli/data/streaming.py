@@ -16,6 +16,11 @@ shuffle buffer's content, so a resumed epoch would differ from an uninterrupted 
 
 Each sample's augmentation is seeded by ``(seed, epoch, index)`` where ``index`` is unique in
 the epoch: ``(position in its worker's stream * workers + worker) * processes + rank``.
+
+Both tasks use this one stream: a classification split's rows are an image and a label
+(:func:`~gfnet_cli.data.datasets._sample`), a segmentation split's an image and a mask
+(:func:`~gfnet_cli.data.segmentation.segmentation_sample`, paired augmentation); an unreadable
+image or mask, or a mask whose size differs from its image, is skipped and counted alike.
 """
 
 from __future__ import annotations
@@ -26,7 +31,14 @@ from typing import Any
 
 import torch
 
-from gfnet_cli.data.datasets import Batch, ImageDataset, _sample, collate_skipping_failures
+from gfnet_cli.data.datasets import (
+    Batch,
+    ImageDataset,
+    _sample,
+    collate_skipping_failures,
+    undecoded,
+)
+from gfnet_cli.data.segmentation import SegmentationDataset, segmentation_sample
 
 DEFAULT_SHUFFLE_BUFFER = 1000
 
@@ -58,7 +70,7 @@ class StreamPosition:
                    [int(c) for c in state["consumed"]], int(state["next_worker"]))  # fmt: skip
 
 
-def split_num_examples(data: ImageDataset) -> int | None:
+def split_num_examples(data: ImageDataset | SegmentationDataset) -> int | None:
     """The split's size when the dataset's info records it (Hub metadata, save_to_disk)."""
     splits = getattr(getattr(data.dataset, "info", None), "splits", None)
     try:
@@ -74,11 +86,15 @@ class TrainStream(torch.utils.data.IterableDataset):
     Use with ``DataLoader(batch_size=None)``; call :meth:`begin` before creating each epoch's
     iterator (the workers get a copy of this object as it is then). Batches carry the worker
     that built them (``batch.worker``) so the caller can keep a :class:`StreamPosition`.
+
+    ``data`` is a classification split (``transform(image)``, reseeded per sample through its
+    ``reseed``) or a segmentation one (``transform(image, mask, (epoch, index))``, masks
+    reduced with ``reduce_labels``).
     """
 
     def __init__(
         self,
-        data: ImageDataset,
+        data: ImageDataset | SegmentationDataset,
         transform: Callable,
         *,
         batch_size: int,
@@ -87,17 +103,21 @@ class TrainStream(torch.utils.data.IterableDataset):
         world_size: int = 1,
         buffer_size: int = DEFAULT_SHUFFLE_BUFFER,
         label_map: dict[int, int] | None = None,
+        reduce_labels: bool = False,
     ) -> None:
-        import datasets
         from datasets.distributed import split_dataset_by_node
 
         self.image_column = data.image_column
-        self.label_column = data.label_column
+        segmentation = isinstance(data, SegmentationDataset)
+        self.label_column = None if segmentation else data.label_column
+        self.mask_column = data.mask_column if segmentation else None
         self.transform = transform
         self.label_map = label_map
+        self.reduce = reduce_labels  # read by segmentation_sample
         self.batch_size = batch_size
         self.rank, self.world_size = rank, world_size
-        stream = data.dataset.cast_column(data.image_column, datasets.Image(decode=False))
+        images = [c for c in (data.image_column, self.mask_column) if c is not None]
+        stream = undecoded(data.dataset, images)
         stream = stream.shuffle(seed=seed, buffer_size=buffer_size)
         if world_size > 1:
             stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
@@ -122,20 +142,27 @@ class TrainStream(torch.utils.data.IterableDataset):
         if worker < position.next_worker:
             yield None  # keeps the DataLoader's round-robin where the interrupted epoch was
         skip = position.consumed[worker]
-        reseed = getattr(self.transform, "reseed", None)
         items: list[tuple] = []
         for offset, row in enumerate(self.stream):
             if offset < skip:
                 continue
             index = (offset * workers + worker) * self.world_size + self.rank
-            if reseed is not None:
-                reseed(position.epoch, index)
-            items.append(_sample(self, row, index))
+            items.append(self._sample(row, position.epoch, index))
             if len(items) == self.batch_size:
                 yield _batch(items, worker)
                 items = []
         if items:
             yield _batch(items, worker)
+
+    def _sample(self, row: dict, epoch: int, index: int) -> tuple:
+        """One row decoded and augmented as sample ``index`` of ``epoch`` (its seed); an
+        unreadable or mismatched one as ``(None, reason, index)``."""
+        if self.mask_column is not None:
+            return segmentation_sample(self, row, (epoch, index), index)
+        reseed = getattr(self.transform, "reseed", None)
+        if reseed is not None:
+            reseed(epoch, index)
+        return _sample(self, row, index)
 
 
 def _batch(items: list[tuple], worker: int) -> Batch:

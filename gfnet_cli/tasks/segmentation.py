@@ -153,13 +153,13 @@ class Segmentation(Task):
         return torch.ones(len(targets), dtype=torch.bool)
 
     def check_targets(self, targets: torch.Tensor, num_classes: int, where: str) -> None:
+        if not targets.numel():
+            return  # a batch whose every sample was skipped (unreadable, mismatched)
         if targets.ndim != 3:
             raise UsageError(
                 f"{where}: segmentation targets are (batch, height, width) masks, got shape "
                 f"{tuple(targets.shape)}: is this a classification dataset?"
             )
-        if not targets.numel():
-            return
         bad = ((targets >= num_classes) & (targets != IGNORE_INDEX)) | (targets < 0)
         if bool(bad.any()):
             row = int(bad.flatten(1).any(dim=1).nonzero()[0])

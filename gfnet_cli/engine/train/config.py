@@ -444,9 +444,6 @@ def _check_task(config: TrainConfig) -> None:
     if given:
         raise UsageError(f"{given[0]} is a classification setting: segmentation masks take "
                          "their own paired augmentation", param=(given[0], "task"))  # fmt: skip
-    if config.streaming:
-        raise UsageError("segmentation training reads map-style datasets: drop streaming "
-                         "(evaluate accepts streams)", param=("streaming", "task"))  # fmt: skip
     if config.resize_scale is not None and min(config.resize_scale) < 1:
         raise UsageError(f"resize_scale must be two positive sizes, got {config.resize_scale}",
                          param="resize_scale")  # fmt: skip

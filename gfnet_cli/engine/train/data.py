@@ -45,6 +45,7 @@ from gfnet_cli.data.segmentation import (
     SegmentationDataset,
     SegmentationEvalTransform,
     SegmentationTrainTransform,
+    TorchIterableSegmentationDataset,
     TorchSegmentationDataset,
     describe_columns,
     is_segmentation_features,
@@ -248,10 +249,16 @@ def _check_train_split(train: ImageDataset, config: TrainConfig) -> None:
             "(the classes cannot be listed without reading the whole stream)",
             param="streaming",
         )
-    if config.max_steps is None and split_num_examples(train) is None:
+    _check_stream_length(train, config)
+
+
+def _check_stream_length(train: ImageDataset | SegmentationDataset, config: TrainConfig) -> None:
+    """A streamed training split of unknown size needs ``max_steps``: the learning-rate
+    schedule must know where it ends."""
+    if config.streaming and config.max_steps is None and split_num_examples(train) is None:
         raise UsageError(
-            f"the size of {where} is unknown, so a streamed run's learning-rate schedule has "
-            "no end: pass max_steps",
+            f"the size of {where(train)} is unknown, so a streamed run's learning-rate "
+            "schedule has no end: pass max_steps",
             param="max_steps",
         )
 
@@ -265,7 +272,7 @@ def _image_dataset(splits: Any, name: str, config: TrainConfig) -> ImageDataset:
                         streaming=config.streaming)  # fmt: skip
 
 
-def _is_empty(data: ImageDataset) -> bool:
+def _is_empty(data: ImageDataset | SegmentationDataset) -> bool:
     if not data.streaming:
         return len(data) == 0
     if split_num_examples(data) is not None:
@@ -282,18 +289,23 @@ def _class_names_from_values(data: ImageDataset) -> list[str]:
 
 # ====================================================================== segmentation
 def prepare_segmentation_data(config: TrainConfig, dist: distributed.DistInfo) -> PreparedData:
-    """The train, validation and test splits of images and masks, and the class names
-    (:func:`segmentation_class_names`). Without a validation split of its own,
-    ``validation_split_percentage`` % of the training images is held out
-    (:func:`carve_segmentation_validation`) to choose the best epoch on."""
+    """The train, validation and test splits of images and masks (streams with
+    ``streaming``), and the class names (:func:`segmentation_class_names`). Without a
+    validation split of its own, ``validation_split_percentage`` % of the training images is
+    held out (:func:`carve_segmentation_validation`) to choose the best epoch on; a stream
+    cannot be held out from, so there the last epoch is kept."""
+    streaming = config.streaming
     with distributed.main_process_first(timedelta(minutes=config.prepare_timeout)):
-        splits = segmentation_splits(config.dataset, dataset_config=config.dataset_config)
+        splits = segmentation_splits(config.dataset, dataset_config=config.dataset_config,
+                                     streaming=streaming,
+                                     num_shards=STREAM_SHARDS if streaming else None)  # fmt: skip
     train = segmentation_split(
         config.dataset, splits, config.train_split, image_column=config.image_column,
-        mask_column=config.mask_column, preferred_splits=TRAIN_SPLITS,
+        mask_column=config.mask_column, streaming=streaming, preferred_splits=TRAIN_SPLITS,
     )  # fmt: skip
-    if len(train) == 0:
+    if _is_empty(train):
         raise DatasetError(f"{config.dataset}: the {train.split!r} split is empty")
+    _check_stream_length(train, config)
     class_names = segmentation_class_names(config, train.class_names)
     named = replace(config, train_split=train.split)
     _, validation_name, test_name = _choose_splits(list(splits), named)
@@ -302,8 +314,8 @@ def prepare_segmentation_data(config: TrainConfig, dist: distributed.DistInfo) -
         if name is None:
             return None
         data = segmentation_split(config.dataset, splits, name, image_column=train.image_column,
-                                  mask_column=train.mask_column)  # fmt: skip
-        if len(data) == 0:
+                                  mask_column=train.mask_column, streaming=streaming)  # fmt: skip
+        if _is_empty(data):
             raise DatasetError(f"{config.dataset}: the {name!r} split is empty")
         return data
 
@@ -370,7 +382,7 @@ def check_training_targets(task: Task, targets: torch.Tensor, num_classes: int,
 
 
 # ====================================================================== label ranges
-def where(data: ImageDataset) -> str:
+def where(data: ImageDataset | SegmentationDataset) -> str:
     """``DATASET [split]``: how messages name a split."""
     return f"{data.name} [{data.split}]"
 
@@ -457,13 +469,14 @@ class TrainSource(Protocol):
         """Continue from a checkpoint's :meth:`state` of every process."""
 
 
-def train_source(data: ImageDataset, model_config: GFNetConfig, config: TrainConfig,
-                 dist: distributed.DistInfo) -> TrainSource:  # fmt: skip
+def train_source(data: ImageDataset | SegmentationDataset, model_config: GFNetConfig,
+                 config: TrainConfig, dist: distributed.DistInfo) -> TrainSource:  # fmt: skip
     """The training batches of ``data``, augmented (or not) for ``model_config``'s input."""
     if isinstance(data, SegmentationDataset):
-        dataset = TorchSegmentationDataset(
-            data, segmentation_train_transform(model_config, config), reduce=config.reduce_labels
-        )
+        paired = segmentation_train_transform(model_config, config)
+        if config.streaming:
+            return StreamSource(data, paired, config, dist)
+        dataset = TorchSegmentationDataset(data, paired, reduce=config.reduce_labels)
         return SampledSource(data, None, config, dist, dataset=dataset)
     if config.augment:
         transform = train_transform(
@@ -539,11 +552,12 @@ class StreamSource:
     by node need not be equally long, and a process without a batch cannot join the step.
     """
 
-    def __init__(self, data: ImageDataset, transform: Any, config: TrainConfig,
-                 dist: distributed.DistInfo) -> None:  # fmt: skip
+    def __init__(self, data: ImageDataset | SegmentationDataset, transform: Any,
+                 config: TrainConfig, dist: distributed.DistInfo) -> None:  # fmt: skip
         self.stream = TrainStream(
             data, transform, batch_size=config.batch_size, seed=config.seed, rank=dist.rank,
             world_size=dist.world_size, buffer_size=config.shuffle_buffer,
+            reduce_labels=config.reduce_labels,
         )  # fmt: skip
         self.num_examples = split_num_examples(data)
         self.rank, self.world_size, self.batch_size = dist.rank, dist.world_size, config.batch_size
@@ -616,36 +630,41 @@ def _every_process_has_a_batch(mine: bool, world_size: int) -> bool:
     return int(flags.item()) == world_size
 
 
-def eval_loader(data: ImageDataset, model_config: GFNetConfig, class_names: list[str],
-                config: TrainConfig, dist: distributed.DistInfo) -> DataLoader:  # fmt: skip
+def eval_loader(data: ImageDataset | SegmentationDataset, model_config: GFNetConfig,
+                class_names: list[str], config: TrainConfig,
+                dist: distributed.DistInfo) -> DataLoader:  # fmt: skip
     """Evaluation batches: this process's share of the eval split (map-style or streamed).
 
     Segmentation: whole images (shorter side to the crop size), one per batch, masks as
     stored, as ``evaluate`` scores them.
     """
-    if isinstance(data, SegmentationDataset):
-        transform_seg = SegmentationEvalTransform(min(model_config.image_size),
-                                                  model_config.mean, model_config.std)  # fmt: skip
-        view = TorchSegmentationDataset(data, transform_seg, reduce=config.reduce_labels)
-        return _loader(view, list(range(dist.rank, len(view), dist.world_size)), config,
-                       dist.device, batch_size=1)  # fmt: skip
-    transform = eval_transform(model_config)
-    label_map = _label_map(data, class_names)
-    if not config.streaming:
-        dataset = TorchImageDataset(data, transform, label_map)
-        return _loader(
-            dataset, list(range(dist.rank, len(dataset), dist.world_size)), config, dist.device
-        )
-    if dist.world_size > 1:
+    batch_size: int | str = 1 if isinstance(data, SegmentationDataset) else "config"
+    if config.streaming and dist.world_size > 1:
         from datasets.distributed import split_dataset_by_node
 
         data = dataclasses.replace(
             data,
             dataset=split_dataset_by_node(data.dataset, rank=dist.rank, world_size=dist.world_size),
         )
-    stream = TorchIterableImageDataset(data, transform, label_map)
-    return _loader(stream, None, config, dist.device,
-                   num_workers=max(0, min(config.num_workers, stream.num_shards)))  # fmt: skip
+    view = _eval_view(data, model_config, class_names, config)
+    if not config.streaming:
+        return _loader(view, list(range(dist.rank, len(view), dist.world_size)), config,
+                       dist.device, batch_size=batch_size)  # fmt: skip
+    return _loader(view, None, config, dist.device, batch_size=batch_size,
+                   num_workers=max(0, min(config.num_workers, view.num_shards)))  # fmt: skip
+
+
+def _eval_view(data: ImageDataset | SegmentationDataset, model_config: GFNetConfig,
+               class_names: list[str], config: TrainConfig) -> Any:  # fmt: skip
+    """The torch dataset (a stream with ``streaming``) of an evaluation split's samples."""
+    if isinstance(data, SegmentationDataset):
+        paired = SegmentationEvalTransform(min(model_config.image_size), model_config.mean,
+                                           model_config.std)  # fmt: skip
+        if config.streaming:
+            return TorchIterableSegmentationDataset(data, paired, reduce=config.reduce_labels)
+        return TorchSegmentationDataset(data, paired, reduce=config.reduce_labels)
+    view_type = TorchIterableImageDataset if config.streaming else TorchImageDataset
+    return view_type(data, eval_transform(model_config), _label_map(data, class_names))
 
 
 def _loader(
