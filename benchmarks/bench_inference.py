@@ -56,15 +56,19 @@ class RefMlp(nn.Module):
 
 
 class RefBlock(nn.Module):
-    def __init__(self, dim: int, h: int, w: int) -> None:
+    """A block; with ``layer_scale`` the pyramid's (the authors' BlockLayerScale: gamma)."""
+
+    def __init__(self, dim: int, h: int, w: int, layer_scale: bool = False) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.filter = RefGlobalFilter(dim, h, w)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = RefMlp(dim, dim * 4)
+        self.gamma = nn.Parameter(torch.ones(dim)) if layer_scale else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.mlp(self.norm2(self.filter(self.norm1(x))))
+        branch = self.mlp(self.norm2(self.filter(self.norm1(x))))
+        return x + (branch if self.gamma is None else self.gamma * branch)
 
 
 class RefPatchEmbed(nn.Module):
@@ -95,9 +99,58 @@ class RefGFNet(nn.Module):
         return self.head(self.norm(x).mean(1))
 
 
-def reference_for(model: nn.Module) -> RefGFNet:
-    """A reference GFNet holding exactly ``model``'s weights."""
+class RefDownLayer(nn.Module):
+    """Between pyramid stages, as the authors write it: tokens to a grid, a 2x2 stride-2
+    convolution, back to tokens."""
+
+    def __init__(self, size: int, dim_in: int, dim_out: int) -> None:
+        super().__init__()
+        self.size, self.dim_out = size, dim_out
+        self.proj = nn.Conv2d(dim_in, dim_out, kernel_size=2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, channels = x.shape
+        x = x.view(batch, self.size, self.size, channels).permute(0, 3, 1, 2)
+        return self.proj(x).permute(0, 2, 3, 1).reshape(batch, -1, self.dim_out)
+
+
+class RefGFNetPyramid(nn.Module):
+    """The hierarchical GFNet (GFNet-H) as the paper's code writes it (same state-dict keys)."""
+
+    def __init__(self, img_size: int, patch: int, dims: list[int], depths: list[int],
+                 classes: int) -> None:  # fmt: skip
+        super().__init__()
+        sizes = [img_size // patch // 2**i for i in range(4)]
+        self.patch_embed = nn.ModuleList(
+            [RefPatchEmbed(dims[0], patch)]
+            + [RefDownLayer(sizes[i], dims[i], dims[i + 1]) for i in range(3)]
+        )
+        self.pos_embed = nn.Parameter(torch.zeros(1, sizes[0] ** 2, dims[0]))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(*(RefBlock(dims[i], sizes[i], sizes[i] // 2 + 1, layer_scale=True)
+                            for _ in range(depths[i])))  # fmt: skip
+            for i in range(4)
+        )
+        self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
+        self.head = nn.Linear(dims[-1], classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in range(4):
+            x = self.patch_embed[stage](x)
+            if stage == 0:
+                x = x + self.pos_embed
+            x = self.blocks[stage](x)
+        return self.head(self.norm(x).mean(1))
+
+
+def reference_for(model: nn.Module) -> nn.Module:
+    """A reference GFNet (flat or pyramid) holding exactly ``model``'s weights."""
     config = model.config
+    if config.kind == "pyramid":
+        ref = RefGFNetPyramid(config.image_size[0], config.patch_size, list(config.widths),
+                              list(config.depths), config.num_classes)  # fmt: skip
+        ref.load_state_dict(model.state_dict(), strict=True)
+        return ref.eval()
     ref = RefGFNet(
         config.image_size[0],
         config.patch_size,

@@ -110,6 +110,29 @@ def test_a_training_choice_holds_for_every_batch_and_survives_a_checkpoint():
     assert ran == {flipped}
 
 
+@pytest.mark.parametrize(("matmul_share", "expected"), [(0.9, "fft"), (0.8, "matmul")])
+def test_auto_takes_the_matmul_form_only_by_a_margin(monkeypatch, matmul_share, expected):
+    """Timed alone the matmul form looks better than inside a model, and near ties flip
+    between runs: it must beat the FFT form by AUTO_MATMUL_MARGIN (a clock that makes every
+    FFT run take 1 s and every matmul run ``matmul_share`` s)."""
+    durations = {"fft": 1.0, "matmul": matmul_share}
+    clock = {"now": 0.0, "calls": 0}
+
+    def fake_perf_counter() -> float:
+        form = ("fft", "matmul")[(clock["calls"] // 2) % 2]  # start, end; fft then matmul
+        if clock["calls"] % 2:
+            clock["now"] += durations[form]
+        clock["calls"] += 1
+        return clock["now"]
+
+    monkeypatch.setattr(layers.time, "perf_counter", fake_perf_counter)
+    gfilter = _filter(8, (6, 6)).eval()
+    with torch.inference_mode(), record_filter_forms() as ran:
+        gfilter(torch.randn(2, 6, 6, 8))
+    assert ran == {expected}
+    assert layers.AUTO_MATMUL_MARGIN == 0.85
+
+
 def test_auto_takes_the_fft_form_on_the_meta_device_without_measuring():
     with torch.device("meta"):
         gfilter = GlobalFilter(8, (6, 6))

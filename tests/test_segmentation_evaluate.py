@@ -162,13 +162,15 @@ def test_a_mismatched_mask_is_skipped_and_counted_or_refused_with_strict(tmp_pat
 
 
 def test_values_beyond_the_classes_are_refused_naming_them(tmp_path, run_cli):
-    root = mask_folder(tmp_path / "d", count=1)
+    """The value and the sample that holds it (the third of the split, in a batch whose first
+    rows are fine) are named."""
+    root = mask_folder(tmp_path / "d", count=3)
     mask = np.full((40, 48), 7, np.uint8)
-    Image.fromarray(mask).save(root / "annotations" / "validation" / "scene_0.png")
+    Image.fromarray(mask).save(root / "annotations" / "validation" / "scene_2.png")
     save_model(tiny_segmenter(), tmp_path / "m")
     result = run_cli("evaluate", "--model", str(tmp_path / "m"), "--dataset", str(root),
-                     "--num-workers", "0")  # fmt: skip
-    assert_one_line_error(result, 2, "mask value 7")
+                     "--num-workers", "0", "--batch-size", "2")  # fmt: skip
+    assert_one_line_error(result, 2, "mask value 7 (sample 2)")
 
 
 def test_reduce_labels_defaults_to_the_models(tmp_path):

@@ -78,7 +78,7 @@ def scored_rows(
             skips.add(index, "no label")
     if not bool(keep.any()):
         return None
-    task.check_targets(batch.labels[keep], num_classes, where)
+    task.check_targets(batch.labels[keep], num_classes, where, batch.indices[keep])
     return batch.rows_to(device, keep)
 
 

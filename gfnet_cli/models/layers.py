@@ -40,6 +40,11 @@ _FILTER_FORM = "auto"
 # "auto" times each form this many times (interleaved, the fastest run counts): a few
 # milliseconds once per shape, in exchange for the faster form for the rest of the process.
 AUTO_TRIALS = 3
+# ... and takes the matmul form only when it measured at least this much faster than the FFT
+# form (its time below this share of the FFT's): timed alone, with its input in cache, the
+# matmul form looks better than it does inside a model (docs/benchmarks.md: whole models ran
+# up to 11 % slower with picks made on smaller margins), and a near tie flips between runs.
+AUTO_MATMUL_MARGIN = 0.85
 # Under bf16 autocast the matmul form's DFT products run in bf16 on grids up to this many
 # tokens (docs/benchmarks.md: top-1 and logit error against fp32); larger grids keep fp32.
 BF16_DFT_MAX_TOKENS = 64 * 64
@@ -528,7 +533,8 @@ class GlobalFilter(nn.Module):
 
     def _measure_forms(self, x: torch.Tensor, backward: bool) -> str:
         """The form whose fastest of :data:`AUTO_TRIALS` runs (with backward when training)
-        is faster on ``x``; the parameter's ``.grad`` is left alone."""
+        is faster on ``x``, the matmul form only by :data:`AUTO_MATMUL_MARGIN`; the
+        parameter's ``.grad`` is left alone."""
         x = x.detach().requires_grad_(backward and x.requires_grad)
         inputs = [t for t in (x, self.complex_weight) if t.requires_grad]
         best = {"fft": math.inf, "matmul": math.inf}
@@ -541,7 +547,7 @@ class GlobalFilter(nn.Module):
                     torch.autograd.grad(out, inputs, torch.ones_like(out))
                 _synchronize(x.device)
                 best[form] = min(best[form], time.perf_counter() - start)
-        form = min(best, key=best.__getitem__)
+        form = "matmul" if best["matmul"] < AUTO_MATMUL_MARGIN * best["fft"] else "fft"
         log.debug(
             "filter %s on %s: fft %.3g ms, matmul %.3g ms -> %s",
             tuple(x.shape),

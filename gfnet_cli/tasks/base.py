@@ -74,11 +74,13 @@ class Task(ABC):
         """Which rows of a batch's (host) targets can be scored: a bool vector."""
 
     @abstractmethod
-    def check_targets(self, targets: torch.Tensor, num_classes: int, where: str) -> None:
+    def check_targets(self, targets: torch.Tensor, num_classes: int, where: str,
+                      samples: torch.Tensor | None = None) -> None:  # fmt: skip
         """Refuse target values the model cannot have, while they are on the host.
 
         On a GPU an out-of-range target is a device-side assert that names nothing.
-        ``targets`` are the scored rows only; ``where`` names the data in the message.
+        ``targets`` are the scored rows only; ``where`` names the data in the message and
+        ``samples`` (the rows' sample numbers, as ``Batch.indices`` holds them) the sample.
         """
 
     @abstractmethod

@@ -89,10 +89,13 @@ class Classification(Task):
         # -1: no label, or a class the training split lacks
         return targets >= 0
 
-    def check_targets(self, targets: torch.Tensor, num_classes: int, where: str) -> None:
+    def check_targets(self, targets: torch.Tensor, num_classes: int, where: str,
+                      samples: torch.Tensor | None = None) -> None:  # fmt: skip
         if len(targets) and int(targets.max()) >= num_classes:
+            row = int(targets.argmax())
+            sample = "" if samples is None else f" in sample {int(samples[row])}"
             raise LabelRangeError(
-                f"{where}: label {int(targets.max())} is out of range: the model has "
+                f"{where}: label {int(targets.max())} is out of range{sample}: the model has "
                 f"{num_classes} classes (0 to {num_classes - 1})"
             )
 

@@ -152,7 +152,8 @@ class Segmentation(Task):
         # every mask is a label; its unlabelled pixels are 255 inside it
         return torch.ones(len(targets), dtype=torch.bool)
 
-    def check_targets(self, targets: torch.Tensor, num_classes: int, where: str) -> None:
+    def check_targets(self, targets: torch.Tensor, num_classes: int, where: str,
+                      samples: torch.Tensor | None = None) -> None:  # fmt: skip
         if not targets.numel():
             return  # a batch whose every sample was skipped (unreadable, mismatched)
         if targets.ndim != 3:
@@ -164,8 +165,9 @@ class Segmentation(Task):
         if bool(bad.any()):
             row = int(bad.flatten(1).any(dim=1).nonzero()[0])
             value = int(targets[row][bad[row]][0])
+            sample = f"row {row} of a batch" if samples is None else f"sample {int(samples[row])}"
             raise MaskValueError(
-                f"{where}: mask value {value} (row {row} of a batch) is not a class: the model "
+                f"{where}: mask value {value} ({sample}) is not a class: the model "
                 f"has {num_classes} classes (0 to {num_classes - 1}) and 255 marks ignored "
                 "pixels; ADE20K-style masks (0 = other, 1..N classes) need reduce_labels"
             )

@@ -372,13 +372,13 @@ def segmentation_train_transform(model_config: GFNetConfig, config: TrainConfig
 
 
 def check_training_targets(task: Task, targets: torch.Tensor, num_classes: int,
-                           split: str) -> None:  # fmt: skip
+                           split: str, samples: torch.Tensor | None = None) -> None:  # fmt: skip
     """A training batch's targets, checked on the host: classification's labels (none may be
-    missing) or the task's own check (masks)."""
+    missing) or the task's own check (masks), naming the sample (``Batch.indices``)."""
     if task.name == "classification":
         check_labels(targets, num_classes, split)
     else:
-        task.check_targets(targets, num_classes, split)
+        task.check_targets(targets, num_classes, split, samples)
 
 
 # ====================================================================== label ranges

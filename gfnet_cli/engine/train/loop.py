@@ -348,7 +348,7 @@ def _accumulate_gradients(run: Run, batches: Lookahead, step: int) -> LocalStep:
         batch = batches.pop()
         _note_unreadable(run, batch)
         check_training_targets(run.task, batch.labels, run.model.num_classes,
-                               run.train_split)  # on the host
+                               run.train_split, batch.indices)  # on the host
         images, labels = _to_device(_images_or_stand_in(run, batch), batch.labels, run.device)
         last = index == accumulate - 1 or not batches
         images, targets = _mix(run, images, labels, step * accumulate + index)
