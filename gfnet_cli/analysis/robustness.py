@@ -211,12 +211,6 @@ def robustness(
     ``progress(completed, total)``: work done in images (attack pass plus corruption passes).
     """
     plan = _plan(attacks, epsilons, pgd_steps, pgd_step_size, corruptions, severities)
-    if model_task(model) != "classification":
-        raise UsageError(
-            f"{model_name(model)} is made for {model_task(model)}: robustness measures a "
-            "classifier's top-1 (evaluate scores segmentation, in mIoU)",
-            param="model",
-        )
     check_at_least("batch_size", batch_size, 1)
     check_at_least("max_samples", max_samples, 1)
     check_at_least("num_workers", num_workers, 0)
@@ -230,6 +224,12 @@ def robustness(
         raise UsageError(f"frost_textures {frost_textures} is not a folder", param="frost_textures")
     torch_device = resolve_device(device)
     precision = check_precision(torch_device, precision)
+    if model_task(model) != "classification":
+        raise UsageError(
+            f"{model_name(model)} is made for {model_task(model)}: robustness measures a "
+            "classifier's top-1 (evaluate scores segmentation, in mIoU)",
+            param="model",
+        )
     data = (
         dataset
         if isinstance(dataset, ImageDataset)
