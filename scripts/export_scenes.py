@@ -3,16 +3,17 @@
 Each scene is a grey canvas with a few digit scans pasted at random places (each scan
 upscaled 2x with nearest neighbours, tinted with a random colour, over a noisy background);
 its mask says, per pixel, where the ink came from: 0 for the background, ``1 + i`` for a
-stroke of the ``i``-th of :data:`DIGITS`. The scans of the training scenes and of the validation
-scenes are
-disjoint (scikit-learn's 1,797 scans split 80/20, stratified and seeded), so validation
-measures segmentation of handwriting the model never saw.
+stroke of the ``i``-th of :data:`DIGITS`. The scans of the training scenes and of the test
+scenes are disjoint (scikit-learn's 1,797 scans split 80/20, stratified and seeded), so the
+test split measures segmentation of handwriting the model never saw. There is no validation
+split: ``gfnet finetune`` holds a seeded share of the training scenes out to choose its epoch,
+and the test split is scored once, never chosen on.
 
 Written as a segmentation DATASET folder (docs/segmentation.md), with the class names:
 
     OUT/images/train/00000.png  OUT/annotations/train/00000.png  ...  OUT/id2label.json
 
-    python scripts/export_scenes.py OUT [--train 500] [--validation 100] [--size 32] [--seed 0]
+    python scripts/export_scenes.py OUT [--train 500] [--test 100] [--size 32] [--seed 0]
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def compose(scans: np.ndarray, labels: np.ndarray, size: int, rng: np.random.Gen
     return np.clip(image, 0, 255).round().astype(np.uint8), mask
 
 
-def export_scenes(out: Path, train: int = 500, validation: int = 100, size: int = 32,
+def export_scenes(out: Path, train: int = 500, test: int = 100, size: int = 32,
                   seed: int = 0) -> dict[str, int]:  # fmt: skip
     """Write the scenes and their masks under ``out``; returns the scenes per split."""
     from sklearn.datasets import load_digits
@@ -60,9 +61,9 @@ def export_scenes(out: Path, train: int = 500, validation: int = 100, size: int 
     class_of = {digit: 1 + position for position, digit in enumerate(DIGITS)}
     targets = np.array([class_of.get(int(t), 0) for t in digits.target])
     counts = {}
-    for split, chosen, count in (("train", train_idx, train), ("validation", held_out,
-                                                               validation)):  # fmt: skip
-        rng = np.random.default_rng([seed, len(split)])
+    for stream, (split, chosen, count) in enumerate((("train", train_idx, train),
+                                                      ("test", held_out, test))):  # fmt: skip
+        rng = np.random.default_rng([seed, stream])
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "annotations" / split).mkdir(parents=True, exist_ok=True)
         for index in range(count):
@@ -80,12 +81,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--train", type=int, default=500)
-    parser.add_argument("--validation", type=int, default=100)
+    parser.add_argument("--test", type=int, default=100)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    counts = export_scenes(args.out, args.train, args.validation, args.size, args.seed)
-    print(f"wrote {counts['train']} training and {counts['validation']} validation scenes "
+    counts = export_scenes(args.out, args.train, args.test, args.size, args.seed)
+    print(f"wrote {counts['train']} training and {counts['test']} test scenes "
           f"to {args.out}")  # fmt: skip
 
 

@@ -21,12 +21,12 @@ GAP = 4  # pixels between panels
 
 
 def figure(scenes: Path, model: str, out: Path, count: int = 4, scale: int = 6) -> Path:
-    images = sorted((scenes / "images" / "validation").glob("*.png"))[:count]
+    images = sorted((scenes / "images" / "test").glob("*.png"))[:count]
     results = predict(images, model, device="cpu")
     rows = []
     for path, result in zip(images, results, strict=True):
         picture = np.asarray(Image.open(path).convert("RGB"))
-        truth = colorize(open_mask(scenes / "annotations" / "validation" / path.name))
+        truth = colorize(open_mask(scenes / "annotations" / "test" / path.name))
         predicted = colorize(result.mask)
         panels = [np.kron(p, np.ones((scale, scale, 1), np.uint8)) for p in
                   (picture, truth, predicted)]  # fmt: skip

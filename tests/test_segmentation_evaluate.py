@@ -285,9 +285,9 @@ def test_demo_scenes_are_real_digit_strokes_with_held_out_scans(tmp_path):
                                                   root / "scripts/export_scenes.py")  # fmt: skip
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    counts = module.export_scenes(tmp_path / "s", train=6, validation=3, size=32)
-    assert counts == {"train": 6, "validation": 3}
-    data = load_segmentation_dataset(str(tmp_path / "s"), "validation")
+    counts = module.export_scenes(tmp_path / "s", train=6, test=3, size=32)
+    assert counts == {"train": 6, "test": 3}
+    data = load_segmentation_dataset(str(tmp_path / "s"), "test")
     assert data.class_names == ["background", "digit 0", "digit 1", "digit 4", "digit 7"]
     view = TorchSegmentationDataset(data, SegmentationEvalTransform(32, [0.0] * 3, [1.0] * 3))
     for image, mask, _ in view:

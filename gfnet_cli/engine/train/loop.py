@@ -607,7 +607,8 @@ def _finish(run: Run, state: RunState) -> TrainResult:
         ),
         validation_split=run.eval_split,
         test=test,
-        filter_forms=filter_form_choices(training=True),
+        filter_forms=(filter_form_choices(training=True)
+                      if training_filter_form(run.config) == "auto" else {}),  # fmt: skip
     )
     if run.dist.is_main:
         if test is not None:
