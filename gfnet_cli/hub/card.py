@@ -338,15 +338,21 @@ def _body(
     return "\n".join(lines)
 
 
+# What both transformers snippets (classification, segmentation) open with.
+_TRANSFORMERS_INTRO = (
+    "transformers (gfnet-cli installed as above with its `transformers` extra: the code "
+    "this repository names is gfnet-cli's own, hence `trust_remote_code=True`):",
+    "",
+    "```python",
+    "from PIL import Image",
+)
+
+
 def transformers_usage(reference: str) -> list[str]:
     """The card's transformers snippet: the same repository through ``trust_remote_code``
     (docs/transformers.md); tests run it as written."""
     return [
-        "transformers (gfnet-cli installed as above with its `transformers` extra: the code "
-        "this repository names is gfnet-cli's own, hence `trust_remote_code=True`):",
-        "",
-        "```python",
-        "from PIL import Image",
+        *_TRANSFORMERS_INTRO,
         "from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline",
         "",
         f'classifier = pipeline("image-classification", model="{reference}", '
@@ -367,11 +373,7 @@ def transformers_usage(reference: str) -> list[str]:
 def segmentation_transformers_usage(reference: str) -> list[str]:
     """A segmentation card's transformers snippet (docs/transformers.md); tests run it."""
     return [
-        "transformers (gfnet-cli installed as above with its `transformers` extra: the code "
-        "this repository names is gfnet-cli's own, hence `trust_remote_code=True`):",
-        "",
-        "```python",
-        "from PIL import Image",
+        *_TRANSFORMERS_INTRO,
         "from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, pipeline",
         "",
         f'segmenter = pipeline("image-segmentation", model="{reference}", trust_remote_code=True)',

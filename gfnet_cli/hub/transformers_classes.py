@@ -193,6 +193,12 @@ class GFNetPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.ConvTranspose2d):  # a flat model's feature pyramid
             module.reset_parameters()
 
+    def _wants_hidden_states(self, output_hidden_states: bool | None) -> bool:
+        """The call's ``output_hidden_states``, else the config's (transformers' convention)."""
+        if output_hidden_states is None:
+            return bool(self.config.output_hidden_states)
+        return output_hidden_states
+
     def _init_conv(self, conv: nn.Conv2d) -> None:
         """mmsegmentation's init in a segmentation head (Xavier neck, Kaiming head, N(0, 0.01)
         classifier: :func:`~gfnet_cli.models.segmentation.init_semantic_fpn`), PyTorch's
@@ -240,11 +246,7 @@ class GFNetForImageClassification(GFNetPreTrainedModel):
     ) -> ImageClassifierOutput | tuple:
         if pixel_values is None:
             raise ValueError("GFNetForImageClassification needs pixel_values")
-        output_hidden_states = (
-            self.config.output_hidden_states
-            if output_hidden_states is None
-            else output_hidden_states
-        )
+        output_hidden_states = self._wants_hidden_states(output_hidden_states)
         hidden_states = None
         if output_hidden_states:
             final, maps = self.gfnet.forward_intermediates(pixel_values)
@@ -313,11 +315,7 @@ class GFNetForSemanticSegmentation(GFNetPreTrainedModel):
     ) -> SemanticSegmenterOutput | tuple:
         if pixel_values is None:
             raise ValueError("GFNetForSemanticSegmentation needs pixel_values")
-        output_hidden_states = (
-            self.config.output_hidden_states
-            if output_hidden_states is None
-            else output_hidden_states
-        )
+        output_hidden_states = self._wants_hidden_states(output_hidden_states)
         logits, features = self.gfnet.forward_with_features(pixel_values)
         hidden_states = tuple(features) if output_hidden_states else None
         loss = None
