@@ -331,12 +331,8 @@ def _int8_check_inputs(job: _Job) -> tuple[torch.Tensor, torch.Tensor]:
 def _run_onnx(path: Path, images: torch.Tensor) -> Any:
     """``path``'s logits for ``images`` in onnxruntime on the CPU, in batches it accepts."""
     ort = import_onnxruntime("exporting to ONNX")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        session = _cpu_session(path)
         batch = session.get_inputs()[0].shape[0]
         step = batch if isinstance(batch, int) else len(images)
         import numpy as np
@@ -352,15 +348,10 @@ def _run_onnx(path: Path, images: torch.Tensor) -> Any:
 
 def _time_onnx(job: _Job, written: list[_Written]) -> dict[str, float]:
     """Median milliseconds per batch of each written ONNX form in onnxruntime on the CPU."""
-    ort = import_onnxruntime("exporting to ONNX")
     images = job.checks[0][0].numpy()
     timings = {}
     for item in written:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(
-            str(item.staged), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        session = _cpu_session(item.staged)
         session.run(None, {INPUT_NAME: images})  # warm-up: allocations, kernel selection
         runs = []
         for _ in range(AUTO_TIMING_RUNS):
@@ -622,15 +613,20 @@ def _write_onnx(
     return next(entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx"))
 
 
-def _check_onnx(path: Path, checks: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Run the file in onnxruntime on the CPU; the largest difference from PyTorch."""
+def _cpu_session(path: Path) -> Any:
+    """An onnxruntime session for ``path`` on the CPU, its warnings silenced (errors raise)."""
     ort = import_onnxruntime("exporting to ONNX")
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options,
+                                providers=["CPUExecutionProvider"])  # fmt: skip
+
+
+def _check_onnx(path: Path, checks: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Run the file in onnxruntime on the CPU; the largest difference from PyTorch."""
+    ort = import_onnxruntime("exporting to ONNX")
     try:
-        session = ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        session = _cpu_session(path)
         diffs = [
             max_abs_diff(ref, session.run(None, {INPUT_NAME: images.numpy()})[0])
             for images, ref in checks
