@@ -27,6 +27,7 @@ from gfnet_cli.data.datasets import (
     TorchIterableImageDataset,
     collate_skipping_failures,
     load_image_dataset,
+    spaced_subset,
 )
 from gfnet_cli.data.segmentation import (
     describe_columns,
@@ -316,13 +317,7 @@ def evenly_spaced(
     """A map-style view of ``data``; ``max_samples`` evenly spaced samples when given."""
     if len(data) == 0:
         raise DatasetError(f"{data.name} ({data.split}) holds no samples")
-    torch_data = TorchImageDataset(data, transform, label_map)
-    count = len(torch_data)
-    if max_samples is None or max_samples >= count:
-        return torch_data
-    return torch.utils.data.Subset(
-        torch_data, [i * count // max_samples for i in range(max_samples)]
-    )
+    return spaced_subset(TorchImageDataset(data, transform, label_map), max_samples)
 
 
 # ---------------------------------------------------------------------------------- labels

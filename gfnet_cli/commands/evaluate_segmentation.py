@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from gfnet_cli.data.datasets import DatasetError, collate_skipping_failures
+from gfnet_cli.data.datasets import DatasetError, collate_skipping_failures, spaced_subset
 from gfnet_cli.data.segmentation import (
     SIZE_MISMATCH,
     SegmentationDataset,
@@ -195,11 +195,9 @@ def _loader(
     else:
         if len(data) == 0:
             raise DatasetError(f"{data.name} ({data.split}) holds no samples")
-        torch_data = TorchSegmentationDataset(data, transform, reduce=reduce_labels)
-        count = len(torch_data)
-        if max_samples is not None and max_samples < count:
-            spaced = [i * count // max_samples for i in range(max_samples)]
-            torch_data = torch.utils.data.Subset(torch_data, spaced)
+        torch_data = spaced_subset(
+            TorchSegmentationDataset(data, transform, reduce=reduce_labels), max_samples
+        )
         total = len(torch_data)
     loader = torch.utils.data.DataLoader(
         torch_data, batch_size=1, shuffle=False, num_workers=workers,

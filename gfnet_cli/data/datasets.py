@@ -459,6 +459,15 @@ class Batch:
         )  # fmt: skip
 
 
+def spaced_subset(data: Any, max_samples: int | None) -> Any:
+    """``data`` (a map-style torch dataset), or ``max_samples`` of its samples evenly spaced
+    over it: a quick evaluation still sees the whole split, not its first rows."""
+    count = len(data)
+    if max_samples is None or max_samples >= count:
+        return data
+    return torch.utils.data.Subset(data, [i * count // max_samples for i in range(max_samples)])
+
+
 def collate_skipping_failures(items: list[tuple]) -> Batch:
     """Stack the readable samples of a batch (class indices, or masks of one size); record
     the unreadable ones."""
