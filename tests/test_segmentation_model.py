@@ -42,7 +42,7 @@ from gfnet_cli.models import (
 )
 from gfnet_cli.models.flops import config_gflops, count_flops
 from gfnet_cli.models.layers import resize_filter
-from gfnet_cli.models.segmentation import sync_batchnorm
+from gfnet_cli.models.segmentation import BatchNorm2d, sync_batchnorm
 from tests.conftest import assert_one_line_error
 
 PYRAMID = GFNetConfig(
@@ -166,6 +166,24 @@ def test_every_parameter_gets_a_gradient(base):
     missing = [name for name, p in model.named_parameters() if p.grad is None]
     assert not missing, missing
     assert "backbone.pos_embed" in model.no_weight_decay()
+
+
+def test_one_image_with_a_one_pixel_coarsest_map_trains():
+    """A 32-pixel crop leaves a 1x1 map at stride 32: a batch of one image has one value per
+    channel there, which torch's BatchNorm refuses; ours normalizes it with the running
+    statistics, leaves them alone, and is torch's BatchNorm for every other batch."""
+    model = _segmenter(PYRAMID).train()
+    model(torch.randn(1, 3, 32, 32)).logsumexp(1).mean().backward()
+    norm = BatchNorm2d(4).train()
+    reference = nn.BatchNorm2d(4).train()
+    norm.running_mean.fill_(0.5), reference.running_mean.fill_(0.5)
+    single = torch.randn(1, 4, 1, 1)
+    expected = (single - 0.5) / torch.sqrt(torch.tensor(1.0 + norm.eps))
+    torch.testing.assert_close(norm(single), expected)
+    assert torch.equal(norm.running_mean, torch.full((4,), 0.5)) and norm.num_batches_tracked == 0
+    batch = torch.randn(2, 4, 3, 3)
+    torch.testing.assert_close(norm(batch), reference(batch))
+    torch.testing.assert_close(norm.running_mean, reference.running_mean)
 
 
 def test_initialization_is_mmsegmentations():

@@ -51,6 +51,23 @@ _SYNC_BN_DEVICES = ("cuda", "hpu", "xpu")
 
 
 # --------------------------------------------------------------------------- building blocks
+class BatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm that normalizes a batch of one value per channel with its running statistics.
+
+    A training batch of one image whose coarsest map is 1x1 (a 32-pixel crop at stride 32; the
+    last, short batch of an epoch) has no batch variance: torch's BatchNorm refuses it, which
+    ended a run mid-epoch. Such a batch is normalized as in evaluation and leaves the running
+    statistics alone; every other batch is torch's BatchNorm unchanged. SyncBatchNorm
+    (:func:`sync_batchnorm`) replaces it on GPUs, where the count is across processes.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.numel() == x.shape[1]:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                training=False, momentum=0.0, eps=self.eps)  # fmt: skip
+        return super().forward(x)
+
+
 class ConvModule(nn.Module):
     """Convolution, then optional BatchNorm and ReLU: mmcv's ``ConvModule``, with its names.
 
@@ -64,7 +81,7 @@ class ConvModule(nn.Module):
         self.conv = nn.Conv2d(
             in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=not norm
         )
-        self.bn = nn.BatchNorm2d(out_channels) if norm else None
+        self.bn = BatchNorm2d(out_channels) if norm else None
         self.activate = nn.ReLU(inplace=True) if relu else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,7 +105,7 @@ class SimpleFeaturePyramid(nn.Module):
         super().__init__()
         self.upsample_4x = nn.Sequential(
             nn.ConvTranspose2d(channels, channels, kernel_size=2, stride=2),
-            nn.BatchNorm2d(channels),
+            BatchNorm2d(channels),
             nn.GELU(),
             nn.ConvTranspose2d(channels, channels, kernel_size=2, stride=2),
         )
