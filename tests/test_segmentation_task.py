@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from gfnet_cli.data.datasets import Batch, collate_skipping_failures
+from gfnet_cli.data.masks import reduce_labels
 from gfnet_cli.engine.scoring import Skips, score
 from gfnet_cli.tasks import get_task
 from gfnet_cli.tasks.segmentation import SEGMENTATION, MaskValueError, per_category_iou
@@ -74,6 +76,42 @@ def test_mean_iou_equals_a_numpy_computation_with_ignored_pixels_over_batches():
     assert ious[:5] == pytest.approx(list(expected["per_category_iou"][:5]))
     assert result.count == 6 and result.primary == "mean_iou"
     json.dumps(result.values)  # no NaN in what evaluate --json prints
+
+
+EVALUATE_MEAN_IOU = Path(__file__).parent / "data" / "evaluate_mean_iou" / "mean_iou.py"
+
+
+@pytest.mark.parametrize("reduce", [False, True], ids=["labels", "reduce-labels"])
+def test_mean_iou_equals_hugging_face_evaluates(reduce):
+    """The real ``evaluate`` library running its own ``mean_iou`` script (the one
+    ``evaluate.load("mean_iou")`` fetches from the Hub) on images of different sizes with
+    ignored pixels; with ``reduce`` the labels are ADE20K-style, 0 for "other", and ours are
+    reduced by the data pipeline's :func:`reduce_labels` where evaluate reduces them itself."""
+    import evaluate
+
+    generator = np.random.default_rng(3)
+    classes = 5
+    metric = SEGMENTATION.metric(classes)
+    predictions, references = [], []
+    for height, width in [(7, 9), (12, 5), (6, 6), (16, 11)]:
+        prediction = generator.integers(0, classes - 1, (height, width))  # the last: never
+        reference = generator.integers(0, classes - 1 + reduce, (height, width))
+        reference[generator.random((height, width)) < 0.15] = 255
+        predictions.append(prediction)
+        references.append(reference.astype(np.uint8))
+        target = reduce_labels(reference) if reduce else reference
+        logits = F.one_hot(torch.from_numpy(prediction), classes).permute(2, 0, 1)[None]
+        metric.update(logits.float(), torch.from_numpy(target.astype(np.int64))[None])
+    ours = metric.summarize(metric.totals(), None)
+    theirs = evaluate.load(str(EVALUATE_MEAN_IOU)).compute(
+        predictions=predictions, references=references, num_labels=classes, ignore_index=255,
+        reduce_labels=reduce,
+    )  # fmt: skip
+    for key in ("mean_iou", "mean_accuracy", "overall_accuracy"):
+        assert ours.values[key] == pytest.approx(float(theirs[key]), abs=1e-12), key
+    expected = [None if math.isnan(iou) else pytest.approx(iou, abs=1e-12)
+                for iou in theirs["per_category_iou"]]  # fmt: skip
+    assert per_category_iou(ours, classes) == expected and expected[-1] is None
 
 
 def test_totals_add_up_over_shards_like_one_pass():
