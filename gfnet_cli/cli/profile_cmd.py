@@ -31,7 +31,14 @@ def _parse_compare(value: str | None) -> list[str]:
 
 
 def _spread(low: float | None, high: float | None) -> str:
-    return "-" if low is None or high is None else f"{low:.3g}-{high:.3g}"
+    """Three significant digits, in plain notation past 1,000 ms too (not 2.04e+03)."""
+    if low is None or high is None:
+        return "-"
+    return f"{_milliseconds(low)}-{_milliseconds(high)}"
+
+
+def _milliseconds(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def _fmt(value: float | None, spec: str) -> str:
