@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -104,6 +107,20 @@ def test_profile_reports_the_spread_names_the_memory_and_shows_progress(run_cli,
     rows = run_cli("profile", "--model", tiny_folder, "--resolution", "32", "--repeats", "3",
                    "--no-memory", "--json").json()  # fmt: skip
     assert rows[0]["latency_min_ms"] <= rows[0]["latency_ms"] <= rows[0]["latency_max_ms"]
+
+
+def test_a_table_without_a_terminal_is_not_cut_to_80_columns(tiny_folder):
+    """In a CI log or a captured subprocess no stream is a terminal: rich would lay the
+    11-column table out in 80 columns and print its values as ``0.0…``."""
+    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "gfnet_cli", "profile", "--model", str(tiny_folder),
+         "--resolution", "32", "--repeats", "1", "--no-memory"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    params = sum(p.numel() for p in create_model(TINY).parameters())
+    assert f"{params / 1e6:.2f}M" in done.stdout and "…" not in done.stdout
 
 
 def test_a_busy_machine_is_named_when_latencies_spread(monkeypatch, caplog):

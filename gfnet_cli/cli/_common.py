@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -14,8 +15,27 @@ from rich.text import Text
 if TYPE_CHECKING:
     from typer._click import core as click
 
+#: columns for results when no terminal says how many (a CI log, a captured subprocess)
+PIPED_WIDTH = 200
+
+
+def _results_width() -> int | None:
+    """Without a terminal on any standard stream and without ``COLUMNS``, rich lays tables out
+    in 80 columns and cuts their cells (``26.11M`` printed as ``26…``): results get room
+    instead. In a terminal, the terminal's width, as rich finds it."""
+    if "COLUMNS" in os.environ:
+        return None
+    for descriptor in (0, 1, 2):
+        try:
+            os.get_terminal_size(descriptor)
+        except (OSError, ValueError):
+            continue
+        return None
+    return PIPED_WIDTH
+
+
 # Results go to stdout; progress, logs and warnings to stderr (``--json`` keeps stdout clean).
-stdout = Console(highlight=False, soft_wrap=True)
+stdout = Console(highlight=False, soft_wrap=True, width=_results_width())
 stderr = Console(stderr=True, highlight=False)
 
 
