@@ -71,7 +71,9 @@ def test_columns_are_found_by_name_and_a_classification_dataset_is_refused():
     import datasets
 
     image = datasets.Image()
-    scene_parse = {"image": image, "annotation": image, "scene_category": datasets.Value("int64")}
+    # scene_parse_150's own features: a scene ClassLabel beside the image and its mask
+    scene = datasets.ClassLabel(names=["airport_terminal", "art_gallery", "badlands"])
+    scene_parse = {"image": image, "annotation": image, "scene_category": scene}
     assert find_mask_columns(datasets.Features(scene_parse)) == ("image", "annotation")
     assert find_mask_columns(datasets.Features({"pixel_values": image, "label": image})) == (
         "pixel_values", "label")  # fmt: skip
