@@ -164,6 +164,9 @@ def test_ade20k_recipe_is_pvts_semantic_fpn_schedule(run_cli, tmp_path):
     assert {key: shown[key] for key in expected} == expected
     assert shown["global_batch_size"] * 1e-4 / 16 == pytest.approx(shown["lr"])
     assert shown["schedule"].startswith("poly")
+    # classification's augmentation is not part of the run, and images resample bilinearly
+    assert not {"crop_scale", "randaugment", "mixup", "cutmix", "color_jitter"} & set(shown)
+    assert shown["interpolation"] == "bilinear" and shown["hflip"] == 0.5
 
 
 def _env() -> dict[str, str]:

@@ -29,6 +29,10 @@ from gfnet_cli.hub.resolve import resolve_config
 from gfnet_cli.models.config import LIMITS
 from gfnet_cli.models.layers import FILTER_FORMS
 
+#: classification's augmentation settings, which segmentation's paired pipeline replaces:
+#: left out of a segmentation run's recipe (its card, ``--print-config``)
+CLASSIFICATION_AUGMENTATION = ("crop_scale", "randaugment", "color_jitter", "reprob", "mixup",
+                               "cutmix", "mix_prob", "mix_switch_prob")  # fmt: skip
 _HYPERPARAMETERS = (
     "recipe", "epochs", "batch_size", "accumulate", "lr", "lr_base_batch", "min_lr",
     "warmup_lr", "weight_decay", "decay_all", "warmup_epochs", "label_smoothing", "drop_path",
@@ -160,6 +164,9 @@ class TrainConfig:
         """The recipe as plain values, for the model card and train_results.json."""
         values = {k: getattr(self, k) for k in _HYPERPARAMETERS}
         values["crop_scale"] = list(self.crop_scale)
+        if self.task == "segmentation":  # settings its paired augmentation never reads
+            for name in CLASSIFICATION_AUGMENTATION:
+                del values[name]
         if self.resize_scale is not None:
             values["resize_scale"] = list(self.resize_scale)
         values["base_lr"] = self.lr
@@ -485,7 +492,9 @@ def describe_run(config: TrainConfig, world_size: int | None = None) -> dict[str
         "drop_path": drop_path,
         "img_size": (img_size if config.img_size is not None or model_config.is_segmentation
                      or config.task != "segmentation" else 512),
-        "interpolation": model_config.interpolation,
+        # segmentation resamples images bilinearly (mmsegmentation's pipeline)
+        "interpolation": ("bilinear" if config.task == "segmentation"
+                          else model_config.interpolation),
         "max_steps": config.max_steps,
         "num_workers": config.num_workers,
         "device": str(device),
