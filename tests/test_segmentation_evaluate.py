@@ -257,6 +257,10 @@ def test_predict_writes_palette_masks_at_each_images_size_and_never_overwrites(t
     with torch.no_grad():
         logits = F.interpolate(model(pixels[None]), size=(40, 48), mode="bilinear")
     assert np.array_equal(open_mask(out / "wide.png"), logits.argmax(1)[0].numpy())
+    # the overlay is the photograph and the mask's colours, half and half
+    colours = np.asarray(palette(), dtype=np.int16).reshape(-1, 3)[open_mask(out / "wide.png")]
+    overlay = np.asarray(Image.open(out / "wide_overlay.png"), dtype=np.int16)
+    assert np.abs(overlay - (np.asarray(image, dtype=np.int16) + colours) / 2).max() <= 1
     before = (out / "wide.png").stat().st_mtime_ns
     again = run_cli(*args)
     assert_one_line_error(again, 2, "exists")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,14 @@ from gfnet_cli.data.datasets import Batch, collate_skipping_failures
 from gfnet_cli.data.masks import reduce_labels
 from gfnet_cli.engine.scoring import Skips, score
 from gfnet_cli.tasks import get_task
-from gfnet_cli.tasks.segmentation import SEGMENTATION, MaskValueError, per_category_iou
+from gfnet_cli.tasks import segmentation as segmentation_task
+from gfnet_cli.tasks.segmentation import (
+    SEGMENTATION,
+    MaskValueError,
+    per_category_iou,
+    resize_logits,
+    resized_logit_bands,
+)
 
 CPU = torch.device("cpu")
 
@@ -112,6 +122,54 @@ def test_mean_iou_equals_hugging_face_evaluates(reduce):
     expected = [None if math.isnan(iou) else pytest.approx(iou, abs=1e-12)
                 for iou in theirs["per_category_iou"]]  # fmt: skip
     assert per_category_iou(ours, classes) == expected and expected[-1] is None
+
+
+@pytest.mark.parametrize(("source", "size"), [((16, 21), (97, 130)), ((64, 64), (40, 50)),
+                                              ((8, 8), (300, 3)), ((5, 7), (1, 1))])  # fmt: skip
+def test_logits_resized_in_bands_equal_the_whole(source, size):
+    """Up- and downsampling, a single row: each band of rows is the whole resize's rows."""
+    generator = torch.Generator().manual_seed(4)
+    logits = torch.randn(2, 6, *source, generator=generator)
+    whole = resize_logits(logits, size)
+    small = 4 * 2 * 6 * size[1] * 4 * 3  # three rows a band
+    bands = list(resized_logit_bands(logits, size, band_bytes=small))
+    assert len(bands) == -(-size[0] // 3) and bands[0][0] == slice(0, min(3, size[0]))
+    joined = torch.cat([band for _, band in bands], dim=2)
+    torch.testing.assert_close(joined, whole, rtol=0, atol=1e-5)
+    assert torch.equal(joined.argmax(1), whole.argmax(1))
+    (rows, only), = resized_logit_bands(logits, size)  # fits: the whole, exactly
+    assert rows == slice(0, size[0]) and torch.equal(only, whole)
+
+
+def test_the_metric_in_bands_equals_the_metric_whole(monkeypatch):
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 4, 9, 11, generator=generator)
+    masks = torch.randint(0, 4, (2, 40, 37), generator=generator)
+    masks[:, :5] = 255
+    whole = SEGMENTATION.metric(4)
+    whole.update(logits, masks)
+    monkeypatch.setattr(segmentation_task, "RESIZE_BAND_BYTES", 4 * 2 * 4 * 37 * 4 * 2)
+    banded = SEGMENTATION.metric(4)
+    banded.update(logits, masks)
+    torch.testing.assert_close(banded.totals(), whole.totals(), rtol=1e-6, atol=0)
+    assert torch.equal(banded.totals()[2:], whole.totals()[2:])  # the pixel counts exactly
+
+
+def test_a_photograph_sized_mask_never_holds_its_full_size_logits():
+    """150 class maps at 2000 x 3000 take 3.6 GB: the mask comes with a fraction of that."""
+    script = (
+        "import resource, torch\n"
+        "from gfnet_cli.tasks.segmentation import resized_argmax\n"
+        "logits = torch.randn(1, 150, 96, 128)\n"
+        "mask = resized_argmax(logits, (2000, 3000))\n"
+        "assert mask.shape == (1, 2000, 3000) and int(mask.max()) < 150\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, env=os.environ | {"PYTHONPATH": str(root)})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) < 1536  # MB at the peak, the 48 MB mask and torch included
 
 
 def test_totals_add_up_over_shards_like_one_pass():

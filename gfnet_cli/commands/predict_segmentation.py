@@ -27,7 +27,7 @@ from gfnet_cli.device import inference
 from gfnet_cli.engine.inference import prepare_segmentation_model
 from gfnet_cli.errors import UsageError
 from gfnet_cli.models.segmentation import GFNetForSegmentation
-from gfnet_cli.tasks.segmentation import pixel_shares, resize_logits
+from gfnet_cli.tasks.segmentation import pixel_shares, resized_argmax
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +82,10 @@ def segment_image(
     pixels = transform.image(image)[None].to(device)
     with inference(device, precision):
         logits = net(pixels)
-    logits = resize_logits(logits.float(), (image.size[1], image.size[0]))
-    mask = logits.argmax(dim=1)[0].cpu().numpy()
-    return mask.astype(np.uint8 if net.num_classes <= 256 else np.uint16)
+    small = net.num_classes <= 256
+    size = (image.size[1], image.size[0])
+    mask = resized_argmax(logits.float(), size, torch.uint8 if small else torch.int32)
+    return mask[0].cpu().numpy().astype(np.uint8 if small else np.uint16, copy=False)
 
 
 def write_outputs(image: Image.Image, mask: np.ndarray, files: list[Path]) -> list[str]:
@@ -92,10 +93,9 @@ def write_outputs(image: Image.Image, mask: np.ndarray, files: list[Path]) -> li
     files[0].parent.mkdir(parents=True, exist_ok=True)
     mask_image(mask).save(files[0])
     if len(files) > 1:
-        colours = colorize(mask).astype(np.float32)
-        photo = np.asarray(image.convert("RGB"), dtype=np.float32)
-        blended = (1 - OVERLAY_ALPHA) * photo + OVERLAY_ALPHA * colours
-        Image.fromarray(blended.round().astype(np.uint8)).save(files[1])
+        # PIL blends in 8 bits: no float copies of a large photograph
+        colours = Image.fromarray(colorize(mask))
+        Image.blend(image.convert("RGB"), colours, OVERLAY_ALPHA).save(files[1])
     return [str(file) for file in files]
 
 

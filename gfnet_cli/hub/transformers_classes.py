@@ -90,7 +90,7 @@ from gfnet_cli.models import config as gfnet_config  # noqa: E402
 from gfnet_cli.models.gfnet import GFNetArchitecture  # noqa: E402
 from gfnet_cli.models.layers import Block, GlobalFilter  # noqa: E402
 from gfnet_cli.models.segmentation import GFNetForSegmentation  # noqa: E402
-from gfnet_cli.tasks.segmentation import SEGMENTATION, resize_logits  # noqa: E402
+from gfnet_cli.tasks.segmentation import SEGMENTATION, resized_argmax  # noqa: E402
 
 #: the attribute naming which of mmsegmentation's inits a segmentation conv gets
 INIT_ROLE = "_gfnet_init_role"
@@ -515,8 +515,9 @@ class GFNetSegmentationImageProcessor(BaseImageProcessor):
             single = logits[index : index + 1].float()
             if target_sizes is not None:
                 height, width = (int(value) for value in target_sizes[index])
-                single = resize_logits(single, (height, width))
-            maps.append(single.argmax(dim=1)[0])
+                maps.append(resized_argmax(single, (height, width))[0])
+            else:
+                maps.append(single.argmax(dim=1)[0])
         return maps
 
 

@@ -12,6 +12,7 @@ predictions), ``mean_accuracy`` = nan-mean of intersection / labelled area, and
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -30,12 +31,68 @@ class MaskValueError(UsageError):
     """A mask value that is neither one of the model's classes nor the ignored 255."""
 
 
+#: bytes of resized logits held at once: larger ones are resized in bands of rows
+RESIZE_BAND_BYTES = 256 * 2**20
+
+
 def resize_logits(outputs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Logits ``(B, C, h, w)`` bilinearly resized to ``size`` (``align_corners=False``), as
     mmsegmentation resizes predictions to the original mask before scoring."""
     if tuple(outputs.shape[-2:]) == tuple(size):
         return outputs
     return F.interpolate(outputs, size=size, mode="bilinear", align_corners=False)
+
+
+def resized_logit_bands(
+    outputs: torch.Tensor, size: tuple[int, int], band_bytes: int = RESIZE_BAND_BYTES
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """:func:`resize_logits`, one band of whole rows at a time: ``(rows, logits of those rows)``.
+
+    A 48-megapixel photograph's 150 class maps at full size take 29 GB; in bands the memory
+    stays near ``band_bytes`` whatever the image. When the whole fits, one band that is
+    exactly :func:`resize_logits`. Otherwise each band interpolates across its columns (the
+    rows kept as they are), then between the two source rows of each output row: bilinear is
+    separable, so the bands match the whole up to float rounding.
+    """
+    height, width = (int(side) for side in size)
+    row_bytes = outputs.shape[0] * outputs.shape[1] * width * outputs.element_size()
+    rows = max(1, band_bytes // (4 * max(row_bytes, 1)))  # the band and its temporaries
+    if rows >= height:
+        yield slice(0, height), resize_logits(outputs, (height, width))
+        return
+    source_height = outputs.shape[-2]
+    # torch's source row for each output row (align_corners=False), in torch's own arithmetic,
+    # and the weight of the row below
+    opmath = torch.float64 if outputs.dtype == torch.float64 else torch.float32
+    scale = torch.tensor(source_height, dtype=opmath) / height
+    position = (scale * (torch.arange(height, dtype=opmath) + 0.5) - 0.5).clamp(min=0)
+    above = position.floor().long().clamp(max=source_height - 1)
+    below = (above + 1).clamp(max=source_height - 1)
+    weight = (position - above).to(device=outputs.device, dtype=outputs.dtype)
+    above_at, below_at = above.to(outputs.device), below.to(outputs.device)
+    for start in range(0, height, rows):
+        stop = min(start + rows, height)
+        first, last = int(above[start]), int(below[stop - 1]) + 1
+        across = F.interpolate(outputs[:, :, first:last], size=(last - first, width),
+                               mode="bilinear", align_corners=False)  # fmt: skip
+        # each output row mixes two source rows: one small matrix product for all classes
+        mix = torch.zeros(stop - start, last - first, dtype=outputs.dtype, device=outputs.device)
+        band_rows = torch.arange(stop - start, device=outputs.device)
+        lower = weight[start:stop]
+        mix.index_put_((band_rows, above_at[start:stop] - first), 1 - lower, accumulate=True)
+        mix.index_put_((band_rows, below_at[start:stop] - first), lower, accumulate=True)
+        yield slice(start, stop), torch.matmul(mix, across)
+
+
+def resized_argmax(
+    outputs: torch.Tensor, size: tuple[int, int], dtype: torch.dtype = torch.long
+) -> torch.Tensor:
+    """The class of every pixel at ``size``, ``(B, H, W)`` of ``dtype``, from logits at any
+    size, without holding the full-size logits (:func:`resized_logit_bands`)."""
+    classes = torch.empty((outputs.shape[0], *size), dtype=dtype, device=outputs.device)
+    for rows, logits in resized_logit_bands(outputs, size):
+        classes[:, rows] = logits.argmax(dim=1)
+    return classes
 
 
 class SegmentationMetric(Metric):
@@ -56,10 +113,14 @@ class SegmentationMetric(Metric):
             self._loss_sum = torch.zeros((), dtype=accumulator_dtype(device), device=device)
             self._images = torch.zeros((), dtype=torch.long, device=device)
         assert self._loss_sum is not None and self._images is not None
-        logits = resize_logits(outputs, tuple(targets.shape[-2:]))
+        self._images += len(targets)
+        for rows, logits in resized_logit_bands(outputs, tuple(targets.shape[-2:])):
+            self._update_areas(logits, targets[:, rows])
+
+    def _update_areas(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        assert self._areas is not None and self._loss_sum is not None
         self._loss_sum += F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX,
                                           reduction="sum")  # fmt: skip
-        self._images += len(targets)
         labelled = targets != IGNORE_INDEX
         label = targets[labelled]
         prediction = logits.argmax(dim=1)[labelled]
