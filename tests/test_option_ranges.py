@@ -99,6 +99,7 @@ PROBE = [
     ("finetune", ["--lr", "inf"], "--lr"),
     ("finetune", ["--resume", "--overwrite"], "--overwrite"),
     ("finetune", ["--depth", "100000", "--from-scratch"], "--depth"),
+    ("finetune", ["--task", "segmentation", "--num-classes", "10000000"], "--num-classes"),
     ("profile", ["--memory-limit", "-5"], "--memory-limit"),
     ("profile", ["--resolution", "1000000000"], "--resolution"),
     ("profile", ["--warmup", "-1"], "--warmup"),

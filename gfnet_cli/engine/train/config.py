@@ -314,6 +314,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "poly_power": (0, None, True, False),
     "patch_size": (*LIMITS["patch_size"], False, False),
     "img_size": (*LIMITS["img_size"], False, False),
+    "num_classes": (2, LIMITS["num_classes"][1], False, False),
 }
 
 
