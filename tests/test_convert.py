@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from gfnet_cli import GFNetConfig, convert_checkpoint, create_model, load_model
 from gfnet_cli.errors import CheckpointError
 from gfnet_cli.hub.convert import extract_state_dict
+from gfnet_cli.labels import read_label_file
 from gfnet_cli.models import GFNetArchitecture
 from tests.conftest import assert_one_line_error
 
@@ -114,6 +115,34 @@ def test_labels_file_and_zoo_arch(tmp_path, data_dir, run_cli):
     )
     assert_one_line_error(bad, contains="1000 class names")
     assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "message"),
+    [
+        (b"\xff\xfe\x00bad", "labels.txt", "is not UTF-8 text"),
+        (b'{"0": "cat", "5": "dog"}', "labels.json", "indices must be 0..N-1"),
+        (b'{"zero": "cat"}', "labels.json", "keys must be class indices"),
+        (b'[{"name": "cat"}, {"label": "dog"}]', "labels.json", 'entry 1 has no "name"'),
+        (b"x" * 1001, "labels.txt", "a class name of 1,001 characters"),
+        (b"a\n" * 100_001, "labels.txt", "100,001 class names"),
+        (b" " * (4 * 1024 * 1024 + 1), "labels.txt", "a label file is at most"),
+    ],
+    ids=["not-utf8", "index-gap", "not-indices", "no-name", "long-name", "too-many", "huge"],
+)
+def test_a_bad_label_file_is_one_line_before_any_work(tmp_path, data_dir, run_cli, content,
+                                                      name, message):  # fmt: skip
+    labels = tmp_path / name
+    labels.write_bytes(content)
+    result = run_cli("convert", data_dir / "tiny-gfnet.pth", tmp_path / "out", "--labels", labels)
+    assert_one_line_error(result, 2, message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_id2label_label_file_with_a_bom_reads_in_index_order(tmp_path):
+    labels = tmp_path / "id2label.json"
+    labels.write_text('\ufeff{"1": "dog", "0": "cat", "2": "bird"}', encoding="utf-8")
+    assert read_label_file(labels) == ["cat", "dog", "bird"]
 
 
 def test_zoo_arch_takes_image_size_from_the_checkpoint(tmp_path):

@@ -42,6 +42,7 @@ from gfnet_cli.data.images import ImageReadError, is_image_file, open_image
 from gfnet_cli.data.masks import IGNORE_INDEX, open_mask, reduce_labels
 from gfnet_cli.data.transforms import normalize, to_tensor
 from gfnet_cli.errors import UsageError
+from gfnet_cli.labels import names_from_id2label
 
 logger = logging.getLogger(__name__)
 
@@ -229,16 +230,6 @@ def _hub_id2label(repo_id: str) -> Path | None:
         return Path(hf_hub_download(repo_id, "id2label.json", repo_type="dataset"))
     except Exception:  # absent, offline, private: the names come from elsewhere
         return None
-
-
-def names_from_id2label(mapping: Any) -> list[str]:
-    """``{"0": "wall", "1": "building"}`` as a list in index order (every index present)."""
-    if not isinstance(mapping, dict) or not mapping:
-        raise ValueError("id2label must be a non-empty JSON object of index -> name")
-    by_index = {int(key): str(value) for key, value in mapping.items()}
-    if sorted(by_index) != list(range(len(by_index))):
-        raise ValueError("id2label's indices must be 0..N-1, each once")
-    return [by_index[index] for index in range(len(by_index))]
 
 
 def mask_folder_splits(path: Path) -> dict[str, Any]:

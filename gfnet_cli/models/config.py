@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gfnet_cli.errors import ConfigError
+from gfnet_cli.labels import MAX_CLASS_NAME, MAX_CLASSES, MAX_LABEL_FILE_BYTES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -67,10 +68,9 @@ LIMITS: dict[str, tuple[float, float]] = {
     "mlp_ratio": (1 / 64, 16),
     "img_size": (1, 8192),
     "in_chans": (1, 64),
-    "num_classes": (0, 100_000),
+    "num_classes": (0, MAX_CLASSES),
 }
-MAX_CONFIG_BYTES = 4 * 1024 * 1024  # 100,000 class names fit; a larger config.json is refused
-MAX_CLASS_NAME = 1000  # characters
+MAX_CONFIG_BYTES = MAX_LABEL_FILE_BYTES  # 100,000 class names fit; a larger one is refused
 _INTEGERS = ("patch_size", "in_chans", "num_classes", "format_version")
 _NUMBERS = ("drop_rate", "drop_path_rate", "crop_pct")
 _STRINGS = ("kind", "interpolation", "model_type")
