@@ -268,6 +268,22 @@ def test_predict_writes_palette_masks_at_each_images_size_and_never_overwrites(t
     assert run_cli(*args, "--overwrite").exit_code == 2  # still the broken file
 
 
+def test_a_long_strip_is_bounded_as_mmsegmentations_test_scale(tmp_path, run_cli):
+    """Shorter side to the size, longer side at most 4x it (mmsegmentation's (2048, 512)): a
+    3 x 6000 strip would otherwise become 32 x 64,000 pixels at size 32."""
+    transform = SegmentationEvalTransform(32, TINY.mean, TINY.std)
+    shapes = {size: tuple(transform.image(Image.new("RGB", size)).shape[1:])
+              for size in [(48, 40), (40, 48), (128, 32), (6000, 3), (3, 6000)]}  # fmt: skip
+    assert shapes == {(48, 40): (32, 38), (40, 48): (38, 32), (128, 32): (32, 128),
+                      (6000, 3): (1, 128), (3, 6000): (128, 1)}  # fmt: skip
+    Image.new("RGB", (6000, 3), (40, 90, 220)).save(tmp_path / "strip.png")
+    save_model(tiny_segmenter(), tmp_path / "m")
+    result = run_cli("predict", tmp_path / "strip.png", "--model", tmp_path / "m",
+                     "--output-dir", tmp_path / "masks")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert Image.open(tmp_path / "masks" / "strip.png").size == (6000, 3)
+
+
 def test_predict_refuses_two_inputs_writing_one_file(tmp_path, run_cli):
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()

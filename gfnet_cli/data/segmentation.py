@@ -340,16 +340,27 @@ def segmentation_sample(view: Any, row: dict, key: Any, index: int) -> tuple:
 
 
 # ------------------------------------------------------------------------------- transforms
+#: the longest side whole-image evaluation gives an image, in multiples of the shorter one:
+#: mmsegmentation's test scale (2048, 512) with keep_ratio
+LONG_SIDE_RATIO = 4
+
+
 class SegmentationEvalTransform:
     """Whole-image evaluation: the image's shorter side resized to ``size`` (aspect kept,
-    bilinear), normalized; the mask left at its own size (predictions are resized to it)."""
+    bilinear), normalized; the mask left at its own size (predictions are resized to it).
+
+    As mmsegmentation's ``Resize(scale=(2048, 512), keep_ratio=True)``, the longer side stops
+    at ``LONG_SIDE_RATIO * size``: a 2 x 40,000 strip would otherwise become 512 x 10,240,000
+    pixels (63 GB as a tensor). Images up to 4:1, every usual photograph, are unaffected.
+    """
 
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]) -> None:
         self.size, self.mean, self.std = int(size), list(mean), list(std)
 
     def image(self, image: Image.Image) -> torch.Tensor:
         width, height = image.size
-        scale = self.size / min(width, height)
+        scale = min(self.size / min(width, height),
+                    LONG_SIDE_RATIO * self.size / max(width, height))  # fmt: skip
         new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
         if new_size != image.size:
             image = image.resize(new_size, Image.Resampling.BILINEAR)
